@@ -1,0 +1,1 @@
+"""mvcompile: MoViNet specs to streaming binaries through ONNX and Apache TVM."""
