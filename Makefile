@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-slow clean
+.PHONY: setup demo test test-slow cross clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ test: setup
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow
+
+# ARM cross toolchain, qemu-user and aarch64 TVM runtime libs (scripts/setup_cross.sh; needs root on first run).
+cross: setup
+	PYTHON=$(PY) scripts/setup_cross.sh
 
 clean:
 	rm -rf build .pytest_cache
