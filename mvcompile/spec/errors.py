@@ -1,0 +1,5 @@
+"""The one exception a user sees for a bad spec."""
+
+
+class SpecError(ValueError):
+    """A spec file is unreadable or invalid; the message names the file, key path and problem."""

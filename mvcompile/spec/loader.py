@@ -1,0 +1,94 @@
+"""Read a spec file: YAML syntax, then schema validation, with errors that name file, key and problem."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from mvcompile.spec.errors import SpecError
+from mvcompile.spec.model import EnsembleSpec, ModelSpec
+
+_TOP_KEYS = set(ModelSpec.model_fields)
+_ENSEMBLE_KEYS = set(EnsembleSpec.model_fields)
+
+
+def load_spec(path: str | Path) -> ModelSpec | EnsembleSpec:
+    """Load and validate a spec; raise SpecError naming the file, key path and problem."""
+    path = Path(path)
+    raw = _read_yaml(path)
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}")
+    if "ensemble" in raw:
+        spec = _validate(EnsembleSpec, raw, path)
+        for i, member in enumerate(spec.ensemble):
+            member_path = (path.parent / member.spec).resolve()
+            if not member_path.is_file():
+                raise SpecError(f"{path}: ensemble[{i}].spec: file not found: {member_path}")
+        return spec
+    missing = [k for k in ("stages", "stem", "head", "input", "num_classes", "name") if k not in raw]
+    if missing:
+        raise SpecError(f"{path}: missing required key '{missing[0]}' (a model spec needs {sorted(_TOP_KEYS)})")
+    return _validate(ModelSpec, raw, path)
+
+
+def member_paths(spec: EnsembleSpec, spec_path: str | Path) -> list[Path]:
+    """Absolute paths of an ensemble's member specs (relative to the ensemble file)."""
+    return [(Path(spec_path).parent / m.spec).resolve() for m in spec.ensemble]
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise SpecError(f"{path}: spec file not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise SpecError(f"{path}: cannot read spec file: {err}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        raise SpecError(f"{path}: YAML syntax error at {where}: {err.problem}") from None
+    except yaml.YAMLError as err:
+        raise SpecError(f"{path}: YAML syntax error: {err}") from None
+
+
+def _validate(model: type[ModelSpec] | type[EnsembleSpec], raw: dict, path: Path) -> Any:
+    try:
+        return model.model_validate(raw)
+    except ValidationError as err:
+        raise SpecError(_format(err, path)) from None
+
+
+def _format(err: ValidationError, path: Path) -> str:
+    lines = []
+    for e in err.errors():
+        loc = _key_path(e["loc"])
+        lines.append(f"{path}: {loc}: {_message(e)}")
+    return "\n".join(lines)
+
+
+def _key_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _message(e: dict[str, Any]) -> str:
+    kind = e["type"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    got = e.get("input")
+    shown = repr(got) if not isinstance(got, (dict, list)) else type(got).__name__
+    msg = e["msg"].removeprefix("Value error, ")
+    if kind.endswith("_type") or kind.endswith("_parsing") or kind == "literal_error":
+        return f"{msg} (got {shown})"
+    return msg

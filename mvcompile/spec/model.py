@@ -1,0 +1,160 @@
+"""Validated spec data: the architecture of one MoViNet (or an ensemble of them)."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+ConvType = Literal["3d", "2plus1d"]
+SEType = Literal["3d", "2plus3d", "none"]
+Activation = Literal["swish", "hard_swish", "relu"]
+Gating = Literal["sigmoid", "hard_sigmoid"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def _check_triple(value: list[int], what: str) -> list[int]:
+    if len(value) != 3:
+        raise ValueError(f"{what} must be 3 numbers [t, h, w], got {len(value)}")
+    if any(v < 1 for v in value):
+        raise ValueError(f"{what} entries must be >= 1, got {list(value)}")
+    return value
+
+
+class Options(_Strict):
+    """Variant options of the building blocks (paper 3.2 / official release)."""
+
+    conv_type: ConvType = "3d"
+    se_type: SEType = "3d"
+    activation: Activation = "swish"
+    gating: Gating = "sigmoid"
+    positional_encoding: bool = False
+
+
+class OptionsOverride(_Strict):
+    """A variant: any subset of the options."""
+
+    conv_type: ConvType | None = None
+    se_type: SEType | None = None
+    activation: Activation | None = None
+    gating: Gating | None = None
+    positional_encoding: bool | None = None
+    description: str | None = None
+
+    def apply(self, base: Options) -> Options:
+        changes = self.model_dump(exclude_none=True, exclude={"description"})
+        return base.model_copy(update=changes)
+
+
+class InputSpec(_Strict):
+    """The default input clip: frames at a frame rate, square frames of a resolution."""
+
+    frames: int = Field(gt=0)
+    resolution: int = Field(gt=0)
+    frame_rate: float = Field(gt=0)
+
+
+class StemSpec(_Strict):
+    filters: int = Field(gt=0)
+    kernel: list[int] = [1, 3, 3]
+    stride: list[int] = [1, 2, 2]
+
+    @field_validator("kernel")
+    @classmethod
+    def _kernel(cls, v: list[int]) -> list[int]:
+        return _check_triple(v, "kernel")
+
+    @field_validator("stride")
+    @classmethod
+    def _stride(cls, v: list[int]) -> list[int]:
+        _check_triple(v, "stride")
+        if v[0] != 1:
+            raise ValueError(f"stride in time is not supported (MoViNet never strides in time), got {list(v)}")
+        return v
+
+
+class LayerSpec(_Strict):
+    """One MobileBottleneck layer: depthwise kernel, stride and expanded width."""
+
+    kernel: list[int]
+    stride: list[int] = [1, 1, 1]
+    expand: int
+
+    @field_validator("kernel")
+    @classmethod
+    def _kernel(cls, v: list[int]) -> list[int]:
+        return _check_triple(v, "kernel")
+
+    @field_validator("stride")
+    @classmethod
+    def _stride(cls, v: list[int]) -> list[int]:
+        _check_triple(v, "stride")
+        if v[0] != 1:
+            raise ValueError(f"stride in time is not supported (MoViNet never strides in time), got {list(v)}")
+        if v[1] not in (1, 2) or v[2] not in (1, 2):
+            raise ValueError(f"spatial stride must be 1 or 2, got {list(v)}")
+        return v
+
+    @field_validator("expand")
+    @classmethod
+    def _expand(cls, v: int) -> int:
+        if v <= 0:
+            raise ValueError(f"expand width must be > 0, got {v}")
+        return v
+
+
+class StageSpec(_Strict):
+    """A stage (block): its output width and its layers."""
+
+    out: int = Field(gt=0)
+    layers: list[LayerSpec] = Field(min_length=1)
+
+
+class HeadSpec(_Strict):
+    project_filters: int = Field(gt=0)
+    classifier_width: int = Field(gt=0)
+
+
+class ModelSpec(_Strict):
+    """A single MoViNet: stem, stages, head and classifier, with its default input and options."""
+
+    name: str
+    description: str = ""
+    num_classes: int = Field(gt=0)
+    input: InputSpec
+    stem: StemSpec
+    stages: list[StageSpec] = Field(min_length=1)
+    head: HeadSpec
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    options: Options = Options()
+    variants: dict[str, OptionsOverride] = {}
+
+    def with_variant(self, variant: str | None) -> "ModelSpec":
+        """The spec with a variant's options applied (None: the base model)."""
+        if variant is None or variant == "base":
+            return self
+        if variant not in self.variants:
+            known = ", ".join(sorted(self.variants)) or "none"
+            raise KeyError(f"spec '{self.name}' has no variant '{variant}' (known: {known})")
+        return self.model_copy(update={"options": self.variants[variant].apply(self.options)})
+
+
+class EnsembleMember(_Strict):
+    spec: str
+    variant: str | None = None
+
+
+class EnsembleSpec(_Strict):
+    """Several member networks fed the same video, logits averaged (A6 = A4 + A5)."""
+
+    name: str
+    description: str = ""
+    note: str = ""
+    ensemble: list[EnsembleMember] = Field(min_length=2)
+    combine: Literal["mean"] = "mean"
+
+
+
+ModelSpec.model_rebuild()
