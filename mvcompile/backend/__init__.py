@@ -1,0 +1,1 @@
+"""TVM backend: target presets and artifact builds."""

@@ -1,0 +1,1 @@
+"""Streaming runtime: load compiled artifacts and run them frame by frame."""
