@@ -71,8 +71,7 @@ def _concat(s: list[Shape], d: list[str], _w: dict[str, Shape], a: dict[str, Any
 
 def _slice(s: list[Shape], d: list[str], _w: dict[str, Shape], a: dict[str, Any]) -> tuple[Shape, str]:
     out = list(s[0])
-    start, end = a["start"], a.get("end")
-    out[a["axis"]] = len(range(out[a["axis"]])[slice(start, end)])
+    out[a["axis"]] = len(range(out[a["axis"]])[slice(a["start"], a.get("end"), a.get("step", 1))])
     return tuple(out), d[0]
 
 
@@ -130,7 +129,8 @@ SHAPES: dict[str, ShapeFn] = {
     "frame_positions": _frame_positions,
     "pos_encoding": _pos_encoding,
     "scale": _scale,
-    "add_const": _same,
+    "advance_count": _same,
+    "mul_const": _same,
     "to_float": _to_float,
     "reshape": _reshape,
 }

@@ -1,0 +1,116 @@
+"""Weight values for a graph: deterministic initialisation, and one-file save/load keyed by stable names."""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+from mvcompile.ir.graph import Graph
+
+
+class WeightsError(ValueError):
+    """A weights file does not fit the model; the message names the tensors."""
+
+
+def init_weights(g: Graph, seed: int | None = None) -> dict[str, np.ndarray]:
+    """Weights for every tensor of `g`.
+
+    seed=None: the official initialisation (He-normal kernels from a fixed generator, zero biases,
+    identity BatchNorm, ReZero and positional-encoding scales 0).
+    seed=S: deterministic random weights in which every scalar gate is non-zero and BN statistics are
+    non-trivial, so every path of the model is exercised (for tests and benchmarks).
+    """
+    rng = np.random.default_rng(0 if seed is None else seed)
+    official = seed is None
+    out: dict[str, np.ndarray] = {}
+    for name in sorted(g.weights):
+        shape, kind = g.weights[name].shape, g.weights[name].kind
+        out[name] = _init(rng, shape, kind, official, name).astype(np.float32)
+    return out
+
+
+def _init(rng: np.random.Generator, shape: tuple[int, ...], kind: str, official: bool, name: str) -> np.ndarray:
+    if kind == "conv":
+        fan_in = int(np.prod(shape[1:]))
+        std = np.sqrt(2.0 / fan_in) if not name.endswith("logits.weight") else np.sqrt(1.0 / fan_in)
+        return rng.normal(0.0, std, shape)
+    if official:
+        return {"bias": np.zeros, "gamma": np.ones, "beta": np.zeros, "mean": np.zeros,
+                "var": np.ones, "scale": np.zeros}[kind](shape)
+    if kind in ("bias", "beta", "mean"):
+        return rng.normal(0.0, 0.1, shape)
+    if kind in ("gamma", "var"):
+        return rng.uniform(0.5, 1.5, shape)
+    if kind == "scale":
+        return rng.uniform(0.5, 1.0, shape) * rng.choice([-1.0, 1.0])
+    raise WeightsError(f"{name}: no initialiser for weight kind '{kind}'")
+
+
+def check_weights(g: Graph, values: dict[str, np.ndarray], source: str = "weights") -> None:
+    """Every weight of `g` present exactly once with its shape; raise WeightsError listing what is not."""
+    missing = sorted(set(g.weights) - set(values))
+    extra = sorted(set(values) - set(g.weights))
+    wrong = [f"{k}: expected {list(g.weights[k].shape)}, got {list(values[k].shape)}"
+             for k in sorted(set(g.weights) & set(values)) if tuple(values[k].shape) != g.weights[k].shape]
+    problems = [f"missing: {', '.join(missing[:10])}{' …' if len(missing) > 10 else ''}"] if missing else []
+    problems += [f"unexpected: {', '.join(extra[:10])}{' …' if len(extra) > 10 else ''}"] if extra else []
+    problems += [f"wrong shape: {w}" for w in wrong[:10]]
+    if problems:
+        raise WeightsError(f"{source} does not match the model:\n  " + "\n  ".join(problems))
+
+
+def bind(g: Graph, values: dict[str, np.ndarray], source: str = "weights") -> Graph:
+    """A copy of `g` with weight values attached (checked)."""
+    check_weights(g, values, source)
+    out = g.copy()
+    out.values = {k: np.ascontiguousarray(values[k], dtype=np.float32) for k in g.weights}
+    return out
+
+
+def save_weights(values: dict[str, np.ndarray], path: str | Path) -> None:
+    """Write weights atomically as .safetensors or .npz (by suffix)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        arrays = {k: np.ascontiguousarray(v) for k, v in values.items()}
+        if path.suffix == ".npz":
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+        elif path.suffix == ".safetensors":
+            save_file(arrays, tmp)
+        else:
+            raise WeightsError(f"{path}: weights files are .safetensors or .npz")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_weights(path: str | Path) -> dict[str, np.ndarray]:
+    """Read a .safetensors or .npz weights file."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: weights file not found")
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as data:
+                return {k: data[k] for k in data.files}
+        if path.suffix == ".safetensors":
+            return load_file(str(path))
+    except Exception as err:  # noqa: BLE001 - any decoder failure is a corrupt file for the user
+        raise WeightsError(f"{path}: cannot read weights: {err}") from None
+    raise WeightsError(f"{path}: weights files are .safetensors or .npz")
+
+
+def weights_hash(values: dict[str, np.ndarray]) -> str:
+    """sha256 over names, shapes and float32 bytes, independent of file format."""
+    h = hashlib.sha256()
+    for k in sorted(values):
+        v = np.ascontiguousarray(values[k], dtype=np.float32)
+        h.update(k.encode() + str(v.shape).encode() + v.tobytes())
+    return h.hexdigest()

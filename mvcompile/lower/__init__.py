@@ -1,0 +1,1 @@
+"""Lowerings of the IR: a torch module (the reference executor) and an ONNX model."""
