@@ -1,0 +1,195 @@
+"""Build an artifact directory: ONNX → Relax → TVM compile → model.so + manifest.json + io.txt."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from mvcompile.backend.iotable import io_table
+from mvcompile.backend.targets import TargetPreset
+from mvcompile.runtime.artifact import ARTIFACT_FORMAT, IO_TABLE, LIBRARY, MANIFEST, sha256_file
+from mvcompile.runtime.quiet import quiet_tvm_stderr
+
+
+class BuildError(RuntimeError):
+    """The model could not be compiled or linked for the requested target."""
+
+
+Step = Callable[[str], Any]
+
+
+def build_artifact(
+    onnx_model: onnx.ModelProto,
+    manifest: dict[str, Any],
+    target: TargetPreset,
+    out_dir: Path,
+    *,
+    progress: bool = True,
+) -> Path:
+    """Compile `onnx_model` for `target` into `out_dir`, atomically; returns `out_dir`."""
+    out_dir = Path(out_dir)
+    io_text = io_table(onnx_model, manifest)
+    tvm_target = target.to_tvm()
+    _check_toolchain(target)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
+    work.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; give the artifact ordinary permissions
+    try:
+        with _steps(progress) as step:
+            step("import ONNX")
+            mod = _import_onnx(onnx_model)
+            step(f"compile for {target.name}")
+            executable = _compile(mod, tvm_target)
+            step("export model.so")
+            options = _export(executable, target, tvm_target, work / LIBRARY)
+        (work / IO_TABLE).write_text(io_text)
+        full = _manifest(manifest, target, tvm_target, options, work)
+        (work / MANIFEST).write_text(json.dumps(full, indent=2, default=str) + "\n")
+        _replace_dir(work, out_dir)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _check_toolchain(target: TargetPreset) -> None:
+    if target.cross_compiler and shutil.which(target.cross_compiler) is None:
+        raise BuildError(
+            f"target '{target.name}' links with '{target.cross_compiler}', which is not on PATH "
+            "(install the ARM toolchains with `make cross`, or set cross_compiler in the preset)"
+        )
+
+
+def _import_onnx(model: onnx.ModelProto) -> Any:
+    from tvm import relax
+    from tvm.relax.frontend.onnx import from_onnx
+
+    try:
+        mod = from_onnx(model, keep_params_in_input=False)
+    except Exception as exc:
+        raise BuildError(f"TVM could not import the ONNX model: {exc}") from exc
+    return relax.transform.DecomposeOpsForInference()(mod)
+
+
+def _compile(mod: Any, tvm_target: Any) -> Any:
+    import tvm
+    from tvm import relax
+
+    try:
+        return tvm.compile(mod, target=tvm_target, relax_pipeline=relax.get_default_pipeline(tvm_target))
+    except Exception as exc:
+        raise BuildError(f"TVM compilation failed for {tvm_target.kind.name}: {exc}") from exc
+
+
+def _export(executable: Any, target: TargetPreset, tvm_target: Any, path: Path) -> dict[str, Any]:
+    """Write the shared library; returns the build options that shaped it."""
+    from tvm.support import cc
+
+    from mvcompile.backend import cuda_kernels
+
+    options: dict[str, Any] = {"relax_pipeline": "relax.get_default_pipeline(target)", "notices": []}
+    kwargs: dict[str, Any] = {}
+    if target.cross_compiler:
+        kwargs["fcompile"] = cc.cross_compiler(target.cross_compiler)
+    options["linker"] = target.cross_compiler or "g++ (native)"
+    kind = tvm_target.kind.name
+    if kind == "cuda":
+        nvcc = cuda_kernels.find_nvcc()
+        if nvcc:
+            kwargs["fpack_imports"] = cuda_kernels.fatbin_packer(tvm_target)
+            options["kernels"] = {"format": "fatbin", "arch": str(tvm_target.arch), "ptx": True}
+            options["nvcc"] = cuda_kernels.nvcc_version(nvcc)
+        else:
+            options["kernels"] = {"format": "cuda-source", "arch": str(tvm_target.arch)}
+            notice = (
+                "nvcc not found at build time: CUDA kernels are embedded as source and must be "
+                "JIT-compiled on the device when loaded (needs Python with nvcc or NVRTC there)"
+            )
+            options["notices"].append(notice)
+            print(f"mvcompile: notice: {notice}", file=sys.stderr)
+    elif kind in ("opencl", "vulkan"):
+        options["kernels"] = {"format": f"{kind}-source"}
+    try:
+        with quiet_tvm_stderr():
+            executable.export_library(str(path), **kwargs)
+    except Exception as exc:
+        raise BuildError(f"export of {LIBRARY} failed: {exc}") from exc
+    return options
+
+
+def _manifest(
+    manifest: dict[str, Any], target: TargetPreset, tvm_target: Any, options: dict[str, Any], work: Path
+) -> dict[str, Any]:
+    import tvm
+
+    return {
+        **manifest,
+        "target": {
+            "name": target.name,
+            "description": target.description,
+            "tvm_target": tvm_target.export(),
+            "tvm_target_str": str(tvm_target),
+            "arch": target.arch,
+            "kind": tvm_target.kind.name,
+            "runtime_notes": target.runtime_notes,
+        },
+        "tvm_version": tvm.__version__,
+        "build_options": options,
+        "files": {LIBRARY: sha256_file(work / LIBRARY)},
+        "artifact_format": ARTIFACT_FORMAT,
+    }
+
+
+def _replace_dir(new: Path, out_dir: Path) -> None:
+    """Move `new` to `out_dir`; an existing `out_dir` is replaced only once `new` is in place."""
+    if not out_dir.exists():
+        new.rename(out_dir)
+        return
+    old = out_dir.with_name(f".{out_dir.name}.old-{time.time_ns()}")
+    out_dir.rename(old)
+    try:
+        new.rename(out_dir)
+    except BaseException:
+        old.rename(out_dir)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def _steps(enabled: bool) -> Iterator[Step]:
+    """Yield `step(label)`, which ends the previous step and starts the next, shown with rich."""
+    if not enabled:
+        yield lambda label: None
+        return
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    stream = os.fdopen(os.dup(2), "w")  # the real stderr, even while TVM's noise is captured
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with stream, Progress(*columns, console=Console(file=stream)) as bar:
+        current: list[Any] = []
+
+        def step(label: str) -> None:
+            if current:
+                bar.update(current[0], completed=1)
+            current[:] = [bar.add_task(label, total=1)]
+
+        yield step
+        if current:
+            bar.update(current[0], completed=1)

@@ -1,0 +1,57 @@
+"""The on-disk artifact format shared by the builder (writer) and the session (reader)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from pathlib import Path
+from typing import Any
+
+ARTIFACT_FORMAT = "mvcompile-artifact/1"
+LIBRARY = "model.so"
+MANIFEST = "manifest.json"
+IO_TABLE = "io.txt"
+
+
+class ArtifactError(ValueError):
+    """An artifact directory is missing files, tampered with, or not for this machine."""
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def machine_arch() -> str:
+    """This machine's architecture in preset terms (x86_64, aarch64, armv7)."""
+    machine = platform.machine().lower()
+    aliases = {"amd64": "x86_64", "arm64": "aarch64", "armv7l": "armv7", "armv8l": "armv7"}
+    return aliases.get(machine, machine)
+
+
+def read_manifest(artifact_dir: Path) -> dict[str, Any]:
+    """Load `manifest.json` and check every file listed in it against its SHA-256."""
+    path = artifact_dir / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: missing (is {artifact_dir} an mvcompile artifact?)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{path}: cannot parse: {exc}") from None
+    if not isinstance(manifest, dict) or manifest.get("artifact_format") != ARTIFACT_FORMAT:
+        raise ArtifactError(f"{path}: not an '{ARTIFACT_FORMAT}' manifest")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or LIBRARY not in files:
+        raise ArtifactError(f"{path}: key 'files' must list '{LIBRARY}' with its sha256")
+    for name, expected in files.items():
+        file = artifact_dir / name
+        if not file.is_file():
+            raise ArtifactError(f"{file}: missing")
+        if sha256_file(file) != expected:
+            raise ArtifactError(f"{file}: sha256 does not match manifest.json (file modified or corrupt)")
+    return manifest

@@ -1,0 +1,30 @@
+"""Filter TVM's per-constant `Scope Saving:` / `Scope Loaded:` log lines from stderr."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+NOISE = ("Scope Saving:", "Scope Loaded:")
+
+
+@contextmanager
+def quiet_tvm_stderr() -> Iterator[None]:
+    """Capture file descriptor 2 (where TVM's C++ logging goes) and replay all but the noise."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            text = capture.read().decode(errors="replace")
+            kept = [line for line in text.splitlines(keepends=True) if not any(n in line for n in NOISE)]
+            sys.stderr.write("".join(kept))

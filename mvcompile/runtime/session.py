@@ -1,0 +1,91 @@
+"""StreamSession: run a compiled artifact clip by clip, carrying its states between calls."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mvcompile.runtime.artifact import LIBRARY, ArtifactError, machine_arch, read_manifest
+from mvcompile.runtime.quiet import quiet_tvm_stderr
+
+
+class FrameError(ValueError):
+    """Frames passed to `push` do not have the shape or dtype the artifact was compiled for."""
+
+
+class StreamSession:
+    """A loaded artifact plus its current streaming states."""
+
+    def __init__(self, artifact_dir: str | Path, *, num_threads: int | None = None) -> None:
+        self._dir = Path(artifact_dir)
+        self._manifest = read_manifest(self._dir)
+        self._check_arch()
+        if num_threads is not None:
+            os.environ["TVM_NUM_THREADS"] = str(num_threads)  # read when TVM's thread pool starts
+        self._frame = self._manifest["inputs"][0]
+        self._vm, self._device = self._load()
+        self._states: list[Any] = []
+        self.reset()
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The artifact's manifest (model I/O, states, target, build options)."""
+        return self._manifest
+
+    def reset(self) -> None:
+        """Zero every state, as at the start of a new video."""
+        import tvm
+
+        self._states = [
+            tvm.runtime.tensor(np.zeros(s["shape"], dtype=s["dtype"]), self._device)
+            for s in self._manifest.get("states", [])
+        ]
+
+    def push(self, frames: np.ndarray) -> np.ndarray:
+        """Run one clip of frames [B, T, H, W, 3] (float32 in [0, 1]); returns the logits."""
+        import tvm
+
+        self._check_frames(frames)
+        image = tvm.runtime.tensor(np.ascontiguousarray(frames), self._device)
+        results = list(self._vm["main"](image, *self._states))
+        self._states = results[1:]
+        return results[0].numpy()
+
+    def _check_arch(self) -> None:
+        built = self._manifest.get("target", {}).get("arch")
+        here = machine_arch()
+        if built != here:
+            name = self._manifest.get("target", {}).get("name", "?")
+            raise ArtifactError(
+                f"{self._dir}: built for target '{name}' ({built}), but this machine is {here}; "
+                "run it on the board, or under emulation with `mvcompile run --emulate`"
+            )
+
+    def _load(self) -> tuple[Any, Any]:
+        import tvm
+        from tvm import relax
+
+        kind = self._manifest["target"].get("kind", "llvm")
+        device = tvm.device(kind if kind != "llvm" else "cpu", 0)
+        if not device.exist:
+            raise ArtifactError(f"{self._dir}: needs a {kind} device, and none is available here")
+        try:
+            with quiet_tvm_stderr():
+                library = tvm.runtime.load_module(str((self._dir / LIBRARY).resolve()))
+        except Exception as exc:
+            raise ArtifactError(f"{self._dir / LIBRARY}: cannot load: {exc}") from exc
+        return relax.VirtualMachine(library, device), device
+
+    def _check_frames(self, frames: Any) -> None:
+        shape, dtype = tuple(self._frame["shape"]), np.dtype(self._frame["dtype"])
+        if not isinstance(frames, np.ndarray):
+            raise FrameError(f"frames must be a numpy array of {dtype} {list(shape)}, got {type(frames).__name__}")
+        if frames.dtype != dtype:
+            raise FrameError(f"frames must be {dtype}, got {frames.dtype} (convert with frames.astype(np.{dtype}))")
+        if frames.ndim != len(shape):
+            raise FrameError(f"frames must have rank {len(shape)} {list(shape)} [B, T, H, W, C], got shape {list(frames.shape)}")
+        if frames.shape != shape:
+            raise FrameError(f"frames must have shape {list(shape)} [B, T, H, W, C], got {list(frames.shape)}")
