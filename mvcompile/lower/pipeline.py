@@ -1,0 +1,154 @@
+"""The front-end pipeline: spec file → IR → passes → bound weights → ONNX model + manifest."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import onnx
+
+from mvcompile.ir.builder import build_graph
+from mvcompile.ir.graph import Graph
+from mvcompile.ir.weights import bind, init_weights, load_weights, weights_hash
+from mvcompile.lower.onnx import OPSET, to_onnx
+from mvcompile.passes import ensemble, fold_batchnorm, insert_stream_buffers, make_causal
+from mvcompile.spec.loader import load_spec, member_paths
+from mvcompile.spec.model import EnsembleSpec, ModelSpec
+
+Mode = Literal["base", "causal", "stream"]
+MODES = ("base", "causal", "stream")
+
+
+@dataclass
+class ExportedModel:
+    """A model ready for a backend: the bound graph, its ONNX form and its manifest."""
+
+    graph: Graph
+    onnx_model: onnx.ModelProto
+    manifest: dict[str, Any]
+
+    def save(self, path: str | Path) -> tuple[Path, Path]:
+        """Write `path` (.onnx) and `<stem>.manifest.json` beside it, each atomically."""
+        path = Path(path)
+        manifest_path = path.with_name(path.stem + ".manifest.json")
+        _atomic_write(path, self.onnx_model.SerializeToString())
+        _atomic_write(manifest_path, json.dumps(self.manifest, indent=2).encode())
+        return path, manifest_path
+
+
+def model_graph(spec: ModelSpec, mode: Mode, *, frames: int | None = None, resolution: int | None = None,
+                batch: int = 1) -> Graph:
+    """The unbound graph of a single model in a mode (stream: `frames` per call, default 1)."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode '{mode}' (known: {', '.join(MODES)})")
+    if mode == "stream":
+        frames = frames or 1
+    for label, value in (("frames", frames), ("resolution", resolution), ("batch", batch)):
+        if value is not None and value < 1:
+            raise ValueError(f"--{label} must be >= 1, got {value}")
+    g = build_graph(spec, batch=batch, frames=frames, resolution=resolution)
+    if mode != "base":
+        g = make_causal(g)
+    if mode == "stream":
+        g = insert_stream_buffers(g)
+    return g
+
+
+def export_model(spec: str | Path, *, variant: str | None = None, mode: Mode = "stream", frames: int | None = None,
+                 resolution: int | None = None, batch: int = 1, weights: str | Path | None = None,
+                 seed: int | None = None, fold_bn: bool = True) -> ExportedModel:
+    """Spec file → ONNX model and manifest. Weights: a file, a seed, or (neither) the official init."""
+    if weights is not None and seed is not None:
+        raise ValueError("give --weights or --seed, not both")
+    spec_path = Path(spec)
+    loaded = load_spec(spec_path)
+    if isinstance(loaded, EnsembleSpec):
+        members = [load_spec(p) for p in member_paths(loaded, spec_path)]
+        specs = [_with_variant(m, variant) for m in members]
+        graphs = [_bound(s, model_graph(s, mode, frames=frames, batch=batch), weights, seed, f"{s.name}/")
+                  for s in specs]
+        g = ensemble(graphs, [f"{s.name}/" for s in specs])
+        num_classes, frame_rate = specs[0].num_classes, None
+    else:
+        s = _with_variant(loaded, variant)
+        g = _bound(s, model_graph(s, mode, frames=frames, resolution=resolution, batch=batch), weights, seed, "")
+        num_classes, frame_rate = s.num_classes, s.input.frame_rate
+    if fold_bn:
+        g = fold_batchnorm(g)
+    manifest = _manifest(g, spec_path, variant, mode, batch, num_classes, frame_rate, weights, seed)
+    return ExportedModel(g, to_onnx(g, name=f"{g.meta['name']}_{mode}"), manifest)
+
+
+def _with_variant(spec: ModelSpec, variant: str | None) -> ModelSpec:
+    try:
+        return spec.with_variant(variant)
+    except KeyError as err:
+        raise ValueError(err.args[0]) from None
+
+
+def _bound(spec: ModelSpec, g: Graph, weights: str | Path | None, seed: int | None, prefix: str) -> Graph:
+    """Bind weights; they are created on the base graph so that every mode gets identical values."""
+    if weights is None:
+        values = init_weights(build_graph(spec, frames=1, resolution=spec.input.resolution), seed)
+        return bind(g, values)
+    loaded = load_weights(weights)
+    if prefix:
+        loaded = {k[len(prefix):]: v for k, v in loaded.items() if k.startswith(prefix)}
+    return bind(g, loaded, source=str(weights))
+
+
+def _manifest(g: Graph, spec_path: Path, variant: str | None, mode: str, batch: int, num_classes: int,
+              frame_rate: float | None, weights: str | Path | None, seed: int | None) -> dict[str, Any]:
+    image_inputs = [n for n in g.inputs() if n not in {s.input for s in g.states}]
+    tensor = lambda n, public: {"name": public, "shape": list(g.shape(n)), "dtype": g.node(n)["dtype"]}  # noqa: E731
+    return {
+        "format": "mvcompile-model/1",
+        "spec": {"name": g.meta["name"], "path": str(spec_path), "sha256": _sha256(spec_path.read_bytes())},
+        "variant": variant or "base",
+        "mode": mode,
+        "batch": batch,
+        "frames": g.shape(image_inputs[0])[1],
+        "resolution": g.shape(image_inputs[0])[2],
+        "frame_rate": frame_rate,
+        "num_classes": num_classes,
+        "options": g.meta.get("options"),
+        "opset": OPSET,
+        "weights": {"source": str(weights) if weights else (f"seed:{seed}" if seed is not None else "official-init"),
+                    "sha256": weights_hash(g.values)},
+        "inputs": [tensor(n, n) for n in g.inputs()],
+        "outputs": [tensor("logits", "logits")] + [tensor(s.output, f"{s.name}_out") for s in g.states],
+        "states": [_state_entry(s) for s in g.states],
+    }
+
+
+def _state_entry(s: Any) -> dict[str, Any]:
+    entry = {"name": s.name, "input": s.input, "output": f"{s.name}_out", "shape": list(s.shape), "dtype": s.dtype,
+             "layout": s.layout, "init": "zeros"}
+    if s.layout == "NCTHW":
+        b, c, t, h, w = s.shape
+        entry["official_layout"] = "NTHWC"
+        entry["official_shape"] = [b, t, h, w, c]
+    return entry
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, 0o644)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
