@@ -1,0 +1,112 @@
+"""ARM cross toolchains, qemu-user and the cached cross-compiled C++ runner (deploy/runner.cc)."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+RUNNER_SOURCE = REPO / "deploy" / "runner.cc"
+SETUP_HINT = "run `make cross` (or scripts/setup_cross.sh, as root) first"
+CXXFLAGS = ("-std=c++17", "-O2", "-Wall")
+LDLIBS = ("-Wl,--no-as-needed", "-ltvm_runtime", "-ltvm_ffi")
+
+
+class EmulationError(RuntimeError):
+    """The ARM toolchain, qemu or TVM runtime is missing, or the emulated run failed."""
+
+
+@dataclass(frozen=True)
+class CrossArch:
+    """A board architecture as named in an artifact manifest (`target.arch`)."""
+
+    name: str
+    triple: str  # GNU triple: toolchain prefix and Debian sysroot /usr/<triple>
+    qemu: str
+
+    @property
+    def cxx(self) -> str:
+        """The Debian cross C++ compiler."""
+        return f"{self.triple}-g++"
+
+    @property
+    def sysroot(self) -> Path:
+        """Target libc/libstdc++ that qemu-user loads (`-L`)."""
+        return Path("/usr") / self.triple
+
+    @property
+    def root(self) -> Path:
+        """This arch's cache dir: lib/ and include/ from the TVM wheels, bin/ with the runner."""
+        return cross_dir() / self.name
+
+    @property
+    def libdir(self) -> Path:
+        """Directory with libtvm_runtime.so and libtvm_ffi.so for this arch."""
+        return self.root / "lib"
+
+
+ARCHES = {
+    "aarch64": CrossArch("aarch64", "aarch64-linux-gnu", "qemu-aarch64"),
+    "armv7": CrossArch("armv7", "arm-linux-gnueabihf", "qemu-arm"),
+}
+
+
+def cross_dir() -> Path:
+    """Cache root: $MVCOMPILE_CROSS_DIR or <repo>/.cache/cross (as in scripts/setup_cross.sh)."""
+    return Path(os.environ.get("MVCOMPILE_CROSS_DIR") or REPO / ".cache" / "cross")
+
+
+def get_arch(name: str) -> CrossArch:
+    """The CrossArch for a manifest `target.arch`."""
+    if name not in ARCHES:
+        raise EmulationError(f"cannot emulate arch {name!r}: supported are {', '.join(ARCHES)}")
+    return ARCHES[name]
+
+
+def check_ready(arch: CrossArch) -> None:
+    """Raise EmulationError naming what is missing to cross-build and run for arch."""
+    for tool in (arch.cxx, arch.qemu):
+        if shutil.which(tool) is None:
+            raise EmulationError(f"{tool} not found: {SETUP_HINT}")
+    if not (arch.sysroot / "lib").is_dir():
+        raise EmulationError(f"{arch.name} sysroot {arch.sysroot} missing: {SETUP_HINT}")
+    no_runtime = arch.root / "NO_RUNTIME"
+    if no_runtime.is_file():
+        note = " ".join(no_runtime.read_text().splitlines()[1:])
+        raise EmulationError(f"no TVM runtime for {arch.name}: {note} Build libtvm_runtime.so and libtvm_ffi.so "
+                             f"from source and put them in {arch.libdir} (headers in {arch.root / 'include'}).")
+    for lib in ("libtvm_runtime.so", "libtvm_ffi.so"):
+        if not (arch.libdir / lib).is_file():
+            raise EmulationError(f"{arch.libdir / lib} missing: {SETUP_HINT}")
+    if not (arch.root / "include" / "tvm" / "ffi").is_dir():
+        raise EmulationError(f"tvm-ffi headers missing in {arch.root / 'include'}: {SETUP_HINT}")
+
+
+def build_runner(arch: CrossArch) -> Path:
+    """Cross-compile deploy/runner.cc for arch once; cached by a hash of the source and flags."""
+    check_ready(arch)
+    key = hashlib.sha256(RUNNER_SOURCE.read_bytes() + " ".join((arch.cxx, *CXXFLAGS, *LDLIBS)).encode())
+    bindir = arch.root / "bin"
+    exe = bindir / f"mvcompile-runner-{key.hexdigest()[:16]}"
+    if exe.is_file():
+        return exe
+    bindir.mkdir(parents=True, exist_ok=True)
+    with open(bindir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if exe.is_file():
+            return exe
+        tmp = bindir / ".runner.tmp"
+        cmd = [arch.cxx, *CXXFLAGS, str(RUNNER_SOURCE), "-isystem", str(arch.root / "include"),
+               "-L", str(arch.libdir), *LDLIBS, "-o", str(tmp)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise EmulationError(f"cross-compiling {RUNNER_SOURCE} failed:\n{' '.join(cmd)}\n{proc.stderr}")
+        for old in bindir.glob("mvcompile-runner-*"):
+            old.unlink()
+        tmp.replace(exe)
+    return exe

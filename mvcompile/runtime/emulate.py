@@ -1,0 +1,73 @@
+"""Run an ARM artifact on this x86 machine: the C++ runner (deploy/runner.cc) under qemu-user."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from mvcompile.runtime.cross import EmulationError, build_runner, get_arch
+from mvcompile.runtime.io_spec import IoSpecError, read_io_spec
+
+__all__ = ["EmulationError", "artifact_arch", "emulated_command", "run_emulated"]
+
+
+def artifact_arch(artifact_dir: Path) -> str:
+    """`target.arch` from the artifact's manifest.json."""
+    path = Path(artifact_dir) / "manifest.json"
+    try:
+        return str(json.loads(path.read_text())["target"]["arch"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise EmulationError(f"cannot read target.arch from {path}: {e}") from None
+
+
+def emulated_command(artifact_dir: Path, frames_file: Path, n_calls: int, out_file: Path,
+                     num_threads: int | None = None) -> list[str]:
+    """The qemu-user command line that runs the (cached, cross-built) runner on an artifact."""
+    arch = get_arch(artifact_arch(artifact_dir))
+    runner = build_runner(arch)
+    cmd = [arch.qemu, "-L", str(arch.sysroot), "-E", f"LD_LIBRARY_PATH={arch.libdir}", str(runner),
+           str(Path(artifact_dir).resolve()), str(frames_file), str(n_calls), str(out_file)]
+    return cmd + (["--threads", str(num_threads)] if num_threads else [])
+
+
+def _runner_error(proc: subprocess.CompletedProcess[str]) -> str:
+    """The runner's stderr without TVM's per-constant 'Scope Loaded' debug lines."""
+    lines = [ln for ln in proc.stderr.splitlines() if "Warning: Scope " not in ln]
+    return "\n".join(lines).strip() or f"exit code {proc.returncode}"
+
+
+def run_emulated(artifact_dir: Path | str, frames: np.ndarray,
+                 num_threads: int | None = None) -> tuple[np.ndarray, list[float]]:
+    """Stream frames (shape (N, *input shape) or one frame) through an ARM artifact under qemu.
+
+    Returns the logits of every call, shape (N, *output shape), and the per-call latency in ms
+    (emulated: meaningless for real hardware).
+    """
+    artifact_dir = Path(artifact_dir)
+    try:
+        io = read_io_spec(artifact_dir / "io.txt")
+    except IoSpecError as e:
+        raise EmulationError(str(e)) from None
+    frames = np.asarray(frames)
+    if frames.shape == io.input.shape:
+        frames = frames[None]
+    if frames.shape[1:] != io.input.shape or frames.shape[0] == 0:
+        raise ValueError(f"frames must have shape (N, {', '.join(map(str, io.input.shape))}) "
+                         f"for input {io.input.name!r}, got {frames.shape}")
+    n_calls = frames.shape[0]
+    with tempfile.TemporaryDirectory(prefix="mvcompile-emu-") as tmp:
+        frames_file, out_file = Path(tmp) / "frames.f32", Path(tmp) / "logits.f32"
+        np.ascontiguousarray(frames, dtype="<f4").tofile(frames_file)
+        cmd = emulated_command(artifact_dir, frames_file, n_calls, out_file, num_threads)
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise EmulationError(f"emulated run of {artifact_dir} failed: {_runner_error(proc)}")
+        logits = np.fromfile(out_file, dtype="<f4")
+    ms = [float(json.loads(line)["ms"]) for line in proc.stdout.splitlines() if line.startswith("{")]
+    if len(ms) != n_calls or logits.size != n_calls * int(np.prod(io.output.shape)):
+        raise EmulationError(f"runner produced {len(ms)} calls / {logits.size} logits for {n_calls} frames")
+    return logits.reshape(n_calls, *io.output.shape), ms
