@@ -1,0 +1,138 @@
+"""build_artifact: artifact layout, per-target binaries and kernels, atomic replacement."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+from pathlib import Path
+
+import pytest
+from tiny_stream_model import Exported, export_tiny
+
+from mvcompile.backend.build import BuildError, build_artifact
+from mvcompile.backend.iotable import IOTableError
+from mvcompile.backend.targets import TargetPreset, load_target
+from mvcompile.runtime.artifact import sha256_file
+
+ELF_MACHINES = {"x86_64": (2, 62), "aarch64": (2, 183), "armv7": (1, 40)}  # (EI_CLASS, e_machine)
+
+
+@pytest.fixture(scope="module")
+def tiny() -> Exported:
+    return export_tiny()
+
+
+def _preset(name: str) -> TargetPreset:
+    preset = load_target(name)
+    if preset.cross_compiler and shutil.which(preset.cross_compiler) is None:
+        if name == "adreno" and shutil.which("aarch64-linux-gnu-g++"):
+            return preset.model_copy(update={"cross_compiler": "aarch64-linux-gnu-g++"})  # no NDK here
+        pytest.skip(f"{preset.cross_compiler} not installed (make cross)")
+    return preset
+
+
+def _elf(path: Path) -> tuple[int, int]:
+    head = path.read_bytes()[:20]
+    assert head[:4] == b"\x7fELF"
+    return head[4], struct.unpack_from("<H", head, 18)[0]
+
+
+def _fatbin_entries(data: bytes) -> set[tuple[str, int]]:
+    """(PTX|ELF, sm arch) of each entry of the first fatbin found in `data`."""
+    start = data.find(struct.pack("<I", 0xBA55ED50))
+    assert start >= 0, "no fatbin in the library"
+    _, _, header, size = struct.unpack_from("<IHHQ", data, start)
+    pos, end, entries = start + header, start + header + size, set()
+    while pos < end:
+        kind, _, entry_header, entry_size = struct.unpack_from("<HHIQ", data, pos)
+        entries.add(({1: "ptx", 2: "elf"}[kind], struct.unpack_from("<I", data, pos + 28)[0]))
+        pos += entry_header + entry_size
+    return entries
+
+
+def test_host_artifact_layout(tiny: Exported, tmp_path: Path) -> None:
+    out = build_artifact(tiny.onnx_model, tiny.manifest, load_target("host"), tmp_path / "art", progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["io.txt", "manifest.json", "model.so"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["artifact_format"] == "mvcompile-artifact/1"
+    assert manifest["files"] == {"model.so": sha256_file(out / "model.so")}
+    assert {k: manifest[k] for k in tiny.manifest} == json.loads(json.dumps(tiny.manifest))
+    assert manifest["target"]["name"] == "host" and manifest["target"]["arch"] == "x86_64"
+    assert manifest["tvm_version"].startswith("0.27")
+    assert (out / "io.txt").read_text().splitlines() == [
+        "# mvcompile io v1",
+        "input image float32 1,2,8,8,3",
+        "state buf buf_out float32 1,3,2,8,8",
+        "state total total_out float32 1,4",
+        "output logits float32 1,5",
+    ]
+    assert _elf(out / "model.so") == ELF_MACHINES["x86_64"]
+    assert not list(tmp_path.glob(".art.*"))
+
+
+@pytest.mark.parametrize("name", ["rpi4", "rpi5", "armv7"])
+def test_cross_cpu_targets(tiny: Exported, tmp_path: Path, name: str) -> None:
+    preset = _preset(name)
+    out = build_artifact(tiny.onnx_model, tiny.manifest, preset, tmp_path / name, progress=False)
+    assert _elf(out / "model.so") == ELF_MACHINES[preset.arch]
+
+
+@pytest.mark.parametrize(("name", "sm"), [("cuda", 80), ("jetson-orin", 87)])
+def test_cuda_kernels_are_fatbin(tiny: Exported, tmp_path: Path, name: str, sm: int) -> None:
+    if shutil.which("nvcc") is None:
+        pytest.skip("nvcc not installed")
+    preset = _preset(name)
+    out = build_artifact(tiny.onnx_model, tiny.manifest, preset, tmp_path / name, progress=False)
+    data = (out / "model.so").read_bytes()
+    assert _elf(out / "model.so") == ELF_MACHINES[preset.arch]
+    assert _fatbin_entries(data) == {("ptx", sm), ("elf", sm)}
+    assert b"__global__" not in data  # no CUDA source left behind
+    options = json.loads((out / "manifest.json").read_text())["build_options"]
+    assert options["kernels"] == {"format": "fatbin", "arch": f"sm_{sm}", "ptx": True}
+
+
+def test_cuda_without_nvcc_embeds_source_with_notice(
+    tiny: Exported, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # no nvcc here
+    out = build_artifact(tiny.onnx_model, tiny.manifest, load_target("cuda"), tmp_path / "src", progress=False)
+    assert b"__global__" in (out / "model.so").read_bytes()
+    options = json.loads((out / "manifest.json").read_text())["build_options"]
+    assert options["kernels"]["format"] == "cuda-source"
+    assert "nvcc not found" in options["notices"][0] and "nvcc not found" in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["mali", "adreno"])
+def test_opencl_kernels_embedded(tiny: Exported, tmp_path: Path, name: str) -> None:
+    preset = _preset(name)
+    out = build_artifact(tiny.onnx_model, tiny.manifest, preset, tmp_path / name, progress=False)
+    assert _elf(out / "model.so") == ELF_MACHINES["aarch64"]
+    assert (out / "model.so").read_bytes().count(b"__kernel") >= 3
+
+
+def test_failed_build_keeps_previous_artifact(tiny: Exported, tmp_path: Path) -> None:
+    out = build_artifact(tiny.onnx_model, tiny.manifest, load_target("host"), tmp_path / "art", progress=False)
+    before = (out / "manifest.json").read_text()
+    broken = type(tiny.onnx_model)()
+    broken.CopyFrom(tiny.onnx_model)
+    broken.graph.node[0].op_type = "NoSuchOp"
+    with pytest.raises(BuildError, match="TVM could not import the ONNX model"):
+        build_artifact(broken, tiny.manifest, load_target("host"), out, progress=False)
+    assert (out / "manifest.json").read_text() == before
+    with pytest.raises(BuildError):
+        build_artifact(broken, tiny.manifest, load_target("host"), tmp_path / "fresh", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]
+
+
+def test_manifest_states_must_match_graph(tiny: Exported, tmp_path: Path) -> None:
+    manifest = {**tiny.manifest, "states": list(reversed(tiny.manifest["states"]))}
+    with pytest.raises(IOTableError, match="state 'total' .* does not match"):
+        build_artifact(tiny.onnx_model, manifest, load_target("host"), tmp_path / "art", progress=False)
+
+
+def test_missing_cross_compiler(tiny: Exported, tmp_path: Path) -> None:
+    preset = load_target("rpi4").model_copy(update={"cross_compiler": "no-such-g++"})
+    with pytest.raises(BuildError, match="'no-such-g\\+\\+', which is not on PATH"):
+        build_artifact(tiny.onnx_model, tiny.manifest, preset, tmp_path / "art", progress=False)
+    assert not (tmp_path / "art").exists()
