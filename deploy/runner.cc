@@ -54,7 +54,7 @@ struct UsageError : std::runtime_error {
 struct TensorSpec {
   std::string name;        // VM argument name (input, state) or result name (output)
   std::string state_out;   // for states: name of the output that carries the new state
-  std::string dtype_name;  // float32 or int32
+  std::string dtype_name;  // float32, int32 or int64 (states only)
   DLDataType dtype{};
   std::vector<int64_t> shape;
 
@@ -81,7 +81,8 @@ struct IoSpec {
 DLDataType ParseDtype(const std::string& s, const std::string& where) {
   if (s == "float32") return DLDataType{kDLFloat, 32, 1};
   if (s == "int32") return DLDataType{kDLInt, 32, 1};
-  throw RunnerError(where + ": unsupported dtype '" + s + "' (expected float32 or int32)");
+  if (s == "int64") return DLDataType{kDLInt, 64, 1};
+  throw RunnerError(where + ": unsupported dtype '" + s + "' (expected float32, int32 or int64)");
 }
 
 std::vector<int64_t> ParseDims(const std::string& s, const std::string& where) {

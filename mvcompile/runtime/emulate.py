@@ -9,25 +9,29 @@ from pathlib import Path
 
 import numpy as np
 
-from mvcompile.runtime.cross import EmulationError, build_runner, get_arch
+from mvcompile.runtime.artifact import IO_TABLE, machine_arch, read_manifest
+from mvcompile.runtime.cross import CrossArch, EmulationError, build_runner, get_arch
 from mvcompile.runtime.io_spec import IoSpecError, read_io_spec
 
 __all__ = ["EmulationError", "artifact_arch", "emulated_command", "run_emulated"]
 
 
-def artifact_arch(artifact_dir: Path) -> str:
-    """`target.arch` from the artifact's manifest.json."""
-    path = Path(artifact_dir) / "manifest.json"
-    try:
-        return str(json.loads(path.read_text())["target"]["arch"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise EmulationError(f"cannot read target.arch from {path}: {e}") from None
+def artifact_arch(artifact_dir: Path) -> CrossArch:
+    """The CPU architecture an artifact was built for; checks its manifest and file hashes."""
+    target = read_manifest(Path(artifact_dir)).get("target", {})
+    kind, arch = target.get("kind", "llvm"), str(target.get("arch"))
+    if kind != "llvm":
+        raise EmulationError(f"{artifact_dir}: target '{target.get('name')}' runs on a {kind} device; "
+                             "only CPU (llvm) artifacts can be emulated")
+    if arch == machine_arch():
+        raise EmulationError(f"{artifact_dir}: built for this machine ({arch}); run it natively with StreamSession")
+    return get_arch(arch)
 
 
 def emulated_command(artifact_dir: Path, frames_file: Path, n_calls: int, out_file: Path,
                      num_threads: int | None = None) -> list[str]:
     """The qemu-user command line that runs the (cached, cross-built) runner on an artifact."""
-    arch = get_arch(artifact_arch(artifact_dir))
+    arch = artifact_arch(artifact_dir)
     runner = build_runner(arch)
     cmd = [arch.qemu, "-L", str(arch.sysroot), "-E", f"LD_LIBRARY_PATH={arch.libdir}", str(runner),
            str(Path(artifact_dir).resolve()), str(frames_file), str(n_calls), str(out_file)]
@@ -45,11 +49,12 @@ def run_emulated(artifact_dir: Path | str, frames: np.ndarray,
     """Stream frames (shape (N, *input shape) or one frame) through an ARM artifact under qemu.
 
     Returns the logits of every call, shape (N, *output shape), and the per-call latency in ms
-    (emulated: meaningless for real hardware).
+    (emulated: meaningless for real hardware). Raises ArtifactError for a bad artifact and
+    EmulationError when the toolchain, qemu or runtime is missing or the run fails.
     """
     artifact_dir = Path(artifact_dir)
     try:
-        io = read_io_spec(artifact_dir / "io.txt")
+        io = read_io_spec(artifact_dir / IO_TABLE)
     except IoSpecError as e:
         raise EmulationError(str(e)) from None
     frames = np.asarray(frames)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 HEADER = "# mvcompile io v1"
-DTYPES = {"float32": np.float32, "int32": np.int32}
+DTYPES = {"float32": np.float32, "int32": np.int32, "int64": np.int64}
 
 
 class IoSpecError(ValueError):
