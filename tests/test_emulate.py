@@ -105,6 +105,27 @@ def test_stream_under_qemu_matches_onnxruntime(artifact: Path, tiny_onnx: onnx.M
     assert not np.allclose(logits[0], logits[-1])  # the states really carry over
 
 
+def test_stateless_clip_model(tmp_path: Path, cross_ready: None) -> None:
+    """A model without states returns a bare tensor, not a tuple."""
+    import onnxruntime as ort
+    import torch
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(int(np.prod(IMAGE)), CLASSES)).eval()
+    stream = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(model, (torch.zeros(IMAGE),), stream, dynamo=False, opset_version=17,
+                          input_names=["image"], output_names=["logits"])
+    proto = onnx.load_from_string(stream.getvalue())
+    manifest = {**MANIFEST, "states": [], "mode": "clip"}
+    art = build_artifact(proto, manifest, load_target("rpi4"), tmp_path / "clip-rpi4", progress=False)
+    frames = np.random.default_rng(1).standard_normal((3, *IMAGE)).astype(np.float32)
+    logits, _ = run_emulated(art, frames)
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    ref = np.stack([sess.run(None, {"image": f})[0] for f in frames])
+    np.testing.assert_allclose(logits, ref, atol=1e-4, rtol=0)
+
+
 def test_short_frames_file_is_a_clear_error(artifact: Path, tmp_path: Path) -> None:
     frames_file = tmp_path / "frames.f32"
     np.zeros(int(np.prod(IMAGE)) * 2 + 1, np.float32).tofile(frames_file)  # 2 frames and 4 stray bytes
