@@ -35,7 +35,6 @@ apt_packages() {  # apt_packages ARCH -> Debian packages needed for ARCH
     case "$1" in
         aarch64) echo "g++-aarch64-linux-gnu libstdc++6-arm64-cross libc6-dev-arm64-cross qemu-user" ;;
         armv7) echo "g++-arm-linux-gnueabihf libstdc++6-armhf-cross libc6-dev-armhf-cross qemu-user" ;;
-        *) die "unknown arch '$1' (expected aarch64 or armv7)" ;;
     esac
 }
 
@@ -111,6 +110,9 @@ EOF
     log "$arch runtime ready in $dest"
 }
 
+for arch in "${ARCHES[@]}"; do
+    [[ "$arch" == aarch64 || "$arch" == armv7 ]] || die "unknown arch '$arch' (expected aarch64 or armv7)"
+done
 exec 9>>"$(mkdir -p "$CROSS_DIR" && echo "$CROSS_DIR/.lock")"
 flock 9
 pkgs=()
