@@ -58,7 +58,7 @@ ARCHES = {
 
 def cross_dir() -> Path:
     """Cache root: $MVCOMPILE_CROSS_DIR or <repo>/.cache/cross (as in scripts/setup_cross.sh)."""
-    return Path(os.environ.get("MVCOMPILE_CROSS_DIR") or REPO / ".cache" / "cross")
+    return Path(os.environ.get("MVCOMPILE_CROSS_DIR") or REPO / ".cache" / "cross").absolute()
 
 
 def get_arch(name: str) -> CrossArch:
