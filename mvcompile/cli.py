@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return func(args)
     except USER_ERRORS as err:
-        err_console.print(f"[red]error:[/red] {err}", highlight=False)
+        print(f"error: {err}", file=sys.stderr)
         return 2
 
 

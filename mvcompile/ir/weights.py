@@ -29,14 +29,15 @@ def init_weights(g: Graph, seed: int | None = None) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     for name in sorted(g.weights):
         shape, kind = g.weights[name].shape, g.weights[name].kind
-        out[name] = _init(rng, shape, kind, official, name).astype(np.float32)
+        out[name] = np.asarray(_init(rng, shape, kind, official, name), dtype=np.float32).reshape(shape)
     return out
 
 
 def _init(rng: np.random.Generator, shape: tuple[int, ...], kind: str, official: bool, name: str) -> np.ndarray:
     if kind == "conv":
         fan_in = int(np.prod(shape[1:]))
-        std = np.sqrt(2.0 / fan_in) if not name.endswith("logits.weight") else np.sqrt(1.0 / fan_in)
+        # He-normal; the last layer is scaled down so that random-weight logits stay O(1)
+        std = np.sqrt(2.0 / fan_in) if not name.endswith("logits.weight") else 0.2 * np.sqrt(1.0 / fan_in)
         return rng.normal(0.0, std, shape)
     if official:
         return {"bias": np.zeros, "gamma": np.ones, "beta": np.zeros, "mean": np.zeros,
@@ -67,7 +68,7 @@ def bind(g: Graph, values: dict[str, np.ndarray], source: str = "weights") -> Gr
     """A copy of `g` with weight values attached (checked)."""
     check_weights(g, values, source)
     out = g.copy()
-    out.values = {k: np.ascontiguousarray(values[k], dtype=np.float32) for k in g.weights}
+    out.values = {k: np.array(values[k], dtype=np.float32, order="C") for k in g.weights}
     return out
 
 
@@ -77,7 +78,7 @@ def save_weights(values: dict[str, np.ndarray], path: str | Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
     os.close(fd)
     try:
-        arrays = {k: np.ascontiguousarray(v) for k, v in values.items()}
+        arrays = {k: np.array(v, order="C") for k, v in values.items()}
         if path.suffix == ".npz":
             with open(tmp, "wb") as f:
                 np.savez(f, **arrays)
@@ -111,6 +112,6 @@ def weights_hash(values: dict[str, np.ndarray]) -> str:
     """sha256 over names, shapes and float32 bytes, independent of file format."""
     h = hashlib.sha256()
     for k in sorted(values):
-        v = np.ascontiguousarray(values[k], dtype=np.float32)
+        v = np.array(values[k], dtype=np.float32, order="C")
         h.update(k.encode() + str(v.shape).encode() + v.tobytes())
     return h.hexdigest()

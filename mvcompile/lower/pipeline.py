@@ -45,11 +45,11 @@ def model_graph(spec: ModelSpec, mode: Mode, *, frames: int | None = None, resol
     """The unbound graph of a single model in a mode (stream: `frames` per call, default 1)."""
     if mode not in MODES:
         raise ValueError(f"unknown mode '{mode}' (known: {', '.join(MODES)})")
-    if mode == "stream":
-        frames = frames or 1
     for label, value in (("frames", frames), ("resolution", resolution), ("batch", batch)):
         if value is not None and value < 1:
             raise ValueError(f"--{label} must be >= 1, got {value}")
+    if mode == "stream" and frames is None:
+        frames = 1
     g = build_graph(spec, batch=batch, frames=frames, resolution=resolution)
     if mode != "base":
         g = make_causal(g)

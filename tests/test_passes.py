@@ -1,0 +1,130 @@
+"""Passes: causal conversion, stream buffers, BN folding, ensembles — each checked by its guarantee."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import SPECS
+from mvcompile.ir import build_graph
+from mvcompile.ir.weights import bind, init_weights
+from mvcompile.lower.torch import stream, to_torch
+from mvcompile.passes import ensemble, fold_batchnorm, insert_stream_buffers, make_causal, temporal_ensemble
+from mvcompile.spec import load_spec
+
+
+def _tiny(variant: str | None = "stream", frames: int | None = None):
+    spec = load_spec(SPECS / "tiny.yaml").with_variant(variant)
+    return spec, build_graph(spec, frames=frames)
+
+
+def test_make_causal_moves_temporal_padding_in_front_and_later_frames_cannot_leak() -> None:
+    spec, base = _tiny()
+    causal = make_causal(base)
+    convs = [causal.node(n) for n in causal.nodes_of("conv")]
+    assert all(c["attrs"]["pads"][0][1] == 0 for c in convs)
+    assert any(c["attrs"]["pads"][0][0] == 4 for c in convs)  # the 5x3x3 kernel
+    module = to_torch(bind(causal, init_weights(base, seed=0)))
+    clip = torch.rand(1, 8, 32, 32, 3)
+    changed = clip.clone()
+    changed[:, 5:] = torch.rand(1, 3, 32, 32, 3)
+    with torch.no_grad():
+        first5 = module(clip[:, :5])[0]
+        first5_changed = module(changed[:, :5])[0]
+    assert torch.equal(first5, first5_changed)
+
+
+def test_make_causal_rejects_non_base() -> None:
+    _, base = _tiny()
+    with pytest.raises(ValueError, match="expects a base model"):
+        make_causal(make_causal(base))
+
+
+def test_stream_states_of_a0_match_official_layout() -> None:
+    spec = load_spec(SPECS / "a0.yaml").with_variant("stream")
+    g = insert_stream_buffers(make_causal(build_graph(spec, frames=1)))
+    names = [s.name for s in g.states]
+    assert len(names) == 43
+    assert names[:3] == ["state_block0_layer0_pool_buffer", "state_block0_layer0_pool_frame_count",
+                         "state_block1_layer0_stream_buffer"]
+    assert names[-2:] == ["state_head_pool_buffer", "state_head_pool_frame_count"]
+    buf = next(s for s in g.states if s.name == "state_block1_layer0_stream_buffer")
+    assert buf.shape == (1, 80, 2, 22, 22)  # 2plus1d: after the spatial stride (43 -> 22)
+    count = next(s for s in g.states if s.name.endswith("frame_count"))
+    assert count.shape == (1,) and count.dtype == "int32"
+
+
+def test_3d_stream_buffer_holds_frames_before_the_strided_conv() -> None:
+    spec = load_spec(SPECS / "a0.yaml")
+    g = insert_stream_buffers(make_causal(build_graph(spec, frames=1)))
+    buf = next(s for s in g.states if s.name == "state_block1_layer0_stream_buffer")
+    assert buf.shape == (1, 80, 2, 43, 43)  # 3d: before the strided conv
+
+
+def test_stream_pass_requires_causal() -> None:
+    _, base = _tiny()
+    with pytest.raises(ValueError, match="expects a causal model"):
+        insert_stream_buffers(base)
+
+
+@pytest.mark.parametrize("variant", ["stream", "causal3d", None])
+def test_fold_batchnorm_keeps_outputs(variant: str | None) -> None:
+    spec, base = _tiny(variant)
+    g = bind(insert_stream_buffers(make_causal(build_graph(spec, frames=2))), init_weights(base, seed=4))
+    folded = fold_batchnorm(g)
+    assert not list(folded.nodes_of("batchnorm"))
+    clip = torch.rand(1, 6, 32, 32, 3)
+    with torch.no_grad():
+        a, _ = stream(to_torch(g), clip, [2, 2, 2])
+        b, _ = stream(to_torch(folded), clip, [2, 2, 2])
+    assert (a[-1] - b[-1]).abs().max() < 1e-5
+
+
+def test_fold_batchnorm_needs_values() -> None:
+    _, base = _tiny()
+    with pytest.raises(ValueError, match="bound weight values"):
+        fold_batchnorm(base)
+
+
+def test_ensemble_averages_member_logits() -> None:
+    spec, base = _tiny(None)
+    g1 = bind(base, init_weights(base, seed=1))
+    g2 = bind(base, init_weights(base, seed=2))
+    merged = ensemble([g1, g2], ["a/", "b/"])
+    clip = torch.rand(1, 8, 32, 32, 3)
+    with torch.no_grad():
+        l1, _ = to_torch(g1)(clip)
+        l2, _ = to_torch(g2)(clip)
+        module = to_torch(merged)
+        env_out, _ = _run_multi(module, {"a/image": clip, "b/image": clip})
+    assert (env_out - (l1 + l2) / 2).abs().max() < 1e-5
+
+
+def test_temporal_ensemble_feeds_interleaved_frames_and_streams() -> None:
+    spec, _ = _tiny("stream")
+    base = build_graph(spec)
+    w1, w2 = init_weights(base, seed=1), init_weights(base, seed=2)
+    member = lambda w, t: bind(insert_stream_buffers(make_causal(build_graph(spec, frames=t))), w)  # noqa: E731
+    merged = temporal_ensemble(member(w1, 1), member(w2, 1))
+    assert merged.shape("image") == (1, 2, 32, 32, 3)
+    clip = torch.rand(1, 8, 32, 32, 3)
+    with torch.no_grad():
+        outs, _ = stream(to_torch(merged), clip, [2, 2, 2, 2])
+        a, _ = to_torch(bind(make_causal(base), w1))(clip[:, 0::2])
+        b, _ = to_torch(bind(make_causal(base), w2))(clip[:, 1::2])
+    assert (outs[-1] - (a + b) / 2).abs().max() < 1e-5
+
+
+def _run_multi(module, images):
+    """Run a graph with several image inputs through the torch lowering's interpreter."""
+    from mvcompile.lower.torch import IMPLS, _key
+    g, env = module.graph, {}
+    for n in g.order():
+        node = g.node(n)
+        if node["op"] == "input":
+            env[n] = images[n]
+            continue
+        params = {r: module.params[_key(w)] for r, w in node["params"].items()}
+        env[n] = IMPLS[node["op"]]([env[s] for s in node["inputs"]], params, node["attrs"])
+    return env["logits"], None
+
+

@@ -1,0 +1,90 @@
+"""Spec loading: every shipped spec loads; bad specs give errors naming file, key path and problem."""
+from __future__ import annotations
+
+import pytest
+
+from conftest import SPECS
+from mvcompile.spec import EnsembleSpec, ModelSpec, SpecError, load_spec
+
+GOOD = """\
+name: t
+num_classes: 5
+input: {frames: 4, resolution: 32, frame_rate: 5}
+stem: {filters: 8}
+stages:
+  - out: 8
+    layers:
+      - {kernel: [3, 3, 3], stride: [1, 2, 2], expand: 16}
+head: {project_filters: 16, classifier_width: 16}
+variants:
+  stream: {conv_type: 2plus1d, se_type: 2plus3d}
+"""
+
+
+@pytest.mark.parametrize("name", ["a0", "a1", "a2", "a3", "a4", "a5", "t0", "tiny"])
+def test_shipped_specs_load_with_stream_preset(name: str) -> None:
+    spec = load_spec(SPECS / f"{name}.yaml")
+    assert isinstance(spec, ModelSpec)
+    stream = spec.with_variant("stream").options
+    assert (stream.conv_type, stream.se_type, stream.activation, stream.gating) == (
+        "2plus1d", "2plus3d", "hard_swish", "hard_sigmoid")
+    assert stream.positional_encoding == (name in ("a3", "a4", "a5", "tiny"))
+    assert spec.options.conv_type == "3d" and spec.options.activation == "swish"
+
+
+def test_a6_is_an_ensemble_of_a4_and_a5() -> None:
+    spec = load_spec(SPECS / "a6.yaml")
+    assert isinstance(spec, EnsembleSpec)
+    assert [m.spec for m in spec.ensemble] == ["a4.yaml", "a5.yaml"]
+    assert "31.4M" in spec.note
+
+
+def test_good_spec_loads(write_spec) -> None:
+    spec = load_spec(write_spec(GOOD))
+    assert spec.stages[0].layers[0].kernel == [3, 3, 3]
+
+
+BAD = [
+    (GOOD.replace("expand: 16", "expand: 0"), ["stages[0].layers[0].expand", "expand width must be > 0"]),
+    (GOOD.replace("expand: 16", "expand: -4"), ["stages[0].layers[0].expand", "> 0"]),
+    (GOOD.replace("kernel: [3, 3, 3]", "kernel: [3, 3]"), ["stages[0].layers[0].kernel", "3 numbers"]),
+    (GOOD.replace("stride: [1, 2, 2]", "stride: [2, 2, 2]"), ["stages[0].layers[0].stride", "stride in time"]),
+    (GOOD.replace("stride: [1, 2, 2]", "stride: [1, 3, 3]"), ["stages[0].layers[0].stride", "1 or 2"]),
+    (GOOD.replace("expand: 16}", "expand: 16, colour: red}"), ["stages[0].layers[0].colour", "unknown key"]),
+    (GOOD.replace("expand: 16", "expand: '16'"), ["stages[0].layers[0].expand", "integer", "'16'"]),
+    (GOOD.replace("num_classes: 5", "num_classes: five"), ["num_classes", "integer", "'five'"]),
+    (GOOD.replace("stages:\n  - out: 8\n    layers:\n      - {kernel: [3, 3, 3], stride: [1, 2, 2], expand: 16}\n", ""),
+     ["missing required key 'stages'"]),
+    (GOOD.replace("  - out: 8\n    layers:\n      - {kernel: [3, 3, 3], stride: [1, 2, 2], expand: 16}\n", "  []\n"),
+     ["stages", "at least 1"]),
+    (GOOD.replace("      - {kernel: [3, 3, 3], stride: [1, 2, 2], expand: 16}\n", "      []\n"),
+     ["stages[0].layers", "at least 1"]),
+    (GOOD.replace("stem: {filters: 8}", "stem: {filters: 8"), ["YAML syntax error at line"]),
+    (GOOD.replace("conv_type: 2plus1d", "conv_type: 4d"), ["variants.stream.conv_type", "'2plus1d'", "'4d'"]),
+    (GOOD + "options: {activation: gelu}\n", ["options.activation", "'gelu'"]),
+    (GOOD.replace("frame_rate: 5", "frame_rate: 0"), ["input.frame_rate", "greater than 0"]),
+    (GOOD.replace("{frames: 4, ", "{"), ["input.frames", "required key is missing"]),
+    (GOOD.replace("head: {project_filters: 16, classifier_width: 16}", "head: 16"), ["head", "HeadSpec"]),
+    ("- just\n- a list\n", ["top level must be a mapping"]),
+    (GOOD.replace("kernel: [3, 3, 3]", "kernel: [3, 0, 3]"), ["stages[0].layers[0].kernel", ">= 1"]),
+    (GOOD.replace("name: t", "name: t\nrandom_key: 1"), ["random_key", "unknown key"]),
+    ("name: e\nensemble:\n  - {spec: missing.yaml}\n  - {spec: other.yaml}\n", ["ensemble[0].spec", "file not found"]),
+]
+
+
+@pytest.mark.parametrize("text,expected", BAD, ids=[f"bad{i}" for i in range(len(BAD))])
+def test_bad_spec_errors_name_file_key_and_problem(write_spec, text: str, expected: list[str]) -> None:
+    path = write_spec(text)
+    with pytest.raises(SpecError) as err:
+        load_spec(path)
+    message = str(err.value)
+    assert str(path) in message
+    for fragment in expected:
+        assert fragment in message, message
+
+
+def test_missing_file_and_unknown_variant(tmp_path) -> None:
+    with pytest.raises(SpecError, match="spec file not found"):
+        load_spec(tmp_path / "none.yaml")
+    with pytest.raises(KeyError, match="no variant 'fast'.*known: stream"):
+        load_spec(SPECS / "a0.yaml").with_variant("fast")
