@@ -136,3 +136,16 @@ def test_missing_cross_compiler(tiny: Exported, tmp_path: Path) -> None:
     with pytest.raises(BuildError, match="'no-such-g\\+\\+', which is not on PATH"):
         build_artifact(tiny.onnx_model, tiny.manifest, preset, tmp_path / "art", progress=False)
     assert not (tmp_path / "art").exists()
+
+
+def test_real_tiny_spec_for_jetson(tmp_path: Path) -> None:
+    from mvcompile.lower.pipeline import export_model
+
+    if shutil.which("nvcc") is None:
+        pytest.skip("nvcc not installed")
+    model = export_model(spec="specs/tiny.yaml", variant="stream", mode="stream", seed=0)
+    out = build_artifact(model.onnx_model, model.manifest, _preset("jetson-orin"), tmp_path / "orin", progress=False)
+    assert _elf(out / "model.so") == ELF_MACHINES["aarch64"]
+    assert _fatbin_entries((out / "model.so").read_bytes()) == {("ptx", 87), ("elf", 87)}
+    lines = (out / "io.txt").read_text().splitlines()
+    assert len(lines) == 3 + len(model.manifest["states"]) and lines[-1].startswith("output logits float32 ")

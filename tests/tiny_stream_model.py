@@ -75,10 +75,10 @@ def onnxruntime_stream(model: onnx.ModelProto, clips: list[np.ndarray], manifest
     import onnxruntime as ort
 
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    states = {s["input"]: np.zeros(s["shape"], np.float32) for s in manifest["states"]}
+    states = {s["input"]: np.zeros(s["shape"], s["dtype"]) for s in manifest["states"]}
     logits = []
     for clip in clips:
-        out = session.run(None, {"image": clip, **states})
+        out = session.run(None, {manifest["inputs"][0]["name"]: clip, **states})
         logits.append(out[0])
         states = dict(zip(states, out[1:]))
     return logits
