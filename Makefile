@@ -17,10 +17,10 @@ setup: $(STAMP)
 demo: setup
 	$(VENV)/bin/mvcompile inspect specs/a0.yaml --variant stream
 
-test: setup
+test: setup cross
 	$(PY) -m pytest -q
 
-test-slow: setup
+test-slow: setup cross
 	$(PY) -m pytest -q -m slow
 
 # ARM cross toolchain, qemu-user and aarch64 TVM runtime libs (scripts/setup_cross.sh; needs root on first run).

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
+from pathlib import Path
 from typing import Callable
 
 from rich.console import Console
@@ -13,6 +15,7 @@ from mvcompile.ir.ops import IRError
 from mvcompile.ir.weights import WeightsError
 from mvcompile.spec.errors import SpecError
 
+# ValueError covers the spec, weights, IR, target, artifact, frame and io-table errors (all subclass it).
 USER_ERRORS: tuple[type[Exception], ...] = (SpecError, WeightsError, IRError, ValueError, FileNotFoundError)
 err_console = Console(stderr=True)
 
@@ -52,6 +55,58 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_build(args: argparse.Namespace) -> int:
+    from mvcompile.backend.build import build_artifact
+    from mvcompile.backend.targets import load_target
+    from mvcompile.lower.pipeline import export_model
+
+    target = load_target(args.target)
+    start = time.perf_counter()
+    exported = export_model(args.spec, variant=args.variant, mode=args.mode, frames=args.frames,
+                            resolution=args.resolution, batch=args.batch, weights=args.weights, seed=args.seed)
+    out = build_artifact(exported.onnx_model, exported.manifest, target, args.output, progress=not args.quiet)
+    m = exported.manifest
+    print(f"built {out} for {target.name} in {time.perf_counter() - start:.1f} s: {m['spec']['name']} "
+          f"{m['variant']} {m['mode']}, input {m['inputs'][0]['shape']}, {len(m['states'])} states", file=sys.stderr)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from mvcompile.runtime.artifact import read_manifest
+    from mvcompile.runtime.driver import load_video_array, random_frames, run_video, top5
+
+    manifest = read_manifest(Path(args.artifact))
+    if args.input:
+        frames = load_video_array(args.input, manifest)
+    else:
+        frames = random_frames(manifest, args.frames or manifest["inputs"][0]["shape"][1], args.seed)
+    result = run_video(args.artifact, frames, emulate=args.emulate, num_threads=args.threads)
+    if args.json:
+        print(json.dumps(result.summary()))
+        return 0
+    console = Console()
+    for i, (logits, ms) in enumerate(zip(result.logits, result.ms)):
+        last = (i + 1) * result.frames_per_call
+        best = "  |  ".join(" ".join(f"{c}:{p:.2f}" for c, p in video) for video in top5(logits))
+        console.print(f"frame {last:4d}  {ms:7.2f} ms  top-5 {best}", highlight=False)
+    where = "under qemu (emulated timings)" if result.emulated else "on this machine"
+    console.print(f"median {result.summary()['ms_per_call']:.2f} ms per call over {len(result.ms)} calls {where}")
+    return 0
+
+
+def cmd_targets(args: argparse.Namespace) -> int:
+    from mvcompile.backend.targets import list_targets
+
+    table = Table(title="targets")
+    for col in ("name", "arch", "TVM target", "cross compiler", "description"):
+        table.add_column(col)
+    for t in list_targets():
+        table.add_row(t.name, t.arch, json.dumps(t.tvm_target) if isinstance(t.tvm_target, dict) else str(t.tvm_target),
+                      t.cross_compiler or "-", t.description)
+    Console().print(table)
+    return 0
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", help="spec file, e.g. specs/a0.yaml")
     p.add_argument("--variant", default=None, help="a variant defined in the spec, e.g. 'stream' (default: base model)")
@@ -82,6 +137,32 @@ def parser() -> argparse.ArgumentParser:
     _add_weight_args(s)
     s.add_argument("-o", "--output", required=True, help="output .onnx path")
     s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("build", help="compile a spec for a target into an artifact directory")
+    _add_model_args(s)
+    s.add_argument("--target", required=True, help="target preset name (see `mvcompile targets`) or a preset file")
+    s.add_argument("--mode", choices=["base", "causal", "stream"], default="stream")
+    s.add_argument("--frames", type=int, default=None, help="frames per call (stream default 1, else the clip length)")
+    s.add_argument("--resolution", type=int, default=None, help="frame size (default: the spec's)")
+    s.add_argument("--batch", type=int, default=1, help="videos (camera streams) per call")
+    _add_weight_args(s)
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    s.add_argument("-o", "--output", required=True, help="artifact directory to create")
+    s.set_defaults(func=cmd_build)
+
+    s = sub.add_parser("run", help="stream frames through an artifact; print top-5 and latency per call")
+    s.add_argument("artifact", help="artifact directory made by `mvcompile build`")
+    src = s.add_mutually_exclusive_group()
+    src.add_argument("--frames", type=int, default=None, help="number of random frames (default: one call's worth)")
+    src.add_argument("--input", default=None, help=".npy file of [T,H,W,3] or [B,T,H,W,3] float32 frames in [0, 1]")
+    s.add_argument("--seed", type=int, default=0, help="seed of the random frames")
+    s.add_argument("--emulate", action="store_true", help="run an ARM artifact on this machine under qemu-user")
+    s.add_argument("--threads", type=int, default=None, help="runtime threads (default: all cores)")
+    s.add_argument("--json", action="store_true", help="print one JSON object (final logits, median ms per call)")
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("targets", help="list the target presets")
+    s.set_defaults(func=cmd_targets)
     return p
 
 
@@ -90,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except USER_ERRORS as err:
+    except Exception as err:  # noqa: BLE001 - user mistakes become one-line messages, bugs stay tracebacks
+        if not isinstance(err, USER_ERRORS) and not type(err).__module__.startswith("mvcompile."):
+            raise
         print(f"error: {err}", file=sys.stderr)
         return 2
 

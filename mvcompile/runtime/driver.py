@@ -1,0 +1,82 @@
+"""Drive an artifact over a whole video: frames in, per-call logits and latencies out (for `mvcompile run`)."""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mvcompile.runtime.artifact import machine_arch, read_manifest
+
+
+@dataclass
+class RunResult:
+    """Logits after every call ([calls, B, classes]) and each call's latency in ms."""
+
+    logits: np.ndarray
+    ms: list[float]
+    frames_per_call: int
+    emulated: bool
+
+    def summary(self) -> dict[str, Any]:
+        return {"logits": self.logits[-1].tolist(), "ms_per_call": statistics.median(self.ms),
+                "calls": len(self.ms), "frames_per_call": self.frames_per_call, "emulated": self.emulated}
+
+
+def random_frames(manifest: dict[str, Any], n_frames: int, seed: int) -> np.ndarray:
+    """A deterministic random video [B, n_frames, H, W, 3] in [0, 1] for the artifact's input."""
+    b, _, h, w, c = manifest["inputs"][0]["shape"]
+    return np.random.default_rng(seed).random((b, n_frames, h, w, c), dtype=np.float32)
+
+
+def load_video_array(path: str | Path, manifest: dict[str, Any]) -> np.ndarray:
+    """Frames from a .npy file of [T, H, W, 3] or [B, T, H, W, 3] float32."""
+    try:
+        frames = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: cannot read frames: {err}") from None
+    if frames.ndim == 4:
+        frames = frames[None]
+    b, _, h, w, c = manifest["inputs"][0]["shape"]
+    if frames.ndim != 5 or frames.shape[0] != b or frames.shape[2:] != (h, w, c):
+        raise ValueError(f"{path}: frames of shape {list(frames.shape)} do not fit the artifact's input "
+                         f"[{b}, T, {h}, {w}, {c}]")
+    if frames.dtype != np.float32:
+        raise ValueError(f"{path}: frames must be float32 in [0, 1], got {frames.dtype}")
+    return frames
+
+
+def run_video(artifact_dir: str | Path, frames: np.ndarray, *, emulate: bool = False,
+              num_threads: int | None = None) -> RunResult:
+    """Stream `frames` [B, T, H, W, 3] through the artifact, one compiled call's worth of frames at a time."""
+    manifest = read_manifest(Path(artifact_dir))
+    per_call = manifest["inputs"][0]["shape"][1]
+    if frames.shape[1] % per_call:
+        raise ValueError(f"{frames.shape[1]} frames do not split into calls of {per_call} frames "
+                         f"(the artifact was built for {per_call} frames per call)")
+    calls = [frames[:, i:i + per_call] for i in range(0, frames.shape[1], per_call)]
+    if emulate and manifest.get("target", {}).get("arch") != machine_arch():
+        from mvcompile.runtime.emulate import run_emulated
+
+        logits, ms = run_emulated(artifact_dir, np.stack(calls), num_threads=num_threads)
+        return RunResult(logits, ms, per_call, True)
+    from mvcompile.runtime.session import StreamSession
+
+    session = StreamSession(artifact_dir, num_threads=num_threads)
+    outs, ms = [], []
+    for clip in calls:
+        start = time.perf_counter()
+        outs.append(session.push(np.ascontiguousarray(clip)))
+        ms.append((time.perf_counter() - start) * 1e3)
+    return RunResult(np.stack(outs), ms, per_call, False)
+
+
+def top5(logits: np.ndarray) -> list[list[tuple[int, float]]]:
+    """Per video: the five best classes and their softmax probabilities."""
+    z = logits - logits.max(axis=-1, keepdims=True)
+    probs = np.exp(z) / np.exp(z).sum(axis=-1, keepdims=True)
+    order = np.argsort(-probs, axis=-1)[:, :5]
+    return [[(int(i), float(p[i])) for i in row] for row, p in zip(order, probs)]
