@@ -1,0 +1,111 @@
+"""The main job end to end: spec → TVM build → streaming runtime equals the torch reference; ARM under qemu."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT, SPECS
+from mvcompile.cli import main
+from mvcompile.lower.pipeline import export_model
+from mvcompile.lower.torch import stream, to_torch
+from mvcompile.runtime.session import StreamSession
+
+FRAMES = 16
+
+
+def _reference(spec: str, variant: str | None, mode: str, clip: np.ndarray, seed: int) -> np.ndarray:
+    """Torch reference logits: streamed one frame at a time (stream) or the whole clip (base)."""
+    exported = export_model(SPECS / spec, variant=variant, mode=mode, frames=clip.shape[1] if mode == "base" else 1,
+                            seed=seed, fold_bn=False)
+    module = to_torch(exported.graph)
+    with torch.no_grad():
+        if mode == "base":
+            return module(torch.from_numpy(clip))[0].numpy()
+        outs, _ = stream(module, torch.from_numpy(clip), [1] * clip.shape[1])
+    return torch.stack(outs).numpy()
+
+
+def _build(spec: str, variant: str | None, mode: str, out: Path, target: str = "host", seed: int = 1,
+           frames: int | None = None) -> Path:
+    argv = ["build", str(SPECS / spec), "--target", target, "--mode", mode, "--seed", str(seed), "-q", "-o", str(out)]
+    argv += ["--variant", variant] if variant else []
+    argv += ["--frames", str(frames)] if frames else []
+    assert main(argv) == 0
+    return out
+
+
+def _clip(res: int, frames: int = FRAMES) -> np.ndarray:
+    return np.random.default_rng(0).random((1, frames, res, res, 3), dtype=np.float32)
+
+
+@pytest.mark.parametrize("spec,variant,res", [("tiny.yaml", "stream", 32), ("t0.yaml", "stream", 160)])
+def test_host_stream_build_equals_torch_reference(tmp_path: Path, spec: str, variant: str, res: int) -> None:
+    artifact = _build(spec, variant, "stream", tmp_path / "art")
+    clip = _clip(res)
+    expected = _reference(spec, variant, "stream", clip, seed=1)
+    session = StreamSession(artifact)
+    got = np.stack([session.push(clip[:, t:t + 1]) for t in range(FRAMES)])
+    assert np.abs(got - expected).max() <= 1e-4
+    session.reset()
+    assert np.abs(session.push(clip[:, :1]) - expected[0]).max() <= 1e-4
+
+
+@pytest.mark.parametrize("mode", ["stream", "base"])
+def test_a0_host_build_equals_torch_reference(tmp_path: Path, mode: str) -> None:
+    variant = "stream" if mode == "stream" else None
+    artifact = _build("a0.yaml", variant, mode, tmp_path / "art", frames=FRAMES if mode == "base" else None)
+    clip = _clip(172)
+    expected = _reference("a0.yaml", variant, mode, clip, seed=1)
+    session = StreamSession(artifact)
+    got = np.stack([session.push(clip[:, t:t + 1]) for t in range(FRAMES)]) if mode == "stream" else session.push(clip)
+    assert np.abs(got - expected).max() <= 1e-4
+
+
+def _run_json(artifact: Path, *extra: str) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "mvcompile.cli", "run", str(artifact), "--frames", "6", "--json", *extra],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+@pytest.fixture
+def cross_ready() -> None:
+    if shutil.which("aarch64-linux-gnu-g++") is None or shutil.which("qemu-aarch64") is None:
+        pytest.skip("ARM toolchain / qemu not installed: run `make cross`")
+
+
+@pytest.mark.parametrize("spec,variant", [("tiny.yaml", "stream"), pytest.param("a0.yaml", "stream", marks=pytest.mark.slow)])
+def test_rpi4_build_under_qemu_equals_host_build(tmp_path: Path, cross_ready: None, spec: str, variant: str) -> None:
+    host = _build(spec, variant, "stream", tmp_path / "host")
+    rpi4 = _build(spec, variant, "stream", tmp_path / "rpi4", target="rpi4")
+    manifest = json.loads((rpi4 / "manifest.json").read_text())
+    assert manifest["target"]["arch"] == "aarch64"
+    assert subprocess.run(["file", "-L", str(rpi4 / "model.so")], capture_output=True, text=True).stdout.count("aarch64")
+    a, b = _run_json(host), _run_json(rpi4, "--emulate")
+    assert b["emulated"] and not a["emulated"]
+    assert np.abs(np.array(a["logits"]) - np.array(b["logits"])).max() <= 1e-4
+
+
+def test_run_with_input_file_and_bad_frames(tmp_path: Path) -> None:
+    artifact = _build("tiny.yaml", "stream", "stream", tmp_path / "art")
+    frames = _clip(32, 4)[0]
+    np.save(tmp_path / "clip.npy", frames)
+    proc = subprocess.run([sys.executable, "-m", "mvcompile.cli", "run", str(artifact), "--input", str(tmp_path / "clip.npy"),
+                           "--json"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["calls"] == 4
+    np.save(tmp_path / "bad.npy", frames[:, :16])
+    proc = subprocess.run([sys.executable, "-m", "mvcompile.cli", "run", str(artifact), "--input", str(tmp_path / "bad.npy")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "do not fit the artifact's input" in proc.stderr and "Traceback" not in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "mvcompile.cli", "build", str(SPECS / "tiny.yaml"), "--target", "pi9",
+                           "-o", str(tmp_path / "x")], capture_output=True, text=True)
+    assert proc.returncode == 2 and "pi9" in proc.stderr and "rpi4" in proc.stderr
+    assert not (tmp_path / "x").exists()
