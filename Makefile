@@ -14,8 +14,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)
 
+# The main job on an embedded default: build A0-Stream for this machine, stream a clip through it.
 demo: setup
-	$(VENV)/bin/mvcompile inspect specs/a0.yaml --variant stream
+	$(VENV)/bin/mvcompile build specs/a0.yaml --variant stream --target host --seed 0 -o build/a0-stream-host
+	$(VENV)/bin/mvcompile run build/a0-stream-host --frames 20
 
 test: setup cross
 	$(PY) -m pytest -q

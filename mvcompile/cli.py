@@ -61,10 +61,11 @@ def cmd_build(args: argparse.Namespace) -> int:
     from mvcompile.lower.pipeline import export_model
 
     target = load_target(args.target)
+    output = args.output or Path("build") / f"{Path(args.spec).stem}-{args.variant or 'base'}-{args.mode}-{target.name}"
     start = time.perf_counter()
     exported = export_model(args.spec, variant=args.variant, mode=args.mode, frames=args.frames,
                             resolution=args.resolution, batch=args.batch, weights=args.weights, seed=args.seed)
-    out = build_artifact(exported.onnx_model, exported.manifest, target, args.output, progress=not args.quiet)
+    out = build_artifact(exported.onnx_model, exported.manifest, target, output, progress=not args.quiet)
     m = exported.manifest
     print(f"built {out} for {target.name} in {time.perf_counter() - start:.1f} s: {m['spec']['name']} "
           f"{m['variant']} {m['mode']}, input {m['inputs'][0]['shape']}, {len(m['states'])} states", file=sys.stderr)
@@ -147,7 +148,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--batch", type=int, default=1, help="videos (camera streams) per call")
     _add_weight_args(s)
     s.add_argument("-q", "--quiet", action="store_true", help="no progress display")
-    s.add_argument("-o", "--output", required=True, help="artifact directory to create")
+    s.add_argument("-o", "--output", default=None,
+                   help="artifact directory to create (default: build/<spec>-<variant>-<mode>-<target>)")
     s.set_defaults(func=cmd_build)
 
     s = sub.add_parser("run", help="stream frames through an artifact; print top-5 and latency per call")
