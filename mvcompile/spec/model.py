@@ -56,31 +56,11 @@ class InputSpec(_Strict):
     frame_rate: float = Field(gt=0)
 
 
-class StemSpec(_Strict):
-    filters: int = Field(gt=0)
-    kernel: list[int] = [1, 3, 3]
-    stride: list[int] = [1, 2, 2]
-
-    @field_validator("kernel")
-    @classmethod
-    def _kernel(cls, v: list[int]) -> list[int]:
-        return _check_triple(v, "kernel")
-
-    @field_validator("stride")
-    @classmethod
-    def _stride(cls, v: list[int]) -> list[int]:
-        _check_triple(v, "stride")
-        if v[0] != 1:
-            raise ValueError(f"stride in time is not supported (MoViNet never strides in time), got {list(v)}")
-        return v
-
-
-class LayerSpec(_Strict):
-    """One MobileBottleneck layer: depthwise kernel, stride and expanded width."""
+class _Kernel(_Strict):
+    """A conv's kernel and stride: three numbers [t, h, w] each, never strided in time."""
 
     kernel: list[int]
-    stride: list[int] = [1, 1, 1]
-    expand: int
+    stride: list[int]
 
     @field_validator("kernel")
     @classmethod
@@ -96,6 +76,20 @@ class LayerSpec(_Strict):
         if v[1] not in (1, 2) or v[2] not in (1, 2):
             raise ValueError(f"spatial stride must be 1 or 2, got {list(v)}")
         return v
+
+
+class StemSpec(_Kernel):
+    filters: int = Field(gt=0)
+    kernel: list[int] = [1, 3, 3]
+    stride: list[int] = [1, 2, 2]
+
+
+class LayerSpec(_Kernel):
+    """One MobileBottleneck layer: depthwise kernel, stride and expanded width."""
+
+    kernel: list[int]
+    stride: list[int] = [1, 1, 1]
+    expand: int
 
     @field_validator("expand")
     @classmethod
