@@ -50,7 +50,10 @@ class StreamSession:
 
         self._check_frames(frames)
         image = tvm.runtime.tensor(np.ascontiguousarray(frames), self._device)
-        results = list(self._vm["main"](image, *self._states))
+        out = self._vm["main"](image, *self._states)
+        if not self._states:  # a model without states returns its logits tensor bare, not in a tuple
+            return out.numpy()
+        results = list(out)
         self._states = results[1:]
         return results[0].numpy()
 
