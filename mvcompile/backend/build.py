@@ -41,13 +41,11 @@ def build_artifact(
     io_text = io_table(onnx_model, manifest)
     tvm_target = target.to_tvm()
     _check_toolchain(target)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
-    work.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; give the artifact ordinary permissions
+    work = make_work_dir(out_dir)
     try:
         with _steps(progress) as step:
             step("import ONNX")
-            mod = _import_onnx(onnx_model)
+            mod = import_onnx(onnx_model)
             step(f"compile for {target.name}")
             executable = _compile(mod, tvm_target)
             step("export model.so")
@@ -55,11 +53,19 @@ def build_artifact(
         (work / IO_TABLE).write_text(io_text)
         full = _manifest(manifest, target, tvm_target, options, work)
         (work / MANIFEST).write_text(json.dumps(full, indent=2, default=str) + "\n")
-        _replace_dir(work, out_dir)
+        replace_dir(work, out_dir)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
     return out_dir
+
+
+def make_work_dir(out_dir: Path) -> Path:
+    """A fresh temp dir beside `out_dir` with ordinary permissions, to be renamed into place."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
+    work.chmod(0o777 & ~_umask())  # mkdtemp makes 0700
+    return work
 
 
 def _umask() -> int:
@@ -76,7 +82,8 @@ def _check_toolchain(target: TargetPreset) -> None:
         )
 
 
-def _import_onnx(model: onnx.ModelProto) -> Any:
+def import_onnx(model: onnx.ModelProto) -> Any:
+    """ONNX → Relax IRModule with weights as constants and inference-mode ops decomposed."""
     from tvm import relax
     from tvm.relax.frontend.onnx import from_onnx
 
@@ -156,7 +163,7 @@ def _manifest(
     }
 
 
-def _replace_dir(new: Path, out_dir: Path) -> None:
+def replace_dir(new: Path, out_dir: Path) -> None:
     """Move `new` to `out_dir`; an existing `out_dir` is replaced only once `new` is in place."""
     if not out_dir.exists():
         new.rename(out_dir)

@@ -66,20 +66,30 @@ def export_model(spec: str | Path, *, variant: str | None = None, mode: Mode = "
         raise ValueError("give --weights or --seed, not both")
     spec_path = Path(spec)
     loaded = load_spec(spec_path)
-    if isinstance(loaded, EnsembleSpec):
-        members = [load_spec(p) for p in member_paths(loaded, spec_path)]
-        specs = [_with_variant(m, variant) for m in members]
-        graphs = [_bound(s, model_graph(s, mode, frames=frames, batch=batch), weights, seed, f"{s.name}/")
-                  for s in specs]
-        g = ensemble(graphs, [f"{s.name}/" for s in specs])
-        num_classes, frame_rate = specs[0].num_classes, None
-    else:
-        s = _with_variant(loaded, variant)
-        g = _bound(s, model_graph(s, mode, frames=frames, resolution=resolution, batch=batch), weights, seed, "")
-        num_classes, frame_rate = s.num_classes, s.input.frame_rate
+    if not isinstance(loaded, EnsembleSpec):
+        return export_member(loaded, spec_path, variant=variant, mode=mode, frames=frames, resolution=resolution,
+                             batch=batch, weights=weights, seed=seed, fold_bn=fold_bn)
+    members = [load_spec(p) for p in member_paths(loaded, spec_path)]
+    specs = [_with_variant(m, variant) for m in members]
+    graphs = [_bound(s, model_graph(s, mode, frames=frames, batch=batch), weights, seed, f"{s.name}/")
+              for s in specs]
+    g = ensemble(graphs, [f"{s.name}/" for s in specs])
     if fold_bn:
         g = fold_batchnorm(g)
-    manifest = _manifest(g, spec_path, variant, mode, batch, num_classes, frame_rate, weights, seed)
+    manifest = _manifest(g, spec_path, variant, mode, batch, specs[0].num_classes, None, weights, seed)
+    return ExportedModel(g, to_onnx(g, name=f"{g.meta['name']}_{mode}"), manifest)
+
+
+def export_member(spec: ModelSpec, spec_path: Path, *, variant: str | None = None, mode: Mode = "stream",
+                  frames: int | None = None, resolution: int | None = None, batch: int = 1,
+                  weights: str | Path | None = None, seed: int | None = None, prefix: str = "",
+                  fold_bn: bool = True) -> ExportedModel:
+    """One model spec → ONNX model and manifest; `prefix` selects its weights from an ensemble's file."""
+    s = _with_variant(spec, variant)
+    g = _bound(s, model_graph(s, mode, frames=frames, resolution=resolution, batch=batch), weights, seed, prefix)
+    if fold_bn:
+        g = fold_batchnorm(g)
+    manifest = _manifest(g, spec_path, variant, mode, batch, s.num_classes, s.input.frame_rate, weights, seed)
     return ExportedModel(g, to_onnx(g, name=f"{g.meta['name']}_{mode}"), manifest)
 
 

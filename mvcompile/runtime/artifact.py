@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 ARTIFACT_FORMAT = "mvcompile-artifact/1"
+ENSEMBLE_FORMAT = "mvcompile-ensemble/1"  # a directory of member artifacts (runtime/ensemble.py)
 LIBRARY = "model.so"
 MANIFEST = "manifest.json"
 IO_TABLE = "io.txt"
@@ -43,6 +44,9 @@ def read_manifest(artifact_dir: Path) -> dict[str, Any]:
         raise ArtifactError(f"{path}: missing (is {artifact_dir} an mvcompile artifact?)") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ArtifactError(f"{path}: cannot parse: {exc}") from None
+    if isinstance(manifest, dict) and manifest.get("artifact_format") == ENSEMBLE_FORMAT:
+        raise ArtifactError(f"{artifact_dir}: an ensemble artifact; load it with "
+                            "mvcompile.runtime.ensemble.EnsembleSession (`mvcompile run` takes both)")
     if not isinstance(manifest, dict) or manifest.get("artifact_format") != ARTIFACT_FORMAT:
         raise ArtifactError(f"{path}: not an '{ARTIFACT_FORMAT}' manifest")
     files = manifest.get("files")
@@ -55,3 +59,12 @@ def read_manifest(artifact_dir: Path) -> dict[str, Any]:
         if sha256_file(file) != expected:
             raise ArtifactError(f"{file}: sha256 does not match manifest.json (file modified or corrupt)")
     return manifest
+
+
+def is_ensemble(artifact_dir: Path) -> bool:
+    """True when `artifact_dir/manifest.json` declares an ensemble artifact (no checks beyond that)."""
+    try:
+        manifest = json.loads((Path(artifact_dir) / MANIFEST).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("artifact_format") == ENSEMBLE_FORMAT

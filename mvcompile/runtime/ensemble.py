@@ -1,0 +1,151 @@
+"""EnsembleSession: run an ensemble artifact (member artifacts + manifest.json) as one model.
+
+Routing `alternate` (temporal ensemble, paper 3.3): `push(frames)` takes [B, 2F, H, W, 3] at the
+ensemble's frame rate; frames 0, 2, … go to member 0 and 1, 3, … to member 1 (F frames each).
+Routing `each` (A6 = A4 + A5): `push({member: frames})` feeds each named member its own frames at its
+own resolution and frame rate; members not named wait. Either way the result is the mean of the
+latest logits of every member that has produced any.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mvcompile.runtime.artifact import (ENSEMBLE_FORMAT, MANIFEST, ArtifactError, is_ensemble, read_manifest,
+                                        sha256_file)
+from mvcompile.runtime.session import FrameError, StreamSession
+
+ROUTINGS = ("alternate", "each")
+
+
+@dataclass
+class Member:
+    """One member: its name (and directory), its session and its latest logits."""
+
+    name: str
+    session: StreamSession
+    logits: np.ndarray | None = None
+
+    @property
+    def input_shape(self) -> list[int]:
+        """[B, F, H, W, 3]: the frames one call of this member takes."""
+        return list(self.session.manifest["inputs"][0]["shape"])
+
+
+def read_ensemble_manifest(artifact_dir: Path) -> dict[str, Any]:
+    """Load an ensemble's manifest.json and check each member's manifest against its sha256."""
+    path = Path(artifact_dir) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: missing (is {artifact_dir} an mvcompile artifact?)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{path}: cannot parse: {exc}") from None
+    if not isinstance(manifest, dict) or manifest.get("artifact_format") != ENSEMBLE_FORMAT:
+        raise ArtifactError(f"{path}: not an '{ENSEMBLE_FORMAT}' manifest")
+    if manifest.get("routing") not in ROUTINGS or manifest.get("combine") != "mean":
+        raise ArtifactError(f"{path}: routing must be one of {ROUTINGS} and combine 'mean', "
+                            f"got {manifest.get('routing')!r} / {manifest.get('combine')!r}")
+    members = manifest.get("members")
+    if not isinstance(members, list) or len(members) < 2:
+        raise ArtifactError(f"{path}: key 'members' must list two or more members")
+    for m in members:
+        name = m.get("dir") if isinstance(m, dict) else None
+        if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
+            raise ArtifactError(f"{path}: member entry {m!r} needs a plain 'dir' name")
+        member_manifest = Path(artifact_dir) / name / MANIFEST
+        if not member_manifest.is_file():
+            raise ArtifactError(f"{member_manifest}: missing")
+        if sha256_file(member_manifest) != m.get("manifest_sha256"):
+            raise ArtifactError(f"{member_manifest}: sha256 does not match {path} (member replaced or modified)")
+    if manifest["routing"] == "alternate" and len(members) != 2:
+        raise ArtifactError(f"{path}: routing 'alternate' needs exactly two members")
+    return manifest
+
+
+class EnsembleSession:
+    """A loaded ensemble artifact: one StreamSession per member, logits averaged."""
+
+    def __init__(self, artifact_dir: str | Path, *, num_threads: int | None = None) -> None:
+        self._dir = Path(artifact_dir)
+        self._manifest = read_ensemble_manifest(self._dir)
+        self.members = [Member(m["name"], StreamSession(self._dir / m["dir"], num_threads=num_threads))
+                        for m in self._manifest["members"]]
+        self._check_members()
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The ensemble manifest (routing, members, and for `alternate` the frame input)."""
+        return self._manifest
+
+    def reset(self) -> None:
+        """Zero every member's states and forget their logits, as at the start of a new video."""
+        for m in self.members:
+            m.session.reset()
+            m.logits = None
+
+    def push(self, frames: np.ndarray | Mapping[str, np.ndarray]) -> np.ndarray:
+        """Feed frames (see the module doc for each routing); returns the averaged logits [B, classes]."""
+        if self._manifest["routing"] == "alternate":
+            if not isinstance(frames, np.ndarray):
+                raise FrameError("this temporal ensemble takes one array [B, 2F, H, W, 3]; frames alternate between members")
+            self._check_alternate(frames)
+            for i, m in enumerate(self.members):
+                m.logits = m.session.push(np.ascontiguousarray(frames[:, i::2]))
+        else:
+            if not isinstance(frames, Mapping) or not frames:
+                raise FrameError(f"this ensemble takes {{member: frames}} for members {self.member_names()}")
+            unknown = sorted(set(frames) - set(self.member_names()))
+            if unknown:
+                raise FrameError(f"unknown ensemble member(s) {unknown}; members are {self.member_names()}")
+            for m in self.members:
+                if m.name in frames:
+                    m.logits = m.session.push(frames[m.name])
+        return np.mean([m.logits for m in self.members if m.logits is not None], axis=0)
+
+    def member_names(self) -> list[str]:
+        """Member names in manifest order."""
+        return [m.name for m in self.members]
+
+    def _check_alternate(self, frames: np.ndarray) -> None:
+        expected = self._manifest["inputs"][0]["shape"]
+        if frames.dtype != np.float32 or list(frames.shape) != expected:
+            raise FrameError(f"frames must be float32 {expected} [B, 2F, H, W, C] (F frames per member), "
+                             f"got {frames.dtype} {list(frames.shape)}")
+
+    def _check_members(self) -> None:
+        first = self.members[0].session.manifest
+        for m in self.members[1:]:
+            for key in ("num_classes", "batch"):
+                if m.session.manifest[key] != first[key]:
+                    raise ArtifactError(f"{self._dir}: members {self.members[0].name} and {m.name} differ in {key}")
+        if self._manifest["routing"] == "alternate":
+            b, t2, h, w, c = self._manifest["inputs"][0]["shape"]
+            for m in self.members:
+                if m.input_shape != [b, t2 // 2, h, w, c] or t2 % 2:
+                    raise ArtifactError(f"{self._dir}: member {m.name} input {m.input_shape} does not take half of "
+                                        f"the ensemble input {[b, t2, h, w, c]}")
+
+
+def load_manifest(artifact_dir: str | Path) -> dict[str, Any]:
+    """The checked manifest of a model or an ensemble artifact."""
+    return read_ensemble_manifest(Path(artifact_dir)) if is_ensemble(Path(artifact_dir)) else read_manifest(Path(artifact_dir))
+
+
+def load_session(artifact_dir: str | Path, *, num_threads: int | None = None) -> StreamSession | EnsembleSession:
+    """A StreamSession for a model artifact, an EnsembleSession for an ensemble artifact."""
+    cls = EnsembleSession if is_ensemble(Path(artifact_dir)) else StreamSession
+    return cls(artifact_dir, num_threads=num_threads)
+
+
+def require_frame_input(manifest: dict[str, Any], artifact_dir: str | Path) -> None:
+    """Raise ArtifactError for an ensemble whose members take different inputs (only a video can feed it)."""
+    if manifest.get("routing") == "each":
+        members = ", ".join(f"{m['name']}: {m['resolution']} px at {m['frame_rate']:g} fps" for m in manifest["members"])
+        raise ArtifactError(f"{artifact_dir}: ensemble '{manifest['name']}' feeds each member its own input "
+                            f"({members}); run it on a video with --video")
