@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from rich.console import Console
 from rich.table import Table
@@ -63,6 +64,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     target = load_target(args.target)
     output = args.output or Path("build") / f"{Path(args.spec).stem}-{args.variant or 'base'}-{args.mode}-{target.name}"
     start = time.perf_counter()
+    if args.temporal_ensemble or args.weights2 or _is_ensemble_spec(args.spec):
+        return _build_ensemble(args, target, Path(output), start)
     exported = export_model(args.spec, variant=args.variant, mode=args.mode, frames=args.frames,
                             resolution=args.resolution, batch=args.batch, weights=args.weights, seed=args.seed)
     out = build_artifact(exported.onnx_model, exported.manifest, target, output, progress=not args.quiet)
@@ -72,11 +75,44 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from mvcompile.runtime.artifact import read_manifest
-    from mvcompile.runtime.driver import load_video_array, random_frames, run_video, top5
+def _is_ensemble_spec(path: str) -> bool:
+    from mvcompile.spec.loader import load_spec
+    from mvcompile.spec.model import EnsembleSpec
 
-    manifest = read_manifest(Path(args.artifact))
+    return isinstance(load_spec(path), EnsembleSpec)
+
+
+def _build_ensemble(args: argparse.Namespace, target: Any, output: Path, start: float) -> int:
+    from mvcompile.backend.ensemble import build_ensemble
+    from mvcompile.lower.ensemble_export import export_spec_ensemble, export_temporal_ensemble
+
+    common = dict(variant=args.variant, mode=args.mode, frames=args.frames, batch=args.batch, seed=args.seed)
+    if args.temporal_ensemble:
+        if bool(args.weights) != bool(args.weights2):
+            raise ValueError("--temporal-ensemble takes both --weights A and --weights2 B (or --seed S)")
+        weights = (args.weights, args.weights2) if args.weights else None
+        ens = export_temporal_ensemble(args.spec, resolution=args.resolution, weights=weights, **common)
+    else:
+        if args.weights2:
+            raise ValueError("--weights2 is the second model of --temporal-ensemble")
+        if args.resolution:
+            raise ValueError(f"{args.spec}: each ensemble member runs at its own spec's resolution; drop --resolution")
+        ens = export_spec_ensemble(args.spec, weights=args.weights, **common)
+    out = build_ensemble(ens, target, output, progress=not args.quiet)
+    members = ", ".join(f"{m['name']} {m['resolution']} px at {m['frame_rate']:g} fps" for m in ens.info["members"])
+    print(f"built ensemble {out} for {target.name} in {time.perf_counter() - start:.1f} s: {ens.info['name']} "
+          f"({ens.info['routing']} routing; {members})", file=sys.stderr)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from mvcompile.runtime.driver import load_video_array, random_frames, run_video, top5
+    from mvcompile.runtime.ensemble import load_manifest, require_frame_input
+
+    if args.video:
+        return _run_video(args)
+    manifest = load_manifest(args.artifact)
+    require_frame_input(manifest, args.artifact)
     if args.input:
         frames = load_video_array(args.input, manifest)
     else:
@@ -93,6 +129,39 @@ def cmd_run(args: argparse.Namespace) -> int:
     where = "under qemu (emulated timings)" if result.emulated else "on this machine"
     console.print(f"median {result.summary()['ms_per_call']:.2f} ms per call over {len(result.ms)} calls {where}")
     return 0
+
+
+def _run_video(args: argparse.Namespace) -> int:
+    from mvcompile.runtime.driver import top5
+    from mvcompile.runtime.ensemble import load_manifest
+    from mvcompile.runtime.live import predict_video
+
+    if args.emulate:
+        raise ValueError("--video runs natively; --emulate takes --frames or --input")
+    if args.every < 1:
+        raise ValueError(f"--every must be >= 1, got {args.every}")
+    labels = load_manifest(args.artifact).get("labels")
+    console, last, ms = Console(), None, []
+    for p in predict_video(args.artifact, args.video, num_threads=args.threads, timeout=args.timeout):
+        last = p
+        ms.append(p.ms)
+        if not args.json and p.step % args.every == 0:
+            console.print(f"frame {p.frames:5d}  {p.time:7.2f} s  {p.ms:7.2f} ms  top-5 "
+                          f"{_top5_text(top5(p.logits)[0], labels)}", highlight=False)
+    if last is None:
+        raise ValueError(f"{args.video}: too short: no model call's worth of frames at the model frame rate")
+    if args.json:
+        print(json.dumps({"logits": last.logits.tolist(), "ms_per_call": statistics.median(ms), "calls": last.step,
+                          "frames": last.frames, "seconds": last.time, "top5": top5(last.logits)}))
+        return 0
+    console.print(f"final after {last.frames} frames ({last.time:.2f} s of video): "
+                  f"{_top5_text(top5(last.logits)[0], labels)}", highlight=False)
+    console.print(f"median {statistics.median(ms):.2f} ms per call over {last.step} calls", highlight=False)
+    return 0
+
+
+def _top5_text(best: list[tuple[int, float]], labels: list[str] | None) -> str:
+    return " ".join(f"{labels[c] if labels and c < len(labels) else c}:{p:.2f}" for c, p in best)
 
 
 def cmd_targets(args: argparse.Namespace) -> int:
@@ -147,6 +216,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--resolution", type=int, default=None, help="frame size (default: the spec's)")
     s.add_argument("--batch", type=int, default=1, help="videos (camera streams) per call")
     _add_weight_args(s)
+    s.add_argument("--temporal-ensemble", action="store_true",
+                   help="two models of the spec at half its frame rate, the second one frame later, logits averaged "
+                        "(weights: --seed S gives seeds S and S+1, or --weights A --weights2 B)")
+    s.add_argument("--weights2", default=None, help="weights file of the second temporal-ensemble member")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     s.add_argument("-o", "--output", default=None,
                    help="artifact directory to create (default: build/<spec>-<variant>-<mode>-<target>)")
@@ -157,6 +230,12 @@ def parser() -> argparse.ArgumentParser:
     src = s.add_mutually_exclusive_group()
     src.add_argument("--frames", type=int, default=None, help="number of random frames (default: one call's worth)")
     src.add_argument("--input", default=None, help=".npy file of [T,H,W,3] or [B,T,H,W,3] float32 frames in [0, 1]")
+    src.add_argument("--video", default=None,
+                     help="video file, camera (/dev/video0) or stream URL (rtsp://…): decoded, resampled to the model's "
+                          "frame rate and resolution, streamed through the artifact")
+    s.add_argument("--every", type=int, default=1, help="with --video: print the top-5 every N calls (default 1)")
+    s.add_argument("--timeout", type=float, default=10.0,
+                   help="with --video: seconds to wait for a camera or stream to open or deliver data")
     s.add_argument("--seed", type=int, default=0, help="seed of the random frames")
     s.add_argument("--emulate", action="store_true", help="run an ARM artifact on this machine under qemu-user")
     s.add_argument("--threads", type=int, default=None, help="runtime threads (default: all cores)")

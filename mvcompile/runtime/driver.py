@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from mvcompile.runtime.artifact import machine_arch, read_manifest
+from mvcompile.runtime.artifact import ArtifactError, machine_arch
+from mvcompile.runtime.ensemble import load_manifest, load_session, require_frame_input
 
 
 @dataclass
@@ -52,20 +53,21 @@ def load_video_array(path: str | Path, manifest: dict[str, Any]) -> np.ndarray:
 def run_video(artifact_dir: str | Path, frames: np.ndarray, *, emulate: bool = False,
               num_threads: int | None = None) -> RunResult:
     """Stream `frames` [B, T, H, W, 3] through the artifact, one compiled call's worth of frames at a time."""
-    manifest = read_manifest(Path(artifact_dir))
+    manifest = load_manifest(artifact_dir)
+    require_frame_input(manifest, artifact_dir)
     per_call = manifest["inputs"][0]["shape"][1]
     if frames.shape[1] % per_call:
         raise ValueError(f"{frames.shape[1]} frames do not split into calls of {per_call} frames "
                          f"(the artifact was built for {per_call} frames per call)")
     calls = [frames[:, i:i + per_call] for i in range(0, frames.shape[1], per_call)]
     if emulate and manifest.get("target", {}).get("arch") != machine_arch():
+        if "routing" in manifest:
+            raise ArtifactError(f"{artifact_dir}: --emulate runs single-model artifacts, not ensembles")
         from mvcompile.runtime.emulate import run_emulated
 
         logits, ms = run_emulated(artifact_dir, np.stack(calls), num_threads=num_threads)
         return RunResult(logits, ms, per_call, True)
-    from mvcompile.runtime.session import StreamSession
-
-    session = StreamSession(artifact_dir, num_threads=num_threads)
+    session = load_session(artifact_dir, num_threads=num_threads)
     outs, ms = [], []
     for clip in calls:
         start = time.perf_counter()
