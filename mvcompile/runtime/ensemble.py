@@ -103,9 +103,11 @@ class EnsembleSession:
             unknown = sorted(set(frames) - set(self.member_names()))
             if unknown:
                 raise FrameError(f"unknown ensemble member(s) {unknown}; members are {self.member_names()}")
-            for m in self.members:
-                if m.name in frames:
-                    m.logits = m.session.push(frames[m.name])
+            fed = [m for m in self.members if m.name in frames]
+            for m in fed:  # all checked before any member's state moves on
+                _check_member_frames(m, frames[m.name])
+            for m in fed:
+                m.logits = m.session.push(frames[m.name])
         return np.mean([m.logits for m in self.members if m.logits is not None], axis=0)
 
     def member_names(self) -> list[str]:
@@ -130,6 +132,13 @@ class EnsembleSession:
                 if m.input_shape != [b, t2 // 2, h, w, c] or t2 % 2:
                     raise ArtifactError(f"{self._dir}: member {m.name} input {m.input_shape} does not take half of "
                                         f"the ensemble input {[b, t2, h, w, c]}")
+
+
+def _check_member_frames(member: Member, frames: object) -> None:
+    expected = member.input_shape
+    if not isinstance(frames, np.ndarray) or frames.dtype != np.float32 or list(frames.shape) != expected:
+        got = f"{frames.dtype} {list(frames.shape)}" if isinstance(frames, np.ndarray) else type(frames).__name__
+        raise FrameError(f"member {member.name} takes float32 {expected} [B, T, H, W, C], got {got}")
 
 
 def load_manifest(artifact_dir: str | Path) -> dict[str, Any]:
