@@ -68,7 +68,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         return _build_ensemble(args, target, Path(output), start)
     exported = export_model(args.spec, variant=args.variant, mode=args.mode, frames=args.frames,
                             resolution=args.resolution, batch=args.batch, weights=args.weights, seed=args.seed)
-    out = build_artifact(exported.onnx_model, exported.manifest, target, output, progress=not args.quiet)
+    out = build_artifact(exported.onnx_model, exported.manifest, target, output, progress=not args.quiet,
+                         db=args.db, shipped_records=not args.no_shipped_records)
     m = exported.manifest
     print(f"built {out} for {target.name} in {time.perf_counter() - start:.1f} s: {m['spec']['name']} "
           f"{m['variant']} {m['mode']}, input {m['inputs'][0]['shape']}, {len(m['states'])} states", file=sys.stderr)
@@ -118,16 +119,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         frames = random_frames(manifest, args.frames or manifest["inputs"][0]["shape"][1], args.seed)
     result = run_video(args.artifact, frames, emulate=args.emulate, num_threads=args.threads)
-    labels = manifest.get("labels")
     if args.json:
-        top = [[{"class": c, "label": labels[c] if labels else None, "p": p} for c, p in video]
-               for video in top5(result.logits[-1])]
-        print(json.dumps({**result.summary(), "top5": top}))
+        print(json.dumps(result.summary()))
         return 0
     console = Console()
     for i, (logits, ms) in enumerate(zip(result.logits, result.ms)):
         last = (i + 1) * result.frames_per_call
-        best = "  |  ".join(_top5_text(video, labels) for video in top5(logits))
+        best = "  |  ".join(" ".join(f"{c}:{p:.2f}" for c, p in video) for video in top5(logits))
         console.print(f"frame {last:4d}  {ms:7.2f} ms  top-5 {best}", highlight=False)
     where = "under qemu (emulated timings)" if result.emulated else "on this machine"
     console.print(f"median {result.summary()['ms_per_call']:.2f} ms per call over {len(result.ms)} calls {where}")
@@ -167,14 +165,34 @@ def _top5_text(best: list[tuple[int, float]], labels: list[str] | None) -> str:
     return " ".join(f"{labels[c] if labels and c < len(labels) else c}:{p:.2f}" for c, p in best)
 
 
-def cmd_import_weights(args: argparse.Namespace) -> int:
-    from mvcompile.importers import import_weights
-    from mvcompile.ir.weights import save_weights
+def cmd_tune(args: argparse.Namespace) -> int:
+    from mvcompile.backend.ms_setup import RPCSettings
+    from mvcompile.backend.targets import load_target
+    from mvcompile.backend.tune import tune_model
+    from mvcompile.lower.pipeline import export_model
 
-    imported = import_weights(args.spec, args.source, variant=args.variant, scheme=args.scheme, labels=args.labels)
-    save_weights(imported.values, args.output, labels=imported.labels)
-    labels = f", {len(imported.labels)} class names" if imported.labels else ""
-    print(f"wrote {args.output}: {len(imported.values)} weights from {args.source} ({imported.scheme} names){labels}",
+    rpc = RPCSettings.parse(args.rpc_tracker, args.rpc_key) if args.rpc_tracker else None
+    target = load_target(args.target)
+    exported = export_model(args.spec, variant=args.variant, mode=args.mode, frames=args.frames,
+                            resolution=args.resolution, batch=args.batch, seed=0)
+    report = tune_model(exported.onnx_model, target, args.db, trials=args.trials, budget_minutes=args.budget,
+                        rpc=rpc, progress=not args.quiet)
+    for name in report.repaired:
+        print(f"repaired {args.db}/{name}: dropped a cut-off last line left by an interrupted run", file=sys.stderr)
+    tuned = sum(1 for t in report.tasks if t.trials)
+    print(f"tuned {tuned} of {len(report.tasks)} tasks with {report.trials} trials in {report.seconds:.0f} s; "
+          f"{args.db} holds {report.records_after} records for {target.name} (was {report.records_before})",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_compact_db(args: argparse.Namespace) -> int:
+    from mvcompile.backend.targets import load_target
+    from mvcompile.backend.tuning_db import compact
+
+    tvm_target = load_target(args.target).to_tvm() if args.target else None
+    db = compact(args.db, args.output, tvm_target, xz=args.xz)
+    print(f"wrote {args.output}: {len(db.records)} records (best per workload) for {len(db.workloads)} workloads",
           file=sys.stderr)
     return 0
 
@@ -238,6 +256,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     s.add_argument("-o", "--output", default=None,
                    help="artifact directory to create (default: build/<spec>-<variant>-<mode>-<target>)")
+    s.add_argument("--db", default=None,
+                   help="apply the best records of this tuning database (default: the records shipped for the target)")
+    s.add_argument("--no-shipped-records", action="store_true", help="without --db: build untuned")
     s.set_defaults(func=cmd_build)
 
     s = sub.add_parser("run", help="stream frames through an artifact; print top-5 and latency per call")
@@ -257,16 +278,28 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print one JSON object (final logits, median ms per call)")
     s.set_defaults(func=cmd_run)
 
-    s = sub.add_parser("import-weights", help="convert an official TF or PyTorch-port checkpoint to our weight names")
+    s = sub.add_parser("tune", help="autotune a spec's kernels for a target with MetaSchedule")
     _add_model_args(s)
-    s.add_argument("--from", dest="source", required=True,
-                   help="TF checkpoint (prefix or dir; needs mvcompile[tf]), .npz/.safetensors keyed by TF variable "
-                        "names or PyTorch-port names, or a PyTorch-port state dict (.pt/.pth)")
-    s.add_argument("--scheme", choices=["auto", "tf", "pytorch"], default="auto", help="naming scheme (default: detect)")
-    s.add_argument("--labels", default=None,
-                   help="class names to store with the weights: 'kinetics400', 'auto' (by class count) or a .txt file")
-    s.add_argument("-o", "--output", required=True, help="output weights file (.safetensors or .npz)")
-    s.set_defaults(func=cmd_import_weights)
+    s.add_argument("--target", required=True, help="target preset name or file")
+    s.add_argument("--mode", choices=["base", "causal", "stream"], default="stream")
+    s.add_argument("--frames", type=int, default=None, help="frames per call (stream default 1, else the clip length)")
+    s.add_argument("--resolution", type=int, default=None, help="frame size (default: the spec's)")
+    s.add_argument("--batch", type=int, default=1, help="videos per call")
+    amount = s.add_mutually_exclusive_group(required=True)
+    amount.add_argument("--trials", type=int, help="candidates to measure, spread over tasks by their cost share")
+    amount.add_argument("--budget", type=float, help="tuning time in minutes, spread over tasks by their cost share")
+    s.add_argument("--db", required=True, help="database directory; records are appended, a re-run continues")
+    s.add_argument("--rpc-tracker", default=None, help="HOST:PORT of a TVM RPC tracker: measure on its boards")
+    s.add_argument("--rpc-key", default=None, help="key the boards registered with at the tracker")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    s.set_defaults(func=cmd_tune)
+
+    s = sub.add_parser("compact-db", help="keep only the best record per workload of a tuning database")
+    s.add_argument("db", help="tuning database directory")
+    s.add_argument("-o", "--output", required=True, help="directory to write")
+    s.add_argument("--target", default=None, help="keep only this target's records")
+    s.add_argument("--xz", action="store_true", help="xz-compress the files (as the shipped records are)")
+    s.set_defaults(func=cmd_compact_db)
 
     s = sub.add_parser("targets", help="list the target presets")
     s.set_defaults(func=cmd_targets)

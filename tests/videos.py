@@ -10,8 +10,8 @@ BAND = 20  # pixels of white on each side of the long axis, cropped away by a ce
 
 
 def level(i: int) -> int:
-    """The gray level of frame i's center."""
-    return 4 * i
+    """The gray level of frame i's center (wraps after 50 frames)."""
+    return 4 * (i % 50)
 
 
 def write_video(path: Path, *, frames: int = 50, fps: int = 25, width: int = 96, height: int = 48,

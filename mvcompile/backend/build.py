@@ -15,6 +15,7 @@ from typing import Any
 
 import onnx
 
+from mvcompile.backend import tuned_records
 from mvcompile.backend.iotable import io_table
 from mvcompile.backend.targets import TargetPreset
 from mvcompile.runtime.artifact import ARTIFACT_FORMAT, IO_TABLE, LIBRARY, MANIFEST, sha256_file
@@ -35,21 +36,28 @@ def build_artifact(
     out_dir: Path,
     *,
     progress: bool = True,
+    db: str | Path | None = None,
+    shipped_records: bool = True,
 ) -> Path:
-    """Compile `onnx_model` for `target` into `out_dir`, atomically; returns `out_dir`."""
+    """Compile `onnx_model` for `target` into `out_dir`, atomically; returns `out_dir`.
+
+    Tuning records are applied from the database directory `db` if given, else from the records
+    shipped for the target's class of CPU (unless `shipped_records` is False)."""
     out_dir = Path(out_dir)
     io_text = io_table(onnx_model, manifest)
     tvm_target = target.to_tvm()
     _check_toolchain(target)
+    records = _select_records(target, tvm_target, db, shipped_records)
     work = make_work_dir(out_dir)
     try:
         with _steps(progress) as step:
             step("import ONNX")
             mod = import_onnx(onnx_model)
-            step(f"compile for {target.name}")
-            executable = _compile(mod, tvm_target)
+            step(f"compile for {target.name}" + (f" with {records.count} tuning records" if records else ""))
+            executable, tuning = _compile(mod, tvm_target, records)
             step("export model.so")
             options = _export(executable, target, tvm_target, work / LIBRARY)
+            options["tuning"] = tuning
         (work / IO_TABLE).write_text(io_text)
         full = _manifest(manifest, target, tvm_target, options, work)
         (work / MANIFEST).write_text(json.dumps(full, indent=2, default=str) + "\n")
@@ -94,12 +102,27 @@ def import_onnx(model: onnx.ModelProto) -> Any:
     return relax.transform.DecomposeOpsForInference()(mod)
 
 
-def _compile(mod: Any, tvm_target: Any) -> Any:
+def _select_records(
+    target: TargetPreset, tvm_target: Any, db: str | Path | None, shipped: bool
+) -> tuned_records.Selection | None:
+    if db is not None:
+        if tvm_target.kind.name != "llvm":
+            raise BuildError(f"tuning records apply to CPU (llvm) targets; '{target.name}' is {tvm_target.kind.name}")
+        return tuned_records.from_database(db, tvm_target)
+    return tuned_records.merge(tuned_records.shipped(target, tvm_target)) if shipped else None
+
+
+def _compile(mod: Any, tvm_target: Any, records: tuned_records.Selection | None) -> tuple[Any, dict[str, Any]]:
+    """Compile; with records, schedule the fused functions from them first (untuned ones stay default)."""
     import tvm
     from tvm import relax
 
     try:
-        return tvm.compile(mod, target=tvm_target, relax_pipeline=relax.get_default_pipeline(tvm_target))
+        if records is None:
+            pipeline = relax.get_default_pipeline(tvm_target)
+            return tvm.compile(mod, target=tvm_target, relax_pipeline=pipeline), {"source": "none"}
+        fused, tuned, total = tuned_records.apply(mod, tvm_target, records)
+        return tvm.compile(fused, target=tvm_target), records.manifest(tuned, total)
     except Exception as exc:
         raise BuildError(f"TVM compilation failed for {tvm_target.kind.name}: {exc}") from exc
 

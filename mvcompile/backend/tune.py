@@ -1,0 +1,309 @@
+"""Autotuning with MetaSchedule: extract the model's tasks, spread trials over them by their share
+of the model's cost, measure locally or on RPC boards, and append the records to a JSON database."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from mvcompile.backend import ms_setup, tuning_db
+from mvcompile.backend.build import import_onnx
+from mvcompile.backend.targets import TargetPreset
+
+TRIALS_PER_ITER = 16
+MIN_TRIALS = 4  # fewer than this per task is not worth a search round
+INITIAL_SECONDS_PER_TRIAL = 3.0  # first guess for --budget, refined as trials complete
+
+
+class TuneError(ValueError):
+    """Tuning cannot start: bad options, an unsupported target, or no tasks to tune."""
+
+
+@dataclass
+class Task:
+    """One tunable TIR function of the model."""
+
+    name: str
+    weight: int  # how many times the model calls it
+    cost: float  # weight × (flops + elements touched): the proxy for its share of run time
+    context: Any  # ms.TuneContext
+    trials: int = 0  # run in this session
+    best_ms: float = math.inf  # best measured latency of one call, in this session or before
+
+
+@dataclass
+class TuneReport:
+    """What a tuning session did."""
+
+    database: Path
+    tasks: list[Task]
+    records_before: int
+    records_after: int
+    seconds: float
+    repaired: list[str] = field(default_factory=list)
+
+    @property
+    def trials(self) -> int:
+        """Candidates measured in this session."""
+        return sum(t.trials for t in self.tasks)
+
+
+def task_cost(mod: Any, weight: int) -> float:
+    """Cost proxy of a task: FLOPs plus elements of every buffer it reads or writes, times calls."""
+    from tvm.s_tir.analysis import estimate_tir_flops
+
+    func = next(iter(mod.functions.values()))
+    elements = sum(math.prod(int(d) for d in param.shape) for param in func.params)
+    return weight * (float(estimate_tir_flops(mod)) + elements)
+
+
+def allocate(costs: list[float], total: int, minimum: int = MIN_TRIALS) -> list[int]:
+    """Split `total` trials over tasks in proportion to cost (largest remainder). The cheapest
+    tasks, whose share would be under `minimum`, get none; their trials go to the others."""
+    trials = [0] * len(costs)
+    active = sorted((i for i, c in enumerate(costs) if c > 0), key=lambda i: -costs[i])
+    while len(active) > 1 and total * costs[active[-1]] / sum(costs[i] for i in active) < minimum:
+        active.pop()
+    if not active or total <= 0:
+        return trials
+    weight = sum(costs[i] for i in active)
+    exact = {i: total * costs[i] / weight for i in active}
+    for i in active:
+        trials[i] = int(exact[i])
+    left = total - sum(trials)
+    for i in sorted(active, key=lambda i: exact[i] - trials[i], reverse=True)[:left]:
+        trials[i] += 1
+    return trials
+
+
+def extract_tasks(onnx_model: onnx.ModelProto, tvm_target: Any) -> list[Any]:
+    """`ms.ExtractedTask`s of every function MetaSchedule can tune in the compiled model."""
+    from tvm import relax
+    from tvm.s_tir import meta_schedule as ms
+
+    mod = import_onnx(onnx_model)
+    with tvm_target:
+        fused = relax.get_pipeline("zero")(mod)  # extract_tasks sees only fused PrimFuncs
+    return list(ms.relax_integration.extract_tasks(fused, tvm_target))
+
+
+def tune_model(
+    onnx_model: onnx.ModelProto,
+    target: TargetPreset,
+    db_dir: str | Path,
+    *,
+    trials: int | None = None,
+    budget_minutes: float | None = None,
+    rpc: ms_setup.RPCSettings | None = None,
+    seed: int | None = None,
+    progress: bool = True,
+) -> TuneReport:
+    """Tune `onnx_model` for `target`, appending records to the database in `db_dir`."""
+    if (trials is None) == (budget_minutes is None):
+        raise TuneError("give the number of trials (--trials N) or a time budget (--budget MINUTES), not both")
+    if trials is not None and trials < 1:
+        raise TuneError(f"--trials must be at least 1, got {trials}")
+    if budget_minutes is not None and budget_minutes <= 0:
+        raise TuneError(f"--budget must be a positive number of minutes, got {budget_minutes}")
+    if target.kind != "llvm":
+        raise TuneError(f"tuning supports CPU (llvm) targets; '{target.name}' compiles for {target.kind}")
+    ms_setup.preload_cpu_tensor_intrins()
+    from tvm.s_tir import meta_schedule as ms
+
+    db_dir = Path(db_dir)
+    db_dir.mkdir(parents=True, exist_ok=True)
+    before = tuning_db.read_database(db_dir, repair=True, must_exist=False)
+    tvm_target = target.to_tvm()
+    boards = rpc.free_boards() if rpc else 0
+    if rpc and boards == 0:
+        raise TuneError(f"no RPC server is registered with key '{rpc.key}' at {rpc.tracker_host}:{rpc.tracker_port}")
+    extracted = extract_tasks(onnx_model, tvm_target)
+    if not extracted:
+        raise TuneError("the model has no tunable tasks")
+    with _quiet_console_log():
+        contexts, _ = ms.relax_integration.extracted_tasks_to_tune_contexts(extracted, work_dir=str(db_dir), seed=seed)
+    tasks = [Task(t.task_name, int(t.weight), task_cost(t.dispatched[0], int(t.weight)), ctx)
+             for t, ctx in zip(extracted, contexts)]
+    tasks.sort(key=lambda t: -t.cost)  # costliest first: an interrupted run has tuned what matters
+    database = ms.database.JSONDatabase(work_dir=str(db_dir))
+    _seed_best(tasks, database)
+    workers = max(1, boards) if rpc else 1
+    builder = ms_setup.make_builder(target.cross_compiler, max_workers=max(2, workers))
+    runner = ms_setup.make_rpc_runner(rpc, workers) if rpc else ms_setup.make_local_runner()
+    cost_model = ms.cost_model.CostModel.create("xgb", num_tuning_cores=2, tree_method="auto")
+    start = time.monotonic()
+    with _Progress(tasks, trials, budget_minutes, progress) as bar:
+        run_one = _task_runner(database, builder, runner, cost_model, bar, str(db_dir))
+        if trials is not None:
+            for task, n in zip(tasks, allocate([t.cost for t in tasks], trials)):
+                if n:
+                    run_one(task, n)
+        else:
+            _tune_within_budget(tasks, budget_minutes * 60.0, run_one)
+    after = tuning_db.read_database(db_dir)
+    return TuneReport(db_dir, tasks, before.count_for(tvm_target), after.count_for(tvm_target),
+                      time.monotonic() - start, before.dropped_tail)
+
+
+@contextmanager
+def _quiet_console_log() -> Iterator[None]:
+    """MetaSchedule logs every round to stdout; keep that in DIR/logs only."""
+    logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    drop_all = logging.Filter("-")  # matches no logger name: drops the set-up messages
+    logger.addFilter(drop_all)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop_all)
+    for handler in logging.getLogger("tvm.s_tir.meta_schedule").handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            handler.setLevel(logging.WARNING)
+
+
+def _seed_best(tasks: list[Task], database: Any) -> None:
+    """Best latency already in the database for each task (for the display)."""
+    for task in tasks:
+        mod = task.context.mod
+        if database.has_workload(mod):
+            top = database.get_top_k(database.commit_workload(mod), 1)
+            if top and top[0].run_secs:
+                secs = [float(s) for s in top[0].run_secs]
+                mean = sum(secs) / len(secs)
+                if mean < tuning_db.FAILED_RUN_SECS:
+                    task.best_ms = mean * 1e3
+
+
+def _tune_within_budget(tasks: list[Task], seconds: float, run_one: Callable[[Task, int], None]) -> None:
+    """Costliest task first; before each task, re-split the time left over the tasks left."""
+    deadline = time.monotonic() + seconds
+    order = sorted(tasks, key=lambda t: -t.cost)
+    per_trial = INITIAL_SECONDS_PER_TRIAL
+    spent, done = 0.0, 0
+    for i, task in enumerate(order):
+        left = deadline - time.monotonic()
+        rest = order[i:]
+        n = allocate([t.cost for t in rest], int(left / per_trial))[0]
+        if n == 0:
+            break
+        t0 = time.monotonic()
+        before = task.trials
+        run_one(task, n)
+        spent += time.monotonic() - t0
+        done += task.trials - before
+        per_trial = spent / done if done else per_trial
+
+
+def _task_runner(database: Any, builder: Any, runner: Any, cost_model: Any, bar: _Progress,
+                 work_dir: str) -> Callable[[Task, int], None]:
+    """`run(task, n)`: n more trials of one task, seeded from its records already in the database."""
+    from tvm.s_tir import meta_schedule as ms
+
+    callbacks = [*ms.measure_callback.MeasureCallback.create("default"), bar.callback()]
+
+    def run(task: Task, n: int) -> None:
+        bar.start_task(task, n)
+        ms.tune.tune_tasks(
+            tasks=[task.context], task_weights=[float(task.weight)], work_dir=work_dir,
+            max_trials_global=n, max_trials_per_task=n, num_trials_per_iter=min(TRIALS_PER_ITER, n),
+            builder=builder, runner=runner, database=database, cost_model=cost_model,
+            measure_callbacks=callbacks, task_scheduler="round-robin",
+        )
+
+    return run
+
+
+class _Progress:
+    """A rich progress bar fed by a MetaSchedule measure callback."""
+
+    def __init__(self, tasks: list[Task], trials: int | None, budget_minutes: float | None, enabled: bool) -> None:
+        self.tasks, self.enabled = tasks, enabled
+        self.total = trials if trials is not None else None
+        self.budget = budget_minutes * 60.0 if budget_minutes is not None else None
+        self.current: Task | None = None
+        self.done = 0
+        self.start = time.monotonic()
+        self._bar: Any = None
+        self._id: Any = None
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            import os
+
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._stream = os.fdopen(os.dup(2), "w")
+            columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                       TextColumn("{task.fields[status]}"))
+            self._bar = Progress(*columns, console=Console(file=self._stream))
+            self._bar.__enter__()
+            self._id = self._bar.add_task("tuning", total=self.total, status="")
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+            self._stream.close()
+
+    def start_task(self, task: Task, n: int) -> None:
+        self.current = task
+        self._update()
+
+    def record(self, task_id: int, seconds: list[float]) -> None:
+        task = self.current
+        assert task is not None
+        task.trials += len(seconds)
+        self.done += len(seconds)
+        ok = [s for s in seconds if s < tuning_db.FAILED_RUN_SECS]
+        if ok:
+            task.best_ms = min(task.best_ms, min(ok) * 1e3)
+        self._update()
+
+    def _update(self) -> None:
+        if self._bar is None or self.current is None:
+            return
+        elapsed = time.monotonic() - self.start
+        if self.budget is not None:
+            left = max(0.0, self.budget - elapsed)
+        else:
+            left = elapsed / self.done * (self.total - self.done) if self.done else float("nan")
+        tuned = sum(t.weight * t.best_ms for t in self.tasks if t.best_ms < math.inf)
+        best = f"{self.current.best_ms:.3f} ms" if self.current.best_ms < math.inf else "-"
+        status = (f"{self.current.name[:40]} best {best} | tuned tasks sum {tuned:.2f} ms | "
+                  f"left {_clock(left)}")
+        self._bar.update(self._id, completed=self.done, status=status)
+
+    def callback(self) -> Any:
+        """A MetaSchedule measure callback reporting each measured batch to this bar."""
+        from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
+        from tvm.ir.utils import derived_object
+
+        progress = self
+
+        @derived_object
+        class _Report(PyMeasureCallback):
+            def apply(self, task_scheduler: Any, task_id: int, measure_candidates: Any,
+                      builder_results: Any, runner_results: Any) -> None:
+                seconds = []
+                for result in runner_results:
+                    secs = [float(s) for s in (result.run_secs or [])]
+                    ok = result.error_msg is None and secs
+                    seconds.append(sum(secs) / len(secs) if ok else 1e10)
+                progress.record(task_id, seconds)
+
+        return _Report()
+
+
+def _clock(seconds: float) -> str:
+    if math.isnan(seconds):
+        return "?"
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}:{secs:02d}"

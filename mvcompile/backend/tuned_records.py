@@ -1,0 +1,133 @@
+"""Which tuning records a build applies: a user's database (`build --db DIR`), or the records
+shipped with mvcompile for a class of CPU (`mvcompile/backend/records/<class>/`)."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mvcompile.backend import tuning_db
+from mvcompile.backend.targets import TargetPreset
+
+SHIPPED_DIR = Path(__file__).resolve().parent / "records"
+MATCH_FILE = "match.yaml"
+
+
+@dataclass
+class Selection:
+    """Records chosen for one build, ready to apply, and what the manifest says about them."""
+
+    source: str  # "database" (--db) or "shipped"
+    path: Path
+    database_sha256: str
+    records_sha256: str
+    memory_db: Any  # ms.database.MemoryDatabase
+    count: int
+    notices: list[str] = field(default_factory=list)
+
+    def manifest(self, tuned: int, total: int) -> dict[str, Any]:
+        """The manifest's `tuning` entry."""
+        return {
+            "source": self.source,
+            "path": str(self.path),
+            "database_sha256": self.database_sha256,
+            "records_sha256": self.records_sha256,
+            "records": self.count,
+            "functions_tuned": tuned,
+            "functions_total": total,
+        }
+
+
+def from_database(path: str | Path, tvm_target: Any) -> Selection:
+    """The best record per workload for `tvm_target` in a user's database; errors if it has none."""
+    db = tuning_db.read_database(path)
+    notices = [f"{db.path / name}: ignored a cut-off last line (interrupted tuning run)" for name in db.dropped_tail]
+    if not db.records:
+        raise tuning_db.DatabaseError(f"{db.path}: the tuning database holds no records")
+    best = db.best(tvm_target)
+    if not best:
+        raise tuning_db.DatabaseError(
+            f"{db.path}: no tuning records for this target ({tuning_db.describe_target(tvm_target)}); "
+            f"the database was made for: {'; '.join(db.targets())}"
+        )
+    return _selection("database", db, best, notices)
+
+
+def shipped(target: TargetPreset, tvm_target: Any, root: Path = SHIPPED_DIR) -> list[Selection]:
+    """The shipped record sets whose `match.yaml` fits the build target."""
+    found = []
+    for match in sorted(root.glob(f"*/{MATCH_FILE}")):
+        if _matches(match, target, tvm_target):
+            db = tuning_db.read_database(match.parent)
+            found.append(_selection("shipped", db, db.best(), []))
+    return found
+
+
+def merge(selections: list[Selection]) -> Selection | None:
+    """One selection applying every record of `selections` (None if there are none)."""
+    if not selections:
+        return None
+    if len(selections) == 1:
+        return selections[0]
+    from tvm.s_tir import meta_schedule as ms
+
+    memory = ms.database.MemoryDatabase()
+    for sel in selections:
+        for record in sel.memory_db.get_all_tuning_records():
+            workload = memory.commit_workload(record.workload.mod)
+            memory.commit_tuning_record(ms.database.TuningRecord(
+                record.trace, workload, record.run_secs, record.target, record.args_info))
+    first = selections[0]
+    return Selection(
+        first.source, Path(";".join(str(s.path) for s in selections)),
+        "+".join(s.database_sha256 for s in selections), "+".join(s.records_sha256 for s in selections),
+        memory, sum(s.count for s in selections), [n for s in selections for n in s.notices],
+    )
+
+
+def _selection(source: str, db: tuning_db.Database, best: list[tuning_db.Record], notices: list[str]) -> Selection:
+    return Selection(source, db.path, db.sha256(), tuning_db.records_hash(db, best),
+                     tuning_db.to_memory_database(db, best), len(best), notices)
+
+
+def _matches(match_file: Path, target: TargetPreset, tvm_target: Any) -> bool:
+    """`match.yaml` keys: `targets` (preset names), or `kind`, `arch` and `features` (LLVM CPU
+    features the target's mcpu must have)."""
+    try:
+        rule = yaml.safe_load(match_file.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise tuning_db.DatabaseError(f"{match_file}: cannot read: {exc}") from None
+    if not isinstance(rule, dict):
+        raise tuning_db.DatabaseError(f"{match_file}: expected a mapping of keys")
+    if "targets" in rule:
+        return target.name in rule["targets"]
+    if rule.get("kind") != tvm_target.kind.name or rule.get("arch") != target.arch:
+        return False
+    from tvm.target import codegen
+
+    features = list(rule.get("features", []))
+    return not features or bool(codegen.llvm_cpu_has_features(features, tvm_target))
+
+
+def apply(mod: Any, tvm_target: Any, selection: Selection) -> tuple[Any, int, int]:
+    """Fuse `mod` (the zero pipeline) and schedule every function that has a record; returns the
+    module and how many of its functions were tuned, out of how many."""
+    import tvm
+    from tvm import relax
+
+    with tvm_target, selection.memory_db:
+        fused = tvm.transform.Sequential(
+            [relax.get_pipeline("zero"), relax.transform.MetaScheduleApplyDatabase(enable_warning=False)]
+        )(mod)
+    funcs = [f for f in fused.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
+    tuned = sum(1 for f in funcs if f.attrs is not None and bool(f.attrs.get("tirx.is_scheduled", False)))
+    if tuned == 0 and selection.source == "database":
+        note = f"{selection.path}: no record matches this model's functions (tuned for another model?)"
+        selection.notices.append(note)
+    for note in selection.notices:
+        print(f"mvcompile: warning: {note}", file=sys.stderr)
+    return fused, tuned, len(funcs)

@@ -1,0 +1,262 @@
+"""MetaSchedule JSON databases on disk: validation, repair of an interrupted tail, target
+filtering, hashing and compaction (best record per workload and target).
+
+A database directory holds `database_workload.json` (one `[structural_hash, base64_ir]` line per
+workload) and `database_tuning_record.json` (one `[workload_index, [trace, run_secs, target,
+args_info]]` line per measured candidate), exactly as `ms.database.JSONDatabase` writes them.
+Compacted databases may store both files xz-compressed (`*.json.xz`); they are read the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import lzma
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+WORKLOADS = "database_workload.json"
+RECORDS = "database_tuning_record.json"
+FAILED_RUN_SECS = 1e9  # MetaSchedule stores 1e10 s for candidates that failed to build or run
+IGNORED_TARGET_KEYS = ("num-cores", "tag", "keys", "host")  # do not change what the code computes
+
+
+class DatabaseError(ValueError):
+    """A tuning database is unreadable, corrupt, or does not fit the build target."""
+
+
+@dataclass
+class Record:
+    """One tuning record as stored on disk."""
+
+    workload: int
+    body: list[Any]  # [trace, run_secs, target, args_info]
+
+    @property
+    def seconds(self) -> float:
+        """Mean measured run time; failed candidates count as infinitely slow."""
+        secs = [float(s) for s in (self.body[1] or [])]
+        mean = sum(secs) / len(secs) if secs else float("inf")
+        return float("inf") if mean >= FAILED_RUN_SECS else mean
+
+    @property
+    def target(self) -> dict[str, Any]:
+        """The TVM target the record was measured on."""
+        return self.body[2]
+
+
+@dataclass
+class Database:
+    """A database directory read into memory, line by line."""
+
+    path: Path
+    workloads: list[list[Any]]
+    records: list[Record]
+    dropped_tail: list[str] = field(default_factory=list)  # files whose last line was cut off
+
+    def sha256(self) -> str:
+        """Hash of the database content (workloads and records as stored)."""
+        digest = hashlib.sha256()
+        for name in (WORKLOADS, RECORDS):
+            digest.update(_read_text(_stored(self.path / name)).encode())
+        return digest.hexdigest()
+
+    def count_for(self, target: Any) -> int:
+        """Number of records measured on `target`."""
+        key = target_key(target)
+        return sum(1 for r in self.records if target_key(r.target) == key)
+
+    def targets(self) -> list[str]:
+        """The distinct targets that records were measured on, as short strings."""
+        return sorted({describe_target(r.target) for r in self.records})
+
+    def best(self, target: Any | None = None) -> list[Record]:
+        """The fastest successful record per (workload, target); only `target`'s if given."""
+        key = None if target is None else target_key(target)
+        best: dict[tuple[int, str], Record] = {}
+        for rec in self.records:
+            rkey = target_key(rec.target)
+            if (key is not None and rkey != key) or rec.seconds == float("inf"):
+                continue
+            slot = (rec.workload, rkey)
+            if slot not in best or rec.seconds < best[slot].seconds:
+                best[slot] = rec
+        return [best[k] for k in sorted(best)]
+
+
+def _stored(path: Path) -> Path:
+    """`path`, or its xz-compressed twin if only that exists."""
+    packed = path.with_name(path.name + ".xz")
+    return packed if not path.exists() and packed.exists() else path
+
+
+def _read_text(path: Path) -> str:
+    if not path.exists():
+        return ""
+    try:
+        return lzma.decompress(path.read_bytes()).decode() if path.suffix == ".xz" else path.read_text()
+    except (OSError, UnicodeDecodeError, lzma.LZMAError) as exc:
+        raise DatabaseError(f"{path}: cannot read the tuning database: {exc}") from None
+
+
+def target_key(target: Any) -> str:
+    """Canonical text of a target (dict or `tvm.target.Target`) for matching records to builds."""
+    data = target if isinstance(target, dict) else dict(target.export())
+    kept = {k: _plain(v) for k, v in data.items() if k not in IGNORED_TARGET_KEYS}
+    return json.dumps(kept, sort_keys=True)
+
+
+def describe_target(target: Any) -> str:
+    """Short human-readable form of a target, e.g. `llvm x86_64-linux-gnu znver3`."""
+    data = json.loads(target_key(target))
+    parts = [data.get("kind", "?"), data.get("mtriple", ""), data.get("mcpu", ""), ",".join(data.get("mattr", []))]
+    return " ".join(p for p in parts if p)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "Array":
+        return [_plain(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def _parse_lines(path: Path, *, repair: bool) -> tuple[list[Any], bool]:
+    """JSON value of every line; a cut-off last line (interrupted write) is dropped."""
+    text = _read_text(path)
+    lines = text.split("\n")
+    values: list[Any] = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            values.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            last = number == len(lines) and not text.endswith("\n")
+            if last:  # the process was killed while appending this line
+                if repair and path.suffix != ".xz":
+                    _truncate_last_line(path, text)
+                return values, True
+            raise DatabaseError(f"{path}: line {number}: corrupt tuning database entry ({exc.msg})") from None
+    return values, False
+
+
+def _truncate_last_line(path: Path, text: str) -> None:
+    keep = text[: text.rfind("\n") + 1]
+    write_atomic(path, keep)
+
+
+def read_database(path: str | Path, *, repair: bool = False, must_exist: bool = True) -> Database:
+    """Read and check a database directory; `repair` removes a cut-off last line from the files
+    (left by a killed tuning run); `must_exist=False` accepts a new, empty directory."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise DatabaseError(f"{path}: a tuning database must be a directory (holding {WORKLOADS} and {RECORDS})")
+    if must_exist and not any(_stored(path / n).exists() for n in (WORKLOADS, RECORDS)):
+        raise DatabaseError(f"{path}: not a tuning database (no {WORKLOADS} or {RECORDS})")
+    workloads, cut_w = _parse_lines(_stored(path / WORKLOADS), repair=repair)
+    raw, cut_r = _parse_lines(_stored(path / RECORDS), repair=repair)
+    for number, w in enumerate(workloads, 1):
+        if not (isinstance(w, list) and len(w) == 2 and all(isinstance(x, str) for x in w)):
+            raise DatabaseError(f"{_stored(path / WORKLOADS)}: line {number}: expected [structural_hash, base64_ir]")
+    records = []
+    for number, r in enumerate(raw, 1):
+        if not (isinstance(r, list) and len(r) == 2 and isinstance(r[0], int) and isinstance(r[1], list)
+                and len(r[1]) >= 3 and isinstance(r[1][2], dict)):
+            raise DatabaseError(f"{_stored(path / RECORDS)}: line {number}: expected [workload_index, [trace, run_secs, target, ...]]")
+        if not 0 <= r[0] < len(workloads):
+            raise DatabaseError(
+                f"{path / RECORDS}: line {number}: refers to workload {r[0]}, but {path / WORKLOADS} "
+                f"has {len(workloads)} (files from different databases?)"
+            )
+        records.append(Record(r[0], r[1]))
+    dropped = [name for name, cut in ((WORKLOADS, cut_w), (RECORDS, cut_r)) if cut]
+    return Database(path, workloads, records, dropped)
+
+
+def to_memory_database(db: Database, records: list[Record]) -> Any:
+    """A MetaSchedule in-memory database holding `records` (and their workloads)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    memory = ms.database.MemoryDatabase()
+    loaded: dict[int, Any] = {}
+    for rec in records:
+        if rec.workload not in loaded:
+            try:
+                workload = ms.database.Workload.from_json(db.workloads[rec.workload])
+            except Exception as exc:
+                raise DatabaseError(
+                    f"{db.path / WORKLOADS}: line {rec.workload + 1}: cannot decode the workload IR: {exc}"
+                ) from None
+            loaded[rec.workload] = memory.commit_workload(workload.mod)
+        try:
+            memory.commit_tuning_record(ms.database.TuningRecord.from_json(rec.body, loaded[rec.workload]))
+        except Exception as exc:
+            raise DatabaseError(f"{db.path / RECORDS}: cannot decode a record of workload {rec.workload}: {exc}") from None
+    return memory
+
+
+def records_hash(db: Database, records: list[Record]) -> str:
+    """Hash of exactly what a build applies: each record's workload hash and body."""
+    digest = hashlib.sha256()
+    for rec in records:
+        digest.update(json.dumps([db.workloads[rec.workload][0], rec.body], sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def compact(src: str | Path, dst: str | Path, target: Any | None = None, *, xz: bool = False) -> Database:
+    """Write `dst`: only the best record per workload and target (only `target`'s, if given),
+    the files xz-compressed if `xz`."""
+    db = read_database(src)
+    best = db.best(target)
+    if not best:
+        where = f" for {describe_target(target)}" if target is not None else ""
+        raise DatabaseError(f"{src}: no successful tuning records{where} to keep")
+    used = sorted({r.workload for r in best})
+    index = {old: new for new, old in enumerate(used)}
+    workloads = "".join(json.dumps(db.workloads[i]) + "\n" for i in used)
+    records = "".join(json.dumps([index[r.workload], r.body]) + "\n" for r in best)
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{dst.name}.compact-", dir=dst.parent))
+    try:
+        for name, text in ((WORKLOADS, workloads), (RECORDS, records)):
+            if xz:
+                (work / f"{name}.xz").write_bytes(lzma.compress(text.encode(), preset=9 | lzma.PRESET_EXTREME))
+            else:
+                (work / name).write_text(text)
+        stored = {WORKLOADS, RECORDS, f"{WORKLOADS}.xz", f"{RECORDS}.xz"}
+        for extra in sorted(dst.glob("*")) if dst.is_dir() else []:
+            if extra.name not in stored and extra.is_file():
+                shutil.copy2(extra, work / extra.name)  # keep e.g. match.yaml next to the records
+        _replace(work, dst)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return read_database(dst)
+
+
+def _replace(new: Path, dst: Path) -> None:
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+        dst.rename(old)
+        new.rename(dst)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        new.rename(dst)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace `path` with `text` via a temp file in the same directory."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
