@@ -119,13 +119,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         frames = random_frames(manifest, args.frames or manifest["inputs"][0]["shape"][1], args.seed)
     result = run_video(args.artifact, frames, emulate=args.emulate, num_threads=args.threads)
+    labels = manifest.get("labels")
     if args.json:
-        print(json.dumps(result.summary()))
+        top = [[{"class": c, "label": labels[c] if labels else None, "p": p} for c, p in video]
+               for video in top5(result.logits[-1])]
+        print(json.dumps({**result.summary(), "top5": top}))
         return 0
     console = Console()
     for i, (logits, ms) in enumerate(zip(result.logits, result.ms)):
         last = (i + 1) * result.frames_per_call
-        best = "  |  ".join(" ".join(f"{c}:{p:.2f}" for c, p in video) for video in top5(logits))
+        best = "  |  ".join(_top5_text(video, labels) for video in top5(logits))
         console.print(f"frame {last:4d}  {ms:7.2f} ms  top-5 {best}", highlight=False)
     where = "under qemu (emulated timings)" if result.emulated else "on this machine"
     console.print(f"median {result.summary()['ms_per_call']:.2f} ms per call over {len(result.ms)} calls {where}")
@@ -163,6 +166,18 @@ def _run_video(args: argparse.Namespace) -> int:
 
 def _top5_text(best: list[tuple[int, float]], labels: list[str] | None) -> str:
     return " ".join(f"{labels[c] if labels and c < len(labels) else c}:{p:.2f}" for c, p in best)
+
+
+def cmd_import_weights(args: argparse.Namespace) -> int:
+    from mvcompile.importers import import_weights
+    from mvcompile.ir.weights import save_weights
+
+    imported = import_weights(args.spec, args.source, variant=args.variant, scheme=args.scheme, labels=args.labels)
+    save_weights(imported.values, args.output, labels=imported.labels)
+    labels = f", {len(imported.labels)} class names" if imported.labels else ""
+    print(f"wrote {args.output}: {len(imported.values)} weights from {args.source} ({imported.scheme} names){labels}",
+          file=sys.stderr)
+    return 0
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
@@ -277,6 +292,17 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=None, help="runtime threads (default: all cores)")
     s.add_argument("--json", action="store_true", help="print one JSON object (final logits, median ms per call)")
     s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("import-weights", help="convert an official TF or PyTorch-port checkpoint to our weight names")
+    _add_model_args(s)
+    s.add_argument("--from", dest="source", required=True,
+                   help="TF checkpoint (prefix or dir; needs mvcompile[tf]), .npz/.safetensors keyed by TF variable "
+                        "names or PyTorch-port names, or a PyTorch-port state dict (.pt/.pth)")
+    s.add_argument("--scheme", choices=["auto", "tf", "pytorch"], default="auto", help="naming scheme (default: detect)")
+    s.add_argument("--labels", default=None,
+                   help="class names to store with the weights: 'kinetics400', 'auto' (by class count) or a .txt file")
+    s.add_argument("-o", "--output", required=True, help="output weights file (.safetensors or .npz)")
+    s.set_defaults(func=cmd_import_weights)
 
     s = sub.add_parser("tune", help="autotune a spec's kernels for a target with MetaSchedule")
     _add_model_args(s)

@@ -1,15 +1,24 @@
-"""Weight values for a graph: deterministic initialisation, and one-file save/load keyed by stable names."""
+"""Weight values for a graph: deterministic initialisation, and one-file save/load keyed by stable names.
+
+A weights file may carry the class names of its classifier: safetensors metadata `mvcompile.labels`
+(a JSON list), or the `.npz` key `__labels__` (a string array). Labels never count as weights.
+"""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
+from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
 from mvcompile.ir.graph import Graph
+
+LABELS_KEY = "__labels__"
+LABELS_METADATA = "mvcompile.labels"
 
 
 class WeightsError(ValueError):
@@ -72,18 +81,21 @@ def bind(g: Graph, values: dict[str, np.ndarray], source: str = "weights") -> Gr
     return out
 
 
-def save_weights(values: dict[str, np.ndarray], path: str | Path) -> None:
-    """Write weights atomically as .safetensors or .npz (by suffix)."""
+def save_weights(values: dict[str, np.ndarray], path: str | Path, *, labels: list[str] | None = None) -> None:
+    """Write weights atomically as .safetensors or .npz (by suffix), with the class names if given."""
     path = Path(path)
+    if LABELS_KEY in values:
+        raise WeightsError(f"{path}: '{LABELS_KEY}' is reserved for class names, not a weight name")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
     os.close(fd)
     try:
         arrays = {k: np.array(v, order="C") for k, v in values.items()}
         if path.suffix == ".npz":
+            extra = {LABELS_KEY: np.array(labels, dtype=str)} if labels is not None else {}
             with open(tmp, "wb") as f:
-                np.savez(f, **arrays)
+                np.savez(f, **arrays, **extra)
         elif path.suffix == ".safetensors":
-            save_file(arrays, tmp)
+            save_file(arrays, tmp, metadata={LABELS_METADATA: json.dumps(labels)} if labels is not None else None)
         else:
             raise WeightsError(f"{path}: weights files are .safetensors or .npz")
         os.replace(tmp, path)
@@ -100,11 +112,27 @@ def load_weights(path: str | Path) -> dict[str, np.ndarray]:
     try:
         if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as data:
-                return {k: data[k] for k in data.files}
+                return {k: data[k] for k in data.files if k != LABELS_KEY}
         if path.suffix == ".safetensors":
             return load_file(str(path))
     except Exception as err:  # noqa: BLE001 - any decoder failure is a corrupt file for the user
         raise WeightsError(f"{path}: cannot read weights: {err}") from None
+    raise WeightsError(f"{path}: weights files are .safetensors or .npz")
+
+
+def load_labels(path: str | Path) -> list[str] | None:
+    """The class names stored in a weights file, or None if it has none."""
+    path = Path(path)
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as data:
+                return [str(x) for x in data[LABELS_KEY]] if LABELS_KEY in data.files else None
+        if path.suffix == ".safetensors":
+            with safe_open(str(path), framework="numpy") as f:
+                text = (f.metadata() or {}).get(LABELS_METADATA)
+            return [str(x) for x in json.loads(text)] if text is not None else None
+    except Exception as err:  # noqa: BLE001 - any decoder failure is a corrupt file for the user
+        raise WeightsError(f"{path}: cannot read class names: {err}") from None
     raise WeightsError(f"{path}: weights files are .safetensors or .npz")
 
 

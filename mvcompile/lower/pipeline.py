@@ -13,7 +13,7 @@ import onnx
 
 from mvcompile.ir.builder import build_graph
 from mvcompile.ir.graph import Graph
-from mvcompile.ir.weights import bind, init_weights, load_weights, weights_hash
+from mvcompile.ir.weights import bind, init_weights, load_labels, load_weights, weights_hash
 from mvcompile.lower.onnx import OPSET, to_onnx
 from mvcompile.passes import ensemble, fold_batchnorm, insert_stream_buffers, make_causal
 from mvcompile.spec.loader import load_spec, member_paths
@@ -132,7 +132,18 @@ def _manifest(g: Graph, spec_path: Path, variant: str | None, mode: str, batch: 
         "inputs": [tensor(n, n) for n in g.inputs()],
         "outputs": [tensor("logits", "logits")] + [tensor(s.output, f"{s.name}_out") for s in g.states],
         "states": [_state_entry(s) for s in g.states],
+        **_labels(weights, num_classes),
     }
+
+
+def _labels(weights: str | Path | None, num_classes: int) -> dict[str, list[str]]:
+    """`{"labels": [...]}` when the weights file carries class names (one per class), else nothing."""
+    labels = load_labels(weights) if weights else None
+    if labels is None:
+        return {}
+    if len(labels) != num_classes:
+        raise ValueError(f"{weights}: {len(labels)} class names for a model of {num_classes} classes")
+    return {"labels": labels}
 
 
 def _state_entry(s: Any) -> dict[str, Any]:
