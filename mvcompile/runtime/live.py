@@ -50,7 +50,7 @@ def predict_video(artifact_dir: str | Path, source: str, *, num_threads: int | N
             for i in ready:
                 del i.pending[:i.per_call]
             start = time.perf_counter()
-            logits = session.push(calls if None not in calls else calls[None])  # type: ignore[arg-type]
+            logits = session.push(calls[None] if None in calls else calls)  # type: ignore[arg-type]
             step, frames = step + 1, frames + sum(c.shape[1] for c in calls.values())
             yield Prediction(step, t, frames, logits, (time.perf_counter() - start) * 1e3)
 
