@@ -277,8 +277,7 @@ class _Progress:
             left = elapsed / self.done * (self.total - self.done) if self.done else float("nan")
         tuned = sum(t.weight * t.best_ms for t in self.tasks if t.best_ms < math.inf)
         best = f"{self.current.best_ms:.3f} ms" if self.current.best_ms < math.inf else "-"
-        status = (f"{self.current.name[:40]} best {best} | tuned tasks sum {tuned:.2f} ms | "
-                  f"left {_clock(left)}")
+        status = f"best {best} | tuned sum {tuned:.2f} ms | left {_clock(left)} | {self.current.name[:24]}"
         self._bar.update(self._id, completed=self.done, status=status)
 
     def callback(self) -> Any:
