@@ -118,16 +118,18 @@ def test_spec_ensemble_session_averages_members_that_have_run(pair: Path, specs:
         session.push({"fast": b})
 
 
-def test_spec_ensemble_takes_prefixed_weights(specs: dict[str, Path], tmp_path: Path) -> None:
+def test_spec_ensemble_takes_prefixed_weights_and_labels(specs: dict[str, Path], tmp_path: Path) -> None:
     values = {}
     for name, seed in (("fast", 11), ("slow", 12)):
         graph = export_model(specs[name], variant="stream", seed=seed, fold_bn=False).graph
         values |= {f"{name}/{k}": v for k, v in graph.values.items()}
-    save_weights(values, tmp_path / "pair.safetensors")
+    labels = [f"action {i}" for i in range(10)]
+    save_weights(values, tmp_path / "pair.safetensors", labels=labels)
     ens = export_spec_ensemble(specs["pair"], variant="stream", weights=tmp_path / "pair.safetensors")
     for (name, exported), seed in zip(ens.members, (11, 12)):
         own = export_model(specs[name], variant="stream", seed=seed)
         assert exported.manifest["weights"]["sha256"] == own.manifest["weights"]["sha256"]
+    assert ens.info["labels"] == labels  # `run` prints class names from the ensemble manifest
 
 
 def test_bad_ensemble_artifacts_and_requests(pair: Path, temporal: Path, tmp_path: Path, capsys) -> None:
