@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-slow cross clean
+.PHONY: setup demo test test-slow cross clean bench
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ test: setup cross
 
 test-slow: setup cross
 	$(PY) -m pytest -q -m slow
+
+# Benchmarks (bench/run.py): results in bench/results/. Options: make bench ARGS="--quick" or ARGS="--db DIR".
+bench: setup
+	$(PY) -m pip install -q -c constraints.txt -e '.[bench]'
+	$(PY) -m bench.run $(ARGS)
 
 # ARM cross toolchain, qemu-user and aarch64 TVM runtime libs (scripts/setup_cross.sh; needs root on first run).
 cross: setup

@@ -99,12 +99,13 @@ IMPLS: dict[str, Impl] = {
 class GraphModule(nn.Module):
     """Runs an IR graph. forward(image, states) → (logits, new_states); states are keyed by official name."""
 
-    def __init__(self, g: Graph) -> None:
+    def __init__(self, g: Graph, impls: dict[str, Impl] | None = None) -> None:
         super().__init__()
         missing = set(g.weights) - set(g.values)
         if missing:
             raise ValueError(f"graph has no values for {len(missing)} weights (e.g. {sorted(missing)[0]})")
-        unknown = {g.node(n)["op"] for n in g.g.nodes} - set(IMPLS) - {"input"}
+        self._impls = {**IMPLS, **(impls or {})}
+        unknown = {g.node(n)["op"] for n in g.g.nodes} - set(self._impls) - {"input"}
         if unknown:
             raise ValueError(f"no torch lowering for ops {sorted(unknown)}")
         self.graph = g
@@ -126,7 +127,7 @@ class GraphModule(nn.Module):
                 env[n] = states[state_inputs[n]] if n in state_inputs else image
                 continue
             params = {role: self.params[_key(w)] for role, w in node["params"].items()}
-            env[n] = IMPLS[node["op"]]([env[s] for s in node["inputs"]], params, node["attrs"])
+            env[n] = self._impls[node["op"]]([env[s] for s in node["inputs"]], params, node["attrs"])
         return env["logits"], {s.name: env[s.output] for s in g.states}
 
 
@@ -134,9 +135,9 @@ def _key(name: str) -> str:
     return name.replace(".", "__").replace("/", "___")
 
 
-def to_torch(g: Graph) -> GraphModule:
-    """The torch module of a graph with bound weight values."""
-    return GraphModule(g)
+def to_torch(g: Graph, impls: dict[str, Impl] | None = None) -> GraphModule:
+    """The torch module of a graph with bound weight values; `impls` replaces the lowering of some ops."""
+    return GraphModule(g, impls)
 
 
 def stream(module: GraphModule, clip: Tensor, chunks: list[int]) -> tuple[list[Tensor], dict[str, Tensor]]:

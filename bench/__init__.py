@@ -1,0 +1,1 @@
+"""mvcompile benchmarks: latency against peers, streaming memory, costs, compile times (`make bench`)."""

@@ -1,0 +1,50 @@
+"""LiteRT (ai-edge-litert, XNNPACK) on a TFLite conversion (litert-torch) of the same model.
+
+litert-torch pins older pydantic/typing-extensions than mvcompile uses, so it lives in its own venv,
+`.cache/bench-litert/venv`, created on first use (a few minutes, about 2 GB) with the same torch pin."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench.common import ROOT, BenchError, Case, case_json, run_json
+
+VENV = ROOT / ".cache" / "bench-litert" / "venv"
+REQUIREMENTS = ["litert-torch==0.10.0", "ai-edge-litert==2.3.0"]
+STAMP = VENV / "bench-ready.txt"
+
+
+def python() -> str:
+    """The LiteRT venv's interpreter."""
+    return str(VENV / "bin" / "python")
+
+
+def ready() -> bool:
+    """The venv exists and holds exactly REQUIREMENTS."""
+    return STAMP.exists() and STAMP.read_text().split() == REQUIREMENTS
+
+
+def setup() -> None:
+    """Create the venv and install litert-torch + ai-edge-litert (constrained like the main venv)."""
+    if ready():
+        return
+    shutil.rmtree(VENV, ignore_errors=True)
+    steps = [[sys.executable, "-m", "venv", str(VENV)],
+             [python(), "-m", "pip", "install", "-q", "-c", str(ROOT / "constraints.txt"), *REQUIREMENTS]]
+    for cmd in steps:
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        if proc.returncode != 0:
+            tail = "\n".join(proc.stderr.strip().splitlines()[-10:])
+            raise BenchError(f"setting up the LiteRT venv failed: `{' '.join(cmd)}`:\n{tail}")
+    STAMP.write_text("\n".join(REQUIREMENTS) + "\n")
+
+
+def convert(case: Case, work: Path) -> dict[str, Any]:
+    """Case → .pt2 (main venv, torch.export) → .tflite (LiteRT venv); returns paths and seconds."""
+    pt2, tflite = work / f"{case.key}.pt2", work / f"{case.key}.tflite"
+    exported = run_json(["-m", "bench.worker", "torch-export", "--case", case_json(case), "--out", str(pt2)])
+    converted = run_json(["-m", "bench.litert_worker", "convert", str(pt2), str(tflite)], python=python())
+    return {"tflite": str(tflite), **exported, **converted}

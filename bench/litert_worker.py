@@ -1,0 +1,85 @@
+"""Runs in the LiteRT venv (litert-torch, ai-edge-litert): convert a .pt2 to .tflite, time a .tflite."""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.common import Case, call_input, emit, make_clip, summarize, time_calls
+
+
+def convert(pt2: Path, out: Path) -> dict[str, Any]:
+    """litert_torch.convert of the exported program's module with zero sample inputs."""
+    import litert_torch
+    import torch
+
+    program = torch.export.load(pt2)
+    user = [s.arg.name for s in program.graph_signature.input_specs
+            if s.kind == torch.export.graph_signature.InputKind.USER_INPUT]
+    vals = {n.name: n.meta["val"] for n in program.graph.nodes if n.op == "placeholder"}
+    args = tuple(torch.zeros(tuple(vals[n].shape), dtype=vals[n].dtype) for n in user)
+    start = time.perf_counter()
+    litert_torch.convert(program.module(), args).export(str(out))
+    return {"convert_s": time.perf_counter() - start, "tflite_bytes": out.stat().st_size}
+
+
+def _by_index(details: list[dict[str, Any]], pattern: str) -> list[dict[str, Any]]:
+    """Tensors in argument order (the converter names them args_<i> / output_<i>)."""
+    return sorted(details, key=lambda d: int(re.search(pattern, d["name"]).group(1)))
+
+
+def latency(case: Case, model: Path, threads: int, warmup: int, calls: int) -> dict[str, Any]:
+    """LiteRT Interpreter (XNNPACK delegate by default) with `threads`; states fed back as inputs."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(model), num_threads=threads)
+    interpreter.allocate_tensors()
+    inputs = _by_index(interpreter.get_input_details(), r"args_(\d+)")
+    outputs = _by_index(interpreter.get_output_details(), r"output_(\d+)")
+    for d in inputs[1:]:
+        interpreter.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
+    clip = make_clip(case)
+
+    def step(i: int) -> np.ndarray:
+        interpreter.set_tensor(inputs[0]["index"], call_input(case, clip, i))
+        interpreter.invoke()
+        for src, dst in zip(outputs[1:], inputs[1:]):
+            interpreter.set_tensor(dst["index"], interpreter.get_tensor(src["index"]))
+        return interpreter.get_tensor(outputs[0]["index"])
+
+    times, first = time_calls(step, warmup, calls)
+    return {**summarize(times), "logits0": first}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("convert")
+    c.add_argument("pt2", type=Path)
+    c.add_argument("out", type=Path)
+    t = sub.add_parser("latency")
+    t.add_argument("--jobs", required=True, help='JSON list of {"case": ..., "model": .tflite}')
+    t.add_argument("--threads", type=int, required=True)
+    t.add_argument("--calls", type=int, required=True)
+    a = p.parse_args()
+    if a.cmd == "convert":
+        emit(convert(a.pt2, a.out))
+    else:
+        results = []
+        for job in json.loads(a.jobs):
+            f = job["case"]
+            case = Case(f["model"], f["mode"], f["frames"], f["resolution"])
+            try:
+                results.append(latency(case, Path(job["model"]), a.threads, job["warmup"], a.calls))
+            except Exception as exc:  # noqa: BLE001 - reported per case
+                results.append({"error": f"{type(exc).__name__}: {exc}"})
+        emit({"results": results})
+
+
+if __name__ == "__main__":
+    main()

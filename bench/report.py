@@ -1,0 +1,172 @@
+"""Results → results.json, results.md, latency.png, memory.png (each written atomically)."""
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from bench.common import atomic_write
+from bench.latency import RUNTIMES
+
+
+def write(results: dict[str, Any], out: Path) -> list[Path]:
+    """Write every result file into `out`; returns their paths."""
+    files = {"results.json": json.dumps(results, indent=2) + "\n", "results.md": markdown(results),
+             "latency.png": latency_plot(results), "memory.png": memory_plot(results)}
+    for name, data in files.items():
+        atomic_write(out / name, data)
+    return [out / name for name in files]
+
+
+def _ms(row: dict[str, Any] | None) -> str:
+    if row is None:
+        return "–"
+    if "error" in row:
+        return "failed"
+    return f"{row['median_ms']:.2f} ({row['p90_ms']:.2f})"
+
+
+def _ratio(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}×"
+
+
+def markdown(r: dict[str, Any]) -> str:
+    """The human-readable report."""
+    m = r["meta"]
+    lines = [f"# mvcompile benchmarks{' (quick)' if m['quick'] else ''}", "",
+             f"`{m['command']}` on {m['cpu']} ({m['cores']} cores), {m['date']}; {m['total_s']:.0f} s in all.",
+             f"Versions: {', '.join(f'{k} {v}' for k, v in m['versions'].items())}.", "",
+             "## Latency", "",
+             f"Median (p90) ms per call over {m['calls']} calls after warm-up (stream: "
+             f"{m['warmup']['stream']} frames, base: {m['warmup']['base']} calls); each (runtime, threads) in its own "
+             "process, all in this run. Stream: one frame per call, states carried. Base: the base model on a "
+             f"{m['base_frames']}-frame clip per call (the full 50-frame clip is too slow for ≥100 calls of every "
+             "runtime in the time budget; every runtime gets the same clip).", ""]
+    present = [rt for rt in RUNTIMES if any(row["runtime"] == rt for row in r["latency"])]
+    lines += ["| case | threads | " + " | ".join(present) + " | floor ms |",
+              "|---|---|" + "---|" * (len(present) + 1)]
+    index = {(row["case"], row["runtime"], row["threads"]): row for row in r["latency"]}
+    for ratio in r["ratios"]:
+        cells = [_ms(index.get((ratio["case"], rt, ratio["threads"]))) for rt in present]
+        lines.append(f"| {ratio['case']} | {ratio['threads']} | " + " | ".join(cells) + f" | {ratio['floor_ms']:.2f} |")
+    lines += ["", f"Floor: the call's MACs × 2 / {r['peak']['gflops']:.1f} GFLOP/s, the measured peak of one core "
+              f"({r['peak']['method']}).", "", "Ratios of medians (below 1: mvcompile is faster):", "",
+              "| case | threads | mvcompile / ORT | mvcompile / LiteRT | tuned / ORT | tuned / LiteRT | mvcompile / floor | tuned / floor |",
+              "|---|---|---|---|---|---|---|---|"]
+    for q in r["ratios"]:
+        lines.append(f"| {q['case']} | {q['threads']} | {_ratio(q['mvcompile_vs_onnxruntime'])} | "
+                     f"{_ratio(q['mvcompile_vs_litert'])} | {_ratio(q['tuned_vs_onnxruntime'])} | "
+                     f"{_ratio(q['tuned_vs_litert'])} | {_ratio(q['mvcompile_vs_floor'])} | {_ratio(q['tuned_vs_floor'])} |")
+    errors = [row for row in r["latency"] if "error" in row]
+    lines += [""] + [f"- {e['runtime']} on {e['case']} ({e['threads']} threads) failed: {e['error']}" for e in errors]
+    lines += [""] if errors else []
+    lines += [f"LiteRT: {r['litert']['status']}.", "",
+              "Same model everywhere: largest |logits − ORT logits| on the first call: " +
+              ", ".join(f"{a['case']} {a['runtime']} {a['max_abs_diff']:.1e}" for a in r["agreement"]) + ".", ""]
+    lines += _memory_md(r["memory"]) + _compile_md(r) + _costs_md(r["costs"])
+    return "\n".join(lines) + "\n"
+
+
+def _memory_md(mem: dict[str, Any]) -> list[str]:
+    lines = ["## Memory", "", f"Peak RSS (MiB) of a fresh process running a random video through {mem['model']}: "
+             "the stream artifact one frame per call vs the base artifact on the whole clip (one build per length). "
+             "RSS includes the Python/TVM runtime (about the loaded-artifact figure in brackets).", "",
+             "| frames | stream | base |", "|---|---|---|"]
+    for s, b in zip(mem["stream"], mem["base"]):
+        cell = lambda x: x["error"] if "error" in x else f"{x['peak_rss_mib']:.0f} ({x['loaded_rss_mib']:.0f})"  # noqa: E731
+        lines.append(f"| {s['frames']} | {cell(s)} | {cell(b)} |")
+    lines += ["", f"Stream peak spread across lengths: {mem['stream_spread_mib']:.1f} MiB "
+              f"(flat: {'yes' if mem['stream_flat'] else 'NO'}).", "", "![memory](memory.png)", ""]
+    return lines
+
+
+def _compile_md(r: dict[str, Any]) -> list[str]:
+    lines = ["## Compile and tune time", "", "Host builds (`build_artifact`, export excluded), "
+             f"{r['meta']['jobs']} builds at a time; LiteRT: torch.export + litert-torch conversion.", "",
+             "| case | export s | compile s (untuned) | compile s (tuned) | tune s | LiteRT convert s |",
+             "|---|---|---|---|---|---|"]
+    fmt = lambda v: "–" if v is None else f"{v:.1f}"  # noqa: E731
+    for c in r["compile"]:
+        t = c.get("tuning") or {}
+        fns = f" ({t['functions_tuned']}/{t['functions_total']} functions tuned)" if "functions_total" in t else ""
+        lines.append(f"| {c['case']} | {fmt(c['export_s'])} | {fmt(c['compile_s'])} | {fmt(c['tuned_compile_s'])}{fns} | "
+                     f"{fmt(c['tune_s'])} | {fmt(c['litert_convert_s'])} |")
+    return lines + ["", r["meta"]["tune_note"], ""]
+
+
+def _costs_md(costs: list[dict[str, Any]]) -> list[str]:
+    lines = ["## Costs", "", "Base model at the spec's input (trainable params, GMACs per clip) against the official "
+             "code and the paper's Table 2 (GFLOPs = multiply-adds); stream variant: params, MMACs per frame, states.",
+             "", "| model | input | params | official | paper | GMACs | official | paper GFLOPs | stream params | "
+             "stream MMACs/frame | states |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    num = lambda v, f: "–" if v is None else format(v, f)  # noqa: E731
+    for c in costs:
+        inp = c["input"]
+        shape = " + ".join(f"{i['frames']}×{i['resolution']}²" for i in (inp if isinstance(inp, list) else [inp]))
+        lines.append(f"| {c['model']} | {shape} | {c['params']:,} | {num(c['official_params'], ',')} | "
+                     f"{num(c['paper_params'] and c['paper_params'] / 1e6, '.1f')}{'M' if c['paper_params'] else ''} | "
+                     f"{c['gmacs']:.4f} | {num(c['official_gmacs'], '.4f')} | {num(c['paper_gflops'], 'g')} | "
+                     f"{c['stream_params']:,} | {num(c['stream_mmacs_per_frame'], '.2f')} | {c['stream_states']} |")
+    return lines + [""]
+
+
+def _figure() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    _figure().close(fig)
+    return buf.getvalue()
+
+
+def latency_plot(r: dict[str, Any]) -> bytes:
+    """Grouped bars: median ms per (case, threads), one bar per runtime, p90 as error bar; log scale."""
+    plt = _figure()
+    groups = [(q["case"], q["threads"]) for q in r["ratios"]]
+    present = [rt for rt in RUNTIMES if any(row["runtime"] == rt and "error" not in row for row in r["latency"])]
+    index = {(row["case"], row["runtime"], row["threads"]): row for row in r["latency"] if "error" not in row}
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(groups) + 2), 4.5))
+    width = 0.8 / max(1, len(present))
+    for k, rt in enumerate(present):
+        xs, ys, err = [], [], []
+        for g, (case, t) in enumerate(groups):
+            row = index.get((case, rt, t))
+            if row:
+                xs.append(g + k * width)
+                ys.append(row["median_ms"])
+                err.append(row["p90_ms"] - row["median_ms"])
+        ax.bar(xs, ys, width, yerr=[[0] * len(err), err], label=rt, capsize=2)
+    ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))], [f"{c}\n{t} thr" for c, t in groups], fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel("ms per call (median, p90 bar)")
+    ax.set_title("Latency per call")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def memory_plot(r: dict[str, Any]) -> bytes:
+    """Peak RSS vs video length: stream (one frame per call) against base (whole clip)."""
+    plt = _figure()
+    mem = r["memory"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key, label, marker in (("stream", "stream artifact, 1 frame per call", "o"), ("base", "base model, whole clip", "s")):
+        ok = [x for x in mem[key] if "error" not in x]
+        ax.plot([x["frames"] for x in ok], [x["peak_rss_mib"] for x in ok], marker=marker, label=label)
+        for x in mem[key]:
+            if "error" in x:
+                ax.annotate("failed", (x["frames"], ax.get_ylim()[1]), ha="center", va="top", color="red")
+    ax.set_xscale("log")
+    ax.set_xlabel("video length (frames)")
+    ax.set_ylabel("peak RSS (MiB)")
+    ax.set_title(f"Peak memory, {mem['model']}")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    return _png(fig)

@@ -1,0 +1,308 @@
+"""`make bench` / `python -m bench.run`: latency against ONNX Runtime, LiteRT and the torch reference,
+streaming memory, costs and compile times; results in bench/results/ (JSON, Markdown, PNG)."""
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.metadata
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+from bench import costs, latency, litert, report
+from bench.common import ROOT, BenchError, Case, case_json, run_json
+
+MEMORY_FRAMES = [10, 50, 200, 1000]  # the paper's Fig. 3 (right) lengths; --quick: the two ends
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="tiny spec only, for a smoke run (under 3 minutes)")
+    p.add_argument("--models", nargs="+", default=None, help="spec stems (default: a0 a1 a2; quick: tiny)")
+    p.add_argument("--db", type=Path, default=None, help="MetaSchedule database: adds a tuned mvcompile column")
+    p.add_argument("--tune-trials", type=int, default=None,
+                   help="tune every case here with N MetaSchedule trials (timed) and add the tuned column")
+    p.add_argument("--threads", nargs="+", type=int, default=[1, 2], help="thread counts (default: 1 2)")
+    p.add_argument("--calls", type=int, default=100, help="timed calls per measurement (default: 100)")
+    p.add_argument("--base-frames", type=int, default=None, help="clip length of base-mode calls (default 4; quick 10)")
+    p.add_argument("--memory-model", default=None, help="spec of the memory curve (default: a0; quick: tiny)")
+    p.add_argument("--memory-frames", nargs="+", type=int, default=None,
+                   help="video lengths (default: 10 50 200 1000; quick: 10 1000)")
+    p.add_argument("--litert", choices=["auto", "on", "off"], default="auto",
+                   help="on: set up the LiteRT venv if needed; auto: on, except --quick uses it only if present")
+    p.add_argument("--jobs", type=int, default=2, help="builds (and memory runs) at a time (default: 2)")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="results folder")
+    p.add_argument("--work", type=Path, default=ROOT / ".cache" / "bench-work", help="scratch folder (emptied)")
+    a = p.parse_args(argv)
+    a.models = a.models or (["tiny"] if a.quick else ["a0", "a1", "a2"])
+    a.base_frames = a.base_frames or (10 if a.quick else 4)
+    a.memory_model = a.memory_model or ("tiny" if a.quick else "a0")
+    a.memory_frames = a.memory_frames or ([MEMORY_FRAMES[0], MEMORY_FRAMES[-1]] if a.quick else MEMORY_FRAMES)
+    for name in ("calls", "base_frames", "jobs"):
+        if getattr(a, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    if min(a.threads) < 1 or min(a.memory_frames) < 1:
+        p.error("--threads and --memory-frames take positive numbers")
+    for model in {*a.models, a.memory_model}:
+        if not (ROOT / "specs" / f"{model}.yaml").exists():
+            p.error(f"no spec specs/{model}.yaml")
+    if a.db is not None and not a.db.is_dir():
+        p.error(f"--db {a.db}: not a directory")
+    if a.db is not None and a.tune_trials is not None:
+        p.error("give --db (an existing database) or --tune-trials (tune here), not both")
+    if a.tune_trials is not None and a.tune_trials < 1:
+        p.error("--tune-trials must be at least 1")
+    return a
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    try:
+        files = run(args, "python -m bench.run " + " ".join(sys.argv[1:] if argv is None else argv))
+    except BenchError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 1
+    print("bench: wrote " + ", ".join(str(f) for f in files), file=sys.stderr)
+    return 0
+
+
+def _resolution(model: str) -> int:
+    from mvcompile.spec.loader import load_spec
+
+    return load_spec(ROOT / "specs" / f"{model}.yaml").input.resolution
+
+
+def _say(text: str) -> None:
+    print(f"bench: {text}", file=sys.stderr, flush=True)
+
+
+def run(a: argparse.Namespace, command: str) -> list[Path]:
+    """The whole bench; returns the result files."""
+    start = time.monotonic()
+    shutil.rmtree(a.work, ignore_errors=True)
+    a.work.mkdir(parents=True)
+    cases = [c for m in a.models for c in (Case(m, "stream", 1, _resolution(m)), Case(m, "base", a.base_frames, _resolution(m)))]
+    res = _resolution(a.memory_model)
+    mem_stream = [Case(a.memory_model, "stream", 1, res)]
+    mem_base = [Case(a.memory_model, "base", n, res) for n in a.memory_frames]
+    phases: dict[str, float] = {}
+
+    def phase(name: str, fn: Callable[[], Any]) -> Any:
+        _say(f"{name} ...")
+        t = time.monotonic()
+        value = fn()
+        phases[name] = round(time.monotonic() - t, 1)
+        return value
+
+    size = ["--n", "1024"] if a.quick else []
+    peak = phase("peak FLOP/s", lambda: run_json(["-m", "bench.worker", "peak", *size], threads=1))
+    cost_rows = phase("costs", lambda: costs.table(sorted({*a.models, a.memory_model}) if a.quick else None))
+    tunes = phase("tuning", lambda: _tune(a, cases)) if a.tune_trials else {}
+    use_litert, litert_status = _litert_plan(a)
+    built, conversions = phase("builds and conversions", lambda: _prepare(a, cases, mem_stream + mem_base, use_litert))
+    if use_litert and not conversions:
+        use_litert = False
+    if use_litert and all("error" in c for c in conversions.values()):
+        litert_status = "unavailable: " + next(iter(conversions.values()))["error"]
+        use_litert = False
+    models: dict[str, dict[str, Path | None]] = {
+        "mvcompile": {c.key: a.work / "tvm" / c.key for c in cases},
+        "onnxruntime": {c.key: a.work / "onnx" / f"{c.key}.onnx" for c in cases},
+        "torch": {c.key: None for c in cases},
+    }
+    if a.db is not None or tunes:
+        models["mvcompile-tuned"] = {c.key: a.work / "tvm-tuned" / c.key for c in cases}
+    if use_litert:
+        models["litert"] = {k: Path(v["tflite"]) for k, v in conversions.items() if "error" not in v}
+    rows = phase("latency", lambda: latency.measure(cases, models, a.threads, a.calls, litert.python()))
+    mem = phase("memory", lambda: _memory(a, mem_stream[0], mem_base))
+    results = {
+        "meta": _meta(a, command, start, phases, litert_status),
+        "peak": peak,
+        "cases": [{**c.to_json(), "macs": costs.call_macs(c)} for c in cases],
+        "latency": rows,
+        "ratios": _ratios(cases, rows, a.threads, peak["gflops"]),
+        "agreement": _agreement(rows),
+        "memory": mem,
+        "costs": cost_rows,
+        "compile": _compile_rows(cases, built, conversions, tunes),
+        "litert": {"status": litert_status, "requirements": litert.REQUIREMENTS,
+                   "conversions": conversions},
+    }
+    results["meta"]["total_s"] = round(time.monotonic() - start, 1)
+    return report.write(results, a.out)
+
+
+def _litert_plan(a: argparse.Namespace) -> tuple[bool, str]:
+    """Whether LiteRT runs, and the status line the report shows."""
+    if a.litert == "off":
+        return False, "not run (--litert off)"
+    if a.litert == "auto" and a.quick and not litert.ready():
+        return False, f"not run: --quick uses LiteRT only when its venv ({litert.VENV}) is already set up by a full run"
+    try:
+        _say("LiteRT venv ...")
+        litert.setup()
+    except BenchError as exc:
+        return False, f"unavailable: {exc}"
+    return True, f"ai-edge-litert Interpreter (XNNPACK) on litert-torch conversions ({', '.join(litert.REQUIREMENTS)})"
+
+
+def _prepare(a: argparse.Namespace, cases: list[Case], memory_cases: list[Case],
+             use_litert: bool) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Build every artifact (untuned, tuned, memory) and convert for LiteRT, `--jobs` at a time."""
+    jobs: dict[str, Callable[[], dict[str, Any]]] = {}
+    for c in cases + [m for m in memory_cases if m.key not in {c.key for c in cases}]:
+        onnx = ["--onnx", str(a.work / "onnx" / f"{c.key}.onnx")] if c in cases else []
+        jobs[f"tvm/{c.key}"] = _job(["build", "--case", case_json(c), "--out", str(a.work / "tvm" / c.key), *onnx])
+        db = a.db if a.db is not None else (a.work / "tune" / c.key if a.tune_trials else None)
+        if db is not None and c in cases:
+            jobs[f"tvm-tuned/{c.key}"] = _job(["build", "--case", case_json(c), "--db", str(db),
+                                               "--out", str(a.work / "tvm-tuned" / c.key)])
+    (a.work / "litert").mkdir()
+    conversions = {c.key: (lambda c=c: _convert(c, a.work / "litert")) for c in cases} if use_litert else {}
+    with ThreadPoolExecutor(a.jobs) as pool:
+        futures = {name: pool.submit(fn) for name, fn in {**jobs, **{f"litert/{k}": f for k, f in conversions.items()}}.items()}
+        done = {name: f.result() for name, f in futures.items()}
+    failed = [f"{name}: {r['error']}" for name, r in done.items() if "error" in r and not name.startswith("litert/")]
+    if failed:
+        raise BenchError("builds failed:\n" + "\n".join(failed))
+    return ({k: v for k, v in done.items() if not k.startswith("litert/")},
+            {k.removeprefix("litert/"): v for k, v in done.items() if k.startswith("litert/")})
+
+
+def _tune(a: argparse.Namespace, cases: list[Case]) -> dict[str, dict[str, Any]]:
+    """Tune each case into its own database under the work dir, one at a time (tuning uses both cores)."""
+    out = {}
+    for c in cases:
+        _say(f"tuning {c.key} ({a.tune_trials} trials) ...")
+        out[c.key] = run_json(["-m", "bench.worker", "tune", "--case", case_json(c), "--db", str(a.work / "tune" / c.key),
+                               "--trials", str(a.tune_trials)], threads=2)
+    return out
+
+
+def _job(args: list[str]) -> Callable[[], dict[str, Any]]:
+    def go() -> dict[str, Any]:
+        try:
+            return run_json(["-m", "bench.worker", *args], threads=1)
+        except BenchError as exc:
+            return {"error": str(exc)}
+    return go
+
+
+def _convert(case: Case, work: Path) -> dict[str, Any]:
+    try:
+        return litert.convert(case, work)
+    except BenchError as exc:
+        return {"error": str(exc)}
+
+
+def _memory(a: argparse.Namespace, stream: Case, base: list[Case]) -> dict[str, Any]:
+    """Peak RSS per video length, stream artifact vs base artifacts, one fresh process each."""
+    def one(artifact: Path, frames: int, is_stream: bool) -> dict[str, Any]:
+        args = ["-m", "bench.worker", "memory", "--artifact", str(artifact), "--frames", str(frames)]
+        try:
+            return run_json(args + (["--stream"] if is_stream else []), threads=1)
+        except BenchError as exc:
+            return {"frames": frames, "error": str(exc).splitlines()[-1]}
+
+    with ThreadPoolExecutor(a.jobs) as pool:
+        s = [pool.submit(one, a.work / "tvm" / stream.key, n, True) for n in a.memory_frames]
+        b = [pool.submit(one, a.work / "tvm" / c.key, c.frames, False) for c in base]
+        streams, bases = [f.result() for f in s], [f.result() for f in b]
+    peaks = [x["peak_rss_mib"] for x in streams if "error" not in x]
+    spread = max(peaks) - min(peaks) if peaks else float("nan")
+    return {"model": f"{stream.model} (stream variant vs base model, {stream.resolution}² frames)",
+            "stream": streams, "base": bases, "stream_spread_mib": spread,
+            "stream_flat": bool(peaks) and len(peaks) == len(streams) and spread <= flat_tolerance(min(peaks))}
+
+
+def flat_tolerance(peak_mib: float) -> float:
+    """How much the stream curve may vary and still count as flat (allocator noise): 16 MiB + 3%."""
+    return 16.0 + 0.03 * peak_mib
+
+
+def _ratios(cases: list[Case], rows: list[dict[str, Any]], threads: list[int], gflops: float) -> list[dict[str, Any]]:
+    """Per (case, threads): ratios of medians against ORT, LiteRT and the arithmetic floor of one core."""
+    med = {(r["case"], r["runtime"], r["threads"]): r["median_ms"] for r in rows if "error" not in r}
+    out = []
+    for c in cases:
+        floor = costs.call_macs(c) * 2 / (gflops * 1e9) * 1e3
+        for t in threads:
+            def ratio(x: str, y: str) -> float | None:
+                a, b = med.get((c.key, x, t)), med.get((c.key, y, t))
+                return None if a is None or b is None else a / b
+            mine, tuned = med.get((c.key, "mvcompile", t)), med.get((c.key, "mvcompile-tuned", t))
+            out.append({"case": c.key, "threads": t, "floor_ms": floor,
+                        "mvcompile_vs_onnxruntime": ratio("mvcompile", "onnxruntime"),
+                        "mvcompile_vs_litert": ratio("mvcompile", "litert"),
+                        "tuned_vs_onnxruntime": ratio("mvcompile-tuned", "onnxruntime"),
+                        "tuned_vs_litert": ratio("mvcompile-tuned", "litert"),
+                        "mvcompile_vs_floor": None if mine is None else mine / floor,
+                        "tuned_vs_floor": None if tuned is None else tuned / floor})
+    return out
+
+
+def _agreement(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """First-call logits of every runtime against ONNX Runtime's (same input, same weights)."""
+    import numpy as np
+
+    ref = {(r["case"], r["threads"]): np.asarray(r["logits0"]) for r in rows
+           if r["runtime"] == "onnxruntime" and "error" not in r}
+    out = []
+    for r in rows:
+        if "error" in r or r["runtime"] == "onnxruntime" or (r["case"], r["threads"]) not in ref:
+            continue
+        if r["threads"] == min(t for _, t in ref):
+            diff = float(np.abs(np.asarray(r["logits0"]) - ref[(r["case"], r["threads"])]).max())
+            out.append({"case": r["case"], "runtime": r["runtime"], "max_abs_diff": diff,
+                        "logits_scale": float(np.abs(ref[(r["case"], r["threads"])]).max())})
+    return out
+
+
+def _compile_rows(cases: list[Case], built: dict[str, Any], conversions: dict[str, Any],
+                  tunes: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for c in cases:
+        tvm, tuned, conv = built[f"tvm/{c.key}"], built.get(f"tvm-tuned/{c.key}", {}), conversions.get(c.key, {})
+        rows.append({"case": c.key, "export_s": tvm["export_s"], "compile_s": tvm["compile_s"],
+                     "tuned_compile_s": tuned.get("compile_s"), "tune_s": tunes.get(c.key, {}).get("tune_s"),
+                     "tune_trials": tunes.get(c.key, {}).get("trials"), "tuning": tuned.get("tuning"),
+                     "litert_convert_s": conv.get("convert_s")})
+    return rows
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _meta(a: argparse.Namespace, command: str, start: float, phases: dict[str, float], litert_status: str) -> dict[str, Any]:
+    rev = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor())
+    if a.tune_trials:
+        tune_note = f"Tuned here: `mvcompile tune`'s tune_model with {a.tune_trials} trials per case, one database each."
+    elif a.db:
+        tune_note = f"Tuned builds apply the MetaSchedule database {a.db}; its tuning time is not part of this run."
+    else:
+        tune_note = "No --db or --tune-trials: untuned builds only (no shipped records either)."
+    return {"command": command, "quick": a.quick, "date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "cpu": cpu, "cores": os.cpu_count(), "models": a.models, "threads": a.threads, "calls": a.calls,
+            "warmup": latency.WARMUP, "base_frames": a.base_frames, "db": str(a.db) if a.db else None,
+            "tune_trials": a.tune_trials,
+            "jobs": a.jobs, "tune_note": tune_note, "litert": litert_status, "phases_s": phases,
+            "versions": {"mvcompile": rev, "apache-tvm": _version("apache-tvm"), "onnxruntime": _version("onnxruntime"),
+                         "torch": _version("torch"), "python": platform.python_version()},
+            "total_s": round(time.monotonic() - start, 1)}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Per-runtime call loops (run inside a worker process whose thread count is already pinned)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from bench.common import SEED, Case, call_input, make_clip
+
+Step = Callable[[int], np.ndarray]
+
+
+def mvcompile_step(case: Case, artifact: Path, threads: int) -> Step:
+    """StreamSession on a compiled artifact; stream states stay on the device between calls."""
+    from mvcompile.runtime.session import StreamSession
+
+    session = StreamSession(artifact, num_threads=threads)
+    clip = make_clip(case)
+    return lambda i: session.push(call_input(case, clip, i))
+
+
+def onnxruntime_step(case: Case, onnx_path: Path, threads: int) -> Step:
+    """ONNX Runtime (CPU provider, all graph optimisations) on the same ONNX file; states fed back."""
+    import json
+
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+    manifest = json.loads(onnx_path.with_name(onnx_path.stem + ".manifest.json").read_text())
+    image = manifest["inputs"][0]["name"]
+    states = {s["input"]: np.zeros(s["shape"], dtype=s["dtype"]) for s in manifest["states"]}
+    outputs = ["logits"] + [s["output"] for s in manifest["states"]]
+    inputs_of = [s["input"] for s in manifest["states"]]
+    clip = make_clip(case)
+
+    def step(i: int) -> np.ndarray:
+        result = session.run(outputs, {image: call_input(case, clip, i), **states})
+        states.update(zip(inputs_of, result[1:]))
+        return result[0]
+
+    return step
+
+
+def torch_step(case: Case, threads: int) -> Step:
+    """The torch reference module (IR interpreter, eager, inference mode); states carried."""
+    import torch
+
+    from mvcompile.lower.pipeline import export_model
+    from mvcompile.lower.torch import to_torch
+
+    torch.set_num_threads(threads)
+    exported = export_model(case.spec, variant=case.variant, mode=case.mode, frames=case.frames, seed=SEED)
+    module = to_torch(exported.graph).eval()
+    state: dict[str, Any] = {"s": module.initial_states()}
+    clip = make_clip(case)
+
+    def step(i: int) -> np.ndarray:
+        with torch.inference_mode():
+            logits, state["s"] = module(torch.from_numpy(call_input(case, clip, i)), state["s"])
+        return logits.numpy()
+
+    return step

@@ -1,0 +1,84 @@
+"""`make bench ARGS=--quick` end to end: results are written and sane (not how fast anything is)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+from mvcompile.inspect import inspect_spec
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Run the quick bench once into a temp folder."""
+    out = tmp_path_factory.mktemp("bench")
+    cmd = [sys.executable, "-m", "bench.run", "--quick", "--out", str(out / "results"), "--work", str(out / "work")]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out / "results"
+
+
+def test_quick_writes_json_markdown_and_plots(quick: Path) -> None:
+    results = json.loads((quick / "results.json").read_text())
+    md = (quick / "results.md").read_text()
+    for section in ("## Latency", "## Memory", "## Compile and tune time", "## Costs", "![memory](memory.png)"):
+        assert section in md
+    for png in ("latency.png", "memory.png"):
+        data = (quick / png).read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 5000
+    assert results["meta"]["quick"] and results["meta"]["total_s"] > 0
+    assert not list(quick.glob(".*")), "temp files of atomic writes were left behind"
+
+
+def test_quick_latency_is_sane_and_every_runtime_ran(quick: Path) -> None:
+    r = json.loads((quick / "results.json").read_text())
+    rows = r["latency"]
+    assert [row for row in rows if "error" in row] == []
+    keys = {(row["case"], row["runtime"], row["threads"]) for row in rows}
+    for case in ("tiny-stream", "tiny-base10"):
+        for runtime in ("mvcompile", "onnxruntime", "torch"):
+            for threads in (1, 2):
+                assert (case, runtime, threads) in keys
+    for row in rows:
+        assert row["calls"] == 100
+        assert 0 < row["min_ms"] <= row["median_ms"] <= row["p90_ms"]
+    for q in r["ratios"]:
+        assert q["floor_ms"] > 0 and q["mvcompile_vs_onnxruntime"] > 0 and q["mvcompile_vs_floor"] > 0
+    assert r["peak"]["gflops"] > 1
+    # every runtime ran the same model on the same input
+    assert r["agreement"] and all(a["max_abs_diff"] <= 1e-3 * max(1.0, a["logits_scale"]) for a in r["agreement"])
+    assert r["litert"]["status"]
+
+
+def test_quick_memory_stream_is_flat_and_base_grows(quick: Path) -> None:
+    mem = json.loads((quick / "results.json").read_text())["memory"]
+    stream = [x["peak_rss_mib"] for x in mem["stream"]]
+    base = [x["peak_rss_mib"] for x in mem["base"]]
+    assert [x["frames"] for x in mem["stream"]] == [x["frames"] for x in mem["base"]] == [10, 1000]
+    assert mem["stream_flat"] and max(stream) - min(stream) <= 16 + 0.03 * min(stream)
+    assert base[-1] > base[0] + 20  # 1000 tiny frames hold ~12 MiB of input alone, plus activations
+    assert all(x["finite"] for x in mem["stream"] + mem["base"])
+
+
+def test_quick_costs_match_inspect(quick: Path) -> None:
+    r = json.loads((quick / "results.json").read_text())
+    rows = {c["model"]: c for c in r["costs"]}
+    base, stream = inspect_spec(ROOT / "specs" / "tiny.yaml"), inspect_spec(ROOT / "specs" / "tiny.yaml", "stream")
+    assert rows["tiny"]["params"] == base["params"] and rows["tiny"]["gmacs"] == base["gmacs"]
+    assert rows["tiny"]["stream_mmacs_per_frame"] == stream["stream_mmacs_per_frame"]
+    assert rows["tiny"]["stream_states"] == stream["states"]
+    compile_rows = {c["case"]: c for c in r["compile"]}
+    assert set(compile_rows) == {"tiny-stream", "tiny-base10"}
+    assert all(c["compile_s"] > 0 for c in compile_rows.values())
+
+
+def test_bench_rejects_bad_options() -> None:
+    proc = subprocess.run([sys.executable, "-m", "bench.run", "--models", "nope"], cwd=ROOT, capture_output=True,
+                          text=True)
+    assert proc.returncode == 2 and "no spec specs/nope.yaml" in proc.stderr
