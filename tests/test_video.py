@@ -1,8 +1,11 @@
 """Video in: PyAV decoding, timestamp resampling, center crop, errors, and `mvcompile run --video`."""
 from __future__ import annotations
 
+import http.server
 import json
+import threading
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
 
 import av
@@ -73,6 +76,26 @@ def test_open_errors_name_the_source(tmp_path: Path) -> None:
     url = "rtsp://127.0.0.1:9/cam"  # nothing listens on the discard port
     with pytest.raises(VideoError, match=f"{url}: cannot open stream"):
         list(sample_video(url, [(5, 32)], timeout=2))
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_stream_url_is_decoded_like_a_file(tmp_path: Path) -> None:
+    clip = write_video(tmp_path / "clip.mp4")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(_QuietHandler, directory=str(tmp_path)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        from_url = [fs[0][0] for _, fs in sample_video(f"{url}/clip.mp4", [(5, 32)], timeout=5)]
+        from_file = [fs[0][0] for _, fs in sample_video(str(clip), [(5, 32)])]
+        assert len(from_url) == 10 and all(np.array_equal(a, b) for a, b in zip(from_url, from_file))
+        with pytest.raises(VideoError, match=f"{url}/missing.mp4: cannot open stream: .*404"):
+            list(sample_video(f"{url}/missing.mp4", [(5, 32)], timeout=5))
+    finally:
+        server.shutdown()
 
 
 @pytest.fixture(scope="module")
