@@ -35,7 +35,7 @@ def decode(source: str, *, timeout: float = DEFAULT_TIMEOUT) -> Iterator[tuple[F
         if not container.streams.video:
             raise VideoError(f"{source}: no video stream")
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        stream.thread_type = "SLICE" if is_live(source) else "AUTO"  # frame threading delays live frames
         fallback = Fraction(stream.average_rate or stream.guessed_rate or 25)
         start: Fraction | None = None
         try:
