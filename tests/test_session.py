@@ -12,7 +12,7 @@ from tiny_stream_model import FRAMES, SIZE, Exported, export_tiny, onnxruntime_s
 
 from mvcompile.backend.build import build_artifact
 from mvcompile.backend.targets import load_target
-from mvcompile.runtime.artifact import ArtifactError
+from mvcompile.backend.artifact import ArtifactError
 from mvcompile.runtime.session import FrameError, StreamSession
 
 

@@ -18,8 +18,8 @@ import onnx
 from mvcompile.backend import tuned_records
 from mvcompile.backend.iotable import io_table
 from mvcompile.backend.targets import TargetPreset
-from mvcompile.runtime.artifact import ARTIFACT_FORMAT, IO_TABLE, LIBRARY, MANIFEST, sha256_file
-from mvcompile.runtime.quiet import quiet_tvm_stderr
+from mvcompile.backend.artifact import ARTIFACT_FORMAT, IO_TABLE, LIBRARY, MANIFEST, sha256_file
+from mvcompile.backend.quiet import quiet_tvm_stderr
 
 
 class BuildError(RuntimeError):

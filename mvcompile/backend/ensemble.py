@@ -9,7 +9,7 @@ from pathlib import Path
 from mvcompile.backend.build import build_artifact, make_work_dir, replace_dir
 from mvcompile.backend.targets import TargetPreset
 from mvcompile.lower.ensemble_export import EnsembleExport
-from mvcompile.runtime.artifact import ENSEMBLE_FORMAT, MANIFEST, sha256_file
+from mvcompile.backend.artifact import ENSEMBLE_FORMAT, MANIFEST, sha256_file
 
 
 def build_ensemble(ens: EnsembleExport, target: TargetPreset, out_dir: Path, *, progress: bool = True) -> Path:

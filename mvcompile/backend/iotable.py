@@ -6,7 +6,7 @@ from typing import Any
 
 import onnx
 
-from mvcompile.runtime.artifact import IO_TABLE
+from mvcompile.backend.artifact import IO_TABLE
 
 HEADER = "# mvcompile io v1"
 ONNX_DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.INT64: "int64", onnx.TensorProto.INT32: "int32"}

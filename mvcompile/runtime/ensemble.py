@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from mvcompile.runtime.artifact import (ENSEMBLE_FORMAT, MANIFEST, ArtifactError, is_ensemble, read_manifest,
+from mvcompile.backend.artifact import (ENSEMBLE_FORMAT, MANIFEST, ArtifactError, is_ensemble, read_manifest,
                                         sha256_file)
 from mvcompile.runtime.session import FrameError, StreamSession
 

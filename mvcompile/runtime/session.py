@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from mvcompile.runtime.artifact import LIBRARY, ArtifactError, machine_arch, read_manifest
-from mvcompile.runtime.quiet import quiet_tvm_stderr
+from mvcompile.backend.artifact import LIBRARY, ArtifactError, machine_arch, read_manifest
+from mvcompile.backend.quiet import quiet_tvm_stderr
 
 
 class FrameError(ValueError):
