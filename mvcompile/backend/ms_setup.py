@@ -65,9 +65,12 @@ class RPCSettings:
 
     def free_boards(self) -> int:
         """Number of boards registered under the key (idle or busy); raises if the tracker is down."""
+        import socket
+
         from tvm import rpc
 
         try:
+            socket.create_connection((self.tracker_host, self.tracker_port), timeout=10).close()  # rpc retries 60 s
             summary = rpc.connect_tracker(self.tracker_host, self.tracker_port).summary()
         except Exception as exc:  # tornado/socket errors carry no useful type
             raise RPCConfigError(

@@ -1,0 +1,173 @@
+"""MetaSchedule tuning: trial split, database files (corrupt, cut-off, compaction), tune → build with
+the records → numerics, resume, an interrupted run, a database for another target."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, SPECS
+from mvcompile.backend import tuning_db
+from mvcompile.backend.tune import allocate
+from mvcompile.cli import main
+from mvcompile.runtime.session import StreamSession
+from test_end_to_end import _reference
+
+TINY = str(SPECS / "tiny.yaml")
+TUNE = ["tune", TINY, "--variant", "stream", "--target", "host", "-q"]
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines()
+
+
+def test_allocate_follows_cost_share() -> None:
+    assert allocate([6.0, 3.0, 1.0], 100) == [60, 30, 10]
+    split = allocate([5.0, 4.0, 1.0, 0.01, 0.0], 37)
+    assert sum(split) == 37 and split[0] >= split[1] >= split[2] and split[3:] == [0, 0]
+    assert allocate([1.0] * 10, 8, minimum=4) == [4, 4] + [0] * 8  # too few for all: the first tasks get a round
+    assert allocate([1.0, 2.0], 3, minimum=4) == [0, 3]
+
+
+def _write_db(path: Path, workloads: list[list[str]], records: list[list]) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / tuning_db.WORKLOADS).write_text("".join(json.dumps(w) + "\n" for w in workloads))
+    (path / tuning_db.RECORDS).write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+HOST = {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "znver3", "num-cores": 2, "keys": ["cpu"], "tag": ""}
+ARM = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a72", "num-cores": 4}
+
+
+def _rec(workload: int, secs: list[float], target: dict) -> list:
+    return [workload, [[[], []], secs, target, []]]
+
+
+def test_database_best_per_workload_and_target_and_compaction(tmp_path: Path) -> None:
+    db_dir = _write_db(tmp_path / "db", [["1", "AA"], ["2", "BB"]], [
+        _rec(0, [3e-3, 3e-3], HOST), _rec(0, [1e-3], HOST), _rec(0, [1e10], HOST), _rec(1, [2e-3], HOST),
+        _rec(0, [5e-4], ARM), _rec(1, [1e10], ARM),
+    ])
+    db = tuning_db.read_database(db_dir)
+    assert db.count_for({**HOST, "num-cores": 16}) == 4  # core count does not change what the code computes
+    best = db.best(HOST)
+    assert [(r.workload, r.seconds) for r in best] == [(0, 1e-3), (1, 2e-3)]
+    assert db.targets() == ["llvm aarch64-linux-gnu cortex-a72", "llvm x86_64-linux-gnu znver3"]
+    out = tuning_db.compact(db_dir, tmp_path / "small", HOST, xz=True)
+    assert sorted(p.name for p in (tmp_path / "small").iterdir()) == [tuning_db.RECORDS + ".xz", tuning_db.WORKLOADS + ".xz"]
+    assert len(out.records) == 2 and out.workloads == db.workloads
+    assert tuning_db.records_hash(out, out.records) == tuning_db.records_hash(db, best)
+    arm_only = tuning_db.compact(db_dir, tmp_path / "arm", ARM)
+    assert arm_only.workloads == [["1", "AA"]] and [r.seconds for r in arm_only.records] == [5e-4]
+
+
+def test_database_errors_name_file_and_line(tmp_path: Path) -> None:
+    db_dir = _write_db(tmp_path / "db", [["1", "AA"]], [_rec(0, [1e-3], HOST), _rec(0, [2e-3], HOST)])
+    records = db_dir / tuning_db.RECORDS
+    lines = _lines(records)
+    records.write_text(lines[0] + "\n" + lines[1][:20] + "#garbage\n" + lines[0] + "\n")
+    with pytest.raises(tuning_db.DatabaseError, match=r"database_tuning_record.json: line 2: corrupt"):
+        tuning_db.read_database(db_dir)
+    records.write_text(json.dumps(_rec(3, [1e-3], HOST)) + "\n")
+    with pytest.raises(tuning_db.DatabaseError, match="refers to workload 3, but .* has 1"):
+        tuning_db.read_database(db_dir)
+    with pytest.raises(tuning_db.DatabaseError, match="not a tuning database"):
+        tuning_db.read_database(tmp_path)
+
+
+def test_cut_off_last_line_is_dropped_and_repaired(tmp_path: Path) -> None:
+    db_dir = _write_db(tmp_path / "db", [["1", "AA"]], [_rec(0, [1e-3], HOST)])
+    records = db_dir / tuning_db.RECORDS
+    whole = records.read_text()
+    records.write_text(whole + json.dumps(_rec(0, [5e-4], HOST))[:25])  # killed mid-append
+    db = tuning_db.read_database(db_dir)
+    assert len(db.records) == 1 and db.dropped_tail == [tuning_db.RECORDS]
+    assert records.read_text() != whole  # reading alone does not touch the file
+    tuning_db.read_database(db_dir, repair=True)
+    assert records.read_text() == whole
+
+
+@pytest.fixture(scope="module")
+def tuned_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A database from one small tuning run of the tiny spec on this machine."""
+    db = tmp_path_factory.mktemp("tune") / "db"
+    assert main([*TUNE, "--trials", "8", "--db", str(db)]) == 0
+    return db
+
+
+def test_tune_writes_a_database_that_builds_equal_to_reference(tuned_db: Path, tmp_path: Path) -> None:
+    db = tuning_db.read_database(tuned_db)
+    assert len(db.records) >= 8 and db.workloads
+    assert any(r.seconds < float("inf") for r in db.records)
+    art = tmp_path / "art"
+    assert main(["build", TINY, "--variant", "stream", "--target", "host", "--seed", "1", "-q", "--db", str(tuned_db),
+                 "-o", str(art)]) == 0
+    tuning = json.loads((art / "manifest.json").read_text())["build_options"]["tuning"]
+    assert tuning["source"] == "database" and tuning["database_sha256"] == db.sha256()
+    assert tuning["functions_tuned"] >= 1 and tuning["records"] == len(db.best())
+    clip = np.random.default_rng(0).random((1, 12, 32, 32, 3), dtype=np.float32)
+    expected = _reference("tiny.yaml", "stream", "stream", clip, seed=1)
+    session = StreamSession(art)
+    got = np.stack([session.push(clip[:, t:t + 1]) for t in range(clip.shape[1])])
+    assert np.abs(got - expected).max() <= 1e-4
+
+
+def test_second_tune_run_resumes_and_keeps_earlier_records(tuned_db: Path, tmp_path: Path) -> None:
+    db = tmp_path / "db"
+    os.system(f"cp -r {tuned_db} {db}")
+    before = _lines(db / tuning_db.RECORDS)
+    workloads = _lines(db / tuning_db.WORKLOADS)
+    assert main([*TUNE, "--trials", "4", "--db", str(db)]) == 0
+    after = _lines(db / tuning_db.RECORDS)
+    assert len(after) >= len(before) + 4 and after[: len(before)] == before
+    assert _lines(db / tuning_db.WORKLOADS)[: len(workloads)] == workloads
+    # the same (costliest) task was tuned again, continuing from its stored records: no new workload
+    reread = tuning_db.read_database(db)
+    assert len(reread.workloads) == len(workloads)
+    assert min(r.seconds for r in reread.records) <= min(r.seconds for r in reread.records[: len(before)])
+
+
+def test_killed_tune_run_leaves_a_loadable_database(tmp_path: Path) -> None:
+    db = tmp_path / "db"
+    cmd = [sys.executable, "-m", "mvcompile.cli", *TUNE, "--trials", "64", "--db", str(db)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    records = db / tuning_db.RECORDS
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if records.exists() and len(_lines(records)) >= 2:
+                break
+            time.sleep(0.5)
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    loaded = tuning_db.read_database(db, repair=True)
+    assert len(loaded.records) >= 2 and not records.read_text().strip("\n").count("\n\n")
+    art = tmp_path / "art"
+    assert main(["build", TINY, "--variant", "stream", "--target", "host", "-q", "--db", str(db), "-o", str(art)]) == 0
+
+
+def test_build_rejects_corrupt_database_and_other_targets_records(tuned_db: Path, tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad"
+    os.system(f"cp -r {tuned_db} {bad}")
+    lines = _lines(bad / tuning_db.RECORDS)
+    (bad / tuning_db.RECORDS).write_text("\n".join([lines[0], "{not json", *lines[1:]]) + "\n")
+    argv = ["build", TINY, "--variant", "stream", "-q", "-o", str(tmp_path / "art")]
+    assert main([*argv, "--target", "host", "--db", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and f"{bad / tuning_db.RECORDS}: line 2: corrupt" in err
+    preset = tmp_path / "haswell.yaml"
+    preset.write_text((ROOT / "targets" / "host.yaml").read_text().replace("mcpu: detect", "mcpu: haswell"))
+    assert main([*argv, "--target", str(preset), "--db", str(tuned_db)]) == 2
+    err = capsys.readouterr().err
+    assert "no tuning records for this target (llvm x86_64-linux-gnu haswell)" in err and "made for: llvm" in err
+    assert not (tmp_path / "art").exists()
