@@ -27,6 +27,11 @@ def _ms(row: dict[str, Any] | None) -> str:
     return f"{row['median_ms']:.2f} ({row['p90_ms']:.2f})"
 
 
+def _last_line(text: str) -> str:
+    """The line of a multi-line error that names the problem (the full text is in results.json)."""
+    return [ln for ln in text.strip().splitlines() if ln.strip()][-1].strip()
+
+
 def _ratio(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}×"
 
@@ -59,8 +64,10 @@ def markdown(r: dict[str, Any]) -> str:
                      f"{_ratio(q['mvcompile_vs_litert'])} | {_ratio(q['tuned_vs_onnxruntime'])} | "
                      f"{_ratio(q['tuned_vs_litert'])} | {_ratio(q['mvcompile_vs_floor'])} | {_ratio(q['tuned_vs_floor'])} |")
     errors = [row for row in r["latency"] if "error" in row]
-    lines += [""] + [f"- {e['runtime']} on {e['case']} ({e['threads']} threads) failed: {e['error']}" for e in errors]
-    lines += [""] if errors else []
+    lines += [""] + [f"- {e['runtime']} on {e['case']} ({e['threads']} threads) failed: {_last_line(e['error'])}" for e in errors]
+    lines += [f"- LiteRT conversion of {k} failed: {_last_line(v['error'])}" for k, v in r["litert"]["conversions"].items()
+              if "error" in v]
+    lines += [""] if lines[-1].startswith("- ") else []
     lines += [f"LiteRT: {r['litert']['status']}.", "",
               "Same model everywhere: largest |logits − ORT logits| on the first call: " +
               ", ".join(f"{a['case']} {a['runtime']} {a['max_abs_diff']:.1e}" for a in r["agreement"]) + ".", ""]

@@ -35,7 +35,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--memory-frames", nargs="+", type=int, default=None,
                    help="video lengths (default: 10 50 200 1000; quick: 10 1000)")
     p.add_argument("--litert", choices=["auto", "on", "off"], default="auto",
-                   help="on: set up the LiteRT venv if needed; auto: on, except --quick uses it only if present")
+                   help="on: run LiteRT (setting up its venv if needed); auto (default): on, except with --quick")
     p.add_argument("--jobs", type=int, default=2, help="builds (and memory runs) at a time (default: 2)")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="results folder")
     p.add_argument("--work", type=Path, default=ROOT / ".cache" / "bench-work", help="scratch folder (emptied)")
@@ -104,10 +104,8 @@ def run(a: argparse.Namespace, command: str) -> list[Path]:
     peak = phase("peak FLOP/s", lambda: run_json(["-m", "bench.worker", "peak", *size], threads=1))
     cost_rows = phase("costs", lambda: costs.table(sorted({*a.models, a.memory_model}) if a.quick else None))
     tunes = phase("tuning", lambda: _tune(a, cases)) if a.tune_trials else {}
-    use_litert, litert_status = _litert_plan(a)
+    use_litert, litert_status = phase("LiteRT venv", lambda: _litert_plan(a))
     built, conversions = phase("builds and conversions", lambda: _prepare(a, cases, mem_stream + mem_base, use_litert))
-    if use_litert and not conversions:
-        use_litert = False
     if use_litert and all("error" in c for c in conversions.values()):
         litert_status = "unavailable: " + next(iter(conversions.values()))["error"]
         use_litert = False
@@ -143,10 +141,9 @@ def _litert_plan(a: argparse.Namespace) -> tuple[bool, str]:
     """Whether LiteRT runs, and the status line the report shows."""
     if a.litert == "off":
         return False, "not run (--litert off)"
-    if a.litert == "auto" and a.quick and not litert.ready():
-        return False, f"not run: --quick uses LiteRT only when its venv ({litert.VENV}) is already set up by a full run"
+    if a.litert == "auto" and a.quick:
+        return False, "not run (--quick; add --litert on to include it)"
     try:
-        _say("LiteRT venv ...")
         litert.setup()
     except BenchError as exc:
         return False, f"unavailable: {exc}"
