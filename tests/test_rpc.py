@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SPECS
+from conftest import ROOT, SPECS
 from mvcompile.backend import tuning_db
 from mvcompile.backend.ms_setup import RPCConfigError, RPCSettings
 from mvcompile.cli import main
@@ -28,34 +28,40 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start(args: list[str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", *args], stdout=log.open("w"), stderr=subprocess.STDOUT,
+def _start(args: list[str], log: Path, python: str = sys.executable) -> subprocess.Popen:
+    return subprocess.Popen([python, "-m", *args], stdout=log.open("w"), stderr=subprocess.STDOUT,
                             start_new_session=True)  # own process group: its popen workers die with it
 
 
 @pytest.fixture
 def boards(tmp_path: Path) -> Iterator[tuple[RPCSettings, list[Path]]]:
     """A tracker and two RPC servers registered under KEY; yields the settings and the server logs."""
+    yield from _tracker_with_servers(tmp_path, [sys.executable, sys.executable], KEY)
+
+
+def _tracker_with_servers(tmp_path: Path, pythons: list[str], key: str,
+                          wait: float = 120) -> Iterator[tuple[RPCSettings, list[Path]]]:
     port = _free_port()
     procs = [_start(["tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(port), "--port-end", str(port + 1)],
                     tmp_path / "tracker.log")]
-    logs = [tmp_path / f"server{i}.log" for i in range(2)]
-    settings = RPCSettings("127.0.0.1", port, KEY)
+    logs = [tmp_path / f"server{i}.log" for i in range(len(pythons))]
+    settings = RPCSettings("127.0.0.1", port, key)
     try:
         time.sleep(3)
-        for log in logs:
+        for python, log in zip(pythons, logs):
             server_port = _free_port()
             procs.append(_start(["tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(server_port),
-                                 "--port-end", str(server_port + 1), "--tracker", f"127.0.0.1:{port}", "--key", KEY], log))
-        deadline = time.monotonic() + 120
+                                 "--port-end", str(server_port + 1), "--tracker", f"127.0.0.1:{port}", "--key", key],
+                                log, python))
+        deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             try:
-                if settings.free_boards() == 2:
+                if settings.free_boards() == len(pythons):
                     break
             except RPCConfigError:
                 pass
             time.sleep(1)
-        assert settings.free_boards() == 2, [log.read_text() for log in logs]
+        assert settings.free_boards() == len(pythons), [log.read_text() for log in logs]
         yield settings, logs
     finally:
         for proc in procs:
@@ -93,3 +99,41 @@ def test_tune_with_no_board_under_key_is_a_clear_error(boards: tuple[RPCSettings
     assert main(["tune", str(SPECS / "tiny.yaml"), "--target", "host", "--trials", "4", "--db", str(tmp_path / "db"),
                  "--rpc-tracker", f"127.0.0.1:{settings.tracker_port}", "--rpc-key", "no-such-board", "-q"]) == 2
     assert "no RPC server is registered with key 'no-such-board'" in capsys.readouterr().err
+
+
+@pytest.fixture
+def emulated_board(tmp_path: Path) -> Iterator[tuple[RPCSettings, list[Path]]]:
+    """An aarch64 RPC server (Debian arm64 Python under qemu-aarch64) registered as 'rpi4-emul'."""
+    setup = subprocess.run(["bash", str(ROOT / "scripts" / "setup_arm64_python.sh")], capture_output=True, text=True)
+    if setup.returncode == 77:
+        pytest.skip("needs root to install debootstrap")
+    if setup.returncode != 0 and "make cross" in setup.stderr:
+        pytest.skip(setup.stderr.strip().splitlines()[-1])
+    assert setup.returncode == 0, setup.stderr
+    yield from _tracker_with_servers(tmp_path, [setup.stdout.strip()], "rpi4-emul", wait=300)
+
+
+@pytest.mark.slow
+def test_tune_rpi4_on_an_emulated_aarch64_board(emulated_board: tuple[RPCSettings, list[Path]], tmp_path: Path) -> None:
+    settings, logs = emulated_board
+    tiny = ["--variant", "stream", "-q"]
+    db = tmp_path / "db"
+    assert main(["tune", str(SPECS / "tiny.yaml"), *tiny, "--target", "rpi4", "--trials", "4", "--db", str(db),
+                 "--rpc-tracker", f"127.0.0.1:{settings.tracker_port}", "--rpc-key", "rpi4-emul"]) == 0
+    from mvcompile.backend.targets import load_target
+
+    loaded = tuning_db.read_database(db)
+    assert loaded.count_for(load_target("rpi4").to_tvm()) == 4 and all(r.seconds < 1.0 for r in loaded.records)
+    assert logs[0].read_text().count("load_module") == 4  # measured on the aarch64 server
+    logits = {}
+    for target, extra in (("rpi4", ["--db", str(db)]), ("host", ["--no-shipped-records"])):
+        art = tmp_path / target
+        assert main(["build", str(SPECS / "tiny.yaml"), *tiny, "--target", target, "--seed", "1", *extra,
+                     "-o", str(art)]) == 0
+        run = subprocess.run([sys.executable, "-m", "mvcompile.cli", "run", str(art), "--frames", "4", "--json",
+                              *(["--emulate"] if target == "rpi4" else [])], capture_output=True, text=True, cwd=ROOT)
+        assert run.returncode == 0, run.stderr
+        logits[target] = json.loads(run.stdout)["logits"]
+    tuning = json.loads((tmp_path / "rpi4" / "manifest.json").read_text())["build_options"]["tuning"]
+    assert tuning["functions_tuned"] == 1
+    assert max(abs(a - b) for a, b in zip(logits["rpi4"][0], logits["host"][0])) <= 1e-4

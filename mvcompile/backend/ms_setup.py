@@ -116,9 +116,14 @@ def evaluator_config() -> Any:
     return ms.runner.EvaluatorConfig(number=5, repeat=3, min_repeat_ms=0, enable_cpu_cache_flush=False)
 
 
-def make_local_runner(timeout_sec: float = 60.0) -> Any:
-    """Measure candidates on this machine."""
+def make_local_runner(num_threads: int, timeout_sec: float = 60.0) -> Any:
+    """Measure candidates on this machine with `num_threads` TVM worker threads (unless the user set
+    TVM_NUM_THREADS): TVM's default is hardware_concurrency/2, i.e. 1 thread on a 2-vCPU machine."""
+    import os
+
     from tvm.s_tir import meta_schedule as ms
+
+    os.environ.setdefault("TVM_NUM_THREADS", str(num_threads))  # inherited by the runner's worker
 
     return ms.runner.LocalRunner(timeout_sec=timeout_sec, evaluator_config=evaluator_config())
 

@@ -137,7 +137,8 @@ def tune_model(
     _seed_best(tasks, database)
     workers = max(1, boards) if rpc else 1
     builder = ms_setup.make_builder(target.cross_compiler, max_workers=max(2, workers))
-    runner = ms_setup.make_rpc_runner(rpc, workers) if rpc else ms_setup.make_local_runner()
+    cores = int(tvm_target.attrs.get("num-cores", 1))
+    runner = ms_setup.make_rpc_runner(rpc, workers) if rpc else ms_setup.make_local_runner(cores)
     cost_model = ms.cost_model.CostModel.create("xgb", num_tuning_cores=2, tree_method="auto")
     start = time.monotonic()
     with _Progress(tasks, trials, budget_minutes, progress) as bar:

@@ -118,6 +118,8 @@ def describe_target(target: Any) -> str:
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, bool):  # records store target flags as 0/1, Target.export() as booleans
+        return int(value)
     if isinstance(value, (list, tuple)) or type(value).__name__ == "Array":
         return [_plain(v) for v in value]
     if isinstance(value, (str, int, float, bool)) or value is None:
