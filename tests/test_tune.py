@@ -2,6 +2,7 @@
 the records → numerics, resume, an interrupted run, a database for another target."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -135,7 +136,9 @@ def test_second_tune_run_resumes_and_keeps_earlier_records(tuned_db: Path, tmp_p
     assert min(r.seconds for r in reread.records) <= min(r.seconds for r in reread.records[: len(before)])
 
 
-def test_killed_tune_run_leaves_a_loadable_database(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [pytest.param(signal.SIGINT, marks=pytest.mark.slow), signal.SIGKILL],
+                         ids=["ctrl-c", "killed"])
+def test_interrupted_tune_run_leaves_a_loadable_database(tmp_path: Path, sig: signal.Signals) -> None:
     db = tmp_path / "db"
     cmd = [sys.executable, "-m", "mvcompile.cli", *TUNE, "--trials", "64", "--db", str(db)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
@@ -147,8 +150,13 @@ def test_killed_tune_run_leaves_a_loadable_database(tmp_path: Path) -> None:
                 break
             time.sleep(0.5)
         assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        if sig == signal.SIGINT:  # Ctrl-C: one clean line, exit 2
+            os.kill(proc.pid, signal.SIGINT)
+            _, err = proc.communicate(timeout=120)
+            assert proc.returncode == 2 and "interrupted: " in err.decode() and "run the same command" in err.decode()
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     loaded = tuning_db.read_database(db, repair=True)
     assert len(loaded.records) >= 2 and not records.read_text().strip("\n").count("\n\n")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,13 +28,34 @@ class TuneError(ValueError):
     """Tuning cannot start: bad options, an unsupported target, or no tasks to tune."""
 
 
+class TuneInterrupted(TuneError):
+    """Ctrl-C stopped tuning; every finished record is in the database."""
+
+
+@contextmanager
+def _sigint_flag(flag: list[bool]) -> Iterator[None]:
+    """Make `flag` truthy once Ctrl-C is pressed (TVM turns the KeyboardInterrupt into a
+    RuntimeError when it crosses its C++ task scheduler)."""
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum: int, frame: Any) -> None:
+        flag.append(True)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @dataclass
 class Task:
     """One tunable TIR function of the model."""
 
     name: str
     weight: int  # how many times the model calls it
-    cost: float  # weight × (flops + elements touched): the proxy for its share of run time
+    cost: float  # its share of the model's run time: measured untuned seconds × calls, or a FLOP proxy
     context: Any  # ms.TuneContext
     trials: int = 0  # run in this session
     best_ms: float = math.inf  # best measured latency of one call, in this session or before
@@ -63,6 +85,25 @@ def task_cost(mod: Any, weight: int) -> float:
     func = next(iter(mod.functions.values()))
     elements = sum(math.prod(int(d) for d in param.shape) for param in func.params)
     return weight * (float(estimate_tir_flops(mod)) + elements)
+
+
+def measured_costs(extracted: list[Any], tvm_target: Any) -> list[float]:
+    """Run time of each task's untuned (default-lowered) function on this machine, times its calls:
+    the real share of the untuned model's time (FLOPs mislead: depthwise convs are memory-bound)."""
+    import numpy as np
+    import tvm
+
+    device = tvm.cpu()
+    costs = []
+    for task in extracted:
+        mod = task.dispatched[0]
+        params = next(iter(mod.functions.values())).params
+        args = [tvm.runtime.tensor(np.random.random([int(d) for d in p.shape]).astype(str(p.dtype)), device)
+                for p in params]
+        lib = tvm.compile(mod, target=tvm_target).mod
+        seconds = lib.time_evaluator("main", device, number=3, repeat=2)(*args).median
+        costs.append(float(seconds) * int(task.weight))
+    return costs
 
 
 def allocate(costs: list[float], total: int, minimum: int = MIN_TRIALS) -> list[int]:
@@ -130,8 +171,11 @@ def tune_model(
         raise TuneError("the model has no tunable tasks")
     with _quiet_console_log():
         contexts, _ = ms.relax_integration.extracted_tasks_to_tune_contexts(extracted, work_dir=str(db_dir), seed=seed)
-    tasks = [Task(t.task_name, int(t.weight), task_cost(t.dispatched[0], int(t.weight)), ctx)
-             for t, ctx in zip(extracted, contexts)]
+    if rpc is None:
+        costs = measured_costs(extracted, tvm_target)
+    else:  # the boards are busy measuring candidates: estimate instead
+        costs = [task_cost(t.dispatched[0], int(t.weight)) for t in extracted]
+    tasks = [Task(t.task_name, int(t.weight), cost, ctx) for t, cost, ctx in zip(extracted, costs, contexts)]
     tasks.sort(key=lambda t: -t.cost)  # costliest first: an interrupted run has tuned what matters
     database = ms.database.JSONDatabase(work_dir=str(db_dir))
     _seed_best(tasks, database)
@@ -141,14 +185,22 @@ def tune_model(
     runner = ms_setup.make_rpc_runner(rpc, workers) if rpc else ms_setup.make_local_runner(cores)
     cost_model = ms.cost_model.CostModel.create("xgb", num_tuning_cores=2, tree_method="auto")
     start = time.monotonic()
-    with _Progress(tasks, trials, budget_minutes, progress) as bar:
-        run_one = _task_runner(database, builder, runner, cost_model, bar, str(db_dir))
-        if trials is not None:
-            for task, n in zip(tasks, allocate([t.cost for t in tasks], trials)):
-                if n:
-                    run_one(task, n)
-        else:
-            _tune_within_budget(tasks, budget_minutes * 60.0, run_one)
+    interrupted: list[bool] = []
+    try:
+        with _Progress(tasks, trials, budget_minutes, progress) as bar, _sigint_flag(interrupted):
+            run_one = _task_runner(database, builder, runner, cost_model, bar, str(db_dir))
+            if trials is not None:
+                for task, n in zip(tasks, allocate([t.cost for t in tasks], trials)):
+                    if n:
+                        run_one(task, n)
+            else:
+                _tune_within_budget(tasks, budget_minutes * 60.0, run_one)
+    except (KeyboardInterrupt, RuntimeError):
+        if not interrupted:
+            raise
+        kept = tuning_db.read_database(db_dir, repair=True).count_for(tvm_target)
+        raise TuneInterrupted(f"interrupted: {db_dir} keeps {kept} records for {target.name} "
+                              f"({kept - before.count_for(tvm_target)} new); run the same command to continue") from None
     after = tuning_db.read_database(db_dir)
     return TuneReport(db_dir, tasks, before.count_for(tvm_target), after.count_for(tvm_target),
                       time.monotonic() - start, before.dropped_tail)
