@@ -179,3 +179,26 @@ def test_build_rejects_corrupt_database_and_other_targets_records(tuned_db: Path
     err = capsys.readouterr().err
     assert "no tuning records for this target (llvm x86_64-linux-gnu haswell)" in err and "made for: llvm" in err
     assert not (tmp_path / "art").exists()
+
+
+def test_shipped_record_classes_match_by_preset_or_cpu_features(tmp_path: Path) -> None:
+    from mvcompile.backend import tuned_records
+    from mvcompile.backend.targets import load_target
+
+    host, rpi4 = load_target("host"), load_target("rpi4")
+    rules = {"avx2": "kind: llvm\narch: x86_64\nfeatures: [avx2, fma]\n", "avx512": "kind: llvm\narch: x86_64\n"
+             "features: [avx512f, avx512bw, avx512vnni, amx-tile]\n", "pi": "targets: [rpi4]\n"}
+    for name, text in rules.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / tuned_records.MATCH_FILE).write_text(text)
+    assert tuned_records._matches(tmp_path / "pi" / tuned_records.MATCH_FILE, rpi4, rpi4.to_tvm())
+    assert not tuned_records._matches(tmp_path / "pi" / tuned_records.MATCH_FILE, host, host.to_tvm())
+    assert not tuned_records._matches(tmp_path / "avx2" / tuned_records.MATCH_FILE, rpi4, rpi4.to_tvm())
+    haswell = tmp_path / "haswell.yaml"
+    haswell.write_text((ROOT / "targets" / "host.yaml").read_text().replace("mcpu: detect", "mcpu: haswell"))
+    sandy = tmp_path / "sandy.yaml"
+    sandy.write_text((ROOT / "targets" / "host.yaml").read_text().replace("mcpu: detect", "mcpu: sandybridge"))
+    for preset, avx2 in ((haswell, True), (sandy, False)):
+        t = load_target(preset)
+        assert tuned_records._matches(tmp_path / "avx2" / tuned_records.MATCH_FILE, t, t.to_tvm()) is avx2
+        assert not tuned_records._matches(tmp_path / "avx512" / tuned_records.MATCH_FILE, t, t.to_tvm())
