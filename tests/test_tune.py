@@ -202,3 +202,23 @@ def test_shipped_record_classes_match_by_preset_or_cpu_features(tmp_path: Path) 
         t = load_target(preset)
         assert tuned_records._matches(tmp_path / "avx2" / tuned_records.MATCH_FILE, t, t.to_tvm()) is avx2
         assert not tuned_records._matches(tmp_path / "avx512" / tuned_records.MATCH_FILE, t, t.to_tvm())
+
+
+def test_budget_goes_to_the_costliest_tasks_first_and_stops_in_time() -> None:
+    from mvcompile.backend.tune import Task, _tune_within_budget
+
+    tasks = [Task(f"t{i}", 1, cost, None) for i, cost in enumerate([1.0, 8.0, 4.0, 0.01, 2.0])]
+    order: list[tuple[str, int]] = []
+
+    def run_one(task: Task, n: int) -> None:  # 20 ms per trial
+        time.sleep(0.02 * n)
+        task.trials += n
+        order.append((task.name, n))
+
+    start = time.monotonic()
+    _tune_within_budget(tasks, 3.0, run_one, per_trial=0.02)
+    assert time.monotonic() - start < 3.0 + 0.5
+    names = [name for name, _ in order]
+    assert names == sorted(names, key=lambda n: -tasks[int(n[1:])].cost) and "t3" not in names
+    trials = dict(order)
+    assert trials["t1"] > trials["t2"] > trials["t4"] > 0  # split by cost share, re-planned as time passes

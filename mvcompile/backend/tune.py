@@ -234,11 +234,12 @@ def _seed_best(tasks: list[Task], database: Any) -> None:
                     task.best_ms = mean * 1e3
 
 
-def _tune_within_budget(tasks: list[Task], seconds: float, run_one: Callable[[Task, int], None]) -> None:
-    """Costliest task first; before each task, re-split the time left over the tasks left."""
+def _tune_within_budget(tasks: list[Task], seconds: float, run_one: Callable[[Task, int], None],
+                        per_trial: float = INITIAL_SECONDS_PER_TRIAL) -> None:
+    """Costliest task first; before each task, re-split the time left over the tasks left, at the
+    seconds per trial measured so far (`per_trial` until the first task is done)."""
     deadline = time.monotonic() + seconds
     order = sorted(tasks, key=lambda t: -t.cost)
-    per_trial = INITIAL_SECONDS_PER_TRIAL
     spent, done = 0.0, 0
     for i, task in enumerate(order):
         left = deadline - time.monotonic()
