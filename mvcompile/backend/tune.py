@@ -210,6 +210,9 @@ def tune_model(
 def _quiet_console_log() -> Iterator[None]:
     """MetaSchedule logs every round to stdout; keep that in DIR/logs only."""
     logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    for handler in list(logger.handlers):  # a previous run's (MetaSchedule re-lists them by name)
+        logger.removeHandler(handler)
+        handler.close()
     drop_all = logging.Filter("-")  # matches no logger name: drops the set-up messages
     logger.addFilter(drop_all)
     try:
