@@ -69,8 +69,9 @@ def markdown(r: dict[str, Any]) -> str:
               if "error" in v]
     lines += [""] if lines[-1].startswith("- ") else []
     lines += [f"LiteRT: {r['litert']['status']}.", "",
-              "Same model everywhere: largest |logits − ORT logits| on the first call: " +
-              ", ".join(f"{a['case']} {a['runtime']} {a['max_abs_diff']:.1e}" for a in r["agreement"]) + ".", ""]
+              "Same model everywhere: first-call logits against ORT's, max |difference| / max |ORT logit|: " +
+              ", ".join(f"{a['case']} {a['runtime']} {a['max_abs_diff'] / max(1.0, a['logits_scale']):.0e}"
+                        for a in r["agreement"]) + ".", ""]
     lines += _memory_md(r["memory"]) + _compile_md(r) + _costs_md(r["costs"])
     return "\n".join(lines) + "\n"
 

@@ -76,9 +76,11 @@ def export_program(case: Case, out: Path) -> dict[str, Any]:
     states = reference.initial_states()
     args = (image, *[states[n] for n in names])
     with torch.no_grad():
-        diff = float((wrapped(*args)[0] - reference(image, states)[0]).abs().max())
+        expected = reference(image, states)[0]
+        diff = float((wrapped(*args)[0] - expected).abs().max())
         program = torch.export.export(wrapped, args)
-    if not diff <= 1e-3:
-        raise ValueError(f"{case.key}: the 2-D form differs from the reference by {diff}")
+    scale = max(1.0, float(expected.abs().max()))
+    if not diff <= 1e-4 * scale:  # float32 rounding of a differently ordered sum, relative to the logits
+        raise ValueError(f"{case.key}: the 2-D form differs from the reference by {diff} (logits up to {scale:.3g})")
     torch.export.save(program, out)
     return {"max_abs_diff_vs_reference": diff}
