@@ -222,3 +222,20 @@ def test_budget_goes_to_the_costliest_tasks_first_and_stops_in_time() -> None:
     assert names == sorted(names, key=lambda n: -tasks[int(n[1:])].cost) and "t3" not in names
     trials = dict(order)
     assert trials["t1"] > trials["t2"] > trials["t4"] > 0  # split by cost share, re-planned as time passes
+
+
+def test_host_builds_apply_the_shipped_records_unless_told_not_to(tmp_path: Path) -> None:
+    from mvcompile.backend import tuned_records
+    from mvcompile.backend.targets import load_target
+
+    host = load_target("host")
+    shipped = tuned_records.shipped(host, host.to_tvm())
+    if not shipped:
+        pytest.skip("this CPU lacks AVX2/FMA: no shipped records apply")
+    assert shipped[0].count >= 1 and shipped[0].path.name == "x86-64-avx2-fma"
+    argv = ["build", TINY, "--variant", "stream", "--target", "host", "-q"]
+    assert main([*argv, "-o", str(tmp_path / "a")]) == 0
+    tuning = json.loads((tmp_path / "a" / "manifest.json").read_text())["build_options"]["tuning"]
+    assert tuning["source"] == "shipped" and tuning["records_sha256"] == shipped[0].records_sha256
+    assert main([*argv, "--no-shipped-records", "-o", str(tmp_path / "b")]) == 0
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["build_options"]["tuning"] == {"source": "none"}

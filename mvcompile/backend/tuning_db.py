@@ -225,6 +225,7 @@ def compact(src: str | Path, dst: str | Path, target: Any | None = None, *, xz: 
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{dst.name}.compact-", dir=dst.parent))
+    work.chmod(0o755)  # mkdtemp makes 0700
     try:
         for name, text in ((WORKLOADS, workloads), (RECORDS, records)):
             if xz:
