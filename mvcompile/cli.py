@@ -289,7 +289,7 @@ def parser() -> argparse.ArgumentParser:
                    help="with --video: seconds to wait for a camera or stream to open or deliver data")
     s.add_argument("--seed", type=int, default=0, help="seed of the random frames")
     s.add_argument("--emulate", action="store_true", help="run an ARM artifact on this machine under qemu-user")
-    s.add_argument("--threads", type=int, default=None, help="runtime threads (default: all cores)")
+    s.add_argument("--threads", type=int, default=None, help="runtime threads (default: TVM_NUM_THREADS, else TVM's default of half the cores)")
     s.add_argument("--json", action="store_true", help="print one JSON object (final logits, median ms per call)")
     s.set_defaults(func=cmd_run)
 
