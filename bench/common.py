@@ -5,12 +5,13 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from mvcompile.lower.pipeline import atomic_write as write_atomically
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
@@ -60,17 +61,7 @@ def summarize(ms: list[float]) -> dict[str, float]:
 
 def atomic_write(path: Path, data: str | bytes) -> None:
     """Write a file via a temp file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    raw = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "wb") as f:
-            f.write(raw)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_atomically(path, data.encode() if isinstance(data, str) else data)
 
 
 def thread_env(threads: int) -> dict[str, str]:

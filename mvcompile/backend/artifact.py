@@ -35,15 +35,21 @@ def machine_arch() -> str:
     return aliases.get(machine, machine)
 
 
-def read_manifest(artifact_dir: Path) -> dict[str, Any]:
-    """Load `manifest.json` and check every file listed in it against its SHA-256."""
-    path = artifact_dir / MANIFEST
+def load_manifest_json(artifact_dir: Path) -> Any:
+    """The parsed `manifest.json` of an artifact directory (any format), or an ArtifactError."""
+    path = Path(artifact_dir) / MANIFEST
     try:
-        manifest = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except FileNotFoundError:
         raise ArtifactError(f"{path}: missing (is {artifact_dir} an mvcompile artifact?)") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ArtifactError(f"{path}: cannot parse: {exc}") from None
+
+
+def read_manifest(artifact_dir: Path) -> dict[str, Any]:
+    """Load `manifest.json` and check every file listed in it against its SHA-256."""
+    path = artifact_dir / MANIFEST
+    manifest = load_manifest_json(artifact_dir)
     if isinstance(manifest, dict) and manifest.get("artifact_format") == ENSEMBLE_FORMAT:
         raise ArtifactError(f"{artifact_dir}: an ensemble artifact; load it with "
                             "mvcompile.runtime.ensemble.EnsembleSession (`mvcompile run` takes both)")

@@ -35,8 +35,8 @@ class ExportedModel:
         """Write `path` (.onnx) and `<stem>.manifest.json` beside it, each atomically."""
         path = Path(path)
         manifest_path = path.with_name(path.stem + ".manifest.json")
-        _atomic_write(path, self.onnx_model.SerializeToString())
-        _atomic_write(manifest_path, json.dumps(self.manifest, indent=2).encode())
+        atomic_write(path, self.onnx_model.SerializeToString())
+        atomic_write(manifest_path, json.dumps(self.manifest, indent=2).encode())
         return path, manifest_path
 
 
@@ -160,7 +160,8 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write a file via a temp file in the same folder and a rename (readable by all)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:

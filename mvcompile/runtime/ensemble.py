@@ -8,7 +8,6 @@ latest logits of every member that has produced any.
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from mvcompile.backend.artifact import (ENSEMBLE_FORMAT, MANIFEST, ArtifactError, is_ensemble, read_manifest,
+from mvcompile.backend.artifact import (ENSEMBLE_FORMAT, MANIFEST, ArtifactError, is_ensemble, load_manifest_json,
+                                        read_manifest,
                                         sha256_file)
 from mvcompile.runtime.session import FrameError, StreamSession
 
@@ -40,12 +40,7 @@ class Member:
 def read_ensemble_manifest(artifact_dir: Path) -> dict[str, Any]:
     """Load an ensemble's manifest.json and check each member's manifest against its sha256."""
     path = Path(artifact_dir) / MANIFEST
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ArtifactError(f"{path}: missing (is {artifact_dir} an mvcompile artifact?)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"{path}: cannot parse: {exc}") from None
+    manifest = load_manifest_json(Path(artifact_dir))
     if not isinstance(manifest, dict) or manifest.get("artifact_format") != ENSEMBLE_FORMAT:
         raise ArtifactError(f"{path}: not an '{ENSEMBLE_FORMAT}' manifest")
     if manifest.get("routing") not in ROUTINGS or manifest.get("combine") != "mean":
