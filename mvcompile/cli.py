@@ -230,6 +230,13 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variant", default=None, help="a variant defined in the spec, e.g. 'stream' (default: base model)")
 
 
+def _add_shape_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mode", choices=["base", "causal", "stream"], default="stream")
+    p.add_argument("--frames", type=int, default=None, help="frames per call (stream default 1, else the clip length)")
+    p.add_argument("--resolution", type=int, default=None, help="frame size (default: the spec's)")
+    p.add_argument("--batch", type=int, default=1, help="videos (camera streams) per call")
+
+
 def _add_weight_args(p: argparse.ArgumentParser) -> None:
     w = p.add_mutually_exclusive_group()
     w.add_argument("--weights", default=None, help="weights file (.safetensors or .npz)")
@@ -248,10 +255,7 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("export", help="write an ONNX model and its manifest")
     _add_model_args(s)
-    s.add_argument("--mode", choices=["base", "causal", "stream"], default="stream")
-    s.add_argument("--frames", type=int, default=None, help="frames per call (stream default 1, else the clip length)")
-    s.add_argument("--resolution", type=int, default=None, help="frame size (default: the spec's)")
-    s.add_argument("--batch", type=int, default=1, help="videos per call")
+    _add_shape_args(s)
     _add_weight_args(s)
     s.add_argument("-o", "--output", required=True, help="output .onnx path")
     s.set_defaults(func=cmd_export)
@@ -259,10 +263,7 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("build", help="compile a spec for a target into an artifact directory")
     _add_model_args(s)
     s.add_argument("--target", required=True, help="target preset name (see `mvcompile targets`) or a preset file")
-    s.add_argument("--mode", choices=["base", "causal", "stream"], default="stream")
-    s.add_argument("--frames", type=int, default=None, help="frames per call (stream default 1, else the clip length)")
-    s.add_argument("--resolution", type=int, default=None, help="frame size (default: the spec's)")
-    s.add_argument("--batch", type=int, default=1, help="videos (camera streams) per call")
+    _add_shape_args(s)
     _add_weight_args(s)
     s.add_argument("--temporal-ensemble", action="store_true",
                    help="two models of the spec at half its frame rate, the second one frame later, logits averaged "
@@ -307,10 +308,7 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("tune", help="autotune a spec's kernels for a target with MetaSchedule")
     _add_model_args(s)
     s.add_argument("--target", required=True, help="target preset name or file")
-    s.add_argument("--mode", choices=["base", "causal", "stream"], default="stream")
-    s.add_argument("--frames", type=int, default=None, help="frames per call (stream default 1, else the clip length)")
-    s.add_argument("--resolution", type=int, default=None, help="frame size (default: the spec's)")
-    s.add_argument("--batch", type=int, default=1, help="videos per call")
+    _add_shape_args(s)
     amount = s.add_mutually_exclusive_group(required=True)
     amount.add_argument("--trials", type=int, help="candidates to measure, spread over tasks by their cost share")
     amount.add_argument("--budget", type=float, help="tuning time in minutes, spread over tasks by their cost share")
