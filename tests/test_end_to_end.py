@@ -23,7 +23,7 @@ FRAMES = 16
 def _reference(spec: str, variant: str | None, mode: str, clip: np.ndarray, seed: int) -> np.ndarray:
     """Torch reference logits: streamed one frame at a time (stream) or the whole clip (base)."""
     exported = export_model(SPECS / spec, variant=variant, mode=mode, frames=clip.shape[1] if mode == "base" else 1,
-                            seed=seed, fold_bn=False)
+                            seed=seed, fold=False)
     module = to_torch(exported.graph)
     with torch.no_grad():
         if mode == "base":

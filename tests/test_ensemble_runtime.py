@@ -27,7 +27,7 @@ TOL = 1e-4
 
 def _reference(spec: Path, frames: np.ndarray, seed: int) -> np.ndarray:
     """Torch logits [T, B, classes] of a stream model fed `frames` [B, T, H, W, 3] one at a time."""
-    module = to_torch(export_model(spec, variant="stream", seed=seed, fold_bn=False).graph)
+    module = to_torch(export_model(spec, variant="stream", seed=seed, fold=False).graph)
     with torch.no_grad():
         outs, _ = stream(module, torch.from_numpy(np.ascontiguousarray(frames)), [1] * frames.shape[1])
     return torch.stack(outs).numpy()
@@ -121,7 +121,7 @@ def test_spec_ensemble_session_averages_members_that_have_run(pair: Path, specs:
 def test_spec_ensemble_takes_prefixed_weights_and_labels(specs: dict[str, Path], tmp_path: Path) -> None:
     values = {}
     for name, seed in (("fast", 11), ("slow", 12)):
-        graph = export_model(specs[name], variant="stream", seed=seed, fold_bn=False).graph
+        graph = export_model(specs[name], variant="stream", seed=seed, fold=False).graph
         values |= {f"{name}/{k}": v for k, v in graph.values.items()}
     labels = [f"action {i}" for i in range(10)]
     save_weights(values, tmp_path / "pair.safetensors", labels=labels)

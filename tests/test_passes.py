@@ -8,7 +8,8 @@ from conftest import SPECS
 from mvcompile.ir import build_graph
 from mvcompile.ir.weights import bind, init_weights
 from mvcompile.lower.torch import stream, to_torch
-from mvcompile.passes import ensemble, fold_batchnorm, insert_stream_buffers, make_causal, temporal_ensemble
+from mvcompile.passes import (ensemble, fold_batchnorm, fold_conv_scale, insert_stream_buffers, make_causal,
+                              temporal_ensemble)
 from mvcompile.spec import load_spec
 
 
@@ -83,6 +84,28 @@ def test_fold_batchnorm_needs_values() -> None:
     _, base = _tiny()
     with pytest.raises(ValueError, match="bound weight values"):
         fold_batchnorm(base)
+
+
+def test_fold_conv_scale_removes_rezero_scales_and_keeps_outputs() -> None:
+    spec, base = _tiny()
+    g = fold_batchnorm(bind(insert_stream_buffers(make_causal(build_graph(spec, frames=2))), init_weights(base, seed=4)))
+    rezero = [n for n in g.nodes_of("scale") if n.endswith("/rezero")]
+    assert rezero
+    folded = fold_conv_scale(g)
+    assert not [n for n in folded.nodes_of("scale") if n.endswith("/rezero")]
+    assert not [w for w in folded.weights if w.endswith(".rezero.scale")]
+    assert list(g.nodes_of("scale")) and all(w in g.values for w in g.weights)  # the input is left alone
+    clip = torch.rand(1, 6, 32, 32, 3)
+    with torch.no_grad():
+        a, _ = stream(to_torch(g), clip, [2, 2, 2])
+        b, _ = stream(to_torch(folded), clip, [2, 2, 2])
+    assert (a[-1] - b[-1]).abs().max() < 1e-5
+
+
+def test_fold_conv_scale_needs_values() -> None:
+    _, base = _tiny()
+    with pytest.raises(ValueError, match="bound weight values"):
+        fold_conv_scale(base)
 
 
 def test_ensemble_averages_member_logits() -> None:

@@ -16,8 +16,10 @@ import pytest
 
 from conftest import ROOT, SPECS
 from mvcompile.backend import tuning_db
-from mvcompile.backend.tune import allocate
+from mvcompile.backend.targets import load_target
+from mvcompile.backend.tune import allocate, extract_tasks
 from mvcompile.cli import main
+from mvcompile.lower.pipeline import export_model
 from mvcompile.runtime.session import StreamSession
 from test_end_to_end import _reference
 
@@ -102,6 +104,19 @@ def tuned_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     db = tmp_path_factory.mktemp("tune") / "db"
     assert main([*TUNE, "--trials", "8", "--db", str(db)]) == 0
     return db
+
+
+def test_tasks_do_not_depend_on_the_weights() -> None:
+    """Records tuned with one set of weights must apply to any other: no weight value may be baked
+    into a task's code (TVM inlines scalar constants, hence ReZero scales are folded into convs)."""
+    import tvm_ffi
+
+    target = load_target("host").to_tvm()
+    workloads = []
+    for seed in (0, 1):
+        tasks = extract_tasks(export_model(TINY, variant="stream", seed=seed).onnx_model, target)
+        workloads.append(sorted(tvm_ffi.structural_hash(t.dispatched[0]) for t in tasks))
+    assert workloads[0] and workloads[0] == workloads[1]
 
 
 def test_tune_writes_a_database_that_builds_equal_to_reference(tuned_db: Path, tmp_path: Path) -> None:

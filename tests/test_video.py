@@ -112,7 +112,7 @@ def test_run_video_streams_the_resampled_frames(tiny_artifact: Path, tmp_path: P
     result = json.loads(capsys.readouterr().out)
     assert result["frames"] == result["calls"] == 10 and abs(result["seconds"] - 1.8) < 1e-6
     frames = np.stack([fs[0][0] for _, fs in sample_video(str(clip), [(5, 32)])])[None]
-    module = to_torch(export_model(SPECS / "tiny.yaml", variant="stream", seed=1, fold_bn=False).graph)
+    module = to_torch(export_model(SPECS / "tiny.yaml", variant="stream", seed=1, fold=False).graph)
     with torch.no_grad():
         outs, _ = stream(module, torch.from_numpy(frames), [1] * frames.shape[1])
     assert np.abs(np.array(result["logits"]) - outs[-1].numpy()).max() <= 1e-4

@@ -55,7 +55,7 @@ class Task:
 
     name: str
     weight: int  # how many times the model calls it
-    cost: float  # its share of the model's run time: measured untuned seconds × calls, or a FLOP proxy
+    cost: float  # its share of the model's run time: measured seconds (untuned, or best record) × calls, or a FLOP proxy
     context: Any  # ms.TuneContext
     trials: int = 0  # run in this session
     best_ms: float = math.inf  # best measured latency of one call, in this session or before
@@ -176,9 +176,12 @@ def tune_model(
     else:  # the boards are busy measuring candidates: estimate instead
         costs = [task_cost(t.dispatched[0], int(t.weight)) for t in extracted]
     tasks = [Task(t.task_name, int(t.weight), cost, ctx) for t, cost, ctx in zip(extracted, costs, contexts)]
-    tasks.sort(key=lambda t: -t.cost)  # costliest first: an interrupted run has tuned what matters
     database = ms.database.JSONDatabase(work_dir=str(db_dir))
     _seed_best(tasks, database)
+    if rpc is None:  # resuming: a task's share is what it costs now, with its best record so far
+        for task in tasks:
+            task.cost = min(task.cost, task.best_ms * 1e-3 * task.weight)
+    tasks.sort(key=lambda t: -t.cost)  # costliest first: an interrupted run has tuned what matters
     workers = max(1, boards) if rpc else 1
     builder = ms_setup.make_builder(target.cross_compiler, max_workers=max(2, workers))
     cores = int(tvm_target.attrs.get("num-cores", 1))

@@ -114,6 +114,15 @@ def _pos_encoding(e: _Emitter, out: str, x: list[str], _p: dict[str, str], a: di
     return e.node("Concat", [e.node("Sin", [even], f"{out}/sin"), e.node("Cos", [odd], f"{out}/cos")], out, axis=1)
 
 
+def _scale(e: _Emitter, out: str, x: list[str], p: dict[str, str], _a: dict[str, Any]) -> str:
+    """Multiply by a scalar weight stored once per channel: compilers that inline scalar constants
+    (TVM does) would otherwise bake the weight's value into the code, so tuning records made with
+    one set of weights would not apply to another."""
+    value = np.asarray(e.g.values[p["scale"]], np.float32).reshape(())
+    per_channel = np.full((1, e.g.shape(out)[1], 1, 1, 1), value, np.float32)
+    return e.node("Mul", [x[0], e.const(f"{p['scale']}/per_channel", per_channel)], out)
+
+
 def _advance_count(e: _Emitter, out: str, x: list[str], _p: dict[str, str], _a: dict[str, Any]) -> str:
     frames = e.g.shape(x[1])[2]
     return e.node("Add", [x[0], e.const(f"const/frames{frames}", np.array([frames], np.int32))], out)
@@ -136,7 +145,7 @@ LOWER: dict[str, Lower] = {
     "broadcast_to": _broadcast_to,
     "frame_positions": _frame_positions,
     "pos_encoding": _pos_encoding,
-    "scale": lambda e, out, x, p, a: e.node("Mul", [x[0], e.weight(p["scale"])], out),
+    "scale": _scale,
     "advance_count": _advance_count,
     "mul_const": lambda e, out, x, p, a: e.node("Mul", [x[0], e.const(f"{out}/value", np.float32(a["value"]))], out),
     "to_float": lambda e, out, x, p, a: e.node("Cast", [x[0]], out, to=TensorProto.FLOAT),

@@ -15,7 +15,7 @@ from mvcompile.ir.builder import build_graph
 from mvcompile.ir.graph import Graph
 from mvcompile.ir.weights import bind, init_weights, load_labels, load_weights, weights_hash
 from mvcompile.lower.onnx import OPSET, to_onnx
-from mvcompile.passes import ensemble, fold_batchnorm, insert_stream_buffers, make_causal
+from mvcompile.passes import ensemble, fold_batchnorm, fold_conv_scale, insert_stream_buffers, make_causal
 from mvcompile.spec.loader import load_spec, member_paths
 from mvcompile.spec.model import EnsembleSpec, ModelSpec
 
@@ -60,22 +60,23 @@ def model_graph(spec: ModelSpec, mode: Mode, *, frames: int | None = None, resol
 
 def export_model(spec: str | Path, *, variant: str | None = None, mode: Mode = "stream", frames: int | None = None,
                  resolution: int | None = None, batch: int = 1, weights: str | Path | None = None,
-                 seed: int | None = None, fold_bn: bool = True) -> ExportedModel:
-    """Spec file → ONNX model and manifest. Weights: a file, a seed, or (neither) the official init."""
+                 seed: int | None = None, fold: bool = True) -> ExportedModel:
+    """Spec file → ONNX model and manifest. Weights: a file, a seed, or (neither) the official init.
+    `fold` folds BatchNorm and ReZero scales into the convolutions (inference form)."""
     if weights is not None and seed is not None:
         raise ValueError("give --weights or --seed, not both")
     spec_path = Path(spec)
     loaded = load_spec(spec_path)
     if not isinstance(loaded, EnsembleSpec):
         return export_member(loaded, spec_path, variant=variant, mode=mode, frames=frames, resolution=resolution,
-                             batch=batch, weights=weights, seed=seed, fold_bn=fold_bn)
+                             batch=batch, weights=weights, seed=seed, fold=fold)
     members = [load_spec(p) for p in member_paths(loaded, spec_path)]
     specs = [_with_variant(m, variant) for m in members]
     graphs = [_bound(s, model_graph(s, mode, frames=frames, batch=batch), weights, seed, f"{s.name}/")
               for s in specs]
     g = ensemble(graphs, [f"{s.name}/" for s in specs])
-    if fold_bn:
-        g = fold_batchnorm(g)
+    if fold:
+        g = fold_into_convs(g)
     manifest = _manifest(g, spec_path, variant, mode, batch, specs[0].num_classes, None, weights, seed)
     return ExportedModel(g, to_onnx(g, name=f"{g.meta['name']}_{mode}"), manifest)
 
@@ -83,14 +84,19 @@ def export_model(spec: str | Path, *, variant: str | None = None, mode: Mode = "
 def export_member(spec: ModelSpec, spec_path: Path, *, variant: str | None = None, mode: Mode = "stream",
                   frames: int | None = None, resolution: int | None = None, batch: int = 1,
                   weights: str | Path | None = None, seed: int | None = None, prefix: str = "",
-                  fold_bn: bool = True) -> ExportedModel:
+                  fold: bool = True) -> ExportedModel:
     """One model spec → ONNX model and manifest; `prefix` selects its weights from an ensemble's file."""
     s = _with_variant(spec, variant)
     g = _bound(s, model_graph(s, mode, frames=frames, resolution=resolution, batch=batch), weights, seed, prefix)
-    if fold_bn:
-        g = fold_batchnorm(g)
+    if fold:
+        g = fold_into_convs(g)
     manifest = _manifest(g, spec_path, variant, mode, batch, s.num_classes, s.input.frame_rate, weights, seed)
     return ExportedModel(g, to_onnx(g, name=f"{g.meta['name']}_{mode}"), manifest)
+
+
+def fold_into_convs(g: Graph) -> Graph:
+    """Inference form: BatchNorm, then ReZero scales, folded into the convolutions before them."""
+    return fold_conv_scale(fold_batchnorm(g))
 
 
 def _with_variant(spec: ModelSpec, variant: str | None) -> ModelSpec:
