@@ -206,10 +206,24 @@ def cmd_compact_db(args: argparse.Namespace) -> int:
     from mvcompile.backend.tuning_db import compact
 
     tvm_target = load_target(args.target).to_tvm() if args.target else None
-    db = compact(args.db, args.output, tvm_target, xz=args.xz)
+    keep = None
+    if args.keep_model:
+        if tvm_target is None:
+            raise ValueError("--keep-model needs --target (a model's tasks depend on the target)")
+        keep = set().union(*(_model_workloads(m, tvm_target) for m in args.keep_model))
+    db = compact(args.db, args.output, tvm_target, xz=args.xz, workloads=keep)
     print(f"wrote {args.output}: {len(db.records)} records (best per workload) for {len(db.workloads)} workloads",
           file=sys.stderr)
     return 0
+
+
+def _model_workloads(model: str, tvm_target: Any) -> set[str]:
+    """Workload hashes of `SPEC[:VARIANT]` in stream mode (the shipped records' mode)."""
+    from mvcompile.backend.tune import workload_hashes
+    from mvcompile.lower.pipeline import export_model
+
+    spec, _, variant = model.partition(":")
+    return workload_hashes(export_model(spec, variant=variant or None, mode="stream").onnx_model, tvm_target)
 
 
 def cmd_targets(args: argparse.Namespace) -> int:
@@ -323,6 +337,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", required=True, help="directory to write")
     s.add_argument("--target", default=None, help="keep only this target's records")
     s.add_argument("--xz", action="store_true", help="xz-compress the files (as the shipped records are)")
+    s.add_argument("--keep-model", action="append", metavar="SPEC[:VARIANT]",
+                   help="keep only the workloads of this model in stream mode (repeatable; drops stale records)")
     s.set_defaults(func=cmd_compact_db)
 
     s = sub.add_parser("targets", help="list the target presets")

@@ -136,6 +136,13 @@ def extract_tasks(onnx_model: onnx.ModelProto, tvm_target: Any) -> list[Any]:
     return list(ms.relax_integration.extract_tasks(fused, tvm_target))
 
 
+def workload_hashes(onnx_model: onnx.ModelProto, tvm_target: Any) -> set[str]:
+    """Structural hashes of the model's tasks, as a tuning database keys its workloads."""
+    import tvm_ffi
+
+    return {str(tvm_ffi.structural_hash(t.dispatched[0])) for t in extract_tasks(onnx_model, tvm_target)}
+
+
 def tune_model(
     onnx_model: onnx.ModelProto,
     target: TargetPreset,

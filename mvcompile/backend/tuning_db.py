@@ -210,14 +210,18 @@ def records_hash(db: Database, records: list[Record]) -> str:
     return digest.hexdigest()
 
 
-def compact(src: str | Path, dst: str | Path, target: Any | None = None, *, xz: bool = False) -> Database:
-    """Write `dst`: only the best record per workload and target (only `target`'s, if given),
-    the files xz-compressed if `xz`."""
+def compact(src: str | Path, dst: str | Path, target: Any | None = None, *, xz: bool = False,
+            workloads: set[str] | None = None) -> Database:
+    """Write `dst`: only the best record per workload and target (only `target`'s, if given; only
+    the workloads whose structural hash is in `workloads`, if given), xz-compressed if `xz`."""
     db = read_database(src)
     best = db.best(target)
+    if workloads is not None:
+        best = [r for r in best if db.workloads[r.workload][0] in workloads]
     if not best:
         where = f" for {describe_target(target)}" if target is not None else ""
-        raise DatabaseError(f"{src}: no successful tuning records{where} to keep")
+        which = " of the given models' tasks" if workloads is not None else ""
+        raise DatabaseError(f"{src}: no successful tuning records{which}{where} to keep")
     used = sorted({r.workload for r in best})
     index = {old: new for new, old in enumerate(used)}
     workloads = "".join(json.dumps(db.workloads[i]) + "\n" for i in used)
