@@ -25,7 +25,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
     p.add_argument("--quick", action="store_true", help="tiny spec only, for a smoke run (under 3 minutes)")
     p.add_argument("--models", nargs="+", default=None, help="spec stems (default: a0 a1 a2; quick: tiny)")
-    p.add_argument("--db", type=Path, default=None, help="MetaSchedule database: adds a tuned mvcompile column")
+    p.add_argument("--db", type=Path, default=None,
+                   help="MetaSchedule database for the tuned mvcompile column (default: the records shipped "
+                        "for this CPU, if any; none with --quick)")
+    p.add_argument("--no-shipped-records", action="store_true",
+                   help="without --db or --tune-trials: no tuned column (do not apply the shipped records)")
     p.add_argument("--tune-trials", type=int, default=None,
                    help="tune every case here with N MetaSchedule trials (timed) and add the tuned column")
     p.add_argument("--threads", nargs="+", type=int, default=[1, 2], help="thread counts (default: 1 2)")
@@ -58,7 +62,20 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         p.error("give --db (an existing database) or --tune-trials (tune here), not both")
     if a.tune_trials is not None and a.tune_trials < 1:
         p.error("--tune-trials must be at least 1")
+    a.shipped = a.db is None and a.tune_trials is None and not a.quick and not a.no_shipped_records
+    if a.shipped:
+        a.db = _shipped_records()
     return a
+
+
+def _shipped_records() -> Path | None:
+    """The records mvcompile ships for this machine's CPU class (what a default host build applies)."""
+    from mvcompile.backend import tuned_records
+    from mvcompile.backend.targets import load_target
+
+    host = load_target("host")
+    found = tuned_records.shipped(host, host.to_tvm())
+    return found[0].path if found else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,8 +131,9 @@ def run(a: argparse.Namespace, command: str) -> list[Path]:
         "onnxruntime": {c.key: a.work / "onnx" / f"{c.key}.onnx" for c in cases},
         "torch": {c.key: None for c in cases},
     }
-    if a.db is not None or tunes:
-        models["mvcompile-tuned"] = {c.key: a.work / "tvm-tuned" / c.key for c in cases}
+    if a.db is not None or tunes:  # only cases with tuned functions: the others are the untuned code again
+        models["mvcompile-tuned"] = {c.key: a.work / "tvm-tuned" / c.key for c in cases
+                                     if (built[f"tvm-tuned/{c.key}"].get("tuning") or {}).get("functions_tuned")}
     if use_litert:
         models["litert"] = {k: Path(v["tflite"]) for k, v in conversions.items() if "error" not in v}
     rows = phase("latency", lambda: latency.measure(cases, models, a.threads, a.calls, litert.python()))
@@ -287,10 +305,14 @@ def _meta(a: argparse.Namespace, command: str, start: float, phases: dict[str, f
                 if ln.startswith("model name")), platform.processor())
     if a.tune_trials:
         tune_note = f"Tuned here: `mvcompile tune`'s tune_model with {a.tune_trials} trials per case, one database each."
+    elif a.db and a.shipped:
+        tune_note = (f"Tuned builds apply the records mvcompile ships for this CPU ({a.db.relative_to(ROOT)}); "
+                     "their tuning time is not part of this run. Cases none of whose functions they tune have no tuned column.")
     elif a.db:
-        tune_note = f"Tuned builds apply the MetaSchedule database {a.db}; its tuning time is not part of this run."
+        tune_note = (f"Tuned builds apply the MetaSchedule database {a.db}; its tuning time is not part of this run. "
+                     "Cases none of whose functions it tunes have no tuned column.")
     else:
-        tune_note = "No --db or --tune-trials: untuned builds only (no shipped records either)."
+        tune_note = "No --db or --tune-trials (and no shipped records for this CPU, or --quick/--no-shipped-records): untuned builds only."
     return {"command": command, "quick": a.quick, "date": datetime.datetime.now().isoformat(timespec="seconds"),
             "cpu": cpu, "cores": os.cpu_count(), "models": a.models, "threads": a.threads, "calls": a.calls,
             "warmup": latency.WARMUP, "base_frames": a.base_frames, "db": str(a.db) if a.db else None,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from conftest import ROOT, SPECS
 from mvcompile.backend import tuning_db
@@ -70,6 +71,10 @@ def test_database_best_per_workload_and_target_and_compaction(tmp_path: Path) ->
     assert tuning_db.records_hash(out, out.records) == tuning_db.records_hash(db, best)
     arm_only = tuning_db.compact(db_dir, tmp_path / "arm", ARM)
     assert arm_only.workloads == [["1", "AA"]] and [r.seconds for r in arm_only.records] == [5e-4]
+    kept = tuning_db.compact(db_dir, tmp_path / "kept", HOST, workloads={"2"})
+    assert kept.workloads == [["2", "BB"]] and [r.seconds for r in kept.records] == [2e-3]
+    with pytest.raises(tuning_db.DatabaseError, match="no successful tuning records of the given models' tasks"):
+        tuning_db.compact(db_dir, tmp_path / "none", HOST, workloads={"3"})
 
 
 def test_database_errors_name_file_and_line(tmp_path: Path) -> None:
@@ -134,6 +139,18 @@ def test_tune_writes_a_database_that_builds_equal_to_reference(tuned_db: Path, t
     session = StreamSession(art)
     got = np.stack([session.push(clip[:, t:t + 1]) for t in range(clip.shape[1])])
     assert np.abs(got - expected).max() <= 1e-4
+
+
+def test_compact_db_keeps_only_the_given_models_tasks(tuned_db: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "kept"
+    assert main(["compact-db", str(tuned_db), "-o", str(out), "--target", "host", "--keep-model", f"{TINY}:stream"]) == 0
+    kept = tuning_db.read_database(out)
+    assert kept.records and len(kept.records) == len(tuning_db.read_database(tuned_db).best())
+    assert main(["compact-db", str(tuned_db), "-o", str(tmp_path / "t0"), "--target", "host",
+                 "--keep-model", str(SPECS / "t0.yaml:stream")]) == 2
+    assert "no successful tuning records of the given models' tasks" in capsys.readouterr().err
+    assert main(["compact-db", str(tuned_db), "-o", str(tmp_path / "x"), "--keep-model", f"{TINY}:stream"]) == 2
+    assert "--keep-model needs --target" in capsys.readouterr().err
 
 
 def test_second_tune_run_resumes_and_keeps_earlier_records(tuned_db: Path, tmp_path: Path) -> None:
@@ -220,23 +237,58 @@ def test_shipped_record_classes_match_by_preset_or_cpu_features(tmp_path: Path) 
 
 
 def test_budget_goes_to_the_costliest_tasks_first_and_stops_in_time() -> None:
-    from mvcompile.backend.tune import Task, _tune_within_budget
+    from mvcompile.backend.tune import ROUND_TRIALS, Task, _tune_within_budget
 
     tasks = [Task(f"t{i}", 1, cost, None) for i, cost in enumerate([1.0, 8.0, 4.0, 0.01, 2.0])]
     order: list[tuple[str, int]] = []
 
-    def run_one(task: Task, n: int) -> None:  # 20 ms per trial
-        time.sleep(0.02 * n)
+    def run_one(task: Task, n: int) -> None:  # 10 ms per trial
+        time.sleep(0.01 * n)
         task.trials += n
         order.append((task.name, n))
 
     start = time.monotonic()
-    _tune_within_budget(tasks, 3.0, run_one, per_trial=0.02)
+    _tune_within_budget(tasks, 3.0, run_one, per_trial=0.01)
     assert time.monotonic() - start < 3.0 + 0.5
-    names = [name for name, _ in order]
-    assert names == sorted(names, key=lambda n: -tasks[int(n[1:])].cost) and "t3" not in names
-    trials = dict(order)
-    assert trials["t1"] > trials["t2"] > trials["t4"] > 0  # split by cost share, re-planned as time passes
+    first_round = [name for name, _ in order[:4]]
+    assert first_round == ["t1", "t2", "t4", "t0"]  # costliest first; t3's share is under MIN_TRIALS
+    assert dict(order[:4])["t1"] == ROUND_TRIALS  # capped, the rest re-planned in later rounds
+    trials = {t.name: t.trials for t in tasks}
+    assert trials["t1"] > trials["t2"] > trials["t4"] > trials["t0"] > 0 and trials["t3"] == 0
+    assert 200 <= sum(trials.values()) <= 300
+
+
+def test_rounds_follow_the_time_left_in_each_task_after_tuning() -> None:
+    from mvcompile.backend.tune import Task, _tune_trials
+
+    tasks = [Task("big", 1, 8.0, None), Task("small", 1, 2.0, None)]
+    order: list[str] = []
+
+    def run_one(task: Task, n: int) -> None:  # tuning makes "big" 100x faster, "small" does not improve
+        task.trials += n
+        task.best_ms = min(task.best_ms, (80.0 if task.name == "big" else 2000.0))
+        order.append(task.name)
+
+    _tune_trials(tasks, 200, run_one)
+    assert order[:2] == ["big", "small"] and order[2] == "small"  # now the costliest: it goes first
+    assert tasks[1].trials > tasks[0].trials and sum(t.trials for t in tasks) == 200
+
+
+def test_every_shipped_record_applies_to_a0_stream_with_any_weights() -> None:
+    """Shipped records are kept to the current tasks of the models they were tuned for, and those
+    tasks do not depend on the weights: a build with other weights applies every record."""
+    from mvcompile.backend import tuned_records
+    from mvcompile.backend.tune import workload_hashes
+
+    db = tuning_db.read_database(tuned_records.SHIPPED_DIR / "x86-64-avx2-fma")
+    shipped = {w[0] for w in db.workloads}
+    target = load_target("host").to_tvm()
+    models = yaml.safe_load((db.path / tuned_records.MATCH_FILE).read_text())["tuned_for"]  # ["a0:stream", ...]
+    tasks = set()
+    for model in models:
+        spec, variant = model.split(":")
+        tasks |= workload_hashes(export_model(SPECS / f"{spec}.yaml", variant=variant, seed=3).onnx_model, target)
+    assert shipped and shipped <= tasks, f"{len(shipped - tasks)} shipped workloads are no task of {models}"
 
 
 def test_host_builds_apply_the_shipped_records_unless_told_not_to(tmp_path: Path) -> None:

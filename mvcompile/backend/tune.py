@@ -21,6 +21,7 @@ from mvcompile.backend.targets import TargetPreset
 
 TRIALS_PER_ITER = 16
 MIN_TRIALS = 4  # fewer than this per task is not worth a search round
+ROUND_TRIALS = 64  # most trials a task gets per round; shares are re-planned from the best records between rounds
 INITIAL_SECONDS_PER_TRIAL = 3.0  # first guess for --budget, refined as trials complete
 
 
@@ -55,10 +56,16 @@ class Task:
 
     name: str
     weight: int  # how many times the model calls it
-    cost: float  # its share of the model's run time: measured seconds (untuned, or best record) × calls, or a FLOP proxy
+    cost: float  # its share of the model's untuned run time: measured seconds × calls, or a FLOP proxy
     context: Any  # ms.TuneContext
     trials: int = 0  # run in this session
     best_ms: float = math.inf  # best measured latency of one call, in this session or before
+    measured: bool = True  # `cost` is in seconds (so comparable with best_ms), not a FLOP proxy
+
+    @property
+    def current_cost(self) -> float:
+        """Its share of the model's run time now: the untuned cost, or its best record if faster."""
+        return min(self.cost, self.best_ms * 1e-3 * self.weight) if self.measured else self.cost
 
 
 @dataclass
@@ -182,13 +189,10 @@ def tune_model(
         costs = measured_costs(extracted, tvm_target)
     else:  # the boards are busy measuring candidates: estimate instead
         costs = [task_cost(t.dispatched[0], int(t.weight)) for t in extracted]
-    tasks = [Task(t.task_name, int(t.weight), cost, ctx) for t, cost, ctx in zip(extracted, costs, contexts)]
+    tasks = [Task(t.task_name, int(t.weight), cost, ctx, measured=rpc is None)
+             for t, cost, ctx in zip(extracted, costs, contexts)]
     database = ms.database.JSONDatabase(work_dir=str(db_dir))
-    _seed_best(tasks, database)
-    if rpc is None:  # resuming: a task's share is what it costs now, with its best record so far
-        for task in tasks:
-            task.cost = min(task.cost, task.best_ms * 1e-3 * task.weight)
-    tasks.sort(key=lambda t: -t.cost)  # costliest first: an interrupted run has tuned what matters
+    _seed_best(tasks, database)  # resuming: a task's share is what it costs now, with its best record so far
     workers = max(1, boards) if rpc else 1
     builder = ms_setup.make_builder(target.cross_compiler, max_workers=max(2, workers))
     cores = int(tvm_target.attrs.get("num-cores", 1))
@@ -200,9 +204,7 @@ def tune_model(
         with _Progress(tasks, trials, budget_minutes, progress) as bar, _sigint_flag(interrupted):
             run_one = _task_runner(database, builder, runner, cost_model, bar, str(db_dir))
             if trials is not None:
-                for task, n in zip(tasks, allocate([t.cost for t in tasks], trials)):
-                    if n:
-                        run_one(task, n)
+                _tune_trials(tasks, trials, run_one)
             else:
                 _tune_within_budget(tasks, budget_minutes * 60.0, run_one)
     except (KeyboardInterrupt, RuntimeError):
@@ -247,25 +249,43 @@ def _seed_best(tasks: list[Task], database: Any) -> None:
                     task.best_ms = mean * 1e3
 
 
+def plan_round(tasks: list[Task], total: int) -> list[tuple[Task, int]]:
+    """One round: `total` trials split by each task's current share of the run time, at most
+    ROUND_TRIALS per task, costliest first (an interrupted run has tuned what matters most)."""
+    split = allocate([t.current_cost for t in tasks], total)
+    plan = [(t, min(n, ROUND_TRIALS)) for t, n in zip(tasks, split) if n]
+    return sorted(plan, key=lambda p: -p[0].current_cost)
+
+
+def _tune_trials(tasks: list[Task], trials: int, run_one: Callable[[Task, int], None]) -> None:
+    """Rounds of `plan_round` until `trials` trials are spent."""
+    left = trials
+    while left > 0:
+        plan = plan_round(tasks, left)
+        if not plan:
+            return
+        for task, n in plan:
+            run_one(task, n)
+            left -= n
+
+
 def _tune_within_budget(tasks: list[Task], seconds: float, run_one: Callable[[Task, int], None],
                         per_trial: float = INITIAL_SECONDS_PER_TRIAL) -> None:
-    """Costliest task first; before each task, re-split the time left over the tasks left, at the
-    seconds per trial measured so far (`per_trial` until the first task is done)."""
+    """Rounds of `plan_round` until the time is up; before each task, its trials are cut to the time
+    left at the seconds per trial measured so far (`per_trial` until the first task is done)."""
     deadline = time.monotonic() + seconds
-    order = sorted(tasks, key=lambda t: -t.cost)
     spent, done = 0.0, 0
-    for i, task in enumerate(order):
-        left = deadline - time.monotonic()
-        rest = order[i:]
-        n = allocate([t.cost for t in rest], int(left / per_trial))[0]
-        if n == 0:
-            break
-        t0 = time.monotonic()
-        before = task.trials
-        run_one(task, n)
-        spent += time.monotonic() - t0
-        done += task.trials - before
-        per_trial = spent / done if done else per_trial
+    while plan := plan_round(tasks, int((deadline - time.monotonic()) / per_trial)):
+        for task, n in plan:
+            n = min(n, int((deadline - time.monotonic()) / per_trial))
+            if n < 1:
+                return
+            t0 = time.monotonic()
+            before = task.trials
+            run_one(task, n)
+            spent += time.monotonic() - t0
+            done += task.trials - before
+            per_trial = spent / done if done else per_trial
 
 
 def _task_runner(database: Any, builder: Any, runner: Any, cost_model: Any, bar: _Progress,
