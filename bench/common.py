@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 
-from mvcompile.lower.pipeline import atomic_write as write_atomically
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
@@ -61,6 +60,8 @@ def summarize(ms: list[float]) -> dict[str, float]:
 
 def atomic_write(path: Path, data: str | bytes) -> None:
     """Write a file via a temp file in the same folder and a rename."""
+    from mvcompile.lower.pipeline import atomic_write as write_atomically  # here: the LiteRT venv has no onnx
+
     write_atomically(path, data.encode() if isinstance(data, str) else data)
 
 

@@ -82,3 +82,11 @@ def test_bench_rejects_bad_options() -> None:
     proc = subprocess.run([sys.executable, "-m", "bench.run", "--models", "nope"], cwd=ROOT, capture_output=True,
                           text=True)
     assert proc.returncode == 2 and "no spec specs/nope.yaml" in proc.stderr
+
+
+def test_litert_worker_imports_without_onnx_or_tvm() -> None:
+    """The LiteRT worker runs in its own venv, which has torch and LiteRT but not onnx or TVM."""
+    code = ("import sys; sys.modules.update(onnx=None, onnxruntime=None, tvm=None); "
+            "import bench.litert_worker")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
