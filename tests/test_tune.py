@@ -162,10 +162,9 @@ def test_second_tune_run_resumes_and_keeps_earlier_records(tuned_db: Path, tmp_p
     after = _lines(db / tuning_db.RECORDS)
     assert len(after) >= len(before) + 4 and after[: len(before)] == before
     assert _lines(db / tuning_db.WORKLOADS)[: len(workloads)] == workloads
-    # the same (costliest) task was tuned again, continuing from its stored records: no new workload
-    reread = tuning_db.read_database(db)
-    assert len(reread.workloads) == len(workloads)
-    assert min(r.seconds for r in reread.records) <= min(r.seconds for r in reread.records[: len(before)])
+    # the trials went to the task that costs most now (untuned time, or its best record once tuned): a
+    # stored task continues from its records, another one is appended; nothing earlier is rewritten
+    assert len(tuning_db.read_database(db).workloads) >= len(workloads)
 
 
 @pytest.mark.parametrize("sig", [pytest.param(signal.SIGINT, marks=pytest.mark.slow), signal.SIGKILL],
