@@ -67,12 +67,12 @@ def test_stream_pass_requires_causal() -> None:
         insert_stream_buffers(base)
 
 
-@pytest.mark.parametrize("variant", ["stream", "causal3d", None])
-def test_fold_batchnorm_keeps_outputs(variant: str | None) -> None:
+def _bound_stream(variant: str | None = "stream"):
     spec, base = _tiny(variant)
-    g = bind(insert_stream_buffers(make_causal(build_graph(spec, frames=2))), init_weights(base, seed=4))
-    folded = fold_batchnorm(g)
-    assert not list(folded.nodes_of("batchnorm"))
+    return bind(insert_stream_buffers(make_causal(build_graph(spec, frames=2))), init_weights(base, seed=4))
+
+
+def _assert_same_stream_outputs(g, folded) -> None:
     clip = torch.rand(1, 6, 32, 32, 3)
     with torch.no_grad():
         a, _ = stream(to_torch(g), clip, [2, 2, 2])
@@ -80,32 +80,29 @@ def test_fold_batchnorm_keeps_outputs(variant: str | None) -> None:
     assert (a[-1] - b[-1]).abs().max() < 1e-5
 
 
-def test_fold_batchnorm_needs_values() -> None:
-    _, base = _tiny()
-    with pytest.raises(ValueError, match="bound weight values"):
-        fold_batchnorm(base)
+@pytest.mark.parametrize("variant", ["stream", "causal3d", None])
+def test_fold_batchnorm_keeps_outputs(variant: str | None) -> None:
+    g = _bound_stream(variant)
+    folded = fold_batchnorm(g)
+    assert not list(folded.nodes_of("batchnorm"))
+    _assert_same_stream_outputs(g, folded)
 
 
 def test_fold_conv_scale_removes_rezero_scales_and_keeps_outputs() -> None:
-    spec, base = _tiny()
-    g = fold_batchnorm(bind(insert_stream_buffers(make_causal(build_graph(spec, frames=2))), init_weights(base, seed=4)))
-    rezero = [n for n in g.nodes_of("scale") if n.endswith("/rezero")]
-    assert rezero
+    g = fold_batchnorm(_bound_stream())
+    assert [n for n in g.nodes_of("scale") if n.endswith("/rezero")]
     folded = fold_conv_scale(g)
     assert not [n for n in folded.nodes_of("scale") if n.endswith("/rezero")]
     assert not [w for w in folded.weights if w.endswith(".rezero.scale")]
     assert list(g.nodes_of("scale")) and all(w in g.values for w in g.weights)  # the input is left alone
-    clip = torch.rand(1, 6, 32, 32, 3)
-    with torch.no_grad():
-        a, _ = stream(to_torch(g), clip, [2, 2, 2])
-        b, _ = stream(to_torch(folded), clip, [2, 2, 2])
-    assert (a[-1] - b[-1]).abs().max() < 1e-5
+    _assert_same_stream_outputs(g, folded)
 
 
-def test_fold_conv_scale_needs_values() -> None:
+@pytest.mark.parametrize("fold", [fold_batchnorm, fold_conv_scale])
+def test_folds_need_values(fold) -> None:
     _, base = _tiny()
     with pytest.raises(ValueError, match="bound weight values"):
-        fold_conv_scale(base)
+        fold(base)
 
 
 def test_ensemble_averages_member_logits() -> None:
