@@ -16,7 +16,8 @@ from typing import Any
 import onnx
 
 from mvcompile.backend import tuned_records
-from mvcompile.backend.iotable import io_table
+from mvcompile.backend.compile import CompileError, Compiled, compile_module, import_onnx
+from mvcompile.backend.iotable import IOTableError, artifact_io, io_table
 from mvcompile.backend.targets import TargetPreset
 from mvcompile.backend.artifact import ARTIFACT_FORMAT, IO_TABLE, LIBRARY, MANIFEST, sha256_file
 from mvcompile.backend.quiet import quiet_tvm_stderr
@@ -42,9 +43,9 @@ def build_artifact(
     """Compile `onnx_model` for `target` into `out_dir`, atomically; returns `out_dir`.
 
     Tuning records are applied from the database directory `db` if given, else from the records
-    shipped for the target's class of CPU (unless `shipped_records` is False)."""
+    shipped for the target's class of CPU (unless `shipped_records` is False). What scheduled the
+    code (records, default rules) is printed and recorded in the manifest's `build_options`."""
     out_dir = Path(out_dir)
-    io_text = io_table(onnx_model, manifest)
     tvm_target = target.to_tvm()
     _check_toolchain(target)
     records = _select_records(target, tvm_target, db, shipped_records)
@@ -52,20 +53,45 @@ def build_artifact(
     try:
         with _steps(progress) as step:
             step("import ONNX")
-            mod = import_onnx(onnx_model)
+            mod = _import(onnx_model)
             step(f"compile for {target.name}" + (f" with {records.count} tuning records" if records else ""))
-            executable, tuning = _compile(mod, tvm_target, records)
+            compiled = _compile(mod, tvm_target, records)
             step("export model.so")
-            options = _export(executable, target, tvm_target, work / LIBRARY)
-            options["tuning"] = tuning
-        (work / IO_TABLE).write_text(io_text)
-        full = _manifest(manifest, target, tvm_target, options, work)
+            options = _export(compiled.executable, target, tvm_target, work / LIBRARY)
+        options.update(relax_pipeline=compiled.pipeline, schedules=compiled.schedules, tuning=compiled.tuning)
+        try:
+            shaped = artifact_io(manifest, compiled.params, compiled.results)
+        except IOTableError as exc:
+            raise BuildError(f"{IO_TABLE}: {exc}") from None
+        (work / IO_TABLE).write_text(io_table(shaped))
+        full = _manifest(shaped, target, tvm_target, options, work)
         (work / MANIFEST).write_text(json.dumps(full, indent=2, default=str) + "\n")
         replace_dir(work, out_dir)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
+    if progress:
+        print(schedule_summary(options), file=sys.stderr)
     return out_dir
+
+
+def schedule_summary(options: dict[str, Any]) -> str:
+    """One line saying what scheduled the code: tuning records (from where, for which CPU, how many
+    functions) or none, and how many functions each default rule scheduled."""
+    tuning = options.get("tuning", {})
+    rules = dict(options.get("schedules", {}))
+    total = sum(rules.values())
+    if tuning.get("source", "none") == "none":
+        head = "untuned (no tuning records applied)"
+    else:
+        head = (f"tuning records ({tuning['source']}: {tuning['path']}"
+                + (f", measured on {tuning['measured_on']}" if tuning.get("measured_on") else "")
+                + f") scheduled {tuning.get('functions_tuned', 0)} of {tuning.get('functions_total', total)} functions")
+    rules.pop("tuning record", None)
+    if not rules:
+        return f"mvcompile: {head}"
+    listed = ", ".join(f"{name} {count}" for name, count in sorted(rules.items(), key=lambda kv: -kv[1]))
+    return f"mvcompile: {head}; default schedules: {listed} (of {total} functions)"
 
 
 def make_work_dir(out_dir: Path) -> Path:
@@ -90,16 +116,11 @@ def _check_toolchain(target: TargetPreset) -> None:
         )
 
 
-def import_onnx(model: onnx.ModelProto) -> Any:
-    """ONNX → Relax IRModule with weights as constants and inference-mode ops decomposed."""
-    from tvm import relax
-    from tvm.relax.frontend.onnx import from_onnx
-
+def _import(onnx_model: onnx.ModelProto) -> Any:
     try:
-        mod = from_onnx(model, keep_params_in_input=False)
-    except Exception as exc:
-        raise BuildError(f"TVM could not import the ONNX model: {exc}") from exc
-    return relax.transform.DecomposeOpsForInference()(mod)
+        return import_onnx(onnx_model)
+    except CompileError as exc:
+        raise BuildError(str(exc)) from None
 
 
 def _select_records(
@@ -112,19 +133,11 @@ def _select_records(
     return tuned_records.merge(tuned_records.shipped(target, tvm_target)) if shipped else None
 
 
-def _compile(mod: Any, tvm_target: Any, records: tuned_records.Selection | None) -> tuple[Any, dict[str, Any]]:
-    """Compile; with records, schedule the fused functions from them first (untuned ones stay default)."""
-    import tvm
-    from tvm import relax
-
+def _compile(mod: Any, tvm_target: Any, records: tuned_records.Selection | None) -> Compiled:
     try:
-        if records is None:
-            pipeline = relax.get_default_pipeline(tvm_target)
-            return tvm.compile(mod, target=tvm_target, relax_pipeline=pipeline), {"source": "none"}
-        fused, tuned, total = tuned_records.apply(mod, tvm_target, records)
-        return tvm.compile(fused, target=tvm_target), records.manifest(tuned, total)
-    except Exception as exc:
-        raise BuildError(f"TVM compilation failed for {tvm_target.kind.name}: {exc}") from exc
+        return compile_module(mod, tvm_target, records)
+    except CompileError as exc:
+        raise BuildError(str(exc)) from None
 
 
 def _export(executable: Any, target: TargetPreset, tvm_target: Any, path: Path) -> dict[str, Any]:
@@ -133,7 +146,7 @@ def _export(executable: Any, target: TargetPreset, tvm_target: Any, path: Path) 
 
     from mvcompile.backend import cuda_kernels
 
-    options: dict[str, Any] = {"relax_pipeline": "relax.get_default_pipeline(target)", "notices": []}
+    options: dict[str, Any] = {"notices": []}
     kwargs: dict[str, Any] = {}
     if target.cross_compiler:
         kwargs["fcompile"] = cc.cross_compiler(target.cross_compiler)

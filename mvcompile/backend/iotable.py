@@ -1,56 +1,64 @@
-"""`io.txt`: the VM argument/result table that the C++ runner reads."""
+"""The artifact's I/O: the manifest's tensors as the compiled `main` takes and returns them, and
+`io.txt`, the VM argument/result table that the C++ runner reads."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
-import onnx
-
-from mvcompile.backend.artifact import IO_TABLE
+from mvcompile.backend.compile import TensorSig
 
 HEADER = "# mvcompile io v1"
-ONNX_DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.INT64: "int64", onnx.TensorProto.INT32: "int32"}
+CHANNELS_LAST = "NTHWC"
 
 
 class IOTableError(ValueError):
-    """The manifest does not describe the ONNX graph's inputs and outputs."""
+    """The manifest does not describe the compiled function's parameters and results."""
 
 
-def _graph_io(values: Any) -> list[tuple[str, str, list[int]]]:
-    out = []
-    for value in values:
-        tensor = value.type.tensor_type
-        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim]
-        if -1 in dims:
-            raise IOTableError(f"ONNX value '{value.name}' has a dynamic shape {dims}; export static shapes")
-        out.append((value.name, ONNX_DTYPES.get(tensor.elem_type, f"onnx-{tensor.elem_type}"), dims))
+def artifact_io(manifest: dict[str, Any], params: list[TensorSig], results: list[TensorSig]) -> dict[str, Any]:
+    """A copy of the export's manifest with every input, output and state shaped as the compiled
+    `main` takes and returns it; a state the backend stores channels-last says so (`layout: NTHWC`).
+
+    Checks that `main` takes the frames then one parameter per state, and returns the logits then
+    one result per state, each state's result shaped like its parameter."""
+    out = copy.deepcopy(manifest)
+    states = out.get("states", [])
+    if len(params) != 1 + len(states) or len(results) != 1 + len(states):
+        raise IOTableError(f"the compiled model takes {len(params)} inputs and returns {len(results)} results; "
+                           f"the manifest lists {len(states)} states (expected 1 + states for each)")
+    by_name = {p.name: p for p in params}
+    for entry in out["inputs"]:
+        if entry["name"] not in by_name:
+            raise IOTableError(f"the compiled model has no parameter '{entry['name']}'")
+        entry["shape"] = list(by_name[entry["name"]].shape)
+    for entry, result in zip(out["outputs"], results):
+        entry["shape"] = list(result.shape)
+    for state, param, result in zip(states, params[1:], results[1:]):
+        if state["input"] != param.name:
+            raise IOTableError(f"state '{state['name']}' does not match the compiled model's parameter at its "
+                               f"position ('{param.name}' {list(param.shape)})")
+        if param.shape != result.shape:
+            raise IOTableError(f"state '{state['name']}': parameter {list(param.shape)} and result "
+                               f"{list(result.shape)} differ in shape")
+        if list(param.shape) != state["shape"]:
+            b, c, t, h, w = state["shape"] if len(state["shape"]) == 5 else (None,) * 5
+            if list(param.shape) != [b, t, h, w, c]:
+                raise IOTableError(f"state '{state['name']}': compiled shape {list(param.shape)} is neither "
+                                   f"the export's {state['shape']} nor its channels-last form")
+            state["shape"], state["layout"] = list(param.shape), CHANNELS_LAST
     return out
+
+
+def io_table(manifest: dict[str, Any]) -> str:
+    """Render io.txt from an artifact manifest (as `artifact_io` made it)."""
+    frames, logits = manifest["inputs"][0], manifest["outputs"][0]
+    lines = [HEADER, f"input {frames['name']} {frames['dtype']} {_dims(frames['shape'])}"]
+    for state in manifest.get("states", []):
+        lines.append(f"state {state['input']} {state['output']} {state['dtype']} {_dims(state['shape'])}")
+    lines.append(f"output {logits['name']} {logits['dtype']} {_dims(logits['shape'])}")
+    return "\n".join(lines) + "\n"
 
 
 def _dims(dims: list[int]) -> str:
     return ",".join(str(d) for d in dims)
-
-
-def io_table(model: onnx.ModelProto, manifest: dict[str, Any]) -> str:
-    """Render io.txt, checking that the manifest's states pair the graph's extra inputs and outputs."""
-    initializers = {init.name for init in model.graph.initializer}
-    inputs = _graph_io(v for v in model.graph.input if v.name not in initializers)
-    outputs = _graph_io(model.graph.output)
-    states = manifest.get("states", [])
-    if len(inputs) != 1 + len(states) or len(outputs) != 1 + len(states):
-        raise IOTableError(
-            f"{IO_TABLE}: the ONNX graph has {len(inputs)} inputs and {len(outputs)} outputs, "
-            f"the manifest lists {len(states)} states (expected 1 + states for each)"
-        )
-    name, dtype, dims = inputs[0]
-    lines = [HEADER, f"input {name} {dtype} {_dims(dims)}"]
-    for (in_name, in_dtype, in_dims), (out_name, _, out_dims), state in zip(inputs[1:], outputs[1:], states):
-        if (state.get("input"), state.get("output")) != (in_name, out_name) or in_dims != out_dims:
-            raise IOTableError(
-                f"state '{state.get('name')}' ({state.get('input')} -> {state.get('output')}) does not match "
-                f"the graph's input/output pair at its position ({in_name} {in_dims} -> {out_name} {out_dims})"
-            )
-        lines.append(f"state {in_name} {out_name} {in_dtype} {_dims(in_dims)}")
-    name, dtype, dims = outputs[0]
-    lines.append(f"output {name} {dtype} {_dims(dims)}")
-    return "\n".join(lines) + "\n"

@@ -16,7 +16,7 @@ from typing import Any
 import onnx
 
 from mvcompile.backend import ms_setup, tuning_db
-from mvcompile.backend.build import import_onnx
+from mvcompile.backend.compile import fuse, import_onnx
 from mvcompile.backend.targets import TargetPreset
 
 TRIALS_PER_ITER = 16
@@ -134,12 +134,9 @@ def allocate(costs: list[float], total: int, minimum: int = MIN_TRIALS) -> list[
 
 def extract_tasks(onnx_model: onnx.ModelProto, tvm_target: Any) -> list[Any]:
     """`ms.ExtractedTask`s of every function MetaSchedule can tune in the compiled model."""
-    from tvm import relax
     from tvm.s_tir import meta_schedule as ms
 
-    mod = import_onnx(onnx_model)
-    with tvm_target:
-        fused = relax.get_pipeline("zero")(mod)  # extract_tasks sees only fused PrimFuncs
+    fused = fuse(import_onnx(onnx_model), tvm_target)  # extract_tasks sees only fused PrimFuncs
     return list(ms.relax_integration.extract_tasks(fused, tvm_target))
 
 

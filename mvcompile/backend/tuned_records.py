@@ -3,7 +3,6 @@ shipped with mvcompile for a class of CPU (`mvcompile/backend/records/<class>/`)
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,23 +110,3 @@ def _matches(match_file: Path, target: TargetPreset, tvm_target: Any) -> bool:
 
     features = list(rule.get("features", []))
     return not features or bool(codegen.llvm_cpu_has_features(features, tvm_target))
-
-
-def apply(mod: Any, tvm_target: Any, selection: Selection) -> tuple[Any, int, int]:
-    """Fuse `mod` (the zero pipeline) and schedule every function that has a record; returns the
-    module and how many of its functions were tuned, out of how many."""
-    import tvm
-    from tvm import relax
-
-    with tvm_target, selection.memory_db:
-        fused = tvm.transform.Sequential(
-            [relax.get_pipeline("zero"), relax.transform.MetaScheduleApplyDatabase(enable_warning=False)]
-        )(mod)
-    funcs = [f for f in fused.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
-    tuned = sum(1 for f in funcs if f.attrs is not None and bool(f.attrs.get("tirx.is_scheduled", False)))
-    if tuned == 0 and selection.source == "database":
-        note = f"{selection.path}: no record matches this model's functions (tuned for another model?)"
-        selection.notices.append(note)
-    for note in selection.notices:
-        print(f"mvcompile: warning: {note}", file=sys.stderr)
-    return fused, tuned, len(funcs)

@@ -59,8 +59,10 @@ def _act(e: _Emitter, out: str, x: list[str], _p: dict[str, str], a: dict[str, A
         return e.node("Sigmoid", [x[0]], out)
     if fn == "relu":
         return e.node("Relu", [x[0]], out)
-    relu6 = e.node("Clip", [e.node("Add", [x[0], e.const("const/three", np.float32(3.0))], f"{out}/plus3"),
-                            e.const("const/zero", np.float32(0.0)), e.const("const/six", np.float32(6.0))], f"{out}/relu6")
+    # relu6 as Min(Relu(.), 6), not Clip: TVM imports Clip as opaque TIR calls with NaN-bound checks,
+    # which a layout rewrite cannot see through; Relu and Min import as plain elementwise ops.
+    plus3 = e.node("Add", [x[0], e.const("const/three", np.float32(3.0))], f"{out}/plus3")
+    relu6 = e.node("Min", [e.node("Relu", [plus3], f"{out}/relu"), e.const("const/six", np.float32(6.0))], f"{out}/relu6")
     if fn == "hard_sigmoid":
         return e.node("Mul", [relu6, e.const("const/hard_sigmoid_scale", np.float32(0.16667))], out)
     scaled = e.node("Mul", [x[0], relu6], f"{out}/x_relu6")

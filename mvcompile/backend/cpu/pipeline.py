@@ -1,0 +1,71 @@
+"""The Relax pipeline of CPU builds, in named phases shared by `build` and `tune`.
+
+1. `lower`: the channels-last CPU lowering (`channels_last.to_channels_last`) and clean-up;
+2. `fuse`: legalize to TIR and fuse (what MetaSchedule extracts its tasks from);
+3. `schedule`: tuning records first (when given), then mvcompile's default schedule rules;
+4. `finalize`: TVM's CPU lowering of the dataflow, memory planning and VM code generation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tvm
+from tvm import relax
+from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
+
+from mvcompile.backend.cpu.channels_last import to_channels_last
+from mvcompile.backend.cpu.schedules import ApplyCPUSchedules
+
+PHASES = ("lower", "fuse", "schedule", "finalize")
+
+
+@tvm.transform.module_pass(opt_level=0, name="mvcompile.ChannelsLast")
+class ChannelsLast:
+    """`to_channels_last` as a pass; `stats` holds how many ops each rule rewrote in the last run."""
+
+    def __init__(self) -> None:
+        self.stats: dict[str, int] = {}
+
+    def transform_module(self, mod: tvm.IRModule, _ctx: Any) -> tvm.IRModule:
+        new, self.stats = to_channels_last(mod)
+        return new
+
+
+def lower_passes() -> list[Any]:
+    return [relax.transform.FoldConstant(), ChannelsLast(), relax.transform.DeadCodeElimination(),
+            relax.transform.FoldConstant()]
+
+
+def fuse_passes() -> list[Any]:
+    return [relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(), relax.transform.FoldConstant(),
+            relax.transform.FuseOps(), relax.transform.FuseTIR(), relax.transform.DeadCodeElimination()]
+
+
+def schedule_passes(database: Any | None = None) -> list[Any]:
+    passes = [] if database is None else [relax.transform.MetaScheduleApplyDatabase(enable_warning=False)]
+    return passes + [ApplyCPUSchedules()]
+
+
+def finalize_passes(target: Any) -> list[Any]:
+    return cpu_generic.dataflow_lower_passes(target) + cpu_generic.finalize_passes(target)
+
+
+def fused_module(mod: tvm.IRModule, target: Any) -> tvm.IRModule:
+    """Phases `lower` and `fuse`: the module whose PrimFuncs are the tuning tasks."""
+    with target:
+        return tvm.transform.Sequential(lower_passes() + fuse_passes())(mod)
+
+
+def scheduled_module(fused: tvm.IRModule, target: Any, database: Any | None = None) -> tvm.IRModule:
+    """Phase `schedule` on a fused module (records from `database` first, applied in its context)."""
+    with target:
+        if database is None:
+            return tvm.transform.Sequential(schedule_passes())(fused)
+        with database:
+            return tvm.transform.Sequential(schedule_passes(database))(fused)
+
+
+def compile_scheduled(scheduled: tvm.IRModule, target: Any) -> Any:
+    """Phase `finalize` and code generation: the VM executable."""
+    return tvm.compile(scheduled, target=target, relax_pipeline=tvm.transform.Sequential(finalize_passes(target)))

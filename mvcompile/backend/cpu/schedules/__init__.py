@@ -1,0 +1,74 @@
+"""mvcompile's default CPU schedules: dlight-style rules that give every function of a MoViNet model a
+vectorised, register-blocked (and, on several cores, parallel) schedule without any search.
+
+`ApplyCPUSchedules` tries the rules in order on every PrimFunc that is not scheduled yet (a tuning
+record applied first wins) and marks each function with the rule that scheduled it
+(`mvcompile.schedule_rule`), which `rule_counts` reads back for the build report and manifest.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import tvm
+from tvm import tirx
+
+from mvcompile.backend.cpu.schedules.common import CPURule
+from mvcompile.backend.cpu.schedules.elementwise import Fallback, Injective
+from mvcompile.backend.cpu.schedules.pointwise import Pointwise
+from mvcompile.backend.cpu.schedules.reduction import ChannelReduction
+from mvcompile.backend.cpu.schedules.window import Window
+
+RULE_ATTR = "mvcompile.schedule_rule"
+SCHEDULED = "tirx.is_scheduled"
+TUNED = "tuning record"
+UNSCHEDULED = "none"
+
+
+def default_rules() -> list[CPURule]:
+    """The rules, most specific first; `Fallback` takes any function the others refuse."""
+    return [Pointwise(), Window(), ChannelReduction(), Injective(), Fallback()]
+
+
+@tvm.transform.module_pass(opt_level=0, name="mvcompile.ApplyCPUSchedules")
+class ApplyCPUSchedules:
+    """Schedule every unscheduled PrimFunc with the first rule that fits (under `with target`)."""
+
+    def __init__(self, rules: list[CPURule] | None = None) -> None:
+        self.rules = rules if rules is not None else default_rules()
+
+    def transform_module(self, mod: tvm.IRModule, _ctx: Any) -> tvm.IRModule:
+        target = tvm.target.Target.current(allow_none=False)
+        updates = {}
+        for gvar, func in mod.functions_items():
+            if not isinstance(func, tirx.PrimFunc):
+                continue
+            if _scheduled(func):
+                if func.attrs.get(RULE_ATTR) is None:
+                    updates[gvar] = func.with_attr(RULE_ATTR, TUNED)
+                continue
+            for rule in self.rules:
+                sch = rule.apply(func, target, False)
+                if sch is not None:
+                    updates[gvar] = sch.mod["main"].with_attr(SCHEDULED, True).with_attr(RULE_ATTR, rule.name)
+                    break
+            else:
+                updates[gvar] = func.with_attr(RULE_ATTR, UNSCHEDULED)
+        mod = mod.clone()  # never change the caller's module in place
+        for gvar, func in updates.items():
+            mod[gvar] = func
+        return mod
+
+
+def _scheduled(func: tirx.PrimFunc) -> bool:
+    return func.attrs is not None and bool(func.attrs.get(SCHEDULED, False))
+
+
+def rule_counts(mod: tvm.IRModule) -> dict[str, int]:
+    """How many PrimFuncs of `mod` each rule scheduled (`tuning record` for those a record scheduled)."""
+    counts: Counter[str] = Counter()
+    for _, func in mod.functions_items():
+        if isinstance(func, tirx.PrimFunc):
+            counts[str(func.attrs.get(RULE_ATTR, UNSCHEDULED)) if func.attrs is not None else UNSCHEDULED] += 1
+    return dict(counts)

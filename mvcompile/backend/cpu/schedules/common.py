@@ -1,0 +1,141 @@
+"""Shared pieces of the CPU schedule rules: finding a function's main block, folding the element-wise
+blocks around it into it, and the vector/parallel treatment every block gets."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from tvm import s_tir, tirx
+from tvm.s_tir import dlight as dl
+
+from mvcompile.backend.cpu.hardware import CPU, cpu_of
+
+SBlockRV = s_tir.schedule.SBlockRV
+LoopRV = s_tir.schedule.LoopRV
+
+#: Below this many innermost-statement executions a parallel loop costs more than it saves.
+PARALLEL_MIN_WORK = 1 << 15
+
+
+class CPURule(dl.ScheduleRule):
+    """A schedule rule for CPU (llvm) targets; `name` is what `build` reports it as."""
+
+    name = "cpu"
+
+    def apply(self, func: tirx.PrimFunc, target: Any, tunable: bool) -> s_tir.Schedule | None:
+        if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
+            return None
+        sch = s_tir.Schedule(func)
+        try:
+            return sch if self.schedule(sch, cpu_of(target)) else None
+        except RuntimeError:  # a schedule primitive refused (ScheduleError, TVM's internal checks)
+            return None
+
+    def schedule(self, sch: s_tir.Schedule, cpu: CPU) -> bool:
+        """Schedule `sch` in place; False if the rule does not fit the function."""
+        raise NotImplementedError
+
+
+def blocks(sch: s_tir.Schedule) -> list[SBlockRV]:
+    """The function's blocks under the root, in program order."""
+    root = sch.get_sblock("root")
+    return list(sch.get_child_blocks(root))
+
+
+def name(sch: s_tir.Schedule, block: SBlockRV) -> str:
+    return sch.get(block).name_hint
+
+
+def is_reduction(sch: s_tir.Schedule, block: SBlockRV) -> bool:
+    return any(iv.iter_type == tirx.IterVar.CommReduce for iv in sch.get(block).iter_vars)
+
+
+def extent(sch: s_tir.Schedule, loop: LoopRV) -> int:
+    return int(sch.get(loop).extent)
+
+
+def find_anchor(sch: s_tir.Schedule, prefixes: Iterable[str]) -> SBlockRV | None:
+    """The single reduction block whose name starts with one of `prefixes`, if there is exactly one."""
+    found = [b for b in blocks(sch) if is_reduction(sch, b) and name(sch, b).startswith(tuple(prefixes))]
+    return found[0] if len(found) == 1 else None
+
+
+def inline_producers(sch: s_tir.Schedule, anchor: SBlockRV) -> None:
+    """Inline every injective block before `anchor` into its consumers."""
+    before = blocks(sch)
+    for block in reversed(before[: [sch.get(b) for b in before].index(sch.get(anchor))]):
+        if not is_reduction(sch, block):
+            try:
+                sch.compute_inline(block)
+            except s_tir.ScheduleError:
+                pass
+
+
+def inline_consumers(sch: s_tir.Schedule, producer: SBlockRV) -> list[SBlockRV]:
+    """Fold the element-wise blocks after `producer` into it; returns the blocks left.
+
+    Intermediate blocks are inlined forward into their readers first (an activation reads its input
+    twice, so folding blocks one by one into the producer would orphan a buffer); then the block
+    writing the function's result is folded into `producer`. Blocks that read more than the
+    producer's own elements (a broadcast multiply into a bigger tensor) are left."""
+    order = blocks(sch)
+    index = [sch.get(b) for b in order].index(sch.get(producer))
+    rest = []
+    for block in order[index + 1:]:
+        try:
+            sch.compute_inline(block)
+        except s_tir.ScheduleError:
+            rest.append(block)
+    if rest:
+        try:
+            sch.reverse_compute_inline(rest[0])
+            rest.pop(0)
+        except s_tir.ScheduleError:
+            pass
+    return rest
+
+
+def worth_parallel(cpu: CPU, work: int, outer: int) -> bool:
+    return cpu.cores > 1 and work >= PARALLEL_MIN_WORK and outer >= 2
+
+
+def block_work(sch: s_tir.Schedule, block: SBlockRV) -> int:
+    """How many times the block's statement runs (the product of its loop extents)."""
+    total = 1
+    for loop in sch.get_loops(block):
+        total *= extent(sch, loop)
+    return total
+
+
+def schedule_injective(sch: s_tir.Schedule, block: SBlockRV, cpu: CPU) -> None:
+    """Outer loops fused (parallel when worth it), the innermost (channel) loop vectorised."""
+    loops = sch.get_loops(block)
+    if not loops:
+        return
+    work = block_work(sch, block)
+    inner = loops[-1]
+    vec = cpu.vector_for(extent(sch, inner))
+    outer = sch.fuse(*loops[:-1]) if len(loops) > 1 else None
+    if vec > 1:
+        _, lanes = sch.split(inner, [None, vec])
+        sch.vectorize(lanes)
+    if outer is not None and worth_parallel(cpu, work, extent(sch, outer)):
+        sch.parallel(outer)
+
+
+def vectorize_innermost(sch: s_tir.Schedule, block: SBlockRV, cpu: CPU) -> None:
+    """Vectorise a block's innermost loop if a vector divides it (init and write-back blocks)."""
+    loops = sch.get_loops(block)
+    vec = cpu.vector_for(extent(sch, loops[-1]))
+    if vec > 1:
+        _, lanes = sch.split(loops[-1], [None, vec])
+        sch.vectorize(lanes)
+
+
+def finish_rest(sch: s_tir.Schedule, rest: list[SBlockRV], cpu: CPU) -> None:
+    """Blocks that could not be folded into the main block: each gets the injective treatment."""
+    for block in rest:
+        if is_reduction(sch, block):
+            raise s_tir.ScheduleError(f"unexpected reduction '{name(sch, block)}' after the main block")
+        schedule_injective(sch, block, cpu)
