@@ -141,7 +141,7 @@ def test_io_txt_not_matching_the_model_is_a_clear_error(artifact: Path, tmp_path
     bad.mkdir()
     for name in ("model.so", "manifest.json"):
         (bad / name).symlink_to(artifact / name)
-    (bad / "io.txt").write_text((artifact / "io.txt").read_text().replace("1,4,2,8,8", "1,4,3,8,8"))
+    (bad / "io.txt").write_text((artifact / "io.txt").read_text().replace("1,2,8,8,4", "1,3,8,8,4"))
     with pytest.raises(EmulationError, match="io.txt does not match the model"):
         run_emulated(bad, np.zeros((1, *IMAGE), np.float32))
 

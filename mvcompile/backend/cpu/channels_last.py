@@ -6,7 +6,9 @@ convolution should reach TVM as what it computes. This pass rebuilds `main` with
 stored channels-last ([B, T, H, W, C], the official MoViNet layout) and rewrites, by a table of rules
 keyed by Relax op:
 
-- 1x1x1 convolutions → matrix multiplies over the B·T·H·W rows (`kernels.pointwise`);
+- 1x1x1 convolutions → matrix multiplies over the B·T·H·W rows (`kernels.pointwise`), or, on a pooled
+  vector (SE, classifier), matrix-vector products over weights packed in vector-wide panels
+  (`kernels.pointwise_packed`), so they stream from memory in order;
 - depthwise convolutions, spatial (1,k,k) or temporal (kt,1,1) or full 3-D, → `kernels.depthwise` with
   padding inline; a temporal one whose input is a stream buffer concatenated with the new frames reads
   the two directly, and the buffer's new state is cut from them directly (`kernels.frames_slice`),
@@ -43,6 +45,7 @@ UNARY = {"relax.sigmoid", "relax.nn.relu", "relax.tanh", "relax.exp", "relax.sin
          "relax.negative", "relax.sqrt", "relax.nn.silu", "relax.clip", "relax.abs", "relax.square"}
 BINARY = {"relax.add", "relax.subtract", "relax.multiply", "relax.divide", "relax.maximum", "relax.minimum",
           "relax.power"}
+GEMV_ROWS = 4  # a 1x1x1 conv over at most this many pixels (a pooled vector) streams packed weights
 REDUCE = {"relax.mean": relax.op.mean, "relax.sum": relax.op.sum}
 
 
@@ -71,8 +74,9 @@ def _rank(expr: relax.Expr) -> int:
 class Rewriter:
     """Rebuilds one Relax function binding by binding with a BlockBuilder."""
 
-    def __init__(self, bb: relax.BlockBuilder, producers: dict[relax.Var, relax.Expr]) -> None:
+    def __init__(self, bb: relax.BlockBuilder, producers: dict[relax.Var, relax.Expr], lanes: int) -> None:
         self.bb = bb
+        self.lanes = lanes  # float32 lanes of the target's vectors: the panel width of packed weights
         self.producers = producers  # the original function's bindings
         self.env: dict[relax.Var, Value] = {}
         self.stats: dict[str, int] = {}
@@ -243,8 +247,12 @@ def _conv3d(rw: Rewriter, call: relax.Call) -> Value | None:
     pads = [(p[0], p[3]), (p[1], p[4]), (p[2], p[5])]
     src = rw.value(data)
     if groups == 1 and (kt, kh, kw) == (1, 1, 1) and strides == [1, 1, 1] and not any(p):
-        kernel = relax.const(np.ascontiguousarray(w[:, :, 0, 0, 0].T))
-        return Value(rw.emit_te(kernels.pointwise, src.expr, kernel, name="pointwise"), cl=True)
+        matrix = np.ascontiguousarray(w[:, :, 0, 0, 0].T)
+        panel = _panel(out_c, rw.lanes)
+        if np.prod(_shape(src.expr)[:4]) <= GEMV_ROWS and panel > 1:
+            packed = relax.const(kernels.pack_panels(matrix, panel))
+            return Value(rw.emit_te(kernels.pointwise_packed, src.expr, packed, name="gemv"), cl=True)
+        return Value(rw.emit_te(kernels.pointwise, src.expr, relax.const(matrix), name="pointwise"), cl=True)
     if groups == channels == out_c and in_per_group == 1:
         kernel = relax.const(np.ascontiguousarray(w[:, 0].transpose(1, 2, 3, 0)))
         segments = src.segments or [src.expr]
@@ -253,6 +261,15 @@ def _conv3d(rw: Rewriter, call: relax.Call) -> Value | None:
         kernel = relax.const(np.ascontiguousarray(w.transpose(2, 3, 4, 1, 0)))
         return Value(rw.emit_te(kernels.conv, src.expr, kernel, strides, pads, name="conv"), cl=True)
     return None
+
+
+def _panel(channels: int, lanes: int) -> int:
+    """The widest vector of at most `lanes` (and at least 4) float32 lanes that divides `channels`."""
+    while lanes >= 4:
+        if channels % lanes == 0:
+            return lanes
+        lanes //= 2
+    return 1
 
 
 def _avg_pool3d(rw: Rewriter, call: relax.Call) -> Value | None:
@@ -349,17 +366,18 @@ RULES: dict[str, Rule] = {
 }
 
 
-def to_channels_last(mod: tvm.IRModule, func_name: str = "main") -> tuple[tvm.IRModule, dict[str, int]]:
+def to_channels_last(mod: tvm.IRModule, lanes: int = 8, func_name: str = "main") -> tuple[tvm.IRModule, dict[str, int]]:
     """Rewrite `func_name` of `mod` channels-last. Its first parameter is the frames; every later 5-D
-    parameter is a state whose new value is the matching result after the first. Returns the module
-    and how many ops each rule rewrote."""
+    parameter is a state whose new value is the matching result after the first. `lanes` (float32
+    lanes of the target's vectors) sets how weights of pooled-vector layers are packed. Returns the
+    module and how many ops each rule rewrote."""
     func = mod[func_name]
     if not isinstance(func.body, relax.SeqExpr) or len(func.body.blocks) != 1:
         raise LayoutError(f"{func_name}: expected one dataflow block, as the ONNX importer makes")
     cl_states = {p.name for p in func.params[1:] if _rank(p) == 5}
     rest = tvm.IRModule({gv: f for gv, f in mod.functions_items() if gv.name_hint != func_name})
     bb = relax.BlockBuilder(rest)
-    rw = Rewriter(bb, {b.var: b.value for b in func.body.blocks[0].bindings})
+    rw = Rewriter(bb, {b.var: b.value for b in func.body.blocks[0].bindings}, lanes)
     params = []
     for p in func.params:
         if p.name in cl_states:

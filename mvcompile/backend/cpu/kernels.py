@@ -12,9 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 from tvm import te, tirx
 
 BLOCK_GEMM = "mv_gemm"
+BLOCK_GEMV = "mv_gemv"
 BLOCK_CONV = "mv_conv"
 BLOCK_DEPTHWISE = "mv_dwconv"
 BLOCK_POOL = "mv_pool"
@@ -30,6 +32,22 @@ def pointwise(x: te.Tensor, w: te.Tensor) -> te.Tensor:
     r = te.reduce_axis((0, k), name="k")
     return te.compute((*x.shape[:4], n), lambda b, t, h, x_, j: te.sum(x[b, t, h, x_, r] * w[r, j], axis=r),
                       name=BLOCK_GEMM)
+
+
+def pack_panels(w: "np.ndarray", panel: int) -> "np.ndarray":
+    """[K, N] weights as [N / panel, K, panel]: each panel of `panel` output channels contiguous."""
+    k, n = w.shape
+    return np.ascontiguousarray(w.reshape(k, n // panel, panel).transpose(1, 0, 2))
+
+
+def pointwise_packed(x: te.Tensor, w: te.Tensor) -> te.Tensor:
+    """A 1x1x1 convolution of a few pixels (a pooled vector: SE, classifier), weights packed by
+    `pack_panels` so each output panel streams its weights from memory in order."""
+    panels, k, panel = (int(d) for d in w.shape)
+    r = te.reduce_axis((0, k), name="k")
+    return te.compute((*x.shape[:4], panels * panel),
+                      lambda b, t, h, x_, j: te.sum(x[b, t, h, x_, r] * w[j // panel, r, j % panel], axis=r),
+                      name=BLOCK_GEMV)
 
 
 def frames_of(segments: Sequence[te.Tensor]) -> tuple[int, Callable[..., Any]]:

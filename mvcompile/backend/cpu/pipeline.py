@@ -15,6 +15,7 @@ from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 
 from mvcompile.backend.cpu.channels_last import to_channels_last
+from mvcompile.backend.cpu.hardware import cpu_of
 from mvcompile.backend.cpu.schedules import ApplyCPUSchedules
 
 PHASES = ("lower", "fuse", "schedule", "finalize")
@@ -24,16 +25,17 @@ PHASES = ("lower", "fuse", "schedule", "finalize")
 class ChannelsLast:
     """`to_channels_last` as a pass; `stats` holds how many ops each rule rewrote in the last run."""
 
-    def __init__(self) -> None:
+    def __init__(self, lanes: int) -> None:
+        self.lanes = lanes
         self.stats: dict[str, int] = {}
 
     def transform_module(self, mod: tvm.IRModule, _ctx: Any) -> tvm.IRModule:
-        new, self.stats = to_channels_last(mod)
+        new, self.stats = to_channels_last(mod, self.lanes)
         return new
 
 
-def lower_passes() -> list[Any]:
-    return [relax.transform.FoldConstant(), ChannelsLast(), relax.transform.DeadCodeElimination(),
+def lower_passes(target: Any) -> list[Any]:
+    return [relax.transform.FoldConstant(), ChannelsLast(cpu_of(target).lanes), relax.transform.DeadCodeElimination(),
             relax.transform.FoldConstant()]
 
 
@@ -54,7 +56,7 @@ def finalize_passes(target: Any) -> list[Any]:
 def fused_module(mod: tvm.IRModule, target: Any) -> tvm.IRModule:
     """Phases `lower` and `fuse`: the module whose PrimFuncs are the tuning tasks."""
     with target:
-        return tvm.transform.Sequential(lower_passes() + fuse_passes())(mod)
+        return tvm.transform.Sequential(lower_passes(target) + fuse_passes())(mod)
 
 
 def scheduled_module(fused: tvm.IRModule, target: Any, database: Any | None = None) -> tvm.IRModule:

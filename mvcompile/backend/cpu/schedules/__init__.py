@@ -16,6 +16,7 @@ from tvm import tirx
 
 from mvcompile.backend.cpu.schedules.common import CPURule
 from mvcompile.backend.cpu.schedules.elementwise import Fallback, Injective
+from mvcompile.backend.cpu.schedules.gemv import Gemv
 from mvcompile.backend.cpu.schedules.pointwise import Pointwise
 from mvcompile.backend.cpu.schedules.reduction import ChannelReduction
 from mvcompile.backend.cpu.schedules.window import Window
@@ -28,7 +29,7 @@ UNSCHEDULED = "none"
 
 def default_rules() -> list[CPURule]:
     """The rules, most specific first; `Fallback` takes any function the others refuse."""
-    return [Pointwise(), Window(), ChannelReduction(), Injective(), Fallback()]
+    return [Pointwise(), Gemv(), Window(), ChannelReduction(), Injective(), Fallback()]
 
 
 @tvm.transform.module_pass(opt_level=0, name="mvcompile.ApplyCPUSchedules")

@@ -76,13 +76,17 @@ def inline_consumers(sch: s_tir.Schedule, producer: SBlockRV) -> list[SBlockRV]:
     """Fold the element-wise blocks after `producer` into it; returns the blocks left.
 
     Intermediate blocks are inlined forward into their readers first (an activation reads its input
-    twice, so folding blocks one by one into the producer would orphan a buffer); then the block
-    writing the function's result is folded into `producer`. Blocks that read more than the
-    producer's own elements (a broadcast multiply into a bigger tensor) are left."""
+    twice, so folding blocks one by one into the producer would orphan a buffer), except one that feeds
+    a bigger block (it would be recomputed per element); then the first block left is folded into
+    `producer`. Blocks that read more than the producer's own elements (a broadcast multiply into a
+    bigger tensor) are left for the caller."""
     order = blocks(sch)
     index = [sch.get(b) for b in order].index(sch.get(producer))
     rest = []
     for block in order[index + 1:]:
+        if _feeds_bigger(sch, block):  # e.g. an SE gate: computed once, not once per pixel it scales
+            rest.append(block)
+            continue
         try:
             sch.compute_inline(block)
         except s_tir.ScheduleError:
@@ -94,6 +98,11 @@ def inline_consumers(sch: s_tir.Schedule, producer: SBlockRV) -> list[SBlockRV]:
         except s_tir.ScheduleError:
             pass
     return rest
+
+
+def _feeds_bigger(sch: s_tir.Schedule, block: SBlockRV) -> bool:
+    work = block_work(sch, block)
+    return any(block_work(sch, c) > work for c in sch.get_consumers(block))
 
 
 def worth_parallel(cpu: CPU, work: int, outer: int) -> bool:
