@@ -372,7 +372,8 @@ def to_channels_last(mod: tvm.IRModule, lanes: int = 8, func_name: str = "main")
     lanes of the target's vectors) sets how weights of pooled-vector layers are packed. Returns the
     module and how many ops each rule rewrote."""
     func = mod[func_name]
-    if not isinstance(func.body, relax.SeqExpr) or len(func.body.blocks) != 1:
+    if (not isinstance(func.body, relax.SeqExpr) or len(func.body.blocks) != 1
+            or not isinstance(func.body.blocks[0], relax.DataflowBlock)):
         raise LayoutError(f"{func_name}: expected one dataflow block, as the ONNX importer makes")
     cl_states = {p.name for p in func.params[1:] if _rank(p) == 5}
     rest = tvm.IRModule({gv: f for gv, f in mod.functions_items() if gv.name_hint != func_name})

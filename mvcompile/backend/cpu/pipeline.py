@@ -39,8 +39,8 @@ def lower_passes(target: Any) -> list[Any]:
             relax.transform.FoldConstant()]
 
 
-def fuse_passes() -> list[Any]:
-    return [relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(), relax.transform.FoldConstant(),
+def fuse_passes(target: Any) -> list[Any]:
+    return cpu_generic.library_dispatch_passes(target) + [relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(), relax.transform.FoldConstant(),
             relax.transform.FuseOps(), relax.transform.FuseTIR(), relax.transform.DeadCodeElimination()]
 
 
@@ -56,7 +56,7 @@ def finalize_passes(target: Any) -> list[Any]:
 def fused_module(mod: tvm.IRModule, target: Any) -> tvm.IRModule:
     """Phases `lower` and `fuse`: the module whose PrimFuncs are the tuning tasks."""
     with target:
-        return tvm.transform.Sequential(lower_passes(target) + fuse_passes())(mod)
+        return tvm.transform.Sequential(lower_passes(target) + fuse_passes(target))(mod)
 
 
 def scheduled_module(fused: tvm.IRModule, target: Any, database: Any | None = None) -> tvm.IRModule:

@@ -39,7 +39,7 @@ class CPURule(dl.ScheduleRule):
 
 def blocks(sch: s_tir.Schedule) -> list[SBlockRV]:
     """The function's blocks under the root, in program order."""
-    root = sch.get_sblock("root")
+    root = sch.get_sblock(sch.mod["main"].body.block.name_hint)  # "root", or an opaque kernel's own block
     return list(sch.get_child_blocks(root))
 
 
