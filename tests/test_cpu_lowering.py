@@ -133,7 +133,7 @@ def test_default_schedules_compute_the_same_model(case: str, target: dict | None
 def test_cpu_facts_follow_the_target() -> None:
     assert cpu_of(tvm.target.Target(X86_AVX2)) == CPU(256, 16, 2)
     assert cpu_of(tvm.target.Target(X86_SSE)) == CPU(128, 16, 1)
-    assert cpu_of(tvm.target.Target("raspberry-pi/4b-aarch64")) == CPU(128, 32, 4)
+    assert cpu_of(tvm.target.Target("raspberry-pi/4b-aarch64")) == CPU(128, 32, 4, arm=True)
     assert CPU(512, 32, 1).vector_for(24) == 8 and CPU(512, 32, 1).vector_for(64) == 16
     assert CPU(128, 32, 1).vector_for(6) == 1
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -34,7 +35,10 @@ import tvm
 from tvm import relax
 from tvm.ir.expr import Constant
 
-from mvcompile.backend.cpu import kernels
+from mvcompile.backend.cpu import kernels, tiles
+from mvcompile.backend.cpu.hardware import CPU
+
+DEFAULT_CPU = CPU(256, 16, 1)  # an AVX2 core, when no target is given
 
 # cl[i] = orig[TO_CL[i]]: [B, C, T, H, W] -> [B, T, H, W, C]; orig axis d sits at cl axis AXIS_IN_CL[d].
 TO_CL = (0, 2, 3, 4, 1)
@@ -74,9 +78,9 @@ def _rank(expr: relax.Expr) -> int:
 class Rewriter:
     """Rebuilds one Relax function binding by binding with a BlockBuilder."""
 
-    def __init__(self, bb: relax.BlockBuilder, producers: dict[relax.Var, relax.Expr], lanes: int) -> None:
+    def __init__(self, bb: relax.BlockBuilder, producers: dict[relax.Var, relax.Expr], cpu: CPU) -> None:
         self.bb = bb
-        self.lanes = lanes  # float32 lanes of the target's vectors: the panel width of packed weights
+        self.cpu = cpu  # the target: register tiles and the panel width of packed weights
         self.producers = producers  # the original function's bindings
         self.env: dict[relax.Var, Value] = {}
         self.stats: dict[str, int] = {}
@@ -248,28 +252,26 @@ def _conv3d(rw: Rewriter, call: relax.Call) -> Value | None:
     src = rw.value(data)
     if groups == 1 and (kt, kh, kw) == (1, 1, 1) and strides == [1, 1, 1] and not any(p):
         matrix = np.ascontiguousarray(w[:, :, 0, 0, 0].T)
-        panel = _panel(out_c, rw.lanes)
+        panel = rw.cpu.vector_for(out_c)
         if np.prod(_shape(src.expr)[:4]) <= GEMV_ROWS and panel > 1:
             packed = relax.const(kernels.pack_panels(matrix, panel))
             return Value(rw.emit_te(kernels.pointwise_packed, src.expr, packed, name="gemv"), cl=True)
-        return Value(rw.emit_te(kernels.pointwise, src.expr, relax.const(matrix), name="pointwise"), cl=True)
+        tile = tiles.matmul_tile(rw.cpu, _shape(src.expr)[3], out_c)
+        return Value(rw.emit_te(partial(kernels.pointwise, tile=tile), src.expr, relax.const(matrix), name="pointwise"),
+                     cl=True)
+    out_w = int(call.ty.shape[4])
     if groups == channels == out_c and in_per_group == 1:
         kernel = relax.const(np.ascontiguousarray(w[:, 0].transpose(1, 2, 3, 0)))
         segments = src.segments or [src.expr]
-        return Value(rw.emit_te(kernels.depthwise, segments, kernel, strides, pads, name="depthwise"), cl=True)
+        tile = tiles.window_tile(rw.cpu, out_w, channels, (kt, kh, kw), strides[2])
+        return Value(rw.emit_te(partial(kernels.depthwise, strides=strides, pads=pads, tile=tile), segments, kernel,
+                                name="depthwise"), cl=True)
     if groups == 1:
         kernel = relax.const(np.ascontiguousarray(w.transpose(2, 3, 4, 1, 0)))
-        return Value(rw.emit_te(kernels.conv, src.expr, kernel, strides, pads, name="conv"), cl=True)
+        tile = tiles.matmul_tile(rw.cpu, out_w, out_c)
+        return Value(rw.emit_te(partial(kernels.conv, strides=strides, pads=pads, tile=tile), src.expr, kernel,
+                                name="conv"), cl=True)
     return None
-
-
-def _panel(channels: int, lanes: int) -> int:
-    """The widest vector of at most `lanes` (and at least 4) float32 lanes that divides `channels`."""
-    while lanes >= 4:
-        if channels % lanes == 0:
-            return lanes
-        lanes //= 2
-    return 1
 
 
 def _avg_pool3d(rw: Rewriter, call: relax.Call) -> Value | None:
@@ -366,10 +368,10 @@ RULES: dict[str, Rule] = {
 }
 
 
-def to_channels_last(mod: tvm.IRModule, lanes: int = 8, func_name: str = "main") -> tuple[tvm.IRModule, dict[str, int]]:
+def to_channels_last(mod: tvm.IRModule, cpu: CPU = DEFAULT_CPU, func_name: str = "main") -> tuple[tvm.IRModule, dict[str, int]]:
     """Rewrite `func_name` of `mod` channels-last. Its first parameter is the frames; every later 5-D
-    parameter is a state whose new value is the matching result after the first. `lanes` (float32
-    lanes of the target's vectors) sets how weights of pooled-vector layers are packed. Returns the
+    parameter is a state whose new value is the matching result after the first. `cpu` sizes the
+    register tiles the kernels' outputs are shaped for and the panels of packed weights. Returns the
     module and how many ops each rule rewrote."""
     func = mod[func_name]
     if (not isinstance(func.body, relax.SeqExpr) or len(func.body.blocks) != 1
@@ -378,7 +380,7 @@ def to_channels_last(mod: tvm.IRModule, lanes: int = 8, func_name: str = "main")
     cl_states = {p.name for p in func.params[1:] if _rank(p) == 5}
     rest = tvm.IRModule({gv: f for gv, f in mod.functions_items() if gv.name_hint != func_name})
     bb = relax.BlockBuilder(rest)
-    rw = Rewriter(bb, {b.var: b.value for b in func.body.blocks[0].bindings}, lanes)
+    rw = Rewriter(bb, {b.var: b.value for b in func.body.blocks[0].bindings}, cpu)
     params = []
     for p in func.params:
         if p.name in cl_states:

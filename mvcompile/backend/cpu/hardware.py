@@ -15,6 +15,7 @@ class CPU:
     vector_bits: int  # widest float vector the code may use
     registers: int  # vector registers
     cores: int
+    arm: bool = False  # ARM multiplies by a vector lane; x86 broadcasts a scalar from memory into the multiply
 
     @property
     def lanes(self) -> int:
@@ -39,9 +40,9 @@ def cpu_of(target: Any) -> CPU:
     triple = str(target.attrs.get("mtriple", "") or "")
     cores = int(target.attrs.get("num-cores", 1) or 1)
     if triple.startswith(("aarch64", "arm64")):
-        return CPU(128, 32, cores)
+        return CPU(128, 32, cores, arm=True)
     if triple.startswith(("arm", "thumb")):
-        return CPU(128, 16, cores)
+        return CPU(128, 16, cores, arm=True)
     if codegen.llvm_cpu_has_features(["avx512f"], target):
         return CPU(512, 32, cores)
     if codegen.llvm_cpu_has_features(["avx"], target):

@@ -1,10 +1,12 @@
 """Tensor-expression kernels of the channels-last CPU lowering.
 
 Every kernel reads and writes channels-last tensors, so the channel axis is the innermost, contiguous
-one that schedules vectorise. Padding is computed inline (zero outside the input) rather than by a
-separate pad stage, and a temporal convolution reads its stream buffer and the new frames directly,
-without materialising their concatenation. Block names (`BLOCK_*`) are how the schedule rules find
-the main computation of a fused function.
+one that schedules vectorise. The main computation of a convolution covers whole register tiles
+(`tiles.py`): a row of W pixels is computed as `width` >= W pixels (the extra ones read clamped
+input columns) and a `mv_crop` block keeps the first W, so no hot loop needs a bounds check. A padded
+window reads a padded copy of its input made once in the same function (`mv_pad`), and a temporal
+convolution reads its stream buffer and the new frames directly, without materialising their
+concatenation. Block names (`BLOCK_*`) are how the schedule rules find a function's main computation.
 """
 
 from __future__ import annotations
@@ -15,26 +17,49 @@ from typing import Any
 import numpy as np
 from tvm import te, tirx
 
+from mvcompile.backend.cpu.tiles import Tile, round_up
+
 BLOCK_GEMM = "mv_gemm"
 BLOCK_GEMV = "mv_gemv"
 BLOCK_CONV = "mv_conv"
 BLOCK_DEPTHWISE = "mv_dwconv"
 BLOCK_POOL = "mv_pool"
 BLOCK_FRAMES = "mv_frames"
+BLOCK_PAD = "mv_pad"
+BLOCK_CROP = "mv_crop"
 
 Pads = Sequence[tuple[int, int]]
+Reader = Callable[..., Any]
+TILE_ATTR = "mvcompile.tile"  # block annotation: the register tile (pixels, vectors, lanes) the output was shaped for
 
 
-def pointwise(x: te.Tensor, w: te.Tensor) -> te.Tensor:
+def _tile_attrs(tile: Tile) -> dict[str, Any]:
+    return {TILE_ATTR: [tile.pixels, tile.vectors, tile.lanes]}
+
+
+def _crop(full: te.Tensor, width: int) -> te.Tensor:
+    """The first `width` pixels of each row of `full` (nothing to do if that is all of them)."""
+    if int(full.shape[3]) == width:
+        return full
+    return te.compute((*full.shape[:3], width, full.shape[4]), lambda *i: full[i], name=BLOCK_CROP)
+
+
+def pointwise(x: te.Tensor, w: te.Tensor, tile: Tile) -> te.Tensor:
     """A 1x1x1 convolution, [B, T, H, W, K] x [K, N] -> [B, T, H, W, N]: a matrix multiply over the
-    B·T·H·W rows, kept 5-D so that element-wise ops after it fuse into the same function."""
+    B·T·H·W rows, kept 5-D so that element-wise ops after it fuse into the same function; each row is
+    computed in whole tiles of `tile.pixels`."""
+    b, t, h, wd, _ = (int(d) for d in x.shape)
     k, n = (int(d) for d in w.shape)
+    width = round_up(wd, tile.pixels)
     r = te.reduce_axis((0, k), name="k")
-    return te.compute((*x.shape[:4], n), lambda b, t, h, x_, j: te.sum(x[b, t, h, x_, r] * w[r, j], axis=r),
-                      name=BLOCK_GEMM)
+    last = wd - 1
+    col = (lambda xx: tirx.min(xx, last)) if width > wd else (lambda xx: xx)
+    full = te.compute((b, t, h, width, n), lambda i, j, y, xx, c: te.sum(x[i, j, y, col(xx), r] * w[r, c], axis=r),
+                      name=BLOCK_GEMM, attrs=_tile_attrs(tile))
+    return _crop(full, wd)
 
 
-def pack_panels(w: "np.ndarray", panel: int) -> "np.ndarray":
+def pack_panels(w: np.ndarray, panel: int) -> np.ndarray:
     """[K, N] weights as [N / panel, K, panel]: each panel of `panel` output channels contiguous."""
     k, n = w.shape
     return np.ascontiguousarray(w.reshape(k, n // panel, panel).transpose(1, 0, 2))
@@ -50,7 +75,7 @@ def pointwise_packed(x: te.Tensor, w: te.Tensor) -> te.Tensor:
                       name=BLOCK_GEMV)
 
 
-def frames_of(segments: Sequence[te.Tensor]) -> tuple[int, Callable[..., Any]]:
+def frames_of(segments: Sequence[te.Tensor]) -> tuple[int, Reader]:
     """The concatenation over time (axis 1 of [B, T, H, W, C]) of `segments`, as a read function.
 
     Returns the total frame count and `read(b, t, h, w, c)`, which selects the segment holding frame t
@@ -72,65 +97,77 @@ def _out_size(n: int, k: int, stride: int, pad: tuple[int, int]) -> int:
     return (n + pad[0] + pad[1] - k) // stride + 1
 
 
-def _padded(read: Callable[..., Any], dims: Sequence[int], pads: Pads, dtype: str) -> Callable[..., Any]:
-    """`read` with zeros outside `dims` along the (t, h, w) axes."""
+def _window_input(read: Reader, shape: Sequence[int], pads: Pads, dtype: str, columns: int) -> Reader:
+    """`read` as a sliding window sees it: zero outside the input along (t, h, w), and columns past the
+    padded right edge (read by a whole tile's extra pixels; `columns` counts the padded columns read)
+    clamped. With padding, a padded copy (block `mv_pad`) is computed once, so the window's unrolled
+    loops read it without conditions."""
+    b, t, h, w, c = shape
+    (t0, t1), (h0, h1), (w0, w1) = pads
+    width = w + w0 + w1
+    col = (lambda x: tirx.min(x, width - 1)) if columns > width else (lambda x: x)
+    if not any((t0, t1, h0, h1, w0, w1)):
+        return lambda n, tt, y, x, ch: read(n, tt, y, col(x), ch)
 
-    def value(b: Any, t: Any, h: Any, w: Any, c: Any) -> Any:
-        inside = []
-        for idx, n, (before, after) in zip((t, h, w), dims, pads):
-            if before:
-                inside.append(idx >= 0)
-            if after:
-                inside.append(idx < n)
-        v = read(b, t, h, w, c)
-        if not inside:
-            return v
-        return tirx.if_then_else(tirx.all(*inside), v, tirx.const(0.0, dtype))
+    def value(n: Any, tt: Any, y: Any, x: Any, ch: Any) -> Any:
+        inside = [cond for idx, size, (before, after) in zip((tt, y, x), (t, h, w), pads)
+                  for cond in ((idx >= 0) if before else None, (idx < size) if after else None) if cond is not None]
+        return tirx.if_then_else(tirx.all(*inside), read(n, tt, y, x, ch), tirx.const(0.0, dtype))
 
-    return value
+    padded = te.compute((b, t + t0 + t1, h + h0 + h1, width, c),
+                        lambda n, tt, y, x, ch: value(n, tt - t0, y - h0, x - w0, ch), name=BLOCK_PAD)
+    return lambda n, tt, y, x, ch: padded[n, tt + t0, y + h0, col(x + w0), ch]
 
 
-def depthwise(segments: Sequence[te.Tensor], w: te.Tensor, strides: Sequence[int], pads: Pads) -> te.Tensor:
+def depthwise(segments: Sequence[te.Tensor], w: te.Tensor, strides: Sequence[int], pads: Pads,
+              tile: Tile) -> te.Tensor:
     """Depthwise (kt, kh, kw) convolution over [B, T, H, W, C] (the time-concatenation of `segments`),
-    kernel [kt, kh, kw, C]; zero padding inline."""
+    kernel [kt, kh, kw, C], zero padding; rows computed in whole tiles of `tile.pixels`."""
     b, _, h, wd, c = (int(d) for d in segments[0].shape)
     frames, read = frames_of(segments)
     kt, kh, kw, _ = (int(d) for d in w.shape)
+    out_w = _out_size(wd, kw, strides[2], pads[2])
     out = (b, _out_size(frames, kt, strides[0], pads[0]), _out_size(h, kh, strides[1], pads[1]),
-           _out_size(wd, kw, strides[2], pads[2]), c)
-    value = _padded(read, (frames, h, wd), pads, segments[0].dtype)
+           round_up(out_w, tile.pixels), c)
+    value = _window_input(read, (b, frames, h, wd, c), pads, segments[0].dtype, (out[3] - 1) * strides[2] + kw)
     rt, rh, rw = te.reduce_axis((0, kt), "rt"), te.reduce_axis((0, kh), "rh"), te.reduce_axis((0, kw), "rw")
     st, sh, sw = strides
     (t0, _), (h0, _), (w0, _) = pads
-    return te.compute(
+    full = te.compute(
         out,
         lambda n, t, y, x, ch: te.sum(
             value(n, t * st + rt - t0, y * sh + rh - h0, x * sw + rw - w0, ch) * w[rt, rh, rw, ch],
             axis=[rt, rh, rw],
         ),
         name=BLOCK_DEPTHWISE,
+        attrs=_tile_attrs(tile),
     )
+    return _crop(full, out_w)
 
 
-def conv(x: te.Tensor, w: te.Tensor, strides: Sequence[int], pads: Pads) -> te.Tensor:
-    """Dense (groups = 1) (kt, kh, kw) convolution over [B, T, H, W, Cin], kernel [kt, kh, kw, Cin, Cout]."""
-    b, t_in, h, wd, _ = (int(d) for d in x.shape)
+def conv(x: te.Tensor, w: te.Tensor, strides: Sequence[int], pads: Pads, tile: Tile) -> te.Tensor:
+    """Dense (groups = 1) (kt, kh, kw) convolution over [B, T, H, W, Cin], kernel [kt, kh, kw, Cin, Cout];
+    rows computed in whole tiles of `tile.pixels`."""
+    b, t_in, h, wd, c = (int(d) for d in x.shape)
     kt, kh, kw, cin, cout = (int(d) for d in w.shape)
+    out_w = _out_size(wd, kw, strides[2], pads[2])
     out = (b, _out_size(t_in, kt, strides[0], pads[0]), _out_size(h, kh, strides[1], pads[1]),
-           _out_size(wd, kw, strides[2], pads[2]), cout)
-    value = _padded(lambda *i: x[i], (t_in, h, wd), pads, x.dtype)
+           round_up(out_w, tile.pixels), cout)
+    value = _window_input(lambda *i: x[i], (b, t_in, h, wd, c), pads, x.dtype, (out[3] - 1) * strides[2] + kw)
     rt, rh, rw = te.reduce_axis((0, kt), "rt"), te.reduce_axis((0, kh), "rh"), te.reduce_axis((0, kw), "rw")
     rc = te.reduce_axis((0, cin), "rc")
     st, sh, sw = strides
     (t0, _), (h0, _), (w0, _) = pads
-    return te.compute(
+    full = te.compute(
         out,
         lambda n, t, y, xx, o: te.sum(
             value(n, t * st + rt - t0, y * sh + rh - h0, xx * sw + rw - w0, rc) * w[rt, rh, rw, rc, o],
             axis=[rt, rh, rw, rc],
         ),
         name=BLOCK_CONV,
+        attrs=_tile_attrs(tile),
     )
+    return _crop(full, out_w)
 
 
 def avg_pool(x: te.Tensor, inv_count: te.Tensor, kernel: Sequence[int], strides: Sequence[int],
@@ -139,7 +176,7 @@ def avg_pool(x: te.Tensor, inv_count: te.Tensor, kernel: Sequence[int], strides:
     of each window, so padded cells are excluded from the average."""
     b, t_in, h, wd, c = (int(d) for d in x.shape)
     out = (b, *(int(d) for d in inv_count.shape), c)
-    value = _padded(lambda *i: x[i], (t_in, h, wd), pads, x.dtype)
+    value = _window_input(lambda *i: x[i], (b, t_in, h, wd, c), pads, x.dtype, (out[3] - 1) * strides[2] + kernel[2])
     rt, rh, rw = (te.reduce_axis((0, k), name) for k, name in zip(kernel, ("rt", "rh", "rw")))
     st, sh, sw = strides
     (t0, _), (h0, _), (w0, _) = pads

@@ -15,7 +15,7 @@ from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 
 from mvcompile.backend.cpu.channels_last import to_channels_last
-from mvcompile.backend.cpu.hardware import cpu_of
+from mvcompile.backend.cpu.hardware import CPU, cpu_of
 from mvcompile.backend.cpu.schedules import ApplyCPUSchedules
 
 PHASES = ("lower", "fuse", "schedule", "finalize")
@@ -25,17 +25,17 @@ PHASES = ("lower", "fuse", "schedule", "finalize")
 class ChannelsLast:
     """`to_channels_last` as a pass; `stats` holds how many ops each rule rewrote in the last run."""
 
-    def __init__(self, lanes: int) -> None:
-        self.lanes = lanes
+    def __init__(self, cpu: CPU) -> None:
+        self.cpu = cpu
         self.stats: dict[str, int] = {}
 
     def transform_module(self, mod: tvm.IRModule, _ctx: Any) -> tvm.IRModule:
-        new, self.stats = to_channels_last(mod, self.lanes)
+        new, self.stats = to_channels_last(mod, self.cpu)
         return new
 
 
 def lower_passes(target: Any) -> list[Any]:
-    return [relax.transform.FoldConstant(), ChannelsLast(cpu_of(target).lanes), relax.transform.DeadCodeElimination(),
+    return [relax.transform.FoldConstant(), ChannelsLast(cpu_of(target)), relax.transform.DeadCodeElimination(),
             relax.transform.FoldConstant()]
 
 
@@ -68,6 +68,12 @@ def scheduled_module(fused: tvm.IRModule, target: Any, database: Any | None = No
             return tvm.transform.Sequential(schedule_passes(database))(fused)
 
 
+#: TIR lowering options: loops whose bounds decide a `likely` condition (a convolution's zero padding)
+#: are split into border and interior parts, so the interior runs without the condition.
+TIR_CONFIG = {"s_tir.LoopPartition": {"partition_const_loop": True}}
+
+
 def compile_scheduled(scheduled: tvm.IRModule, target: Any) -> Any:
     """Phase `finalize` and code generation: the VM executable."""
-    return tvm.compile(scheduled, target=target, relax_pipeline=tvm.transform.Sequential(finalize_passes(target)))
+    with tvm.transform.PassContext(opt_level=3, config=TIR_CONFIG):
+        return tvm.compile(scheduled, target=target, relax_pipeline=tvm.transform.Sequential(finalize_passes(target)))

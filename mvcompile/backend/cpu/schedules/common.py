@@ -10,6 +10,8 @@ from tvm import s_tir, tirx
 from tvm.s_tir import dlight as dl
 
 from mvcompile.backend.cpu.hardware import CPU, cpu_of
+from mvcompile.backend.cpu.kernels import BLOCK_CROP, BLOCK_PAD, TILE_ATTR
+from mvcompile.backend.cpu.tiles import Tile
 
 SBlockRV = s_tir.schedule.SBlockRV
 LoopRV = s_tir.schedule.LoopRV
@@ -62,10 +64,10 @@ def find_anchor(sch: s_tir.Schedule, prefixes: Iterable[str]) -> SBlockRV | None
 
 
 def inline_producers(sch: s_tir.Schedule, anchor: SBlockRV) -> None:
-    """Inline every injective block before `anchor` into its consumers."""
+    """Inline every injective block before `anchor` into its consumers (but a padded copy)."""
     before = blocks(sch)
     for block in reversed(before[: [sch.get(b) for b in before].index(sch.get(anchor))]):
-        if not is_reduction(sch, block):
+        if not is_reduction(sch, block) and not name(sch, block).startswith(BLOCK_PAD):
             try:
                 sch.compute_inline(block)
             except s_tir.ScheduleError:
@@ -103,6 +105,25 @@ def inline_consumers(sch: s_tir.Schedule, producer: SBlockRV) -> list[SBlockRV]:
 def _feeds_bigger(sch: s_tir.Schedule, block: SBlockRV) -> bool:
     work = block_work(sch, block)
     return any(block_work(sch, c) > work for c in sch.get_consumers(block))
+
+
+def tile_of(sch: s_tir.Schedule, block: SBlockRV) -> Tile | None:
+    """The register tile a kernel's output was shaped for (its `mvcompile.tile` annotation)."""
+    value = sch.get(block).annotations.get(TILE_ATTR)
+    return Tile(*(int(v) for v in value)) if value is not None else None
+
+
+def accumulate_in_registers(sch: s_tir.Schedule, anchor: SBlockRV) -> tuple[SBlockRV, list[SBlockRV]]:
+    """Give `anchor` a local accumulator (registers, once the tile is unrolled) and fold what follows
+    into the block that stores it: the crop to the model's width when the kernel computed whole tiles,
+    then the element-wise epilogue. Returns that storing block and the blocks left over."""
+    write_back = sch.cache_write(anchor, 0, "local")
+    crops = [c for c in sch.get_consumers(write_back) if name(sch, c).startswith(BLOCK_CROP)]
+    tail = write_back
+    if crops:
+        sch.compute_inline(write_back)  # the crop reads the accumulators directly
+        tail = crops[0]
+    return tail, inline_consumers(sch, tail)
 
 
 def worth_parallel(cpu: CPU, work: int, outer: int) -> bool:

@@ -1,8 +1,9 @@
 """1x1 convolutions and dense layers (`kernels.pointwise`): a register-blocked matrix multiply.
 
-Output [B, T, H, W, N] is tiled as mr consecutive pixels of one row × nr output channels; the
-mr × nr accumulators live in registers (a local cache, fully unrolled) across the whole K loop, each
-step broadcasting one input value per pixel and loading nr/vec weight vectors. Bias, activation and
+Output [B, T, H, W, N] is tiled as mr consecutive pixels of one row × nr output channels (the tile
+the lowering shaped the kernel for, `tiles.matmul_tile`); the mr × nr accumulators live in registers
+(a local cache, fully unrolled) across the whole K loop, each step broadcasting one input value per
+pixel and loading nr/vec weight vectors. The crop to the model's width, bias, activation and
 residual adds after the multiply are folded into the write-back of the tile.
 """
 
@@ -11,20 +12,9 @@ from __future__ import annotations
 from tvm import s_tir
 
 from mvcompile.backend.cpu.hardware import CPU
+from mvcompile.backend.cpu.tiles import matmul_tile
 from mvcompile.backend.cpu.kernels import BLOCK_GEMM
 from mvcompile.backend.cpu.schedules import common
-
-
-def tile(cpu: CPU, width: int, channels: int) -> tuple[int, int, int]:
-    """(mr pixels, nv vectors, vec lanes) of the register tile for a row of `width` pixels and
-    `channels` outputs: as many accumulators as the registers hold besides the weights and a
-    broadcast input."""
-    vec = cpu.vector_for(channels)
-    per_row = channels // vec if vec > 1 else 1
-    budget = cpu.registers - 2
-    nv = max(d for d in range(1, min(per_row, 8) + 1) if per_row % d == 0 and d * 2 + d <= budget)
-    mr = max(1, min(width, 8, (budget - nv) // nv))
-    return mr, nv, vec
 
 
 class Pointwise(common.CPURule):
@@ -38,14 +28,16 @@ class Pointwise(common.CPURule):
             return False
         common.inline_producers(sch, anchor)
         b, t, h, w, n, k = sch.get_loops(anchor)
-        mr, nv, vec = tile(cpu, common.extent(sch, w), common.extent(sch, n))
+        tile = common.tile_of(sch, anchor) or matmul_tile(cpu, common.extent(sch, w), common.extent(sch, n))
+        mr, nv, vec = tile.pixels, tile.vectors, tile.lanes
+        if common.extent(sch, w) % mr or common.extent(sch, n) % (nv * vec):
+            return False
         work = common.block_work(sch, anchor)
         wo, wi = sch.split(w, [None, mr])
         no, ni = sch.split(n, [None, nv * vec])
         nio, nii = sch.split(ni, [None, vec])
         sch.reorder(b, t, h, wo, no, k, wi, nio, nii)
-        write_back = sch.cache_write(anchor, 0, "local")
-        rest = common.inline_consumers(sch, write_back)
+        write_back, rest = common.accumulate_in_registers(sch, anchor)
         sch.reverse_compute_at(write_back, no)
         if vec > 1:
             sch.vectorize(nii)

@@ -1,11 +1,12 @@
 """Sliding-window kernels: depthwise convolutions (spatial, temporal, 3-D), the dense stem
 convolution and average pooling (`kernels.depthwise`, `kernels.conv`, `kernels.avg_pool`).
 
-Output [B, T, H, W, C] is tiled as wr consecutive pixels of one row × one channel vector; the
+Output [B, T, H, W, C] is tiled as wr consecutive pixels of one row × a few channel vectors (the tile
+the lowering shaped the kernel for, `tiles.window_tile`; pooling takes a divisor of the width); the
 window loops (and the input channels of a dense convolution) are unrolled inside the tile, so each
-weight vector is loaded once per tile and reused for wr pixels. Padding is computed inline by the
-kernel (a select per window row/column, not per channel), and element-wise epilogues are folded
-into the tile's write-back.
+weight vector is loaded once per tile and reused for wr pixels. A padded input is copied once (the
+kernel's `mv_pad` block, vectorised) so the window loops run without conditions, and element-wise
+epilogues are folded into the tile's write-back.
 """
 
 from __future__ import annotations
@@ -13,15 +14,11 @@ from __future__ import annotations
 from tvm import s_tir
 
 from mvcompile.backend.cpu.hardware import CPU
-from mvcompile.backend.cpu.kernels import BLOCK_CONV, BLOCK_DEPTHWISE, BLOCK_POOL
+from mvcompile.backend.cpu.kernels import BLOCK_CONV, BLOCK_DEPTHWISE, BLOCK_PAD, BLOCK_POOL
 from mvcompile.backend.cpu.schedules import common
+from mvcompile.backend.cpu.tiles import Tile
 
 MAX_UNROLLED_WINDOW = 64
-
-
-def pixels_per_tile(cpu: CPU, width: int, vectors: int) -> int:
-    """wr: accumulators for wr pixels × `vectors` channel vectors use about half the registers."""
-    return max(1, min(width, (cpu.registers // 2) // vectors, 8))
 
 
 class Window(common.CPURule):
@@ -33,19 +30,25 @@ class Window(common.CPURule):
         anchor = common.find_anchor(sch, [BLOCK_DEPTHWISE, BLOCK_CONV, BLOCK_POOL])
         if anchor is None:
             return False
+        for block in common.blocks(sch):
+            if common.name(sch, block).startswith(BLOCK_PAD):
+                common.schedule_injective(sch, block, cpu)  # the padded copy: once, before the window loops
         common.inline_producers(sch, anchor)
         b, t, h, w, c, *window = sch.get_loops(anchor)
         channels = common.extent(sch, c)
-        vec = cpu.vector_for(channels)
-        vectors = 2 if vec > 1 and (channels // vec) % 2 == 0 and cpu.registers >= 32 else 1
-        wr = pixels_per_tile(cpu, common.extent(sch, w), vectors)
+        tile = common.tile_of(sch, anchor)
+        if tile is None:  # pooling: one vector, as many pixels as a quarter of the registers hold
+            lanes = cpu.vector_for(channels)
+            tile = Tile(max(d for d in range(1, cpu.registers // 4 + 1) if common.extent(sch, w) % d == 0), 1, lanes)
+        wr, vectors, vec = tile.pixels, tile.vectors, tile.lanes
+        if common.extent(sch, w) % wr or channels % (vectors * vec):
+            return False
         work = common.block_work(sch, anchor)
         wo, wi = sch.split(w, [None, wr])
         co, ci = sch.split(c, [None, vectors * vec])
         cio, cii = sch.split(ci, [None, vec])
         sch.reorder(b, t, h, wo, co, *window, wi, cio, cii)
-        write_back = sch.cache_write(anchor, 0, "local")
-        rest = common.inline_consumers(sch, write_back)
+        write_back, rest = common.accumulate_in_registers(sch, anchor)
         sch.reverse_compute_at(write_back, co)
         if vec > 1:
             sch.vectorize(cii)
