@@ -18,7 +18,7 @@ import yaml
 from conftest import ROOT, SPECS
 from mvcompile.backend import tuning_db
 from mvcompile.backend.targets import load_target
-from mvcompile.backend.tune import allocate, extract_tasks
+from mvcompile.backend.tune import allocate, extract_tasks, workload_hashes
 from mvcompile.cli import main
 from mvcompile.lower.pipeline import export_model
 from mvcompile.runtime.session import StreamSession
@@ -51,8 +51,21 @@ HOST = {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "znver3", "num-co
 ARM = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a72", "num-cores": 4}
 
 
-def _rec(workload: int, secs: list[float], target: dict) -> list:
-    return [workload, [[[], []], secs, target, []]]
+def _rec(workload: int, secs: list[float], target: dict, default: bool = False) -> list:
+    trace = [[["Annotate", ["b0"], ["mvcompile.default_schedule", "pointwise"], []]], []] if default else [[], []]
+    return [workload, [trace, secs, target, []]]
+
+
+def test_builds_apply_only_records_that_beat_the_default_schedule(tmp_path: Path) -> None:
+    db_dir = _write_db(tmp_path / "db", [["1", "AA"], ["2", "BB"], ["3", "CC"]], [
+        _rec(0, [2e-3], HOST, default=True), _rec(0, [1e-3], HOST), _rec(0, [3e-3], HOST),  # beaten
+        _rec(1, [1e-3], HOST, default=True), _rec(1, [1.5e-3], HOST),  # the default is faster
+        _rec(2, [4e-3], HOST),  # no default measured (an older database): applied
+    ])
+    db = tuning_db.read_database(db_dir)
+    assert [r.is_default for r in db.records] == [True, False, False, True, False, False]
+    assert [(r.workload, r.seconds) for r in db.improvements(HOST)] == [(0, 1e-3), (2, 4e-3)]
+    assert [(r.workload, r.seconds) for r in db.best(HOST, kind="default")] == [(0, 2e-3), (1, 1e-3)]
 
 
 def test_database_best_per_workload_and_target_and_compaction(tmp_path: Path) -> None:
@@ -133,7 +146,8 @@ def test_tune_writes_a_database_that_builds_equal_to_reference(tuned_db: Path, t
                  "-o", str(art)]) == 0
     tuning = json.loads((art / "manifest.json").read_text())["build_options"]["tuning"]
     assert tuning["source"] == "database" and tuning["database_sha256"] == db.sha256()
-    assert tuning["functions_tuned"] >= 1 and tuning["records"] == len(db.best())
+    assert len(db.best(kind="default")) == len(db.workloads)  # every task's default schedule was measured
+    assert tuning["functions_tuned"] == tuning["records"] == len(db.improvements())
     clip = np.random.default_rng(0).random((1, 12, 32, 32, 3), dtype=np.float32)
     expected = _reference("tiny.yaml", "stream", "stream", clip, seed=1)
     session = StreamSession(art)
@@ -147,8 +161,11 @@ def test_compact_db_keeps_only_the_given_models_tasks(tuned_db: Path, tmp_path: 
     kept = tuning_db.read_database(out)
     assert kept.records and len(kept.records) == len(tuning_db.read_database(tuned_db).best())
     assert main(["compact-db", str(tuned_db), "-o", str(tmp_path / "t0"), "--target", "host",
-                 "--keep-model", str(SPECS / "t0.yaml:stream")]) == 2
-    assert "no successful tuning records of the given models' tasks" in capsys.readouterr().err
+                 "--keep-model", str(SPECS / "t0.yaml:stream")]) == 0
+    t0_tasks = workload_hashes(export_model(SPECS / "t0.yaml", variant="stream", seed=0).onnx_model,
+                               load_target("host").to_tvm())
+    shared = tuning_db.read_database(tmp_path / "t0").workloads  # small functions both models have
+    assert {w[0] for w in shared} <= t0_tasks and len(shared) < len(kept.workloads)
     assert main(["compact-db", str(tuned_db), "-o", str(tmp_path / "x"), "--keep-model", f"{TINY}:stream"]) == 2
     assert "--keep-model needs --target" in capsys.readouterr().err
 

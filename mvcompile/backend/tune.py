@@ -56,16 +56,15 @@ class Task:
 
     name: str
     weight: int  # how many times the model calls it
-    cost: float  # its share of the model's untuned run time: measured seconds × calls, or a FLOP proxy
+    cost: float  # its share of the model's run time with the default schedules: seconds × calls
     context: Any  # ms.TuneContext
     trials: int = 0  # run in this session
     best_ms: float = math.inf  # best measured latency of one call, in this session or before
-    measured: bool = True  # `cost` is in seconds (so comparable with best_ms), not a FLOP proxy
 
     @property
     def current_cost(self) -> float:
-        """Its share of the model's run time now: the untuned cost, or its best record if faster."""
-        return min(self.cost, self.best_ms * 1e-3 * self.weight) if self.measured else self.cost
+        """Its share of the model's run time now: the default schedule's, or its best record's if faster."""
+        return min(self.cost, self.best_ms * 1e-3 * self.weight)
 
 
 @dataclass
@@ -83,34 +82,6 @@ class TuneReport:
     def trials(self) -> int:
         """Candidates measured in this session."""
         return sum(t.trials for t in self.tasks)
-
-
-def task_cost(mod: Any, weight: int) -> float:
-    """Cost proxy of a task: FLOPs plus elements of every buffer it reads or writes, times calls."""
-    from tvm.s_tir.analysis import estimate_tir_flops
-
-    func = next(iter(mod.functions.values()))
-    elements = sum(math.prod(int(d) for d in param.shape) for param in func.params)
-    return weight * (float(estimate_tir_flops(mod)) + elements)
-
-
-def measured_costs(extracted: list[Any], tvm_target: Any) -> list[float]:
-    """Run time of each task's untuned (default-lowered) function on this machine, times its calls:
-    the real share of the untuned model's time (FLOPs mislead: depthwise convs are memory-bound)."""
-    import numpy as np
-    import tvm
-
-    device = tvm.cpu()
-    costs = []
-    for task in extracted:
-        mod = task.dispatched[0]
-        params = next(iter(mod.functions.values())).params
-        args = [tvm.runtime.tensor(np.random.random([int(d) for d in p.shape]).astype(str(p.dtype)), device)
-                for p in params]
-        lib = tvm.compile(mod, target=tvm_target).mod
-        seconds = lib.time_evaluator("main", device, number=3, repeat=2)(*args).median
-        costs.append(float(seconds) * int(task.weight))
-    return costs
 
 
 def allocate(costs: list[float], total: int, minimum: int = MIN_TRIALS) -> list[int]:
@@ -182,18 +153,15 @@ def tune_model(
         raise TuneError("the model has no tunable tasks")
     with _quiet_console_log():
         contexts, _ = ms.relax_integration.extracted_tasks_to_tune_contexts(extracted, work_dir=str(db_dir), seed=seed)
-    if rpc is None:
-        costs = measured_costs(extracted, tvm_target)
-    else:  # the boards are busy measuring candidates: estimate instead
-        costs = [task_cost(t.dispatched[0], int(t.weight)) for t in extracted]
-    tasks = [Task(t.task_name, int(t.weight), cost, ctx, measured=rpc is None)
-             for t, cost, ctx in zip(extracted, costs, contexts)]
     database = ms.database.JSONDatabase(work_dir=str(db_dir))
-    _seed_best(tasks, database)  # resuming: a task's share is what it costs now, with its best record so far
     workers = max(1, boards) if rpc else 1
     builder = ms_setup.make_builder(target.cross_compiler, max_workers=max(2, workers))
     cores = int(tvm_target.attrs.get("num-cores", 1))
     runner = ms_setup.make_rpc_runner(rpc, workers) if rpc else ms_setup.make_local_runner(cores)
+    baseline = default_baseline(extracted, before, database, builder, runner, tvm_target)
+    tasks = [Task(t.task_name, int(t.weight), secs * int(t.weight), ctx)
+             for t, secs, ctx in zip(extracted, baseline, contexts)]
+    _seed_best(tasks, database)  # resuming: a task's share is what it costs now, with its best record so far
     cost_model = ms.cost_model.CostModel.create("xgb", num_tuning_cores=2, tree_method="auto")
     start = time.monotonic()
     interrupted: list[bool] = []
@@ -231,6 +199,45 @@ def _quiet_console_log() -> Iterator[None]:
     for handler in logging.getLogger("tvm.s_tir.meta_schedule").handlers:
         if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
             handler.setLevel(logging.WARNING)
+
+
+def default_baseline(extracted: list[Any], before: tuning_db.Database, database: Any, builder: Any, runner: Any,
+                     tvm_target: Any) -> list[float]:
+    """Seconds per call of each task with mvcompile's default schedule, measured like any candidate
+    and committed to the database as a record (reused if an earlier run measured it): the time a
+    tuned record must beat to be applied, and where the search starts from."""
+    import tvm_ffi
+    from tvm.s_tir import meta_schedule as ms
+
+    from mvcompile.backend.cpu.schedules import default_schedule
+
+    known = _default_seconds(before, tvm_target)
+    seconds = [known.get(str(tvm_ffi.structural_hash(t.dispatched[0])), math.nan) for t in extracted]
+    todo = []
+    for i in (i for i, s in enumerate(seconds) if math.isnan(s)):
+        found = default_schedule(extracted[i].dispatched[0]["main"], tvm_target)
+        if found is not None:
+            todo.append((i, found[1], ms.arg_info.ArgInfo.from_prim_func(found[1].mod["main"])))
+    built = builder.build([ms.builder.BuilderInput(sch.mod, tvm_target) for _, sch, _ in todo]) if todo else []
+    for (i, _, _), result in zip(todo, built):
+        if result.error_msg:
+            raise TuneError(f"task {extracted[i].task_name}: its default schedule does not build: {result.error_msg}")
+    futures = runner.run([ms.runner.RunnerInput(b.artifact_path, "cpu", args)
+                          for (_, _, args), b in zip(todo, built)]) if todo else []
+    for (i, sch, args), future in zip(todo, futures):
+        result = future.result()
+        if result.error_msg:
+            raise TuneError(f"task {extracted[i].task_name}: its default schedule failed to run: {result.error_msg}")
+        secs = [float(x) for x in result.run_secs]
+        workload = database.commit_workload(extracted[i].dispatched[0])
+        database.commit_tuning_record(ms.database.TuningRecord(sch.trace, workload, secs, tvm_target, args))
+        seconds[i] = sum(secs) / len(secs)
+    return [0.0 if math.isnan(s) else s for s in seconds]
+
+
+def _default_seconds(db: tuning_db.Database, tvm_target: Any) -> dict[str, float]:
+    """Workload hash → measured seconds of its default-schedule record for `tvm_target`, in `db`."""
+    return {db.workloads[r.workload][0]: r.seconds for r in db.best(tvm_target, kind="default")}
 
 
 def _seed_best(tasks: list[Task], database: Any) -> None:

@@ -26,6 +26,7 @@ class Selection:
     records_sha256: str
     memory_db: Any  # ms.database.MemoryDatabase
     count: int
+    measured_on: str  # the CPU the records were measured on
     notices: list[str] = field(default_factory=list)
 
     def manifest(self, tuned: int, total: int) -> dict[str, Any]:
@@ -33,6 +34,7 @@ class Selection:
         return {
             "source": self.source,
             "path": str(self.path),
+            "measured_on": self.measured_on,
             "database_sha256": self.database_sha256,
             "records_sha256": self.records_sha256,
             "records": self.count,
@@ -47,12 +49,15 @@ def from_database(path: str | Path, tvm_target: Any) -> Selection:
     notices = [f"{db.path / name}: ignored a cut-off last line (interrupted tuning run)" for name in db.dropped_tail]
     if not db.records:
         raise tuning_db.DatabaseError(f"{db.path}: the tuning database holds no records")
-    best = db.best(tvm_target)
-    if not best:
+    if not db.count_for(tvm_target):
         raise tuning_db.DatabaseError(
             f"{db.path}: no tuning records for this target ({tuning_db.describe_target(tvm_target)}); "
             f"the database was made for: {'; '.join(db.targets())}"
         )
+    best = db.improvements(tvm_target)
+    if not best:
+        notices.append(f"{db.path}: no tuned schedule in it beats mvcompile's default schedules; "
+                       "the build uses the defaults")
     return _selection("database", db, best, notices)
 
 
@@ -62,7 +67,7 @@ def shipped(target: TargetPreset, tvm_target: Any, root: Path = SHIPPED_DIR) -> 
     for match in sorted(root.glob(f"*/{MATCH_FILE}")):
         if _matches(match, target, tvm_target):
             db = tuning_db.read_database(match.parent)
-            found.append(_selection("shipped", db, db.best(), []))
+            found.append(_selection("shipped", db, db.improvements(), [], _rule(match).get("measured_on")))
     return found
 
 
@@ -84,24 +89,32 @@ def merge(selections: list[Selection]) -> Selection | None:
     return Selection(
         first.source, Path(";".join(str(s.path) for s in selections)),
         "+".join(s.database_sha256 for s in selections), "+".join(s.records_sha256 for s in selections),
-        memory, sum(s.count for s in selections), [n for s in selections for n in s.notices],
+        memory, sum(s.count for s in selections), "; ".join(s.measured_on for s in selections),
+        [n for s in selections for n in s.notices],
     )
 
 
-def _selection(source: str, db: tuning_db.Database, best: list[tuning_db.Record], notices: list[str]) -> Selection:
+def _selection(source: str, db: tuning_db.Database, best: list[tuning_db.Record], notices: list[str],
+               measured_on: str | None = None) -> Selection:
+    cpus = sorted({tuning_db.describe_target(r.target) for r in best})
     return Selection(source, db.path, db.sha256(), tuning_db.records_hash(db, best),
-                     tuning_db.to_memory_database(db, best), len(best), notices)
+                     tuning_db.to_memory_database(db, best), len(best), measured_on or "; ".join(cpus) or "-", notices)
 
 
-def _matches(match_file: Path, target: TargetPreset, tvm_target: Any) -> bool:
-    """`match.yaml` keys: `targets` (preset names), or `kind`, `arch` and `features` (LLVM CPU
-    features the target's mcpu must have)."""
+def _rule(match_file: Path) -> dict[str, Any]:
     try:
         rule = yaml.safe_load(match_file.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise tuning_db.DatabaseError(f"{match_file}: cannot read: {exc}") from None
     if not isinstance(rule, dict):
         raise tuning_db.DatabaseError(f"{match_file}: expected a mapping of keys")
+    return rule
+
+
+def _matches(match_file: Path, target: TargetPreset, tvm_target: Any) -> bool:
+    """`match.yaml` keys: `targets` (preset names), or `kind`, `arch` and `features` (LLVM CPU
+    features the target's mcpu must have)."""
+    rule = _rule(match_file)
     if "targets" in rule:
         return target.name in rule["targets"]
     if rule.get("kind") != tvm_target.kind.name or rule.get("arch") != target.arch:

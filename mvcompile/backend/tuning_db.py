@@ -23,6 +23,7 @@ WORKLOADS = "database_workload.json"
 RECORDS = "database_tuning_record.json"
 FAILED_RUN_SECS = 1e9  # MetaSchedule stores 1e10 s for candidates that failed to build or run
 IGNORED_TARGET_KEYS = ("num-cores", "tag", "keys", "host")  # do not change what the code computes
+DEFAULT_MARK = "mvcompile.default_schedule"  # in the trace of a default-schedule record (cpu.schedules)
 
 
 class DatabaseError(ValueError):
@@ -47,6 +48,11 @@ class Record:
     def target(self) -> dict[str, Any]:
         """The TVM target the record was measured on."""
         return self.body[2]
+
+    @property
+    def is_default(self) -> bool:
+        """A measurement of mvcompile's default schedule (made by `tune` as the baseline to beat)."""
+        return DEFAULT_MARK in json.dumps(self.body[0])
 
 
 @dataclass
@@ -74,13 +80,23 @@ class Database:
         """The distinct targets that records were measured on, as short strings."""
         return sorted({describe_target(r.target) for r in self.records})
 
-    def best(self, target: Any | None = None) -> list[Record]:
-        """The fastest successful record per (workload, target); only `target`'s if given."""
+    def improvements(self, target: Any | None = None) -> list[Record]:
+        """What a build applies: per (workload, target), the fastest searched record, kept only if it
+        beats that workload's default schedule as measured in the same database (if it was)."""
+        defaults = {(r.workload, target_key(r.target)): r for r in self.best(target, kind="default")}
+        return [r for r in self.best(target, kind="searched")
+                if (d := defaults.get((r.workload, target_key(r.target)))) is None or r.seconds < d.seconds]
+
+    def best(self, target: Any | None = None, *, kind: str | None = None) -> list[Record]:
+        """The fastest successful record per (workload, target); only `target`'s if given, only default
+        or only searched records if `kind` is "default" or "searched"."""
         key = None if target is None else target_key(target)
         best: dict[tuple[int, str], Record] = {}
         for rec in self.records:
             rkey = target_key(rec.target)
             if (key is not None and rkey != key) or rec.seconds == float("inf"):
+                continue
+            if kind is not None and rec.is_default != (kind == "default"):
                 continue
             slot = (rec.workload, rkey)
             if slot not in best or rec.seconds < best[slot].seconds:

@@ -22,6 +22,7 @@ from mvcompile.backend.cpu.schedules.reduction import ChannelReduction
 from mvcompile.backend.cpu.schedules.window import Window
 
 RULE_ATTR = "mvcompile.schedule_rule"
+DEFAULT_MARK = "mvcompile.default_schedule"  # root-block annotation: this schedule is a default rule's
 SCHEDULED = "tirx.is_scheduled"
 TUNED = "tuning record"
 UNSCHEDULED = "none"
@@ -30,6 +31,17 @@ UNSCHEDULED = "none"
 def default_rules() -> list[CPURule]:
     """The rules, most specific first; `Fallback` takes any function the others refuse."""
     return [Pointwise(), Gemv(), Window(), ChannelReduction(), Injective(), Fallback()]
+
+
+def default_schedule(func: tirx.PrimFunc, target: Any, rules: list[CPURule] | None = None) -> tuple[str, Any] | None:
+    """(rule name, `s_tir.Schedule`) of the first rule that schedules `func`, or None. The schedule's
+    root block carries `DEFAULT_MARK`, so its trace, stored as a tuning record, says it is a default."""
+    for rule in rules if rules is not None else default_rules():
+        sch = rule.apply(func, target, False)
+        if sch is not None:
+            sch.annotate(sch.get_sblock(sch.mod["main"].body.block.name_hint), DEFAULT_MARK, rule.name)
+            return rule.name, sch
+    return None
 
 
 @tvm.transform.module_pass(opt_level=0, name="mvcompile.ApplyCPUSchedules")
@@ -49,13 +61,11 @@ class ApplyCPUSchedules:
                 if func.attrs.get(RULE_ATTR) is None:
                     updates[gvar] = func.with_attr(RULE_ATTR, TUNED)
                 continue
-            for rule in self.rules:
-                sch = rule.apply(func, target, False)
-                if sch is not None:
-                    updates[gvar] = sch.mod["main"].with_attr(SCHEDULED, True).with_attr(RULE_ATTR, rule.name)
-                    break
-            else:
+            found = default_schedule(func, target, self.rules)
+            if found is None:
                 updates[gvar] = func.with_attr(RULE_ATTR, UNSCHEDULED)
+            else:
+                updates[gvar] = found[1].mod["main"].with_attr(SCHEDULED, True).with_attr(RULE_ATTR, found[0])
         mod = mod.clone()  # never change the caller's module in place
         for gvar, func in updates.items():
             mod[gvar] = func
