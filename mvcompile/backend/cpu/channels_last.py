@@ -15,7 +15,8 @@ keyed by Relax op:
   so the concatenation is never materialised;
 - other convolutions (the stem) → `kernels.conv`; average pooling → `kernels.avg_pool`;
 - element-wise ops, reductions, concatenation, slicing and cumulative sums → the same op on the
-  channels-last tensor with its axes remapped (a cumulative sum over one frame disappears).
+  channels-last tensor with its axes remapped (a cumulative sum over one frame disappears); sigmoid
+  → a vectorisable polynomial form (`kernels.sigmoid`) instead of one libm call per element.
 
 State inputs and outputs (every 5-D parameter after the frames, and its result) become channels-last
 in the function's signature; the frames input is channels-last already. An op no rule covers still works: its operands are turned back
@@ -45,7 +46,7 @@ TO_CL = (0, 2, 3, 4, 1)
 TO_ORIG = (0, 4, 1, 2, 3)
 AXIS_IN_CL = TO_ORIG
 
-UNARY = {"relax.sigmoid", "relax.nn.relu", "relax.tanh", "relax.exp", "relax.sin", "relax.cos", "relax.astype",
+UNARY = {"relax.nn.relu", "relax.tanh", "relax.exp", "relax.sin", "relax.cos", "relax.astype",
          "relax.negative", "relax.sqrt", "relax.nn.silu", "relax.clip", "relax.abs", "relax.square"}
 BINARY = {"relax.add", "relax.subtract", "relax.multiply", "relax.divide", "relax.maximum", "relax.minimum",
           "relax.power"}
@@ -228,6 +229,15 @@ def _unbroadcast(rw: Rewriter, expr: relax.Expr) -> relax.Expr:
     return expr
 
 
+def _sigmoid(rw: Rewriter, call: relax.Call) -> Value | None:
+    """A vectorisable sigmoid (kernels.sigmoid) in whichever layout its input has."""
+    (data,) = call.args
+    if _rank(data) <= 0:
+        return None
+    v = rw.value(data)
+    return Value(rw.emit_te(kernels.sigmoid, v.expr, name="sigmoid"), cl=v.cl)
+
+
 def _permute_dims(rw: Rewriter, call: relax.Call) -> Value | None:
     """The image: [B, T, H, W, C] permuted to channels-first is, channels-last, itself."""
     (x,) = call.args
@@ -364,6 +374,7 @@ RULES: dict[str, Rule] = {
     "relax.strided_slice": _strided_slice,
     "relax.reshape": _reshape,
     "relax.min": _min_max_of_stack,
+    "relax.sigmoid": _sigmoid,
     "relax.max": _min_max_of_stack,
 }
 

@@ -189,6 +189,16 @@ def avg_pool(x: te.Tensor, inv_count: te.Tensor, kernel: Sequence[int], strides:
     return te.compute(out, lambda n, t, y, xx, ch: total[n, t, y, xx, ch] * inv_count[t, y, xx], name="mv_pool_scale")
 
 
+def sigmoid(x: te.Tensor) -> te.Tensor:
+    """1 / (1 + exp(-x)) with TVM's polynomial exp (within 1e-7 of float64, like libm's expf), which
+    vectorises; LLVM turns the plain exp into a call to libm's expf per element."""
+    from tvm import topi
+
+    e = topi.fast_exp(topi.negative(x))
+    return te.compute(x.shape, lambda *i: tirx.const(1.0, x.dtype) / (tirx.const(1.0, x.dtype) + e[i]),
+                      name="mv_sigmoid")
+
+
 def frames_slice(segments: Sequence[te.Tensor], start: int, stop: int) -> te.Tensor:
     """Frames [start, stop) of the time-concatenation of `segments`: a stream buffer's new state."""
     b, _, h, w, c = (int(d) for d in segments[0].shape)
