@@ -36,7 +36,10 @@ class Pointwise(common.CPURule):
         wo, wi = sch.split(w, [None, mr])
         no, ni = sch.split(n, [None, nv * vec])
         nio, nii = sch.split(ni, [None, vec])
-        sch.reorder(b, t, h, wo, no, k, wi, nio, nii)
+        steps = sch.split(k, [None, 4]) if cpu.arm and common.extent(sch, k) % 4 == 0 else [k]
+        sch.reorder(b, t, h, wo, no, *steps, wi, nio, nii)
+        if len(steps) == 2:
+            sch.unroll(steps[1])
         write_back, rest = common.accumulate_in_registers(sch, anchor)
         sch.reverse_compute_at(write_back, no)
         if vec > 1:
@@ -48,7 +51,7 @@ class Pointwise(common.CPURule):
             outer = no  # one pixel (a pooled vector): split the output channels between threads
         if common.worth_parallel(cpu, work, common.extent(sch, outer)):
             sch.parallel(outer)
-        init = sch.decompose_reduction(anchor, k)
+        init = sch.decompose_reduction(anchor, steps[0])
         common.vectorize_innermost(sch, init, cpu)
         common.vectorize_innermost(sch, write_back, cpu)
         common.finish_rest(sch, rest, cpu)
