@@ -1,4 +1,4 @@
-"""Shared pieces of the bench: cases, statistics, atomic writes, JSON subprocesses."""
+"""Shared pieces of the bench: cases, statistics, JSON subprocesses."""
 from __future__ import annotations
 
 import json
@@ -56,13 +56,6 @@ def summarize(ms: list[float]) -> dict[str, float]:
     a = np.asarray(ms, dtype=np.float64)
     return {"median_ms": float(np.median(a)), "p90_ms": float(np.percentile(a, 90)), "mean_ms": float(a.mean()),
             "min_ms": float(a.min()), "calls": int(a.size)}
-
-
-def atomic_write(path: Path, data: str | bytes) -> None:
-    """Write a file via a temp file in the same folder and a rename."""
-    from mvcompile.lower.pipeline import atomic_write as write_atomically  # here: the LiteRT venv has no onnx
-
-    write_atomically(path, data.encode() if isinstance(data, str) else data)
 
 
 def thread_env(threads: int) -> dict[str, str]:

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.common import atomic_write
 from bench.latency import RUNTIMES
+from mvcompile.support.files import atomic_write
 
 
 def write(results: dict[str, Any], out: Path) -> list[Path]:

@@ -3,25 +3,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-from rich.console import Console
-from rich.table import Table
+from mvcompile.support import interrupt  # the only import before the Ctrl-C trap: the rest load in the commands
 
-from mvcompile.ir.ops import IRError
-from mvcompile.ir.weights import WeightsError
-from mvcompile.spec.errors import SpecError
-
-# ValueError covers the spec, weights, IR, target, artifact, frame and io-table errors (all subclass it).
-USER_ERRORS: tuple[type[Exception], ...] = (SpecError, WeightsError, IRError, ValueError, FileNotFoundError)
-err_console = Console(stderr=True)
+# ValueError covers the spec, weights, IR, target, artifact, output, frame and io-table errors (all
+# subclass it); OSError is the system refusing a file operation (permissions, a full disk).
+USER_ERRORS: tuple[type[Exception], ...] = (ValueError, OSError)
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
     from mvcompile.inspect import inspect_spec
 
     info = inspect_spec(args.spec, args.variant)
@@ -51,8 +50,8 @@ def cmd_export(args: argparse.Namespace) -> int:
                             resolution=args.resolution, batch=args.batch, weights=args.weights, seed=args.seed)
     model_path, manifest_path = exported.save(args.output)
     m = exported.manifest
-    err_console.print(f"wrote {model_path} and {manifest_path}: {m['mode']} mode, {len(m['states'])} states, "
-                      f"input {m['inputs'][0]['shape']}")
+    print(f"wrote {model_path} and {manifest_path}: {m['mode']} mode, {len(m['states'])} states, "
+          f"input {m['inputs'][0]['shape']}", file=sys.stderr)
     return 0
 
 
@@ -107,6 +106,8 @@ def _build_ensemble(args: argparse.Namespace, target: Any, output: Path, start: 
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
     from mvcompile.runtime.driver import load_video_array, random_frames, run_video, top5
     from mvcompile.runtime.ensemble import load_manifest, require_frame_input
 
@@ -136,6 +137,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_video(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
     from mvcompile.runtime.driver import top5
     from mvcompile.runtime.ensemble import load_manifest
     from mvcompile.runtime.live import predict_video
@@ -183,15 +186,20 @@ def cmd_import_weights(args: argparse.Namespace) -> int:
 def cmd_tune(args: argparse.Namespace) -> int:
     from mvcompile.backend.ms_setup import RPCSettings
     from mvcompile.backend.targets import load_target
-    from mvcompile.backend.tune import tune_model
+    from mvcompile.backend.tune import TuneInterrupted, tune_model
+    from mvcompile.backend.tvm_interrupt import interruptible_tvm
     from mvcompile.lower.pipeline import export_model
 
     rpc = RPCSettings.parse(args.rpc_tracker, args.rpc_key) if args.rpc_tracker else None
     target = load_target(args.target)
     exported = export_model(args.spec, variant=args.variant, mode=args.mode, frames=args.frames,
                             resolution=args.resolution, batch=args.batch, seed=0)
-    report = tune_model(exported.onnx_model, target, args.db, trials=args.trials, budget_minutes=args.budget,
-                        rpc=rpc, progress=not args.quiet)
+    try:
+        with interruptible_tvm():
+            report = tune_model(exported.onnx_model, target, args.db, trials=args.trials,
+                                budget_minutes=args.budget, rpc=rpc, progress=not args.quiet)
+    except TuneInterrupted as err:  # Ctrl-C, with what the database kept
+        raise interrupt.Interrupted(str(err), signal.SIGINT) from None
     for name in report.repaired:
         print(f"repaired {args.db}/{name}: dropped a cut-off last line left by an interrupted run", file=sys.stderr)
     tuned = sum(1 for t in report.tasks if t.trials)
@@ -227,6 +235,9 @@ def _model_workloads(model: str, tvm_target: Any) -> set[str]:
 
 
 def cmd_targets(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
     from mvcompile.backend.targets import list_targets
 
     table = Table(title="targets")
@@ -271,10 +282,13 @@ def parser() -> argparse.ArgumentParser:
     _add_model_args(s)
     _add_shape_args(s)
     _add_weight_args(s)
-    s.add_argument("-o", "--output", required=True, help="output .onnx path")
+    s.add_argument("-o", "--output", required=True,
+                   help="output .onnx path (NAME.manifest.json is written beside it); replaces only an ONNX model")
     s.set_defaults(func=cmd_export)
 
-    s = sub.add_parser("build", help="compile a spec for a target into an artifact directory")
+    s = sub.add_parser("build", help="compile a spec for a target into an artifact directory",
+                       description="Compile a spec for a target into an artifact folder. An existing -o folder is "
+                                   "replaced only if it is an mvcompile artifact (or empty); Ctrl-C leaves it as it was.")
     _add_model_args(s)
     s.add_argument("--target", required=True, help="target preset name (see `mvcompile targets`) or a preset file")
     _add_shape_args(s)
@@ -285,7 +299,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--weights2", default=None, help="weights file of the second temporal-ensemble member")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     s.add_argument("-o", "--output", default=None,
-                   help="artifact directory to create (default: build/<spec>-<variant>-<mode>-<target>)")
+                   help="artifact folder to create, or an earlier artifact to replace "
+                        "(default: build/<spec>-<variant>-<mode>-<target>)")
     s.add_argument("--db", default=None,
                    help="apply the best records of this tuning database (default: the records shipped for the target)")
     s.add_argument("--no-shipped-records", action="store_true", help="without --db: build untuned")
@@ -349,13 +364,29 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
-    try:
-        return func(args)
-    except Exception as err:  # noqa: BLE001 - user mistakes become one-line messages, bugs stay tracebacks
-        if not isinstance(err, USER_ERRORS) and not type(err).__module__.startswith("mvcompile."):
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    with interrupt.trap():
+        try:
+            code = func(args)
+            interrupt.check()  # a stop that a library swallowed still ends as an interruption
+            return code
+        except KeyboardInterrupt as err:
+            return _interrupted(err)
+        except Exception as err:  # noqa: BLE001 - user mistakes become one-line messages, bugs stay tracebacks
+            if interrupt.requested() is not None:  # e.g. TVM's error for an interrupted callback
+                return _interrupted(err)
+            if not isinstance(err, USER_ERRORS) and not type(err).__module__.startswith("mvcompile."):
+                raise
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+
+
+def _interrupted(err: BaseException) -> int:
+    """One line for Ctrl-C (exit 130) or SIGTERM (exit 143); outputs are whole, old or new, never half."""
+    signum = interrupt.requested() or getattr(err, "signum", signal.SIGINT)
+    message = str(err) if isinstance(err, interrupt.Interrupted) else ""
+    print(message if message.startswith("interrupted") else f"interrupted by {interrupt.describe(signum)}",
+          file=sys.stderr)
+    return interrupt.exit_code(signum)
 
 
 if __name__ == "__main__":

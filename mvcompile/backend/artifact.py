@@ -8,6 +8,9 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from mvcompile.support.files import OutputError
+from mvcompile.support.names import name_problem
+
 ARTIFACT_FORMAT = "mvcompile-artifact/1"
 ENSEMBLE_FORMAT = "mvcompile-ensemble/1"  # a directory of member artifacts (runtime/ensemble.py)
 LIBRARY = "model.so"
@@ -74,3 +77,48 @@ def is_ensemble(artifact_dir: Path) -> bool:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return False
     return isinstance(manifest, dict) and manifest.get("artifact_format") == ENSEMBLE_FORMAT
+
+
+def check_replaceable(path: Path) -> None:
+    """Raise OutputError unless the existing folder `path` may be replaced by a build: an empty folder,
+    or an mvcompile artifact (model or ensemble) holding nothing but the files a build writes."""
+    entries = sorted(p.name for p in path.iterdir())
+    if not entries:
+        return
+    fmt = _format_of(path)
+    if fmt is None:
+        raise OutputError(f"{path}: exists and is not an mvcompile artifact (no {MANIFEST} with 'artifact_format'); "
+                          "not replacing it: choose another output folder, or move it away yourself")
+    ours = _artifact_entries(path, fmt)
+    foreign = [name for name in entries if name not in ours]
+    if foreign:
+        raise OutputError(f"{path}: an mvcompile artifact that also holds '{foreign[0]}', which mvcompile did not "
+                          "write; not replacing it: move that away first, or choose another output folder")
+
+
+def _format_of(path: Path) -> str | None:
+    file = path / MANIFEST
+    if file.is_symlink() or not file.is_file():
+        return None
+    try:
+        manifest = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    fmt = manifest.get("artifact_format") if isinstance(manifest, dict) else None
+    return fmt if fmt in (ARTIFACT_FORMAT, ENSEMBLE_FORMAT) else None
+
+
+def _artifact_entries(path: Path, fmt: str) -> set[str]:
+    """Names in `path` that a build of format `fmt` writes (members: only if they are artifacts too)."""
+    if fmt == ARTIFACT_FORMAT:
+        return {name for name in (LIBRARY, MANIFEST, IO_TABLE)
+                if (path / name).is_file() and not (path / name).is_symlink()}
+    members = json.loads((path / MANIFEST).read_text()).get("members")
+    names = {m.get("dir") for m in members if isinstance(m, dict)} if isinstance(members, list) else set()
+    ours = {MANIFEST}
+    for name in names:
+        member = path / name if isinstance(name, str) and name_problem(name) is None else None
+        if member is not None and member.is_dir() and not member.is_symlink() and _format_of(member) == ARTIFACT_FORMAT:
+            check_replaceable(member)
+            ours.add(name)
+    return ours

@@ -6,8 +6,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,8 +17,10 @@ from mvcompile.backend import tuned_records
 from mvcompile.backend.compile import CompileError, Compiled, compile_module, import_onnx
 from mvcompile.backend.iotable import IOTableError, artifact_io, io_table
 from mvcompile.backend.targets import TargetPreset
-from mvcompile.backend.artifact import ARTIFACT_FORMAT, IO_TABLE, LIBRARY, MANIFEST, sha256_file
+from mvcompile.backend.artifact import ARTIFACT_FORMAT, IO_TABLE, LIBRARY, MANIFEST, check_replaceable, sha256_file
 from mvcompile.backend.quiet import quiet_tvm_stderr
+from mvcompile.backend.tvm_interrupt import interruptible_tvm
+from mvcompile.support.files import staged_dir
 
 
 class BuildError(RuntimeError):
@@ -42,15 +42,16 @@ def build_artifact(
 ) -> Path:
     """Compile `onnx_model` for `target` into `out_dir`, atomically; returns `out_dir`.
 
-    Tuning records are applied from the database directory `db` if given, else from the records
-    shipped for the target's class of CPU (unless `shipped_records` is False). What scheduled the
-    code (records, default rules) is printed and recorded in the manifest's `build_options`."""
+    An existing `out_dir` is replaced only if it is an mvcompile artifact or empty (else OutputError);
+    Ctrl-C or SIGTERM leaves it as it was. Tuning records are applied from the database directory
+    `db` if given, else from the records shipped for the target's class of CPU (unless
+    `shipped_records` is False). What scheduled the code (records, default rules) is printed and
+    recorded in the manifest's `build_options`."""
     out_dir = Path(out_dir)
     tvm_target = target.to_tvm()
     _check_toolchain(target)
     records = _select_records(target, tvm_target, db, shipped_records)
-    work = make_work_dir(out_dir)
-    try:
+    with interruptible_tvm(), staged_dir(out_dir, replaceable=check_replaceable) as work:
         with _steps(progress) as step:
             step("import ONNX")
             mod = _import(onnx_model)
@@ -66,10 +67,6 @@ def build_artifact(
         (work / IO_TABLE).write_text(io_table(shaped))
         full = _manifest(shaped, target, tvm_target, options, work)
         (work / MANIFEST).write_text(json.dumps(full, indent=2, default=str) + "\n")
-        replace_dir(work, out_dir)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     if progress:
         print(schedule_summary(options), file=sys.stderr)
     return out_dir
@@ -92,20 +89,6 @@ def schedule_summary(options: dict[str, Any]) -> str:
         return f"mvcompile: {head}"
     listed = ", ".join(f"{name} {count}" for name, count in sorted(rules.items(), key=lambda kv: -kv[1]))
     return f"mvcompile: {head}; default schedules: {listed} (of {total} functions)"
-
-
-def make_work_dir(out_dir: Path) -> Path:
-    """A fresh temp dir beside `out_dir` with ordinary permissions, to be renamed into place."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
-    work.chmod(0o777 & ~_umask())  # mkdtemp makes 0700
-    return work
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _check_toolchain(target: TargetPreset) -> None:
@@ -197,21 +180,6 @@ def _manifest(
         "files": {LIBRARY: sha256_file(work / LIBRARY)},
         "artifact_format": ARTIFACT_FORMAT,
     }
-
-
-def replace_dir(new: Path, out_dir: Path) -> None:
-    """Move `new` to `out_dir`; an existing `out_dir` is replaced only once `new` is in place."""
-    if not out_dir.exists():
-        new.rename(out_dir)
-        return
-    old = out_dir.with_name(f".{out_dir.name}.old-{time.time_ns()}")
-    out_dir.rename(old)
-    try:
-        new.rename(out_dir)
-    except BaseException:
-        old.rename(out_dir)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 @contextmanager

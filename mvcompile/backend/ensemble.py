@@ -2,21 +2,25 @@
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from pathlib import Path
 
-from mvcompile.backend.build import build_artifact, make_work_dir, replace_dir
+from mvcompile.backend.artifact import ENSEMBLE_FORMAT, MANIFEST, check_replaceable, sha256_file
+from mvcompile.backend.build import build_artifact
 from mvcompile.backend.targets import TargetPreset
+from mvcompile.backend.tvm_interrupt import interruptible_tvm
 from mvcompile.lower.ensemble_export import EnsembleExport
-from mvcompile.backend.artifact import ENSEMBLE_FORMAT, MANIFEST, sha256_file
+from mvcompile.support.files import staged_dir
+from mvcompile.support.names import check_name
 
 
 def build_ensemble(ens: EnsembleExport, target: TargetPreset, out_dir: Path, *, progress: bool = True) -> Path:
     """Compile every member into `out_dir/<member>/` and write the ensemble manifest, atomically."""
     out_dir = Path(out_dir)
-    work = make_work_dir(out_dir)
-    try:
+    names = [check_name(name, "ensemble member name") for name, _ in ens.members]
+    if len(set(names)) != len(names):
+        raise ValueError(f"ensemble members must have distinct names, got {names}")
+    with interruptible_tvm(), staged_dir(out_dir, replaceable=check_replaceable) as work:
         for name, exported in ens.members:
             if progress:
                 print(f"member {name}:", file=sys.stderr)
@@ -29,8 +33,4 @@ def build_ensemble(ens: EnsembleExport, target: TargetPreset, out_dir: Path, *, 
             "artifact_format": ENSEMBLE_FORMAT,
         }
         (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        replace_dir(work, out_dir)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     return out_dir

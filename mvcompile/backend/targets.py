@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, field_validator
+
+from mvcompile.support.names import check_name
 
 if TYPE_CHECKING:
     import tvm
@@ -37,6 +39,11 @@ class TargetPreset(BaseModel):
     runtime_notes: str
 
     _source: Path | None = PrivateAttr(default=None)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_name(v)  # part of the default build folder's name
 
     @property
     def source(self) -> Path | None:
@@ -126,7 +133,7 @@ def read_preset(path: Path) -> TargetPreset:
         preset = TargetPreset.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(
-            f"key '{'.'.join(str(p) for p in err['loc']) or '<root>'}': {err['msg']}"
+            f"key '{'.'.join(str(p) for p in err['loc']) or '<root>'}': {err['msg'].removeprefix('Value error, ')}"
             for err in exc.errors()
         )
         raise TargetError(f"{path}: {problems}") from None

@@ -12,12 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import lzma
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from mvcompile.support.files import OutputError, atomic_write, staged_dir
 
 WORKLOADS = "database_workload.json"
 RECORDS = "database_tuning_record.json"
@@ -165,7 +165,7 @@ def _parse_lines(path: Path, *, repair: bool) -> tuple[list[Any], bool]:
 
 def _truncate_last_line(path: Path, text: str) -> None:
     keep = text[: text.rfind("\n") + 1]
-    write_atomic(path, keep)
+    atomic_write(path, keep)
 
 
 def read_database(path: str | Path, *, repair: bool = False, must_exist: bool = True) -> Database:
@@ -243,43 +243,28 @@ def compact(src: str | Path, dst: str | Path, target: Any | None = None, *, xz: 
     workloads = "".join(json.dumps(db.workloads[i]) + "\n" for i in used)
     records = "".join(json.dumps([index[r.workload], r.body]) + "\n" for r in best)
     dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{dst.name}.compact-", dir=dst.parent))
-    work.chmod(0o755)  # mkdtemp makes 0700
-    try:
+    stored = {WORKLOADS, RECORDS, f"{WORKLOADS}.xz", f"{RECORDS}.xz"}
+    with staged_dir(dst, replaceable=_replaceable_database, purpose="compact") as work:
         for name, text in ((WORKLOADS, workloads), (RECORDS, records)):
             if xz:
                 (work / f"{name}.xz").write_bytes(lzma.compress(text.encode(), preset=9 | lzma.PRESET_EXTREME))
             else:
                 (work / name).write_text(text)
-        stored = {WORKLOADS, RECORDS, f"{WORKLOADS}.xz", f"{RECORDS}.xz"}
-        for extra in sorted(dst.glob("*")) if dst.is_dir() else []:
-            if extra.name not in stored and extra.is_file():
+        for extra in sorted(dst.iterdir()) if dst.is_dir() else []:
+            if extra.name not in stored:
                 shutil.copy2(extra, work / extra.name)  # keep e.g. match.yaml next to the records
-        _replace(work, dst)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     return read_database(dst)
 
 
-def _replace(new: Path, dst: Path) -> None:
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-        dst.rename(old)
-        new.rename(dst)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        new.rename(dst)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Replace `path` with `text` via a temp file in the same directory."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _replaceable_database(path: Path) -> None:
+    """Raise OutputError unless `path` is empty or a database folder of plain files (all carried over)."""
+    entries = sorted(path.iterdir())
+    if not entries:
+        return
+    if not any(e.name.removesuffix(".xz") in (WORKLOADS, RECORDS) for e in entries):
+        raise OutputError(f"{path}: exists and is not a tuning database (no {WORKLOADS} or {RECORDS}); "
+                          "not replacing it: choose another output folder")
+    other = next((e for e in entries if e.is_symlink() or not e.is_file()), None)
+    if other is not None:
+        raise OutputError(f"{path}: a tuning database that also holds '{other.name}' (not a plain file, so it "
+                          "would not be carried over); not replacing it: move that away first")

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +14,7 @@ from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
 from mvcompile.ir.graph import Graph
+from mvcompile.support.files import staged_files
 
 LABELS_KEY = "__labels__"
 LABELS_METADATA = "mvcompile.labels"
@@ -86,22 +85,16 @@ def save_weights(values: dict[str, np.ndarray], path: str | Path, *, labels: lis
     path = Path(path)
     if LABELS_KEY in values:
         raise WeightsError(f"{path}: '{LABELS_KEY}' is reserved for class names, not a weight name")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        arrays = {k: np.array(v, order="C") for k, v in values.items()}
+    if path.suffix not in (".npz", ".safetensors"):
+        raise WeightsError(f"{path}: weights files are .safetensors or .npz")
+    arrays = {k: np.array(v, order="C") for k, v in values.items()}
+    with staged_files([path]) as (tmp,):
         if path.suffix == ".npz":
             extra = {LABELS_KEY: np.array(labels, dtype=str)} if labels is not None else {}
             with open(tmp, "wb") as f:
                 np.savez(f, **arrays, **extra)
-        elif path.suffix == ".safetensors":
-            save_file(arrays, tmp, metadata={LABELS_METADATA: json.dumps(labels)} if labels is not None else None)
         else:
-            raise WeightsError(f"{path}: weights files are .safetensors or .npz")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+            save_file(arrays, str(tmp), metadata={LABELS_METADATA: json.dumps(labels)} if labels is not None else None)
 
 
 def load_weights(path: str | Path) -> dict[str, np.ndarray]:

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -18,9 +16,11 @@ from mvcompile.lower.onnx import OPSET, to_onnx
 from mvcompile.passes import ensemble, fold_batchnorm, fold_conv_scale, insert_stream_buffers, make_causal
 from mvcompile.spec.loader import load_spec, member_paths
 from mvcompile.spec.model import EnsembleSpec, ModelSpec
+from mvcompile.support.files import OutputError, atomic_write_files
 
 Mode = Literal["base", "causal", "stream"]
 MODES = ("base", "causal", "stream")
+MODEL_FORMAT = "mvcompile-model/1"  # the exported manifest's "format"
 
 
 @dataclass
@@ -32,12 +32,38 @@ class ExportedModel:
     manifest: dict[str, Any]
 
     def save(self, path: str | Path) -> tuple[Path, Path]:
-        """Write `path` (.onnx) and `<stem>.manifest.json` beside it, each atomically."""
+        """Write `path` (.onnx) and `<stem>.manifest.json` beside it, atomically and together.
+
+        An existing .onnx is replaced only if it is an ONNX model, an existing manifest only if
+        mvcompile wrote it; anything else (a spec, a folder, other files) is an OutputError."""
         path = Path(path)
+        if path.is_dir():
+            raise OutputError(f"{path}: is a folder; give the model's file path, e.g. {path / 'model.onnx'}")
+        if path.suffix != ".onnx":
+            raise OutputError(f"{path}: export writes an ONNX model and its manifest; give a path ending in .onnx")
         manifest_path = path.with_name(path.stem + ".manifest.json")
-        atomic_write(path, self.onnx_model.SerializeToString())
-        atomic_write(manifest_path, json.dumps(self.manifest, indent=2).encode())
+        atomic_write_files({path: self.onnx_model.SerializeToString(),
+                            manifest_path: json.dumps(self.manifest, indent=2) + "\n"}, replaceable=_replaceable_export)
         return path, manifest_path
+
+
+def _replaceable_export(path: Path) -> None:
+    """Raise OutputError unless `path` is an ONNX model or a manifest that an export wrote."""
+    if path.suffix == ".onnx":
+        try:
+            model = onnx.load_model(str(path), load_external_data=False)
+            ok = model.ir_version > 0 and len(model.graph.node) > 0
+        except Exception:  # noqa: BLE001 - protobuf raises several types for bytes that are not a model
+            ok = False
+        what = "an ONNX model"
+    else:
+        try:
+            ok = json.loads(path.read_text()).get("format") == MODEL_FORMAT
+        except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+            ok = False
+        what = "a manifest written by mvcompile export"
+    if not ok:
+        raise OutputError(f"{path}: exists and is not {what}; not replacing it: choose another output path, or move it away yourself")
 
 
 def model_graph(spec: ModelSpec, mode: Mode, *, frames: int | None = None, resolution: int | None = None,
@@ -122,7 +148,7 @@ def _manifest(g: Graph, spec_path: Path, variant: str | None, mode: str, batch: 
     image_inputs = [n for n in g.inputs() if n not in {s.input for s in g.states}]
     tensor = lambda n, public: {"name": public, "shape": list(g.shape(n)), "dtype": g.node(n)["dtype"]}  # noqa: E731
     return {
-        "format": "mvcompile-model/1",
+        "format": MODEL_FORMAT,
         "spec": {"name": g.meta["name"], "path": str(spec_path), "sha256": _sha256(spec_path.read_bytes())},
         "variant": variant or "base",
         "mode": mode,
@@ -164,19 +190,3 @@ def _state_entry(s: Any) -> dict[str, Any]:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write a file via a temp file in the same folder and a rename (readable by all)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-

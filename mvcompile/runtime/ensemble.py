@@ -19,6 +19,7 @@ from mvcompile.backend.artifact import (ENSEMBLE_FORMAT, MANIFEST, ArtifactError
                                         read_manifest,
                                         sha256_file)
 from mvcompile.runtime.session import FrameError, StreamSession
+from mvcompile.support.names import name_problem
 
 ROUTINGS = ("alternate", "each")
 
@@ -51,7 +52,7 @@ def read_ensemble_manifest(artifact_dir: Path) -> dict[str, Any]:
         raise ArtifactError(f"{path}: key 'members' must list two or more members")
     for m in members:
         name = m.get("dir") if isinstance(m, dict) else None
-        if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
+        if not isinstance(name, str) or name_problem(name):
             raise ArtifactError(f"{path}: member entry {m!r} needs a plain 'dir' name")
         member_manifest = Path(artifact_dir) / name / MANIFEST
         if not member_manifest.is_file():

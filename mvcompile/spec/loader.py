@@ -22,15 +22,33 @@ def load_spec(path: str | Path) -> ModelSpec | EnsembleSpec:
         raise SpecError(f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}")
     if "ensemble" in raw:
         spec = _validate(EnsembleSpec, raw, path)
-        for i, member in enumerate(spec.ensemble):
-            member_path = (path.parent / member.spec).resolve()
-            if not member_path.is_file():
-                raise SpecError(f"{path}: ensemble[{i}].spec: file not found: {member_path}")
+        _check_members(spec, path)
         return spec
     missing = [k for k in ("stages", "stem", "head", "input", "num_classes", "name") if k not in raw]
     if missing:
         raise SpecError(f"{path}: missing required key '{missing[0]}' (a model spec needs {sorted(_TOP_KEYS)})")
     return _validate(ModelSpec, raw, path)
+
+
+def _check_members(spec: EnsembleSpec, path: Path) -> None:
+    """Each member is a readable single-model spec, and no two share a name (it names their folders)."""
+    seen: dict[str, int] = {}
+    for i, member in enumerate(spec.ensemble):
+        where = f"{path}: ensemble[{i}].spec"
+        member_path = (path.parent / member.spec).resolve()
+        if not member_path.is_file():
+            raise SpecError(f"{where}: file not found: {member_path}")
+        raw = _read_yaml(member_path)
+        if isinstance(raw, dict) and "ensemble" in raw:
+            raise SpecError(f"{where}: {member_path} is an ensemble; members must be single-model specs")
+        try:
+            name = load_spec(member_path).name
+        except SpecError as err:
+            raise SpecError(f"{where}: {err}") from None
+        if name in seen:
+            raise SpecError(f"{where}: member name '{name}' is also ensemble[{seen[name]}]'s; "
+                            "members need distinct names (each gets its own folder)")
+        seen[name] = i
 
 
 def member_paths(spec: EnsembleSpec, spec_path: str | Path) -> list[Path]:

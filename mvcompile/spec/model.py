@@ -5,6 +5,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from mvcompile.support.names import check_name
+
 ConvType = Literal["3d", "2plus1d"]
 SEType = Literal["3d", "2plus3d", "none"]
 Activation = Literal["swish", "hard_swish", "relu"]
@@ -125,6 +127,18 @@ class ModelSpec(_Strict):
     options: Options = Options()
     variants: dict[str, OptionsOverride] = {}
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_name(v)  # names ensemble members' folders and weight prefixes
+
+    @field_validator("variants")
+    @classmethod
+    def _variant_names(cls, v: dict[str, OptionsOverride]) -> dict[str, OptionsOverride]:
+        for name in v:
+            check_name(name, "variant name")  # part of the default build folder's name
+        return v
+
     def with_variant(self, variant: str | None) -> "ModelSpec":
         """The spec with a variant's options applied (None: the base model)."""
         if variant is None or variant == "base":
@@ -148,6 +162,11 @@ class EnsembleSpec(_Strict):
     note: str = ""
     ensemble: list[EnsembleMember] = Field(min_length=2)
     combine: Literal["mean"] = "mean"
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_name(v)
 
 
 

@@ -1,0 +1,1 @@
+"""Helpers every layer may import (the bottom of the layer order): atomic writes, interruption, plain names."""

@@ -1,0 +1,264 @@
+"""Atomic outputs: every file and folder mvcompile writes appears whole or not at all, and an
+existing path is replaced only when its owner check says it is ours to replace.
+
+Files are written to a temp file beside the target and renamed; folders are built in a staging
+folder `.<name>.<purpose>-XXXX` beside the target (marked with `STAGING_MARKER`, holding our pid)
+and swapped in with one atomic exchange (Linux `renameat2(RENAME_EXCHANGE)`; elsewhere two renames).
+Renames commit inside `interrupt.deferred()`, after checking that no Ctrl-C was asked for.
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import shutil
+import socket
+import stat
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from mvcompile.support import interrupt
+
+STAGING_MARKER = ".mvcompile-staging"  # "pid host" of the process writing a staging folder
+Check = Callable[[Path], None]  # raises OutputError unless the existing path may be replaced
+
+
+class OutputError(ValueError):
+    """An output path cannot be written: it is not ours to replace, or the system refused."""
+
+
+def atomic_write(path: str | Path, data: str | bytes, *, replaceable: Check | None = None) -> Path:
+    """Write `data` to `path` via a temp file and a rename; returns `path`."""
+    path = Path(path)
+    atomic_write_files({path: data}, replaceable=replaceable)
+    return path
+
+
+def atomic_write_files(files: dict[Path, str | bytes], *, replaceable: Check | None = None) -> None:
+    """Write several files, then rename them all into place together (nothing if interrupted before)."""
+    with staged_files(list(files), replaceable=replaceable) as temps:
+        for temp, data in zip(temps, files.values()):
+            temp.write_bytes(data.encode() if isinstance(data, str) else data)
+
+
+@contextmanager
+def staged_files(paths: list[Path], *, replaceable: Check | None = None) -> Iterator[list[Path]]:
+    """Yield one temp path per target (in its folder) to write; on success each replaces its target.
+
+    An existing target must be a regular file (not a folder or a symlink) and pass `replaceable`;
+    it keeps its permission bits, a new file gets the umask's."""
+    paths = [Path(p) for p in paths]
+    for path in paths:
+        _check_file_target(path, replaceable)
+    temps: list[Path] = []
+    try:
+        for path in paths:
+            temps.append(_temp_file(path))
+        yield temps
+        with interrupt.deferred():
+            for path in paths:
+                _check_file_target(path, replaceable)  # again: the build may have taken a while
+            for temp, path in zip(temps, paths):
+                _os_call(os.replace, temp, path, where=path)
+    finally:
+        for temp in temps:
+            temp.unlink(missing_ok=True)
+
+
+def _check_file_target(path: Path, replaceable: Check | None) -> None:
+    if path.name in ("", ".", ".."):
+        raise OutputError(f"{path}: not a file name")
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot check it: {exc.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise OutputError(f"{path}: is a folder; give a file path")
+    if not stat.S_ISREG(st.st_mode):
+        raise OutputError(f"{path}: exists and is not a regular file (a symlink or device); not replacing it")
+    if replaceable is not None:
+        replaceable(path)
+
+
+def _temp_file(path: Path) -> Path:
+    _make_parent(path)
+    try:
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise OutputError(f"{path.parent}: cannot write here: {exc.strerror}") from None
+    try:
+        mode = path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask()
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+    return Path(name)
+
+
+@contextmanager
+def staged_dir(out: str | Path, *, replaceable: Check, purpose: str = "building") -> Iterator[Path]:
+    """Yield a fresh staging folder beside `out`; on success it replaces `out` atomically.
+
+    `out` may not exist yet, or be an existing folder that `replaceable` accepts; never a file, a
+    symlink, `/`, `.`/`..`, or the current folder or one holding it. Staging folders left by killed
+    runs for the same `out` are removed first (only ones our marker proves ours, from dead pids)."""
+    out = output_folder(out)
+    _check_dir_target(out, replaceable)
+    remove_stale_staging(out, purpose)
+    work = make_staging_dir(out, purpose)
+    try:
+        yield work
+        replace_dir(work, out, replaceable)
+    except BaseException:
+        _remove_ours(work)
+        raise
+
+
+def output_folder(out: str | Path) -> Path:
+    """The absolute path of an output folder (the parent's symlinks resolved, the last part kept)."""
+    raw = Path(out)
+    if raw.name in ("", ".", ".."):
+        raise OutputError(f"{out}: names an existing folder by '/', '.' or '..'; give the output folder's own name")
+    return Path(os.path.realpath(raw.parent)) / raw.name
+
+
+def _check_dir_target(out: Path, replaceable: Check) -> None:
+    try:
+        st = out.lstat()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise OutputError(f"{out}: cannot check it: {exc.strerror}") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise OutputError(f"{out}: is a symbolic link; give the folder it points to, or another path")
+    if not stat.S_ISDIR(st.st_mode):
+        raise OutputError(f"{out}: exists and is a file, not an output folder; not replacing it")
+    cwd = Path.cwd()
+    if out == cwd or out in cwd.parents:
+        raise OutputError(f"{out}: is the current folder or holds it; not replacing it")
+    replaceable(out)
+
+
+def make_staging_dir(out: Path, purpose: str = "building") -> Path:
+    """A new folder `.<name>.<purpose>-XXXX` beside `out` (ordinary permissions), marked as ours."""
+    _make_parent(out)
+    try:
+        work = Path(tempfile.mkdtemp(prefix=f".{out.name}.{purpose}-", dir=out.parent))
+    except OSError as exc:
+        raise OutputError(f"{out.parent}: cannot write here: {exc.strerror}") from None
+    work.chmod(0o777 & ~_umask())  # mkdtemp makes 0700
+    _mark(work)
+    return work
+
+
+def replace_dir(work: Path, out: Path, replaceable: Check) -> None:
+    """Put staging folder `work` at `out`, replacing an existing `out` only if `replaceable` accepts it."""
+    with interrupt.deferred():
+        _check_dir_target(out, replaceable)
+        (work / STAGING_MARKER).unlink()
+        if not os.path.lexists(out):
+            _os_call(os.rename, work, out, where=out)
+            return
+        if not _exchange(work, out):  # no atomic exchange here: move the old one aside first
+            aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.replaced-", dir=out.parent))
+            _os_call(os.rename, out, aside / out.name, where=out)
+            try:
+                _os_call(os.rename, work, out, where=out)
+            except BaseException:
+                os.rename(aside / out.name, out)
+                raise
+            shutil.rmtree(aside, ignore_errors=True)
+            return
+        _mark(work)  # `work` now holds the replaced folder: provably ours to delete if we die now
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def remove_stale_staging(out: Path, purpose: str = "building") -> list[Path]:
+    """Delete `.<name>.<purpose>-*` folders beside `out` left by killed runs; returns them.
+
+    Only real folders (not symlinks) whose marker names a process of this host that is gone."""
+    prefix = f".{out.name}.{purpose}-"
+    removed = []
+    try:
+        entries = [e for e in os.scandir(out.parent) if e.name.startswith(prefix)]
+    except OSError:
+        return removed
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False) and _stale(Path(entry.path)):
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(Path(entry.path))
+    return removed
+
+
+def _stale(folder: Path) -> bool:
+    marker = folder / STAGING_MARKER
+    try:
+        if not stat.S_ISREG(marker.lstat().st_mode):
+            return False
+        pid_text, host = marker.read_text().split(maxsplit=1)
+        pid = int(pid_text)
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return host.strip() == socket.gethostname() and pid != os.getpid() and not _alive(pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _mark(folder: Path) -> None:
+    (folder / STAGING_MARKER).write_text(f"{os.getpid()} {socket.gethostname()}\n")
+
+
+def _remove_ours(work: Path) -> None:
+    """Remove the staging folder we created, unless it was already renamed into place."""
+    if work.is_dir() and not work.is_symlink():
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _make_parent(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise OutputError(f"{path.parent}: exists and is not a folder") from None
+    except OSError as exc:
+        raise OutputError(f"{path.parent}: cannot create this folder: {exc.strerror}") from None
+
+
+def _os_call(func: Callable[[Path, Path], None], src: Path, dst: Path, *, where: Path) -> None:
+    try:
+        func(src, dst)
+    except OSError as exc:
+        raise OutputError(f"{where}: cannot write it: {exc.strerror}") from None
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+_renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux renameat2); False where the system or filesystem cannot."""
+    if _renameat2 is None:
+        return False
+    if _renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OutputError(f"{b}: cannot replace it: {os.strerror(err)}")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

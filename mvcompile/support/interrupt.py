@@ -1,0 +1,91 @@
+"""Ctrl-C and SIGTERM: a flag set by our own handler, checked before anything is committed to disk.
+
+Python turns SIGINT into a KeyboardInterrupt, but a library may swallow it: TVM's constant folder
+calls back into Python to build small functions and treats any error from them, this one included,
+as "cannot fold" and carries on. So our handler also records the request, and writers check it
+(`check`) right before they rename their output into place, and commit inside `deferred` sections.
+"""
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_NAMES = {signal.SIGINT: "Ctrl-C (SIGINT)", signal.SIGTERM: "SIGTERM"}
+
+
+class Interrupted(KeyboardInterrupt):
+    """The user asked to stop: Ctrl-C (SIGINT) or SIGTERM; `signum` says which."""
+
+    def __init__(self, message: str = "", signum: int = signal.SIGINT) -> None:
+        super().__init__(message or f"interrupted by {describe(signum)}")
+        self.signum = signum
+
+
+class _State:
+    requested: int | None = None  # the first signal received while trapped
+    critical = 0  # depth of `deferred` sections
+    installed = False
+
+
+def describe(signum: int) -> str:
+    """'Ctrl-C (SIGINT)' or 'SIGTERM'."""
+    return _NAMES.get(signal.Signals(signum), signal.Signals(signum).name)
+
+
+def exit_code(signum: int) -> int:
+    """The shell's code for a command stopped by `signum`: 130 for SIGINT, 143 for SIGTERM."""
+    return 128 + int(signum)
+
+
+def _handle(signum: int, frame: FrameType | None) -> None:
+    if _State.requested is None:
+        _State.requested = signum
+    if not _State.critical:
+        raise Interrupted(signum=signum)
+
+
+@contextmanager
+def trap() -> Iterator[None]:
+    """Within: SIGINT and SIGTERM set the flag and raise Interrupted. Nests; a no-op off the main
+    thread (only it may install signal handlers). The flag is cleared on entry and exit."""
+    if _State.installed or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.getsignal(s) for s in SIGNALS}
+    _State.requested, _State.installed = None, True
+    try:
+        for s in SIGNALS:
+            signal.signal(s, _handle)
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        _State.requested, _State.installed = None, False
+
+
+def requested() -> int | None:
+    """The signal that asked us to stop (inside `trap`), or None."""
+    return _State.requested
+
+
+def check() -> None:
+    """Raise Interrupted if a stop was requested, even if its KeyboardInterrupt was swallowed."""
+    if _State.requested is not None:
+        raise Interrupted(signum=_State.requested)
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """A short critical section (renames that commit an output): checks first, and a signal that
+    arrives inside takes effect when the section ends, so a commit is never half done."""
+    check()
+    _State.critical += 1
+    try:
+        yield
+    finally:
+        _State.critical -= 1
+    check()
