@@ -364,7 +364,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
-    with interrupt.trap():
+    with interrupt.trap(quiet=True):
         try:
             code = func(args)
             interrupt.check()  # a stop that a library swallowed still ends as an interruption
@@ -384,8 +384,7 @@ def _interrupted(err: BaseException) -> int:
     """One line for Ctrl-C (exit 130) or SIGTERM (exit 143); outputs are whole, old or new, never half."""
     signum = interrupt.requested() or getattr(err, "signum", signal.SIGINT)
     message = str(err) if isinstance(err, interrupt.Interrupted) else ""
-    print(message if message.startswith("interrupted") else f"interrupted by {interrupt.describe(signum)}",
-          file=sys.stderr)
+    interrupt.report(message if message.startswith("interrupted") else f"interrupted by {interrupt.describe(signum)}")
     return interrupt.exit_code(signum)
 
 

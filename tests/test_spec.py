@@ -69,6 +69,15 @@ BAD = [
     (GOOD.replace("kernel: [3, 3, 3]", "kernel: [3, 0, 3]"), ["stages[0].layers[0].kernel", ">= 1"]),
     (GOOD.replace("name: t", "name: t\nrandom_key: 1"), ["random_key", "unknown key"]),
     ("name: e\nensemble:\n  - {spec: missing.yaml}\n  - {spec: other.yaml}\n", ["ensemble[0].spec", "file not found"]),
+    # names become folder names (ensemble members) and parts of the default build folder (variants)
+    (GOOD.replace("name: t", "name: ../../victim"), ["name: name '../../victim' must not contain '/'"]),
+    (GOOD.replace("name: t", "name: ''"), ["name: name must not be empty"]),
+    (GOOD.replace("name: t", 'name: "\\x1b[2J"'), ["name: name '\\x1b[2J' must not contain control", "U+001B"]),
+    (GOOD.replace("name: t", 'name: "a\\0b"'), ["name: ", "U+0000"]),
+    (GOOD.replace("name: t", "name: .."), ["name: name '..' must not start with '.'"]),
+    (GOOD.replace("name: t", f"name: {'n' * 65}"), ["name: ", "at most 64 characters"]),
+    (GOOD.replace("  stream:", "  ../up:"), ["variants: variant name '../up' must not contain '/'"]),
+    ("name: /abs\nensemble:\n  - {spec: a.yaml}\n  - {spec: b.yaml}\n", ["name: name '/abs' must not contain '/'"]),
 ]
 
 
@@ -88,3 +97,25 @@ def test_missing_file_and_unknown_variant(tmp_path) -> None:
         load_spec(tmp_path / "none.yaml")
     with pytest.raises(KeyError, match="no variant 'fast'.*known: stream"):
         load_spec(SPECS / "a0.yaml").with_variant("fast")
+
+
+def _ensemble(tmp_path, members: dict[str, str], listing: list[str]):
+    for file, name in members.items():
+        (tmp_path / file).write_text(GOOD.replace("name: t", f"name: {name}"))
+    path = tmp_path / "ens.yaml"
+    path.write_text("name: ens\nensemble:\n" + "".join(f"  - {{spec: {m}}}\n" for m in listing))
+    return path
+
+
+@pytest.mark.parametrize(("members", "listing", "expected"), [
+    ({"a.yaml": "../../victim", "b.yaml": "b"}, ["a.yaml", "b.yaml"],
+     "ens.yaml: ensemble[0].spec: {dir}/a.yaml: name: name '../../victim' must not contain '/'"),
+    ({"a.yaml": "a", "b.yaml": "a"}, ["a.yaml", "b.yaml"],
+     "ens.yaml: ensemble[1].spec: member name 'a' is also ensemble[0]'s"),
+    ({"a.yaml": "a"}, ["a.yaml", "ens.yaml"], "ens.yaml: ensemble[1].spec: {dir}/ens.yaml is an ensemble"),
+], ids=["path-name", "same-name", "contains-itself"])
+def test_ensemble_members_are_single_models_with_distinct_plain_names(tmp_path, members, listing, expected) -> None:
+    path = _ensemble(tmp_path, members, listing)
+    with pytest.raises(SpecError) as err:
+        load_spec(path)
+    assert expected.format(dir=tmp_path) in str(err.value) and "\n" not in str(err.value)

@@ -1,5 +1,6 @@
 """Target presets: every shipped preset resolves in TVM; user mistakes give one clear TargetError."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,14 @@ def test_user_file_and_env_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 def test_bad_key_names_file_and_key(tmp_path: Path) -> None:
     path = _write(tmp_path, GOOD + "flavour: spicy\n")
     with pytest.raises(TargetError, match=rf"{path}: key 'flavour': Extra inputs are not permitted"):
+        load_target(path)
+
+
+@pytest.mark.parametrize("name", ["../../x", "", "a\x1bb", ".hidden"])
+def test_preset_name_must_be_a_plain_name(tmp_path: Path, name: str) -> None:
+    """It becomes part of the default build folder's name."""
+    path = _write(tmp_path, GOOD.replace("name: board", f"name: {json.dumps(name)}"))
+    with pytest.raises(TargetError, match=r"board.yaml: key 'name': name .*must"):
         load_target(path)
 
 

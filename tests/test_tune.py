@@ -184,8 +184,9 @@ def test_second_tune_run_resumes_and_keeps_earlier_records(tuned_db: Path, tmp_p
     assert len(tuning_db.read_database(db).workloads) >= len(workloads)
 
 
-@pytest.mark.parametrize("sig", [pytest.param(signal.SIGINT, marks=pytest.mark.slow), signal.SIGKILL],
-                         ids=["ctrl-c", "killed"])
+@pytest.mark.parametrize("sig", [pytest.param(signal.SIGINT, marks=pytest.mark.slow),
+                                 pytest.param(signal.SIGTERM, marks=pytest.mark.slow), signal.SIGKILL],
+                         ids=["ctrl-c", "sigterm", "killed"])
 def test_interrupted_tune_run_leaves_a_loadable_database(tmp_path: Path, sig: signal.Signals) -> None:
     db = tmp_path / "db"
     cmd = [sys.executable, "-m", "mvcompile.cli", *TUNE, "--trials", "64", "--db", str(db)]
@@ -198,10 +199,15 @@ def test_interrupted_tune_run_leaves_a_loadable_database(tmp_path: Path, sig: si
                 break
             time.sleep(0.5)
         assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-        if sig == signal.SIGINT:  # Ctrl-C: one clean line, exit 2
+        if sig == signal.SIGINT:  # Ctrl-C: one clean line, exit 130
             os.kill(proc.pid, signal.SIGINT)
             _, err = proc.communicate(timeout=120)
-            assert proc.returncode == 2 and "interrupted: " in err.decode() and "run the same command" in err.decode()
+            lines = err.decode().splitlines()
+            assert proc.returncode == 130 and lines[-1].startswith("interrupted: ") and "run the same command" in lines[-1]
+        if sig == signal.SIGTERM:  # exit 143, the database as it was when the signal came
+            os.kill(proc.pid, signal.SIGTERM)
+            _, err = proc.communicate(timeout=120)
+            assert proc.returncode == 143 and err.decode().splitlines()[-1] == "interrupted by SIGTERM"
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)

@@ -10,6 +10,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from mvcompile.support.files import staged_files
+
 REPO = Path(__file__).resolve().parents[2]
 RUNNER_SOURCE = REPO / "deploy" / "runner.cc"
 SETUP_HINT = "run `make cross` (or scripts/setup_cross.sh, as root) first"
@@ -100,13 +102,12 @@ def build_runner(arch: CrossArch) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if exe.is_file():
             return exe
-        tmp = bindir / ".runner.tmp"
-        cmd = [arch.cxx, *CXXFLAGS, str(RUNNER_SOURCE), "-isystem", str(arch.root / "include"),
-               "-L", str(arch.libdir), *LDLIBS, "-o", str(tmp)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise EmulationError(f"cross-compiling {RUNNER_SOURCE} failed:\n{' '.join(cmd)}\n{proc.stderr}")
         for old in bindir.glob("mvcompile-runner-*"):
             old.unlink()
-        tmp.replace(exe)
+        with staged_files([exe]) as (tmp,):
+            cmd = [arch.cxx, *CXXFLAGS, str(RUNNER_SOURCE), "-isystem", str(arch.root / "include"),
+                   "-L", str(arch.libdir), *LDLIBS, "-o", str(tmp)]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise EmulationError(f"cross-compiling {RUNNER_SOURCE} failed:\n{' '.join(cmd)}\n{proc.stderr}")
     return exe

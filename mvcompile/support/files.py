@@ -74,6 +74,8 @@ def _check_file_target(path: Path, replaceable: Check | None) -> None:
         st = path.lstat()
     except FileNotFoundError:
         return
+    except NotADirectoryError:
+        raise OutputError(f"{path}: a part of this path is a file, not a folder") from None
     except OSError as exc:
         raise OutputError(f"{path}: cannot check it: {exc.strerror}") from None
     if stat.S_ISDIR(st.st_mode):
@@ -130,10 +132,12 @@ def _check_dir_target(out: Path, replaceable: Check) -> None:
         st = out.lstat()
     except FileNotFoundError:
         return
+    except NotADirectoryError:
+        raise OutputError(f"{out}: a part of this path is a file, not a folder") from None
     except OSError as exc:
         raise OutputError(f"{out}: cannot check it: {exc.strerror}") from None
     if stat.S_ISLNK(st.st_mode):
-        raise OutputError(f"{out}: is a symbolic link; give the folder it points to, or another path")
+        raise OutputError(f"{out}: is a symbolic link; not replacing it: give the folder it points to, or another path")
     if not stat.S_ISDIR(st.st_mode):
         raise OutputError(f"{out}: exists and is a file, not an output folder; not replacing it")
     cwd = Path.cwd()

@@ -7,7 +7,9 @@ as "cannot fold" and carries on. So our handler also records the request, and wr
 """
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +31,8 @@ class _State:
     requested: int | None = None  # the first signal received while trapped
     critical = 0  # depth of `deferred` sections
     installed = False
+    quiet = False  # mute fd 2 once a stop is requested (see `trap`)
+    real_stderr: int | None = None  # a dup of fd 2 while it is muted
 
 
 def describe(signum: int) -> str:
@@ -44,19 +48,25 @@ def exit_code(signum: int) -> int:
 def _handle(signum: int, frame: FrameType | None) -> None:
     if _State.requested is None:
         _State.requested = signum
+        if _State.quiet:
+            _mute_stderr()
     if not _State.critical:
         raise Interrupted(signum=signum)
 
 
 @contextmanager
-def trap() -> Iterator[None]:
+def trap(*, quiet: bool = False) -> Iterator[None]:
     """Within: SIGINT and SIGTERM set the flag and raise Interrupted. Nests; a no-op off the main
-    thread (only it may install signal handlers). The flag is cleared on entry and exit."""
+    thread (only it may install signal handlers). The flag is cleared on entry and exit.
+
+    `quiet`: from the signal on, file descriptor 2 goes to /dev/null until the trap ends, so what
+    libraries print while unwinding (TVM warns "BlockBuilder destroyed with remaining blocks!" from
+    C++) does not follow the one line that `report` still writes to the real stderr."""
     if _State.installed or threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = {s: signal.getsignal(s) for s in SIGNALS}
-    _State.requested, _State.installed = None, True
+    _State.requested, _State.installed, _State.quiet = None, True, quiet
     try:
         for s in SIGNALS:
             signal.signal(s, _handle)
@@ -64,7 +74,32 @@ def trap() -> Iterator[None]:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-        _State.requested, _State.installed = None, False
+        _unmute_stderr()
+        _State.requested, _State.installed, _State.quiet = None, False, False
+
+
+def report(line: str) -> None:
+    """Print `line` on the user's stderr, even while `trap(quiet=True)` mutes file descriptor 2."""
+    if _State.real_stderr is None:
+        print(line, file=sys.stderr)
+    else:
+        os.write(_State.real_stderr, f"{line}\n".encode())
+
+
+def _mute_stderr() -> None:
+    sys.stderr.flush()
+    _State.real_stderr = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+
+
+def _unmute_stderr() -> None:
+    if _State.real_stderr is not None:
+        sys.stderr.flush()
+        os.dup2(_State.real_stderr, 2)
+        os.close(_State.real_stderr)
+        _State.real_stderr = None
 
 
 def requested() -> int | None:

@@ -30,5 +30,5 @@ def check_name(name: str, what: str = "name") -> str:
     problem = name_problem(name)
     if problem:
         shown = repr(name) if len(name) <= MAX_NAME else repr(name[:MAX_NAME]) + "..."
-        raise ValueError(f"{what} {shown} {problem}")  # repr escapes control characters
+        raise ValueError(f"{what} {shown} {problem}" if name else f"{what} {problem}")  # repr escapes controls
     return name

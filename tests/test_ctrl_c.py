@@ -1,0 +1,114 @@
+"""Ctrl-C and SIGTERM through the command line: one line, exit 130 (SIGINT) or 143 (SIGTERM), and the
+previous output byte-identical: during the export, the TVM compile (where TVM itself swallows a
+KeyboardInterrupt), the writing of the files, and while running an artifact."""
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, SPECS
+from mvcompile.cli import main
+from test_outputs import snapshot
+
+TINY = str(SPECS / "tiny.yaml")
+BUILD = ["build", TINY, "--target", "host", "-q", "--no-shipped-records"]
+EXIT = {signal.SIGINT: (130, "interrupted by Ctrl-C (SIGINT)\n"), signal.SIGTERM: (143, "interrupted by SIGTERM\n")}
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("built") / "art"
+    assert main([*BUILD, "--seed", "0", "-o", str(out)]) == 0
+    return out
+
+
+def _start(argv: list[str], cwd: Path = ROOT) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "mvcompile.cli", *argv], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(proc: subprocess.Popen[str], ready: Callable[[], bool], what: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert proc.poll() is None, f"ended before {what}: {proc.communicate()[1]}"
+        assert time.monotonic() < deadline, f"no {what} after {timeout} s"
+        time.sleep(0.002)
+
+
+def _stop(proc: subprocess.Popen[str], sig: signal.Signals) -> str:
+    """Send `sig`; the process must still have been running then. Returns its stderr."""
+    assert proc.poll() is None, "the command finished before the signal was sent"
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    return err
+
+
+@pytest.mark.parametrize(("sig", "after"), [(signal.SIGINT, 0.0), (signal.SIGINT, 0.3), (signal.SIGINT, 1.2),
+                                            (signal.SIGTERM, 0.8)], ids=["int-0s", "int-0.3s", "int-1.2s", "term"])
+def test_interrupted_build_keeps_the_previous_artifact(artifact: Path, tmp_path: Path, sig: signal.Signals,
+                                                       after: float) -> None:
+    """Seconds `after` the staging folder appears: importing the ONNX model, then compiling in TVM."""
+    out = tmp_path / "art"
+    shutil.copytree(artifact, out)
+    before = snapshot(tmp_path)
+    proc = _start([*BUILD, "--seed", "1", "-o", str(out)])
+    _wait_for(proc, lambda: any(tmp_path.glob(".art.building-*")), "staging folder")
+    time.sleep(after)
+    err = _stop(proc, sig)
+    assert (proc.returncode, err) == EXIT[sig]
+    assert snapshot(tmp_path) == before  # byte-identical, and no staging folder left
+
+
+@pytest.mark.slow
+def test_build_interrupted_at_any_moment_keeps_the_previous_artifact(artifact: Path, tmp_path: Path) -> None:
+    """Ctrl-C every 0.5 s from the start of a build to its end (about 25 builds)."""
+    out = tmp_path / "art"
+    shutil.copytree(artifact, out)
+    before = snapshot(tmp_path)
+    delay, tried = 0.3, 0
+    while True:
+        proc = _start([*BUILD, "--seed", "1", "-o", str(out)])
+        time.sleep(delay)
+        if proc.poll() is not None:  # the build was done before this delay: every moment was tried
+            assert proc.returncode == 0
+            break
+        err = _stop(proc, signal.SIGINT)
+        assert (proc.returncode, err) == EXIT[signal.SIGINT], f"Ctrl-C {delay:.1f} s into the build"
+        assert snapshot(tmp_path) == before, f"Ctrl-C {delay:.1f} s into the build"
+        delay, tried = delay + 0.5, tried + 1
+    assert tried >= 5
+
+
+def test_interrupted_export_keeps_the_previous_files(tmp_path: Path) -> None:
+    """During the export, and while the 75 MB A5 model is being written (frozen there with SIGSTOP)."""
+    out = tmp_path / "m.onnx"
+    assert main(["export", TINY, "--seed", "0", "-o", str(out)]) == 0
+    before = snapshot(tmp_path)
+    proc = _start(["export", str(SPECS / "a5.yaml"), "-o", str(out)])
+    time.sleep(1.0)
+    err = _stop(proc, signal.SIGINT)
+    assert (proc.returncode, err) == EXIT[signal.SIGINT]
+    assert snapshot(tmp_path) == before
+    proc = _start(["export", str(SPECS / "a5.yaml"), "-o", str(out)])
+    _wait_for(proc, lambda: any(tmp_path.glob(".m.onnx.*.tmp")), "temp file")
+    proc.send_signal(signal.SIGSTOP)
+    writing = any(tmp_path.glob(".m.onnx.*.tmp"))
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGCONT)
+    _, err = proc.communicate(timeout=120)
+    assert writing and (proc.returncode, err) == EXIT[signal.SIGINT]
+    assert snapshot(tmp_path) == before
+
+
+def test_interrupted_run_is_one_line(artifact: Path) -> None:
+    proc = _start(["run", str(artifact), "--frames", "3000"])
+    assert proc.stdout is not None and proc.stdout.readline().startswith("frame")
+    err = _stop(proc, signal.SIGINT)
+    assert (proc.returncode, err) == EXIT[signal.SIGINT]
