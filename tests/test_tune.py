@@ -21,6 +21,7 @@ from mvcompile.backend.targets import load_target
 from mvcompile.backend.tune import allocate, extract_tasks, workload_hashes
 from mvcompile.cli import main
 from mvcompile.lower.pipeline import export_model
+from mvcompile.support.files import OutputError
 from mvcompile.runtime.session import StreamSession
 from test_end_to_end import _reference
 
@@ -88,6 +89,28 @@ def test_database_best_per_workload_and_target_and_compaction(tmp_path: Path) ->
     assert kept.workloads == [["2", "BB"]] and [r.seconds for r in kept.records] == [2e-3]
     with pytest.raises(tuning_db.DatabaseError, match="no successful tuning records of the given models' tasks"):
         tuning_db.compact(db_dir, tmp_path / "none", HOST, workloads={"3"})
+
+
+def test_compaction_replaces_only_a_database_and_carries_its_other_files(tmp_path: Path) -> None:
+    db_dir = _write_db(tmp_path / "db", [["1", "AA"]], [_rec(0, [1e-3], HOST), _rec(0, [2e-3], HOST)])
+    home = tmp_path / "home"
+    (home / "photos").mkdir(parents=True)
+    (home / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match="home: exists and is not a tuning database"):
+        tuning_db.compact(db_dir, home, HOST)
+    shipped = tmp_path / "shipped"
+    tuning_db.compact(db_dir, shipped, HOST)
+    (shipped / "match.yaml").write_text("tuned_for: [a0]\n")
+    (shipped / "old").mkdir()
+    with pytest.raises(OutputError, match="also holds 'old'"):
+        tuning_db.compact(db_dir, shipped, HOST, xz=True)
+    (shipped / "old").rmdir()
+    tuning_db.compact(db_dir, shipped, HOST, xz=True)
+    assert sorted(p.name for p in shipped.iterdir()) == [tuning_db.RECORDS + ".xz", tuning_db.WORKLOADS + ".xz",
+                                                         "match.yaml"]
+    assert (shipped / "match.yaml").read_text() == "tuned_for: [a0]\n"
+    assert sorted(p.name for p in home.iterdir()) == ["notes.txt", "photos"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["db", "home", "shipped"]
 
 
 def test_database_errors_name_file_and_line(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import pytest
 import tvm
 from tvm import relax
 
+from mvcompile.backend.quiet import quiet_tvm_stderr
 from mvcompile.backend.tvm_interrupt import interruptible_tvm
 from mvcompile.support import interrupt
 
@@ -94,3 +95,15 @@ def test_an_interrupt_from_a_python_callback_keeps_its_type_across_the_ffi() -> 
     seq = tvm.transform.Sequential([presses_ctrl_c])
     with interruptible_tvm(), pytest.raises(KeyboardInterrupt):
         seq(_foldable_module())
+
+
+def test_stderr_stays_muted_after_an_interrupted_capture(capfd) -> None:
+    """Ctrl-C while `export_library` output is captured: no replay, and the mute outlasts the capture."""
+    with interrupt.trap(quiet=True):
+        with pytest.raises(interrupt.Interrupted), quiet_tvm_stderr():
+            os.write(2, b"linker noise\n")
+            os.kill(os.getpid(), signal.SIGINT)
+        os.write(2, b"Warning: BlockBuilder destroyed with remaining blocks!\n")
+        interrupt.report("interrupted by Ctrl-C (SIGINT)")
+    os.write(2, b"after\n")
+    assert capfd.readouterr().err == "interrupted by Ctrl-C (SIGINT)\nafter\n"

@@ -8,6 +8,8 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from mvcompile.support import interrupt
+
 NOISE = ("Scope Saving:", "Scope Loaded:")
 
 
@@ -24,7 +26,10 @@ def quiet_tvm_stderr() -> Iterator[None]:
             sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
-            capture.seek(0)
-            text = capture.read().decode(errors="replace")
-            kept = [line for line in text.splitlines(keepends=True) if not any(n in line for n in NOISE)]
-            sys.stderr.write("".join(kept))
+            if interrupt.requested() is not None:  # the user stopped us: no replay, stay muted (support.interrupt)
+                interrupt.mute_stderr()
+            else:
+                capture.seek(0)
+                text = capture.read().decode(errors="replace")
+                kept = [line for line in text.splitlines(keepends=True) if not any(n in line for n in NOISE)]
+                sys.stderr.write("".join(kept))

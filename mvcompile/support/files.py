@@ -15,6 +15,7 @@ import shutil
 import socket
 import stat
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -224,9 +225,14 @@ def _mark(folder: Path) -> None:
 
 
 def _remove_ours(work: Path) -> None:
-    """Remove the staging folder we created, unless it was already renamed into place."""
-    if work.is_dir() and not work.is_symlink():
+    """Remove the staging folder we created, unless it was already renamed into place. Retried for a
+    moment: a compiler we started may still be writing into it (an interrupted subprocess is not waited for)."""
+    for _ in range(20):
+        if not work.is_dir() or work.is_symlink():
+            return
         shutil.rmtree(work, ignore_errors=True)
+        if work.exists():
+            time.sleep(0.1)
 
 
 def _make_parent(path: Path) -> None:

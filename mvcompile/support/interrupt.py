@@ -31,8 +31,8 @@ class _State:
     requested: int | None = None  # the first signal received while trapped
     critical = 0  # depth of `deferred` sections
     installed = False
-    quiet = False  # mute fd 2 once a stop is requested (see `trap`)
-    real_stderr: int | None = None  # a dup of fd 2 while it is muted
+    real_stderr: int | None = None  # with trap(quiet=True): a dup of fd 2 as it was when the trap began
+    muted = False  # fd 2 goes to /dev/null
 
 
 def describe(signum: int) -> str:
@@ -48,8 +48,7 @@ def exit_code(signum: int) -> int:
 def _handle(signum: int, frame: FrameType | None) -> None:
     if _State.requested is None:
         _State.requested = signum
-        if _State.quiet:
-            _mute_stderr()
+        mute_stderr()
     if not _State.critical:
         raise Interrupted(signum=signum)
 
@@ -66,7 +65,10 @@ def trap(*, quiet: bool = False) -> Iterator[None]:
         yield
         return
     previous = {s: signal.getsignal(s) for s in SIGNALS}
-    _State.requested, _State.installed, _State.quiet = None, True, quiet
+    _State.requested, _State.installed = None, True
+    if quiet:
+        sys.stderr.flush()
+        _State.real_stderr = os.dup(2)
     try:
         for s in SIGNALS:
             signal.signal(s, _handle)
@@ -74,32 +76,37 @@ def trap(*, quiet: bool = False) -> Iterator[None]:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-        _unmute_stderr()
-        _State.requested, _State.installed, _State.quiet = None, False, False
+        _end_quiet()
+        _State.requested, _State.installed = None, False
 
 
 def report(line: str) -> None:
     """Print `line` on the user's stderr, even while `trap(quiet=True)` mutes file descriptor 2."""
-    if _State.real_stderr is None:
+    if not _State.muted or _State.real_stderr is None:
         print(line, file=sys.stderr)
     else:
         os.write(_State.real_stderr, f"{line}\n".encode())
 
 
-def _mute_stderr() -> None:
+def mute_stderr() -> None:
+    """Under `trap(quiet=True)` once a stop was requested: point fd 2 at /dev/null (again). Code that
+    redirects fd 2 itself and restores it calls this afterwards, so the mute outlasts it."""
+    if _State.real_stderr is None or _State.requested is None:
+        return
     sys.stderr.flush()
-    _State.real_stderr = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
     os.close(devnull)
+    _State.muted = True
 
 
-def _unmute_stderr() -> None:
+def _end_quiet() -> None:
     if _State.real_stderr is not None:
-        sys.stderr.flush()
-        os.dup2(_State.real_stderr, 2)
+        if _State.muted:
+            sys.stderr.flush()
+            os.dup2(_State.real_stderr, 2)
         os.close(_State.real_stderr)
-        _State.real_stderr = None
+    _State.real_stderr, _State.muted = None, False
 
 
 def requested() -> int | None:
