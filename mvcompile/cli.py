@@ -384,9 +384,22 @@ def _interrupted(err: BaseException) -> int:
     """One line for Ctrl-C (exit 130) or SIGTERM (exit 143); outputs are whole, old or new, never half."""
     signum = interrupt.requested() or getattr(err, "signum", signal.SIGINT)
     message = str(err) if isinstance(err, interrupt.Interrupted) else ""
-    interrupt.report(message if message.startswith("interrupted") else f"interrupted by {interrupt.describe(signum)}")
+    if not message.startswith("interrupted"):
+        message = f"interrupted by {interrupt.describe(signum)}"
+        if interrupt.written():  # the signal came once the output was in place: say it is the new one
+            message += f" after writing {', '.join(map(str, interrupt.written()))}"
+    interrupt.report(message)
     return interrupt.exit_code(signum)
 
 
+def run() -> None:
+    """The console entry point: `main`, then exit. A signal once the command is done changes nothing,
+    so it is ignored while the interpreter shuts down (instead of dying with no message)."""
+    code = main()
+    for s in interrupt.SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

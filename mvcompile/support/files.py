@@ -63,6 +63,7 @@ def staged_files(paths: list[Path], *, replaceable: Check | None = None) -> Iter
                 _check_file_target(path, replaceable)  # again: the build may have taken a while
             for temp, path in zip(temps, paths):
                 _os_call(os.replace, temp, path, where=path)
+                interrupt.wrote(path)
     finally:
         for temp in temps:
             temp.unlink(missing_ok=True)
@@ -164,21 +165,25 @@ def replace_dir(work: Path, out: Path, replaceable: Check) -> None:
     with interrupt.deferred():
         _check_dir_target(out, replaceable)
         (work / STAGING_MARKER).unlink()
-        if not os.path.lexists(out):
-            _os_call(os.rename, work, out, where=out)
-            return
-        if not _exchange(work, out):  # no atomic exchange here: move the old one aside first
-            aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.replaced-", dir=out.parent))
-            _os_call(os.rename, out, aside / out.name, where=out)
-            try:
-                _os_call(os.rename, work, out, where=out)
-            except BaseException:
-                os.rename(aside / out.name, out)
-                raise
-            shutil.rmtree(aside, ignore_errors=True)
-            return
+        _swap_in(work, out)
+        interrupt.wrote(out, staged_in=work)
+
+
+def _swap_in(work: Path, out: Path) -> None:
+    if not os.path.lexists(out):
+        _os_call(os.rename, work, out, where=out)
+    elif _exchange(work, out):
         _mark(work)  # `work` now holds the replaced folder: provably ours to delete if we die now
         shutil.rmtree(work, ignore_errors=True)
+    else:  # no atomic exchange here: move the old one aside first
+        aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.replaced-", dir=out.parent))
+        _os_call(os.rename, out, aside / out.name, where=out)
+        try:
+            _os_call(os.rename, work, out, where=out)
+        except BaseException:
+            os.rename(aside / out.name, out)
+            raise
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def remove_stale_staging(out: Path, purpose: str = "building") -> list[Path]:

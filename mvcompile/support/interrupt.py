@@ -13,6 +13,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import FrameType
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -33,6 +34,7 @@ class _State:
     installed = False
     real_stderr: int | None = None  # with trap(quiet=True): a dup of fd 2 as it was when the trap began
     muted = False  # fd 2 goes to /dev/null
+    written: list[Path] = []  # outputs committed while trapped (see `wrote`)
 
 
 def describe(signum: int) -> str:
@@ -65,7 +67,7 @@ def trap(*, quiet: bool = False) -> Iterator[None]:
         yield
         return
     previous = {s: signal.getsignal(s) for s in SIGNALS}
-    _State.requested, _State.installed = None, True
+    _State.requested, _State.installed, _State.written = None, True, []
     if quiet:
         sys.stderr.flush()
         _State.real_stderr = os.dup(2)
@@ -77,7 +79,7 @@ def trap(*, quiet: bool = False) -> Iterator[None]:
         for s, handler in previous.items():
             signal.signal(s, handler)
         _end_quiet()
-        _State.requested, _State.installed = None, False
+        _State.requested, _State.installed, _State.written = None, False, []
 
 
 def report(line: str) -> None:
@@ -107,6 +109,18 @@ def _end_quiet() -> None:
             os.dup2(_State.real_stderr, 2)
         os.close(_State.real_stderr)
     _State.real_stderr, _State.muted = None, False
+
+
+def wrote(path: Path, staged_in: Path | None = None) -> None:
+    """Record that `path` was committed (outputs committed earlier inside `staged_in` are now part of it)."""
+    if _State.installed:
+        _State.written = [p for p in _State.written if staged_in is None or not p.is_relative_to(staged_in)]
+        _State.written.append(Path(path))
+
+
+def written() -> list[Path]:
+    """Outputs committed since the trap began: after an interruption, what is new rather than as it was."""
+    return list(_State.written)
 
 
 def requested() -> int | None:
