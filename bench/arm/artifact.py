@@ -37,10 +37,11 @@ class ArtifactCount:
     per_call: float
     per_frame: float
     counts: dict[int, int]
-    logits: list[float]  # call 0's logits, to check the run against a reference
+    logits: np.ndarray  # every call's logits of the longer run, [N2, *output shape], to check against a reference
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """Everything but the logits."""
+        return {k: v for k, v in asdict(self).items() if k != "logits"}
 
 
 def _manifest(artifact_dir: Path) -> dict[str, Any]:
@@ -127,9 +128,11 @@ def input_frames(shape: tuple[int, ...], calls: int, seed: int = 0) -> np.ndarra
     return np.random.default_rng(seed).random((calls, *shape), dtype=np.float32)
 
 
-def count_artifact(artifact_dir: Path | str, frames: tuple[int, int] = DEFAULT_FRAMES,
-                   timeout: float = 3600) -> ArtifactCount:
-    """Start-up and per-frame guest instructions of an artifact (runs of frames[0] and frames[1] calls)."""
+def count_artifact(artifact_dir: Path | str, frames: tuple[int, int] = DEFAULT_FRAMES, *,
+                   inputs: np.ndarray | None = None, timeout: float = 3600) -> ArtifactCount:
+    """Start-up and per-frame guest instructions of an artifact (runs of frames[0] and frames[1] calls).
+
+    `inputs` ([>= frames[1], *input shape] float32) are the calls' inputs; default: input_frames()."""
     from mvcompile.runtime.io_spec import IoSpecError, read_io_spec
 
     artifact_dir = Path(artifact_dir)
@@ -140,7 +143,12 @@ def count_artifact(artifact_dir: Path | str, frames: tuple[int, int] = DEFAULT_F
         raise CountError(str(exc)) from None
     with tempfile.TemporaryDirectory(prefix="mvcount-") as tmp:
         frames_file, out_file = Path(tmp) / "frames.f32", Path(tmp) / "logits.f32"
-        input_frames(io.input.shape, max(frames)).astype("<f4").tofile(frames_file)
+        if inputs is None:
+            inputs = input_frames(io.input.shape, max(frames))
+        if inputs.shape[1:] != io.input.shape or len(inputs) < max(frames):
+            raise CountError(f"{artifact_dir}: inputs of shape {inputs.shape} for {max(frames)} calls of "
+                             f"input {io.input.shape}")
+        np.ascontiguousarray(inputs[:max(frames)], dtype="<f4").tofile(frames_file)
 
         def run(n: int) -> int:
             cmd = runner_command(artifact_dir, frames_file, n, out_file)
@@ -154,9 +162,9 @@ def count_artifact(artifact_dir: Path | str, frames: tuple[int, int] = DEFAULT_F
                 raise
 
         result: PerFrame = per_frame(run, frames)
-        logits = np.fromfile(out_file, dtype="<f4")[:int(np.prod(io.output.shape))]
+        logits = np.fromfile(out_file, dtype="<f4").reshape(-1, *io.output.shape)
     frames_per_call = io.input.shape[1] if len(io.input.shape) == 5 else 1
     target = manifest["target"]
     return ArtifactCount(str(artifact_dir), target.get("name", "?"), target["arch"], QEMU[target["arch"]],
                          qemu_cpu(manifest), frames_per_call, frames, result.startup, result.per_frame,
-                         result.per_frame / frames_per_call, result.counts, [float(v) for v in logits])
+                         result.per_frame / frames_per_call, result.counts, logits)

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         spread = None if again is None else abs(again.per_frame - first.per_frame) / first.per_frame
         if a.json:
             extra = {} if again is None else {"repeat_per_frame": again.per_frame, "repeat_rel_diff": spread}
-            print(json.dumps({**first.to_json(), **extra, "logits": first.logits[:10]}))
+            print(json.dumps({**first.to_json(), **extra}))
         else:
             print(describe(first))
             if again is not None:
