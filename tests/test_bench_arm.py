@@ -130,3 +130,38 @@ def test_bench_arm_never_writes_over_results(tmp_path: Path) -> None:
     ref = subprocess.run([sys.executable, "-m", "bench.arm.run", "--quick", "--reference"], cwd=ROOT,
                          capture_output=True, text=True)
     assert ref.returncode == 2 and "--reference records a full ARM run" in ref.stderr
+
+
+def test_spearman_ranks_with_ties() -> None:
+    from bench.arm.validate import spearman
+
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(0.9486833)  # ties get their average rank
+
+
+def test_x86_avx2_build_is_counted_under_qemu_x86_64(plugin: Path, tmp_path: Path) -> None:
+    from bench.arm.artifact import count_artifact
+    from bench.arm.validate import PRESET
+
+    out = tmp_path / "tiny-x86"
+    assert mvcompile(["build", str(SPECS / "tiny.yaml"), "--variant", "stream", "--target", str(PRESET), "--seed", "0",
+                      "-o", str(out), "-q", "--no-shipped-records"]) == 0
+    counted = count_artifact(out)
+    assert (counted.arch, counted.qemu, counted.cpu) == ("x86_64", "qemu-x86_64", "max")
+    assert 1e5 < counted.per_frame < 1e8 and counted.logits.shape == (6, 1, 10)
+
+
+def _host_flags() -> set[str]:
+    text = Path("/proc/cpuinfo").read_text()
+    return set(next(ln for ln in text.splitlines() if ln.startswith("flags")).split(":", 1)[1].split())
+
+
+@pytest.mark.skipif(not {"avx512f", "cpuid_fault"} <= _host_flags(), reason="needs AVX-512 to hide and CPUID faulting")
+def test_cpuid_mask_hides_avx512_from_native_runs() -> None:
+    from bench.arm.validate import native_env
+
+    code = "import torch; print(torch.backends.cpu.get_cpu_capability())"
+    plain = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=native_env(False))
+    masked = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=native_env(True))
+    assert plain.stdout.strip().startswith("AVX512") and masked.stdout.strip() == "AVX2", masked.stderr

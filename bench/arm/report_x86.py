@@ -68,7 +68,8 @@ def markdown(r: dict[str, Any]) -> str:
         lines += ["", f"Threads: mvcompile on {t['case']} with two TVM threads counts {runs} M instructions per frame "
                   "in two runs: the thread pool's spin-waits are instructions that do no work, and the count varies. "
                   "Count with one thread."]
-    errors = [f"- {x['runtime']} on {x['case']}: {x['error'].strip().splitlines()[-1]}" for x in r["rows"] if "error" in x]
+    errors = [f"- {x['runtime']} on {x['case']}: {x['error'].strip().splitlines()[-1]}"
+              for x in r["rows"] if "error" in x]
     errors += [f"- {k}: {v['error'].strip().splitlines()[-1]}" for k, v in r["builds"].items() if "error" in v]
     lines += ["", "![instructions vs time](validation.png)", ""] + errors + [""]
     return "\n".join(lines) + "\n"

@@ -189,9 +189,10 @@ def prepare(a: argparse.Namespace, all_cases: list[Case], use_litert: bool) -> d
     todo: dict[str, Callable[[], dict[str, Any]]] = {}
     for c in all_cases:
         for t in a.targets:
-            todo[f"build/{c.key}/{t}/default"] = lambda c=c, t=t: build(c, t, a.work / "tvm" / f"{c.key}-{t}", a.seed, None)
+            name = f"{c.key}-{t}"
+            todo[f"build/{c.key}/{t}/default"] = lambda c=c, t=t, n=name: build(c, t, a.work / "tvm" / n, a.seed)
             if a.db is not None:
-                todo[f"build/{c.key}/{t}/db"] = lambda c=c, t=t: build(c, t, a.work / "tvm-db" / f"{c.key}-{t}", a.seed, a.db)
+                todo[f"build/{c.key}/{t}/db"] = lambda c=c, t=t, n=name: build(c, t, a.work / "tvm-db" / n, a.seed, a.db)
         todo[f"onnx/{c.key}"] = lambda c=c: export_onnx(c, a.work / "onnx" / f"{c.key}.onnx", a.seed)
         if use_litert:
             todo[f"litert/{c.key}"] = lambda c=c: litert.convert(c, a.work / "litert", a.seed)
@@ -397,9 +398,8 @@ def run(a: argparse.Namespace, command: str) -> list[Path]:
 
     references = phase("x86 ONNX Runtime reference logits", refs)
     rows = phase("counting", lambda: count_all(a, all_cases, prepared, references))
-    statuses = {"litert": litert_status, "arm64 python": guest_status,
-                "official": next((v["error"] for k, v in prepared.items() if k.startswith("official/") and "error" in v),
-                                 "ok")}
+    official = [v["error"] for k, v in prepared.items() if k.startswith("official/") and "error" in v]
+    statuses = {"litert": litert_status, "arm64 python": guest_status, "official": official[0] if official else "ok"}
     results = {"meta": meta(a, command, start, phases, statuses),
                "cases": [c.to_json() for c in all_cases],
                "builds": {k: v for k, v in prepared.items() if k.startswith("build/")},

@@ -278,8 +278,9 @@ def run(a: argparse.Namespace, command: str) -> list[Path]:
     first = next((s for s in todo if s.runtime == "mvcompile" and s.case.mode == "stream"), None)
     threads = threads_demo(first.artifact, first.case) if first is not None else None
     targets = {"x86 (counted)": "qemu-x86_64 -cpu max (AVX2)", "x86 (timed)": "native, AVX-512 hidden"}
-    results = {"meta": {**meta(a, command, start, phases, {"litert": litert_status}, targets), "validate_x86": True,
-                        "time_calls": TIME_CALLS, "preset": str(PRESET.relative_to(ROOT)), "glibc_tunables": GLIBC_MASK},
+    settings = {"validate_x86": True, "time_calls": TIME_CALLS, "preset": str(PRESET.relative_to(ROOT)),
+                "glibc_tunables": GLIBC_MASK}
+    results = {"meta": {**meta(a, command, start, phases, {"litert": litert_status}, targets), **settings},
                "cases": [c.to_json() for c in all_cases], "builds": builds, "rows": rows,
                "summary": summary(rows), "threads": threads}
     results["meta"]["total_s"] = round(time.monotonic() - start, 1)
