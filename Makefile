@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-slow cross clean bench
+.PHONY: setup demo test test-slow cross clean bench bench-arm
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,7 +30,14 @@ bench: setup
 	$(PY) -m pip install -q -c constraints.txt -e '.[bench]'
 	$(PY) -m bench.run $(ARGS)
 
-# ARM cross toolchain, qemu-user and aarch64 TVM runtime libs (scripts/setup_cross.sh; needs root on first run).
+# ARM instruction counts under qemu (bench/arm/run.py), a proxy for speed on a Raspberry Pi 4/5: results in a new
+# folder bench/results/arm/runs/<date-time>/. ARGS="--quick", "--validate-x86" (check the proxy on x86), "--db DIR".
+bench-arm: setup cross
+	$(PY) -m pip install -q -c constraints.txt -e '.[bench]'
+	$(PY) -m bench.arm.run $(ARGS)
+
+# ARM cross toolchain, qemu-user, aarch64 TVM runtime libs and qemu's insn plugin (scripts/setup_cross.sh; needs
+# root on first run).
 cross: setup
 	PYTHON=$(PY) scripts/setup_cross.sh
 

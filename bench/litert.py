@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, BenchError, Case, case_json, run_json
+from bench.common import ROOT, SEED, BenchError, Case, case_json, run_json
 
 VENV = ROOT / ".cache" / "bench-litert" / "venv"
 REQUIREMENTS = ["litert-torch==0.10.0", "ai-edge-litert==2.3.0"]
@@ -42,9 +42,10 @@ def setup() -> None:
     STAMP.write_text("\n".join(REQUIREMENTS) + "\n")
 
 
-def convert(case: Case, work: Path) -> dict[str, Any]:
-    """Case → .pt2 (main venv, torch.export) → .tflite (LiteRT venv); returns paths and seconds."""
+def convert(case: Case, work: Path, seed: int = SEED) -> dict[str, Any]:
+    """Case (`seed` weights) → .pt2 (main venv, torch.export) → .tflite (LiteRT venv); returns paths and seconds."""
     pt2, tflite = work / f"{case.key}.pt2", work / f"{case.key}.tflite"
-    exported = run_json(["-m", "bench.worker", "torch-export", "--case", case_json(case), "--out", str(pt2)])
+    exported = run_json(["-m", "bench.worker", "torch-export", "--case", case_json(case), "--out", str(pt2),
+                         "--seed", str(seed)])
     converted = run_json(["-m", "bench.litert_worker", "convert", str(pt2), str(tflite)], python=python())
     return {"tflite": str(tflite), **exported, **converted}

@@ -46,15 +46,15 @@ def onnxruntime_step(case: Case, onnx_path: Path, threads: int) -> Step:
     return step
 
 
-def torch_step(case: Case, threads: int) -> Step:
-    """The torch reference module (IR interpreter, eager, inference mode); states carried."""
+def torch_step(case: Case, threads: int, seed: int = SEED) -> Step:
+    """The torch reference module (IR interpreter, eager, inference mode, `seed` weights); states carried."""
     import torch
 
     from mvcompile.lower.pipeline import export_model
     from mvcompile.lower.torch import to_torch
 
     torch.set_num_threads(threads)
-    exported = export_model(case.spec, variant=case.variant, mode=case.mode, frames=case.frames, seed=SEED)
+    exported = export_model(case.spec, variant=case.variant, mode=case.mode, frames=case.frames, seed=seed)
     module = to_torch(exported.graph).eval()
     state: dict[str, Any] = {"s": module.initial_states()}
     clip = make_clip(case)

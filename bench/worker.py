@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.common import Case, emit, summarize, time_calls
+from bench.common import SEED, Case, emit, summarize, time_calls
 
 
 def _case(text: str) -> Case:
@@ -59,6 +59,7 @@ def main() -> None:
     e = sub.add_parser("torch-export", help="torch.export the TFLite-convertible form of a case")
     e.add_argument("--case", required=True)
     e.add_argument("--out", type=Path, required=True)
+    e.add_argument("--seed", type=int, default=SEED, help=f"weights seed (default {SEED})")
     a = p.parse_args()
 
     if a.cmd == "build":
@@ -82,7 +83,7 @@ def main() -> None:
     else:
         from bench.tflite_ops import export_program
 
-        emit(export_program(_case(a.case), a.out))
+        emit(export_program(_case(a.case), a.out, a.seed))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,10 @@
 #   2. downloads the target wheels of apache-tvm / apache-tvm-ffi (versions pinned in constraints.txt) and
 #      unpacks libtvm_runtime.so, libtvm_ffi.so and the tvm-ffi headers into $MVCOMPILE_CROSS_DIR/<arch>/
 #      (default <repo>/.cache/cross/<arch>/{lib,include}).
+# Once for all arches it builds qemu's instruction-counting TCG plugin (tests/plugin/insn.c) into
+# $MVCOMPILE_CROSS_DIR/qemu-plugin/libinsn.so (bench/arm counts guest instructions with it). Debian ships neither
+# the plugin nor qemu-plugin.h, so both come from Debian's source package of the installed qemu-user, fetched
+# through a private deb-src list under that folder (the system's apt sources are left alone).
 # PyPI has no armv7l wheels of apache-tvm, so armv7 gets the toolchain only and a NO_RUNTIME note: armv7
 # artifacts can be built and checked (ELF 32-bit ARM) but not run here.
 # Exit codes: 0 ok, 1 failure, 77 cannot install because not root (tests skip on this).
@@ -18,6 +22,9 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CROSS_DIR="${MVCOMPILE_CROSS_DIR:-$REPO/.cache/cross}"
 PYTHON="${PYTHON:-$REPO/.venv/bin/python}"
 if (($#)); then ARCHES=("$@"); else ARCHES=(aarch64 armv7); fi
+
+PLUGIN_DIR="$CROSS_DIR/qemu-plugin"
+PLUGIN_PACKAGES="libglib2.0-dev pkg-config gcc dpkg-dev"  # build the insn plugin; dpkg-source unpacks qemu's source
 
 log() { echo "setup_cross: $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -110,6 +117,43 @@ EOF
     log "$arch runtime ready in $dest"
 }
 
+deb_src_entries() {  # the system's Debian 'deb' entries as 'deb-src' entries (deb822 .sources and one-line .list)
+    local f
+    for f in /etc/apt/sources.list.d/*.sources; do
+        [[ -f "$f" ]] && sed 's/^Types:.*/Types: deb-src/' "$f" >"$1/$(basename "$f")"
+    done
+    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+        [[ -f "$f" ]] && sed -n 's/^deb \(.*\)/deb-src \1/p' "$f" >>"$1/one-line.list"
+    done
+    return 0
+}
+
+build_insn_plugin() {  # qemu's insn plugin, built from the Debian source of the installed qemu-user (cached by version)
+    local version out="$PLUGIN_DIR/libinsn.so"
+    version="$(dpkg-query -W -f='${source:Version}' qemu-user)"
+    if [[ -f "$out" && "$(cat "$PLUGIN_DIR/VERSION" 2>/dev/null)" == "$version" ]]; then return 0; fi
+    local work="$PLUGIN_DIR/work"
+    rm -rf "$work" && mkdir -p "$work/sources" "$work/lists/partial" "$work/cache"
+    deb_src_entries "$work/sources"
+    local apt=(-o Dir::Etc::SourceList=/dev/null -o "Dir::Etc::SourceParts=$work/sources" -o "Dir::State::Lists=$work/lists"
+               -o "Dir::Cache=$work/cache" -o APT::Sandbox::User=root)
+    log "building qemu's insn plugin from Debian's source package qemu=$version"
+    apt-get "${apt[@]}" update -qq >"$work/apt.log" 2>&1 || { cat "$work/apt.log" >&2; die "apt-get update of the deb-src entries failed"; }
+    (cd "$work" && apt-get "${apt[@]}" source -qq --download-only "qemu=$version" >>apt.log 2>&1) \
+        || { cat "$work/apt.log" >&2; die "apt-get source --download-only qemu=$version failed"; }
+    (cd "$work" && dpkg-source -x ./*.dsc src >>apt.log 2>&1) || { cat "$work/apt.log" >&2; die "dpkg-source -x of qemu failed"; }
+    mkdir -p "$PLUGIN_DIR/include"
+    cp "$work/src/include/qemu/qemu-plugin.h" "$PLUGIN_DIR/include/"
+    cp "$work/src/tests/plugin/insn.c" "$PLUGIN_DIR/"
+    rm -rf "$work"
+    # shellcheck disable=SC2046  # pkg-config prints several flags
+    gcc -O2 -shared -fPIC -I"$PLUGIN_DIR/include" $(pkg-config --cflags glib-2.0) "$PLUGIN_DIR/insn.c" \
+        -o "$out.tmp" $(pkg-config --libs glib-2.0)
+    mv "$out.tmp" "$out"
+    echo "$version" >"$PLUGIN_DIR/VERSION"
+    log "insn plugin ready: $out"
+}
+
 for arch in "${ARCHES[@]}"; do
     [[ "$arch" == aarch64 || "$arch" == armv7 ]] || die "unknown arch '$arch' (expected aarch64 or armv7)"
 done
@@ -117,5 +161,7 @@ exec 9>>"$(mkdir -p "$CROSS_DIR" && echo "$CROSS_DIR/.lock")"
 flock 9
 pkgs=()
 for arch in "${ARCHES[@]}"; do read -r -a more <<<"$(apt_packages "$arch")"; pkgs+=("${more[@]}"); done
+read -r -a more <<<"$PLUGIN_PACKAGES"; pkgs+=("${more[@]}")
 install_apt "${pkgs[@]}"
 for arch in "${ARCHES[@]}"; do fetch_runtime "$arch"; done
+build_insn_plugin

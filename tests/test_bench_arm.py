@@ -1,0 +1,167 @@
+"""bench/arm: guest instruction counts under qemu-user (the insn plugin), the count CLI and `make bench-arm --quick`."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.arm import guest, insn
+from conftest import ROOT, SPECS
+from mvcompile.cli import main as mvcompile
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def plugin() -> Path:
+    """`make cross` for aarch64 (toolchain, runtime, insn plugin); skip only if it cannot install (not root)."""
+    env = {**os.environ, "PYTHON": sys.executable}
+    proc = subprocess.run([str(ROOT / "scripts" / "setup_cross.sh"), "aarch64"], capture_output=True, text=True, env=env)
+    if proc.returncode == 77:
+        pytest.skip(f"scripts/setup_cross.sh cannot install: {proc.stderr.strip()}")
+    assert proc.returncode == 0, proc.stderr
+    return insn.plugin_path()
+
+
+@pytest.fixture(scope="module")
+def tiny_rpi4(plugin: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("arm") / "tiny-rpi4"
+    assert mvcompile(["build", str(SPECS / "tiny.yaml"), "--variant", "stream", "--target", "rpi4", "--seed", "0",
+                      "-o", str(out), "-q", "--no-shipped-records"]) == 0
+    return out
+
+
+def test_per_frame_is_the_difference_of_two_run_lengths() -> None:
+    counted = insn.per_frame(lambda n: 1000 + 7 * n, (2, 6))
+    assert (counted.per_frame, counted.startup, counted.counts) == (7.0, 1000.0, {2: 1014, 6: 1042})
+    with pytest.raises(ValueError, match="0 < n1 < n2"):
+        insn.per_frame(lambda n: n, (3, 3))
+
+
+def test_count_is_deterministic_and_grows_with_work(plugin: Path) -> None:
+    short = insn.count(["qemu-x86_64", "/bin/sh", "-c", "true"]).instructions
+    again = insn.count(["qemu-x86_64", "/bin/sh", "-c", "true"]).instructions
+    longer = insn.count(["qemu-x86_64", "/bin/sh", "-c", "for i in 1 2 3 4 5 6 7 8; do :; done"]).instructions
+    assert 10_000 < short == again < longer
+
+
+def test_count_of_a_failing_program_is_an_error(plugin: Path) -> None:
+    with pytest.raises(insn.CountError, match=r"failed under the counter \(exit 1\)"):
+        insn.count(["qemu-x86_64", "/bin/false"])
+    with pytest.raises(insn.CountError, match="expected a qemu-user command line"):
+        insn.count(["/bin/true"])
+
+
+def test_count_cli_per_frame_of_an_rpi4_artifact(tiny_rpi4: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "bench.arm.count", str(tiny_rpi4), "--repeat", "--json"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    assert (r["target"], r["cpu"], r["calls"], r["frames_per_call"]) == ("rpi4", "cortex-a72", [2, 6], 1)
+    assert 1e5 < r["per_frame"] < 1e8 and r["startup"] > 1e6  # tiny: ~0.8 M per frame, ~11 M start-up
+    assert r["repeat_rel_diff"] < 1e-3  # the runner formats wall-clock ms: a few instructions of noise per call
+    text = subprocess.run([sys.executable, "-m", "bench.arm.count", str(tiny_rpi4)], cwd=ROOT, capture_output=True,
+                          text=True)
+    assert "M instructions per frame; start-up" in text.stdout and "blind to caches" in text.stderr
+
+
+def test_count_cli_refuses_what_is_not_an_artifact(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "bench.arm.count", str(tmp_path)], cwd=ROOT, capture_output=True,
+                          text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().endswith(f"{tmp_path}/manifest.json: missing (is {tmp_path} an mvcompile artifact?)")
+    bad = subprocess.run([sys.executable, "-m", "bench.arm.count", str(tmp_path), "--calls", "4", "2"], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "--calls needs 0 < N1 < N2" in bad.stderr
+
+
+def test_guest_cpuinfo_names_the_board_core() -> None:
+    text = guest.cpuinfo("cortex-a76", 2)
+    assert text.count("CPU part\t: 0xd0b") == 2 and "asimddp" in text and "processor\t: 1" in text
+    assert "CPU part\t: 0xd08" in guest.cpuinfo("cortex-a72", 1)
+    with pytest.raises(insn.CountError, match="no /proc/cpuinfo for qemu CPU 'cortex-a53'"):
+        guest.cpu_prefix("cortex-a53")
+
+
+@pytest.fixture(scope="module")
+def quick(plugin: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`make bench-arm ARGS=--quick` once, into a temp folder."""
+    tmp = tmp_path_factory.mktemp("bench-arm")
+    cmd = [sys.executable, "-m", "bench.arm.run", "--quick", "--out", str(tmp / "results"), "--work", str(tmp / "work")]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return tmp / "results"
+
+
+def test_quick_bench_arm_counts_are_sane_and_deterministic(quick: Path) -> None:
+    r = json.loads((quick / "results.json").read_text())
+    assert r["meta"]["quick"] and r["meta"]["repeat"] and [c["key"] for c in r["cases"]] == ["tiny-stream", "tiny-base4"]
+    rows = {(x["case"], x["runtime"]): x for x in r["rows"]}
+    for case in ("tiny-stream", "tiny-base4"):
+        mine = rows[(case, "mvcompile")]
+        assert "error" not in mine, mine
+        for runtime in ("mvcompile", "litert", "onnxruntime"):
+            x = rows.get((case, runtime))
+            if x is None:  # LiteRT without its venv in --quick: said so in the status
+                assert runtime == "litert" and r["meta"]["status"]["litert"].startswith("not run")
+                continue
+            if "error" in x:  # a peer that cannot run here says why
+                assert runtime != "mvcompile" and x["error"]
+                continue
+            assert x["per_frame"] > 1e4 and x["startup"] > 0 and x["agrees"], x
+            assert abs(x["repeat_per_frame"] - x["per_frame"]) <= 1e-3 * x["per_frame"], x
+    assert rows[("tiny-base4", "mvcompile")]["frames_per_call"] == 4
+    md = (quick / "results.md").read_text()
+    assert "blind to caches" in md and "| tiny-stream | rpi4 |" in md and "![instructions per frame]" in md
+    png = (quick / "instructions.png").read_bytes()
+    assert png.startswith(PNG_MAGIC) and len(png) > 5000
+
+
+def test_bench_arm_never_writes_over_results(tmp_path: Path) -> None:
+    (tmp_path / "old.txt").write_text("keep")
+    proc = subprocess.run([sys.executable, "-m", "bench.arm.run", "--quick", "--out", str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "exists and is not an empty folder" in proc.stderr
+    assert (tmp_path / "old.txt").read_text() == "keep"
+    ref = subprocess.run([sys.executable, "-m", "bench.arm.run", "--quick", "--reference"], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert ref.returncode == 2 and "--reference records a full ARM run" in ref.stderr
+
+
+def test_spearman_ranks_with_ties() -> None:
+    from bench.arm.validate import spearman
+
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(0.9486833)  # ties get their average rank
+
+
+def test_x86_avx2_build_is_counted_under_qemu_x86_64(plugin: Path, tmp_path: Path) -> None:
+    from bench.arm.artifact import count_artifact
+    from bench.arm.validate import PRESET
+
+    out = tmp_path / "tiny-x86"
+    assert mvcompile(["build", str(SPECS / "tiny.yaml"), "--variant", "stream", "--target", str(PRESET), "--seed", "0",
+                      "-o", str(out), "-q", "--no-shipped-records"]) == 0
+    counted = count_artifact(out)
+    assert (counted.arch, counted.qemu, counted.cpu) == ("x86_64", "qemu-x86_64", "max")
+    assert 1e5 < counted.per_frame < 1e8 and counted.logits.shape == (6, 1, 10)
+
+
+def _host_flags() -> set[str]:
+    text = Path("/proc/cpuinfo").read_text()
+    return set(next(ln for ln in text.splitlines() if ln.startswith("flags")).split(":", 1)[1].split())
+
+
+@pytest.mark.skipif(not {"avx512f", "cpuid_fault"} <= _host_flags(), reason="needs AVX-512 to hide and CPUID faulting")
+def test_cpuid_mask_hides_avx512_from_native_runs() -> None:
+    from bench.arm.validate import native_env
+
+    code = "import torch; print(torch.backends.cpu.get_cpu_capability())"
+    plain = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=native_env(False))
+    masked = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=native_env(True))
+    assert plain.stdout.strip().startswith("AVX512") and masked.stdout.strip() == "AVX2", masked.stderr
