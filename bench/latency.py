@@ -1,38 +1,54 @@
 """Latency of every runtime on every case at each thread count: one worker process per
-(runtime, threads), cases one after another inside it, all in one bench run."""
+(runtime, threads), cases one after another inside it, all in one bench run. Interleaved: the timed calls
+are split into rounds, and each round runs every (threads, runtime) process once, so a stretch of noise
+from other work on the machine falls on every column rather than on one; statistics are over all rounds."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Any
 
-from bench.common import BenchError, Case, run_json
+from bench.common import BenchError, Case, run_json, summarize
 
-RUNTIMES = ("mvcompile", "mvcompile-tuned", "onnxruntime", "litert", "torch")
+RUNTIMES = ("mvcompile", "mvcompile-tuned", "onnxruntime", "litert", "litert-official", "torch")
+LITERT = {"litert": "positional", "litert-official": "signature"}  # LiteRT runtimes → how states are matched
 WARMUP = {"stream": 20, "base": 5}
 
 
 def measure(cases: list[Case], models: dict[str, dict[str, Path | None]], threads: list[int], calls: int,
-            litert_python: str | None) -> list[dict[str, Any]]:
-    """Rows {case, runtime, threads, median_ms, p90_ms, ...}; `models[runtime][case.key]` is what that
-    runtime loads (None: it builds its own). Runtimes absent from `models` are skipped."""
+            litert_python: str | None, rounds: int = 1) -> list[dict[str, Any]]:
+    """Rows {case, runtime, threads, median_ms, p90_ms, ..., logits0}; `models[runtime][case.key]` is what that
+    runtime loads (None: it builds its own). Runtimes absent from `models` are skipped. `calls` timed calls
+    in all, in `rounds` rounds (each process warms up again); logits0: the first call of the first round."""
+    per_round = [calls // rounds + (1 if r < calls % rounds else 0) for r in range(rounds)]
+    runs = [(runtime, t, [c for c in cases if c.key in models[runtime]])
+            for t in threads for runtime in RUNTIMES if runtime in models]
+    merged: dict[tuple[str, int, str], dict[str, Any]] = {}
+    for n in per_round:
+        for runtime, t, batch in runs:
+            for c, r in zip(batch, _run(runtime, batch, models[runtime], t, n, litert_python) if batch else []):
+                row = merged.setdefault((runtime, t, c.key), {"times_ms": [], "logits0": r.get("logits0")})
+                if "error" in r or "error" in row:
+                    row.setdefault("error", r.get("error"))
+                else:
+                    row["times_ms"] += r["times_ms"]
     rows = []
-    for runtime in RUNTIMES:
-        if runtime not in models:
-            continue
-        batch = [c for c in cases if c.key in models[runtime]]
-        for t in threads:
-            if batch:
-                rows += _run(runtime, batch, models[runtime], t, calls, litert_python)
+    for runtime, t, batch in runs:
+        for c in batch:
+            row = merged[(runtime, t, c.key)]
+            result = {"error": row["error"]} if "error" in row else \
+                {**summarize(row["times_ms"]), "rounds": rounds, "logits0": row["logits0"]}
+            rows.append({"case": c.key, "runtime": runtime, "threads": t, **result})
     return rows
 
 
 def _run(runtime: str, cases: list[Case], models: dict[str, Path | None], threads: int, calls: int,
          litert_python: str | None) -> list[dict[str, Any]]:
     jobs = json.dumps([{"case": c.to_json(), "model": None if models[c.key] is None else str(models[c.key]),
-                        "warmup": WARMUP[c.mode]} for c in cases])
+                        "warmup": WARMUP[c.mode], **({"io": LITERT[runtime]} if runtime in LITERT else {})}
+                       for c in cases])
     common = ["--threads", str(threads), "--calls", str(calls), "--jobs", jobs]
-    if runtime == "litert":
+    if runtime in LITERT:
         args, python = ["-m", "bench.litert_worker", "latency", *common], litert_python
     else:
         args, python = ["-m", "bench.worker", "latency", "--runtime", runtime.removesuffix("-tuned"), *common], None

@@ -1,4 +1,8 @@
-"""Runs in the LiteRT venv (litert-torch, ai-edge-litert): convert a .pt2 to .tflite, time a .tflite."""
+"""Runs in the LiteRT venv (litert-torch, ai-edge-litert): convert a .pt2 to .tflite, time a .tflite.
+
+Two kinds of .tflite are timed the same way (set inputs, invoke, copy each state output to its input):
+litert-torch conversions, whose tensors are named by position (args_<i> / output_<i>), and the official TF
+export, whose signature names them (`image`, `logits`, and each state under the same name in and out)."""
 from __future__ import annotations
 
 import argparse
@@ -10,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import Case, call_input, emit, make_clip, summarize, time_calls
+from bench.common import Case, call_input, emit, make_clip, time_calls
 
 
 def convert(pt2: Path, out: Path) -> dict[str, Any]:
@@ -33,14 +37,29 @@ def _by_index(details: list[dict[str, Any]], pattern: str) -> list[dict[str, Any
     return sorted(details, key=lambda d: int(re.search(pattern, d["name"]).group(1)))
 
 
-def latency(case: Case, model: Path, threads: int, warmup: int, calls: int) -> dict[str, Any]:
-    """LiteRT Interpreter (XNNPACK delegate by default) with `threads`; states fed back as inputs."""
+def _by_signature(interpreter: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Inputs and outputs of the official export, image/logits first, states paired by signature name."""
+    runner = interpreter.get_signature_runner()
+    ins, outs = runner.get_input_details(), runner.get_output_details()
+    states = sorted(set(ins) - {"image"})
+    if "image" not in ins or "logits" not in outs or states != sorted(set(outs) - {"logits"}):
+        raise ValueError(f"signature inputs {sorted(ins)} and outputs {sorted(outs)} are not image + states → "
+                         f"logits + the same states")
+    return [ins["image"], *(ins[n] for n in states)], [outs["logits"], *(outs[n] for n in states)]
+
+
+def latency(case: Case, model: Path, threads: int, warmup: int, calls: int, io: str = "positional") -> dict[str, Any]:
+    """LiteRT Interpreter (XNNPACK delegate by default) with `threads`; states fed back as inputs, matched by
+    position (`io="positional"`, litert-torch) or by signature name (`io="signature"`, the official export)."""
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(model), num_threads=threads)
     interpreter.allocate_tensors()
-    inputs = _by_index(interpreter.get_input_details(), r"args_(\d+)")
-    outputs = _by_index(interpreter.get_output_details(), r"output_(\d+)")
+    if io == "signature":
+        inputs, outputs = _by_signature(interpreter)
+    else:
+        inputs = _by_index(interpreter.get_input_details(), r"args_(\d+)")
+        outputs = _by_index(interpreter.get_output_details(), r"output_(\d+)")
     for d in inputs[1:]:
         interpreter.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
     clip = make_clip(case)
@@ -53,7 +72,7 @@ def latency(case: Case, model: Path, threads: int, warmup: int, calls: int) -> d
         return interpreter.get_tensor(outputs[0]["index"])
 
     times, first = time_calls(step, warmup, calls)
-    return {**summarize(times), "logits0": first}
+    return {"times_ms": times, "logits0": first}
 
 
 def main() -> None:
@@ -63,7 +82,8 @@ def main() -> None:
     c.add_argument("pt2", type=Path)
     c.add_argument("out", type=Path)
     t = sub.add_parser("latency")
-    t.add_argument("--jobs", required=True, help='JSON list of {"case": ..., "model": .tflite}')
+    t.add_argument("--jobs", required=True,
+                   help='JSON list of {"case": ..., "model": .tflite, "warmup": N, "io": "positional" | "signature"}')
     t.add_argument("--threads", type=int, required=True)
     t.add_argument("--calls", type=int, required=True)
     a = p.parse_args()
@@ -75,7 +95,8 @@ def main() -> None:
             f = job["case"]
             case = Case(f["model"], f["mode"], f["frames"], f["resolution"])
             try:
-                results.append(latency(case, Path(job["model"]), a.threads, job["warmup"], a.calls))
+                results.append(latency(case, Path(job["model"]), a.threads, job["warmup"], a.calls,
+                                       job.get("io", "positional")))
             except Exception as exc:  # noqa: BLE001 - reported per case
                 results.append({"error": f"{type(exc).__name__}: {exc}"})
         emit({"results": results})

@@ -9,6 +9,13 @@ from typing import Any
 from bench.latency import RUNTIMES
 from mvcompile.support.files import atomic_write
 
+LABELS = {"litert": "LiteRT (litert-torch)", "litert-official": "LiteRT official"}  # column names; others as is
+
+
+def label(runtime: str | None) -> str:
+    """How the report names a runtime."""
+    return "–" if runtime is None else LABELS.get(runtime, runtime)
+
 
 def write(results: dict[str, Any], out: Path) -> list[Path]:
     """Write every result file into `out`; returns their paths."""
@@ -45,30 +52,43 @@ def markdown(r: dict[str, Any]) -> str:
              "## Latency", "",
              f"Median (p90) ms per call over {m['calls']} calls after warm-up (stream: "
              f"{m['warmup']['stream']} frames, base: {m['warmup']['base']} calls); each (runtime, threads) in its own "
-             "process, all in this run. Stream: one frame per call, states carried. Base: the base model on a "
+             f"process, all in this run, the calls interleaved in {m.get('rounds', 1)} round(s) of every runtime. Stream: one frame per call, states carried. Base: the base model on a "
              f"{m['base_frames']}-frame clip per call (the full 50-frame clip is too slow for ≥100 calls of every "
              "runtime in the time budget; every runtime gets the same clip).", ""]
     present = [rt for rt in RUNTIMES if any(row["runtime"] == rt for row in r["latency"])]
-    lines += ["| case | threads | " + " | ".join(present) + " | floor ms |",
+    lines += ["| case | threads | " + " | ".join(label(rt) for rt in present) + " | floor ms |",
               "|---|---|" + "---|" * (len(present) + 1)]
     index = {(row["case"], row["runtime"], row["threads"]): row for row in r["latency"]}
     for ratio in r["ratios"]:
         cells = [_ms(index.get((ratio["case"], rt, ratio["threads"]))) for rt in present]
         lines.append(f"| {ratio['case']} | {ratio['threads']} | " + " | ".join(cells) + f" | {ratio['floor_ms']:.2f} |")
     lines += ["", f"Floor: the call's MACs × 2 / {r['peak']['gflops']:.1f} GFLOP/s, the measured peak of one core "
-              f"({r['peak']['method']}).", "", "Ratios of medians (below 1: mvcompile is faster):", "",
-              "| case | threads | mvcompile / ORT | mvcompile / LiteRT | tuned / ORT | tuned / LiteRT | mvcompile / floor | tuned / floor |",
-              "|---|---|---|---|---|---|---|---|"]
+              f"({r['peak']['method']}).", "", "Ratios of medians (below 1: mvcompile is faster); LiteRT is the faster "
+              "of the two LiteRT columns in that row, named in the last column:", "",
+              "| case | threads | mvcompile / ORT | mvcompile / LiteRT | tuned / ORT | tuned / LiteRT | mvcompile / floor "
+              "| tuned / floor | LiteRT |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for q in r["ratios"]:
         lines.append(f"| {q['case']} | {q['threads']} | {_ratio(q['mvcompile_vs_onnxruntime'])} | "
                      f"{_ratio(q['mvcompile_vs_litert'])} | {_ratio(q['tuned_vs_onnxruntime'])} | "
-                     f"{_ratio(q['tuned_vs_litert'])} | {_ratio(q['mvcompile_vs_floor'])} | {_ratio(q['tuned_vs_floor'])} |")
+                     f"{_ratio(q['tuned_vs_litert'])} | {_ratio(q['mvcompile_vs_floor'])} | {_ratio(q['tuned_vs_floor'])} | "
+                     f"{label(q.get('litert_faster'))} |")
     errors = [row for row in r["latency"] if "error" in row]
     lines += [""] + [f"- {e['runtime']} on {e['case']} ({e['threads']} threads) failed: {_last_line(e['error'])}" for e in errors]
     lines += [f"- LiteRT conversion of {k} failed: {_last_line(v['error'])}" for k, v in r["litert"]["conversions"].items()
               if "error" in v]
+    official = r.get("litert_official", {"status": "not run", "conversions": {}})
+    lines += [f"- LiteRT official conversion of {k} failed: {_last_line(v['error'])}"
+              for k, v in official["conversions"].items() if "error" in v]
     lines += [""] if lines[-1].startswith("- ") else []
-    lines += [f"LiteRT: {r['litert']['status']}.", "",
+    lines += [f"LiteRT (litert-torch): {r['litert']['status']}.", "", f"LiteRT official: {official['status']}.", ""]
+    checks = {k: v["check"] for k, v in official["conversions"].items() if "check" in v}
+    if checks:
+        lines += ["Official TFLite against ONNX Runtime on our ONNX export of the same weights, checked before timing "
+                  "on the bench clip (stream: after every frame, states fed by signature name), max |difference| / "
+                  "max(1, max |ORT logit|): " + ", ".join(f"{k} {c['relative']:.0e} ({c['calls']} calls)"
+                                                          for k, c in checks.items()) + ".", ""]
+    lines += [
               "Same model everywhere: first-call logits against ORT's, max |difference| / max |ORT logit|: " +
               ", ".join(f"{a['case']} {a['runtime']} {a['max_abs_diff'] / max(1.0, a['logits_scale']):.0e}"
                         for a in r["agreement"]) + ".", ""]
@@ -91,15 +111,19 @@ def _memory_md(mem: dict[str, Any]) -> list[str]:
 
 def _compile_md(r: dict[str, Any]) -> list[str]:
     lines = ["## Compile and tune time", "", "Host builds (`build_artifact`, export excluded), "
-             f"{r['meta']['jobs']} builds at a time; LiteRT: torch.export + litert-torch conversion.", "",
-             "| case | export s | compile s (untuned) | compile s (tuned) | tune s | LiteRT convert s |",
-             "|---|---|---|---|---|---|"]
+             f"{r['meta']['jobs']} builds at a time; LiteRT: torch.export + litert-torch conversion; LiteRT official: "
+             "the official SavedModel export + TFLite conversion (made once per spec, weights and TF version, then "
+             "cached: \"cached\" when this run reused it, with the seconds it took when it was made).", "",
+             "| case | export s | compile s (untuned) | compile s (tuned) | tune s | LiteRT convert s | official export + "
+             "convert s |", "|---|---|---|---|---|---|---|"]
     fmt = lambda v: "–" if v is None else f"{v:.1f}"  # noqa: E731
     for c in r["compile"]:
         t = c.get("tuning") or {}
         fns = f" ({t['functions_tuned']}/{t['functions_total']} functions tuned)" if "functions_total" in t else ""
+        official = "–" if c.get("official_export_s") is None else \
+            f"{c['official_export_s']:.0f} + {c['official_convert_s']:.0f}{' (cached)' if c['official_cached'] else ''}"
         lines.append(f"| {c['case']} | {fmt(c['export_s'])} | {fmt(c['compile_s'])} | {fmt(c['tuned_compile_s'])}{fns} | "
-                     f"{fmt(c['tune_s'])} | {fmt(c['litert_convert_s'])} |")
+                     f"{fmt(c['tune_s'])} | {fmt(c['litert_convert_s'])} | {official} |")
     return lines + ["", r["meta"]["tune_note"], ""]
 
 
@@ -151,7 +175,7 @@ def latency_plot(r: dict[str, Any]) -> bytes:
                 xs.append(g + k * width)
                 ys.append(row["median_ms"])
                 err.append(row["p90_ms"] - row["median_ms"])
-        ax.bar(xs, ys, width, yerr=[[0] * len(err), err], label=rt, capsize=2)
+        ax.bar(xs, ys, width, yerr=[[0] * len(err), err], label=label(rt), capsize=2)
     ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))], [f"{c}\n{t} thr" for c, t in groups], fontsize=8)
     ax.set_yscale("log")
     ax.set_ylabel("ms per call (median, p90 bar)")

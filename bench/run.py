@@ -1,5 +1,6 @@
-"""`make bench` / `python -m bench.run`: latency against ONNX Runtime, LiteRT and the torch reference,
-streaming memory, costs and compile times; results in bench/results/ (JSON, Markdown, PNG)."""
+"""`make bench` / `python -m bench.run`: latency against ONNX Runtime, LiteRT (on a litert-torch conversion and on
+the official TF export) and the torch reference, streaming memory, costs and compile times; results in
+bench/results/ (JSON, Markdown, PNG)."""
 from __future__ import annotations
 
 import argparse
@@ -15,9 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
-from bench import costs, latency, litert, report
+from bench import costs, latency, litert, official_tflite, report
 from bench.common import ROOT, BenchError, Case, case_json, run_json
 
+Results = dict[str, dict[str, Any]]  # job or case key → what it returned ({"error": ...} when it failed)
 MEMORY_FRAMES = [10, 50, 200, 1000]  # the paper's Fig. 3 (right) lengths; --quick: the two ends
 
 
@@ -39,7 +41,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--memory-frames", nargs="+", type=int, default=None,
                    help="video lengths (default: 10 50 200 1000; quick: 10 1000)")
     p.add_argument("--litert", choices=["auto", "on", "off"], default="auto",
-                   help="on: run LiteRT (setting up its venv if needed); auto (default): on, except with --quick")
+                   help="on: run LiteRT on litert-torch conversions (setting up its venv if needed); auto (default): "
+                        "on, except with --quick")
+    p.add_argument("--litert-official", choices=["auto", "on", "off"], default="auto",
+                   help="on: run LiteRT on the official TF export of the same weights (setting up the TF venv of "
+                        "scripts/setup_tf_official.sh if needed; exports cached in .cache/official-tflite); "
+                        "auto (default): on, except with --quick")
+    p.add_argument("--rounds", type=int, default=2,
+                   help="interleave the timed calls in this many rounds of every runtime (default: 2)")
     p.add_argument("--jobs", type=int, default=2, help="builds (and memory runs) at a time (default: 2)")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="results folder")
     p.add_argument("--work", type=Path, default=ROOT / ".cache" / "bench-work", help="scratch folder (emptied)")
@@ -48,9 +57,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     a.base_frames = a.base_frames or (10 if a.quick else 4)
     a.memory_model = a.memory_model or ("tiny" if a.quick else "a0")
     a.memory_frames = a.memory_frames or ([MEMORY_FRAMES[0], MEMORY_FRAMES[-1]] if a.quick else MEMORY_FRAMES)
-    for name in ("calls", "base_frames", "jobs"):
+    for name in ("calls", "base_frames", "jobs", "rounds"):
         if getattr(a, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
+    if a.rounds > a.calls:
+        p.error("--rounds cannot exceed --calls")
     if min(a.threads) < 1 or min(a.memory_frames) < 1:
         p.error("--threads and --memory-frames take positive numbers")
     for model in {*a.models, a.memory_model}:
@@ -122,7 +133,9 @@ def run(a: argparse.Namespace, command: str) -> list[Path]:
     cost_rows = phase("costs", lambda: costs.table(sorted({*a.models, a.memory_model}) if a.quick else None))
     tunes = phase("tuning", lambda: _tune(a, cases)) if a.tune_trials else {}
     use_litert, litert_status = phase("LiteRT venv", lambda: _litert_plan(a))
-    built, conversions = phase("builds and conversions", lambda: _prepare(a, cases, mem_stream + mem_base, use_litert))
+    tf_python, official_status = phase("TF venv", lambda: _official_plan(a))
+    built, conversions, officials = phase("builds and conversions",
+                                          lambda: _prepare(a, cases, mem_stream + mem_base, use_litert, tf_python))
     if use_litert and all("error" in c for c in conversions.values()):
         litert_status = "unavailable: " + next(iter(conversions.values()))["error"]
         use_litert = False
@@ -136,20 +149,23 @@ def run(a: argparse.Namespace, command: str) -> list[Path]:
                                      if (built[f"tvm-tuned/{c.key}"].get("tuning") or {}).get("functions_tuned")}
     if use_litert:
         models["litert"] = {k: Path(v["tflite"]) for k, v in conversions.items() if "error" not in v}
-    rows = phase("latency", lambda: latency.measure(cases, models, a.threads, a.calls, litert.python()))
+    if tf_python is not None:
+        models["litert-official"] = {k: Path(v["tflite"]) for k, v in officials.items() if "error" not in v}
+    rows = phase("latency", lambda: latency.measure(cases, models, a.threads, a.calls, litert.python(), a.rounds))
     mem = phase("memory", lambda: _memory(a, mem_stream[0], mem_base))
     results = {
-        "meta": _meta(a, command, start, phases, litert_status),
+        "meta": _meta(a, command, start, phases, litert_status, official_status),
         "peak": peak,
         "cases": [{**c.to_json(), "macs": costs.call_macs(c)} for c in cases],
         "agreement": _agreement(rows),
         "latency": [{k: v for k, v in row.items() if k != "logits0"} for row in rows],
-        "ratios": _ratios(cases, rows, a.threads, peak["gflops"]),
+        "ratios": ratios(cases, rows, a.threads, peak["gflops"]),
         "memory": mem,
         "costs": cost_rows,
-        "compile": _compile_rows(cases, built, conversions, tunes),
+        "compile": _compile_rows(cases, built, conversions, officials, tunes),
         "litert": {"status": litert_status, "requirements": litert.REQUIREMENTS,
                    "conversions": conversions},
+        "litert_official": {"status": official_status, "conversions": officials},
     }
     results["meta"]["total_s"] = round(time.monotonic() - start, 1)
     return report.write(results, a.out)
@@ -168,9 +184,28 @@ def _litert_plan(a: argparse.Namespace) -> tuple[bool, str]:
     return True, f"ai-edge-litert Interpreter (XNNPACK) on litert-torch conversions ({', '.join(litert.REQUIREMENTS)})"
 
 
-def _prepare(a: argparse.Namespace, cases: list[Case], memory_cases: list[Case],
-             use_litert: bool) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
-    """Build every artifact (untuned, tuned, memory) and convert for LiteRT, `--jobs` at a time."""
+def _official_plan(a: argparse.Namespace) -> tuple[str | None, str]:
+    """The TF venv's python if the official column runs (None if not), and the status line the report shows."""
+    if a.litert_official == "off":
+        return None, "not run (--litert-official off)"
+    if a.litert_official == "auto" and a.quick:
+        return None, "not run (--quick; add --litert-official on to include it)"
+    try:
+        python, seconds = official_tflite.tf_python()
+        litert.setup()  # the official .tflite is timed in the same LiteRT interpreter as the litert-torch one
+    except BenchError as exc:
+        return None, f"unavailable: {exc}"
+    venv = f"created in {seconds:.0f} s" if seconds > 30 else "already in place"
+    _say(f"TF venv (scripts/setup_tf_official.sh) {venv}")
+    return python, ("ai-edge-litert Interpreter (XNNPACK) on the official TF Model Garden export of the same weights "
+                    "(export_saved_model.py, then TFLiteConverter; stream: states as signature inputs/outputs, one "
+                    f"frame per call; exports cached in .cache/official-tflite); TF venv {venv}")
+
+
+def _prepare(a: argparse.Namespace, cases: list[Case], memory_cases: list[Case], use_litert: bool,
+             tf_python: str | None) -> tuple[Results, Results, Results]:
+    """Build every artifact (untuned, tuned, memory), convert for LiteRT and get the official exports (cached),
+    `--jobs` at a time."""
     jobs: dict[str, Callable[[], dict[str, Any]]] = {}
     for c in cases + [m for m in memory_cases if m.key not in {c.key for c in cases}]:
         onnx = ["--onnx", str(a.work / "onnx" / f"{c.key}.onnx")] if c in cases else []
@@ -180,15 +215,21 @@ def _prepare(a: argparse.Namespace, cases: list[Case], memory_cases: list[Case],
             jobs[f"tvm-tuned/{c.key}"] = _job(["build", "--case", case_json(c), "--db", str(db),
                                                "--out", str(a.work / "tvm-tuned" / c.key)])
     (a.work / "litert").mkdir()
-    conversions = {c.key: (lambda c=c: _convert(c, a.work / "litert")) for c in cases} if use_litert else {}
+    for c in cases:
+        if use_litert:
+            jobs[f"litert/{c.key}"] = lambda c=c: _convert(c, a.work / "litert")
+        if tf_python is not None:
+            jobs[f"official/{c.key}"] = lambda c=c: _official(c, tf_python)
     with ThreadPoolExecutor(a.jobs) as pool:
-        futures = {name: pool.submit(fn) for name, fn in {**jobs, **{f"litert/{k}": f for k, f in conversions.items()}}.items()}
+        futures = {name: pool.submit(fn) for name, fn in jobs.items()}
         done = {name: f.result() for name, f in futures.items()}
-    failed = [f"{name}: {r['error']}" for name, r in done.items() if "error" in r and not name.startswith("litert/")]
+    side = ("litert/", "official/")
+    failed = [f"{name}: {r['error']}" for name, r in done.items() if "error" in r and not name.startswith(side)]
     if failed:
         raise BenchError("builds failed:\n" + "\n".join(failed))
-    return ({k: v for k, v in done.items() if not k.startswith("litert/")},
-            {k.removeprefix("litert/"): v for k, v in done.items() if k.startswith("litert/")})
+    return ({k: v for k, v in done.items() if not k.startswith(side)},
+            {k.removeprefix("litert/"): v for k, v in done.items() if k.startswith("litert/")},
+            {k.removeprefix("official/"): v for k, v in done.items() if k.startswith("official/")})
 
 
 def _tune(a: argparse.Namespace, cases: list[Case]) -> dict[str, dict[str, Any]]:
@@ -217,6 +258,14 @@ def _convert(case: Case, work: Path) -> dict[str, Any]:
         return {"error": str(exc)}
 
 
+def _official(case: Case, python: str) -> dict[str, Any]:
+    try:
+        made = official_tflite.official_tflite(case, python=python)
+    except BenchError as exc:
+        return {"error": str(exc)}
+    return {"tflite": str(made.path), "cached": made.cached, **made.meta}
+
+
 def _memory(a: argparse.Namespace, stream: Case, base: list[Case]) -> dict[str, Any]:
     """Peak RSS per video length, stream artifact vs base artifacts, one fresh process each."""
     def one(artifact: Path, frames: int, is_stream: bool) -> dict[str, Any]:
@@ -242,8 +291,9 @@ def flat_tolerance(peak_mib: float) -> float:
     return 16.0 + 0.03 * peak_mib
 
 
-def _ratios(cases: list[Case], rows: list[dict[str, Any]], threads: list[int], gflops: float) -> list[dict[str, Any]]:
-    """Per (case, threads): ratios of medians against ORT, LiteRT and the arithmetic floor of one core."""
+def ratios(cases: list[Case], rows: list[dict[str, Any]], threads: list[int], gflops: float) -> list[dict[str, Any]]:
+    """Per (case, threads): ratios of medians against ORT, the faster LiteRT column and the arithmetic floor of
+    one core."""
     med = {(r["case"], r["runtime"], r["threads"]): r["median_ms"] for r in rows if "error" not in r}
     out = []
     for c in cases:
@@ -253,11 +303,13 @@ def _ratios(cases: list[Case], rows: list[dict[str, Any]], threads: list[int], g
                 a, b = med.get((c.key, x, t)), med.get((c.key, y, t))
                 return None if a is None or b is None else a / b
             mine, tuned = med.get((c.key, "mvcompile", t)), med.get((c.key, "mvcompile-tuned", t))
-            out.append({"case": c.key, "threads": t, "floor_ms": floor,
+            lite = {rt: med[(c.key, rt, t)] for rt in ("litert", "litert-official") if (c.key, rt, t) in med}
+            best = min(lite, key=lite.__getitem__) if lite else None
+            out.append({"case": c.key, "threads": t, "floor_ms": floor, "litert_faster": best,
                         "mvcompile_vs_onnxruntime": ratio("mvcompile", "onnxruntime"),
-                        "mvcompile_vs_litert": ratio("mvcompile", "litert"),
+                        "mvcompile_vs_litert": ratio("mvcompile", best) if best else None,
                         "tuned_vs_onnxruntime": ratio("mvcompile-tuned", "onnxruntime"),
-                        "tuned_vs_litert": ratio("mvcompile-tuned", "litert"),
+                        "tuned_vs_litert": ratio("mvcompile-tuned", best) if best else None,
                         "mvcompile_vs_floor": None if mine is None else mine / floor,
                         "tuned_vs_floor": None if tuned is None else tuned / floor})
     return out
@@ -280,15 +332,18 @@ def _agreement(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _compile_rows(cases: list[Case], built: dict[str, Any], conversions: dict[str, Any],
+def _compile_rows(cases: list[Case], built: dict[str, Any], conversions: dict[str, Any], officials: dict[str, Any],
                   tunes: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for c in cases:
         tvm, tuned, conv = built[f"tvm/{c.key}"], built.get(f"tvm-tuned/{c.key}", {}), conversions.get(c.key, {})
+        official = officials.get(c.key, {})
         rows.append({"case": c.key, "export_s": tvm["export_s"], "compile_s": tvm["compile_s"],
                      "tuned_compile_s": tuned.get("compile_s"), "tune_s": tunes.get(c.key, {}).get("tune_s"),
                      "tune_trials": tunes.get(c.key, {}).get("trials"), "tuning": tuned.get("tuning"),
-                     "litert_convert_s": conv.get("convert_s")})
+                     "litert_convert_s": conv.get("convert_s"),
+                     "official_export_s": official.get("export_s"), "official_convert_s": official.get("convert_s"),
+                     "official_cached": official.get("cached")})
     return rows
 
 
@@ -299,7 +354,8 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
-def _meta(a: argparse.Namespace, command: str, start: float, phases: dict[str, float], litert_status: str) -> dict[str, Any]:
+def _meta(a: argparse.Namespace, command: str, start: float, phases: dict[str, float], litert_status: str,
+          official_status: str) -> dict[str, Any]:
     rev = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                 if ln.startswith("model name")), platform.processor())
@@ -317,7 +373,8 @@ def _meta(a: argparse.Namespace, command: str, start: float, phases: dict[str, f
             "cpu": cpu, "cores": os.cpu_count(), "models": a.models, "threads": a.threads, "calls": a.calls,
             "warmup": latency.WARMUP, "base_frames": a.base_frames, "db": str(a.db) if a.db else None,
             "tune_trials": a.tune_trials,
-            "jobs": a.jobs, "tune_note": tune_note, "litert": litert_status, "phases_s": phases,
+            "jobs": a.jobs, "rounds": a.rounds, "tune_note": tune_note, "litert": litert_status,
+            "litert_official": official_status, "phases_s": phases,
             "versions": {"mvcompile": rev, "apache-tvm": _version("apache-tvm"), "onnxruntime": _version("onnxruntime"),
                          "torch": _version("torch"), "python": platform.python_version()},
             "total_s": round(time.monotonic() - start, 1)}

@@ -8,7 +8,7 @@ tests/test_official_tf.py.
   read SPEC --variant V --resolution R --checkpoint PREFIX --out FILE.npz
       mvcompile's direct checkpoint reader (read_tf_checkpoint), in a fresh process, → FILE.npz
 
-Each prints one JSON line. The model is built with mvcompile's own _official_model, so spec options map to
+Each prints one JSON line. The model is built with mvcompile's own official_model, so spec options map to
 the official constructor exactly as `mvcompile import-weights` does when it reads a checkpoint.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from official.projects.movinet.modeling import movinet, movinet_model  # noqa: E402
 
-from mvcompile.importers.tf_checkpoint import _official_model, keras_variables, read_tf_checkpoint  # noqa: E402
+from mvcompile.importers.tf_checkpoint import keras_variables, official_model, read_tf_checkpoint  # noqa: E402
 from mvcompile.spec import load_spec  # noqa: E402
 
 # one thread each: the test must stay light on a shared machine, and these models are small at 64 px
@@ -61,7 +61,7 @@ def randomise(model, seed: int) -> None:
 
 def make(a: argparse.Namespace) -> dict:
     spec = _spec(a.spec, a.variant, a.resolution)
-    model = _official_model(movinet, movinet_model, spec, a.conv_type)
+    model = official_model(movinet, movinet_model, spec, a.conv_type)
     randomise(model, a.seed)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -84,9 +84,39 @@ def test_bench_rejects_bad_options() -> None:
     assert proc.returncode == 2 and "no spec specs/nope.yaml" in proc.stderr
 
 
-def test_litert_worker_imports_without_onnx_or_tvm() -> None:
-    """The LiteRT worker runs in its own venv, which has torch and LiteRT but not onnx or TVM."""
+def test_litert_and_tf_workers_import_without_onnx_or_tvm() -> None:
+    """The LiteRT worker runs in its own venv (torch and LiteRT), the official-TF worker in the TF venv: neither
+    has onnx or TVM."""
     code = ("import sys; sys.modules.update(onnx=None, onnxruntime=None, tvm=None); "
-            "import bench.litert_worker")
+            "import bench.litert_worker, bench.official_tf_worker")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_ratios_are_against_the_faster_litert_column() -> None:
+    from bench.common import Case
+    from bench.run import ratios
+
+    case = Case("tiny", "stream", 1, 32)
+    times = {("mvcompile", 1): 4.0, ("onnxruntime", 1): 8.0, ("litert", 1): 5.0, ("litert-official", 1): 2.0,
+             ("mvcompile", 2): 3.0, ("litert", 2): 1.5, ("litert-official", 2): 6.0}
+    rows = [{"case": case.key, "runtime": rt, "threads": t, "median_ms": ms} for (rt, t), ms in times.items()]
+    rows.append({"case": case.key, "runtime": "litert-official", "threads": 3, "error": "failed"})
+    rows.append({"case": case.key, "runtime": "mvcompile", "threads": 3, "median_ms": 1.0})
+    one, two, three = ratios([case], rows, [1, 2, 3], gflops=10.0)
+    assert one["litert_faster"] == "litert-official" and one["mvcompile_vs_litert"] == 2.0
+    assert one["mvcompile_vs_onnxruntime"] == 0.5
+    assert two["litert_faster"] == "litert" and two["mvcompile_vs_litert"] == 2.0
+    assert three["litert_faster"] is None and three["mvcompile_vs_litert"] is None
+
+
+def test_official_tflite_rejects_bad_options() -> None:
+    """Checked before the TF venv is touched."""
+    cmd = [sys.executable, "-m", "bench.official_tflite"]
+    proc = subprocess.run(cmd + ["nope", "stream"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2 and "no spec specs/nope.yaml" in proc.stderr
+    proc = subprocess.run(cmd + ["a0", "stream", "--frames", "4"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2 and "one frame per call" in proc.stderr
+    proc = subprocess.run(cmd + ["a0", "base", "--seed", "1", "--weights", "w.npz"], cwd=ROOT, capture_output=True,
+                          text=True)
+    assert proc.returncode == 2 and "not both" in proc.stderr

@@ -15,8 +15,10 @@ from conftest import ROOT, SPECS
 from movinet_reference import Reference, keras_suffixed, synthesize, to_3d_2plus1d
 from mvcompile.cli import main
 from mvcompile.importers import WeightImportError, import_weights
-from mvcompile.importers.tf_names import normalise
-from mvcompile.ir.weights import bind, load_labels, load_weights, save_weights
+from mvcompile.importers.mapping import Source, to_foreign
+from mvcompile.importers.tf_names import export_tf, import_tf, normalise
+from mvcompile.ir.builder import build_graph
+from mvcompile.ir.weights import bind, init_weights, load_labels, load_weights, save_weights
 from mvcompile.lower.pipeline import model_graph
 from mvcompile.lower.torch import to_torch
 from mvcompile.spec import load_spec
@@ -98,6 +100,58 @@ def test_every_official_a0_variable_is_matched(tmp_path, key, variant):
     ckpt = {n: rng.random(s).astype(np.float32) for n, s in names}
     values = import_weights(SPECS / "a0.yaml", _save(tmp_path, ckpt, "a0.npz"), variant=variant).values
     assert len(values) == len(names)
+
+
+@pytest.mark.parametrize("spec,variant,layout", [(TINY, None, "3d"), (TINY, "stream", "2plus1d"),
+                                                 (TINY, "stream", "3d_2plus1d"), (TINY, "causal3d", "3d"),
+                                                 (SPECS / "a0.yaml", "stream", "2plus1d")])
+def test_tf_export_round_trips_through_import_weights(tmp_path, spec, variant, layout):
+    """Our seed weights → TF names and layouts → `mvcompile import-weights` → the very same tensors."""
+    g = build_graph(load_spec(spec).with_variant(variant), frames=1)
+    ours = init_weights(g, seed=7)
+    tf = export_tf(g, ours, layout)
+    assert len(tf) == len(ours) and any(v.shape != ours_v.shape for v, ours_v in zip(tf.values(), ours.values()))
+    out = tmp_path / "back.safetensors"
+    var = ["--variant", variant] if variant else []
+    assert main(["import-weights", str(spec), *var, "--from", str(_save(tmp_path, tf, "tf.npz")), "-o", str(out)]) == 0
+    back = load_weights(out)
+    assert back.keys() == ours.keys() and all(np.array_equal(back[k], ours[k]) for k in ours)
+
+
+@pytest.mark.parametrize("variant,layout", [(None, "3d"), ("stream", "2plus1d"), ("stream", "3d_2plus1d")])
+def test_tf_export_gives_the_reference_names_and_layouts(variant, layout):
+    """Exporting what a TF checkpoint imported to gives back that checkpoint (names without Keras suffixes),
+    in the independent numpy reference's layouts."""
+    spec = load_spec(TINY).with_variant(variant)
+    tf, _ = synthesize(spec, spec.options.conv_type, seed=6)
+    tf = to_3d_2plus1d(tf) if layout == "3d_2plus1d" else tf
+    g = build_graph(spec, frames=1)
+    exported = export_tf(g, import_tf(g, keras_suffixed(tf), "synthetic"), layout)
+    expected = {normalise(k): np.asarray(v, np.float32) for k, v in tf.items()}
+    assert exported.keys() == expected.keys()
+    assert all(exported[k].shape == expected[k].shape and np.array_equal(exported[k], expected[k]) for k in expected)
+
+
+@pytest.mark.parametrize("key,variant,layout", [("a0_base", None, "3d"), ("a0_stream_2plus1d", "stream", "2plus1d")])
+def test_tf_export_names_every_official_a0_variable(key, variant, layout):
+    names = json.loads((ROOT / "tests/data/a0_tf_variable_names.json").read_text())[key]
+    g = build_graph(load_spec(SPECS / "a0.yaml").with_variant(variant), frames=1)
+    exported = export_tf(g, init_weights(g, seed=1), layout)
+    assert {k: v.shape for k, v in exported.items()} == {normalise(n): tuple(s) for n, s in names}
+
+
+def test_tf_export_errors():
+    g = build_graph(load_spec(TINY), frames=1)
+    with pytest.raises(WeightImportError, match="unknown TF layout '2d'"):
+        export_tf(g, init_weights(g, seed=0), "2d")
+    with pytest.raises(ValueError, match="missing: stem.bn.beta"):
+        export_tf(g, {k: v for k, v in init_weights(g, seed=0).items() if k != "stem.bn.beta"}, "3d")
+    summed = Source("x/kernel", (2, 3), lambda v: v.sum(0))
+    with pytest.raises(WeightImportError, match=r"x/kernel: cannot write a \[3\] tensor as \[2, 3\]"):
+        to_foreign(summed, np.zeros(3, np.float32))
+    doubled = Source("y/kernel", (2, 3), lambda v: v * 2)
+    with pytest.raises(WeightImportError, match="not a rearrangement"):
+        to_foreign(doubled, np.zeros((2, 3), np.float32))
 
 
 def _error(tmp_path, spec, tensors, name="bad.npz", variant=None):

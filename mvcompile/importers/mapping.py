@@ -3,6 +3,7 @@
 A naming scheme supplies, for each of our weights, the foreign names that may hold it (`Source`: the
 name, the foreign shape we expect there and how to turn it into our layout). `match` then checks the
 whole checkpoint at once and reports every missing, unexpected, duplicated or wrongly-shaped tensor.
+`to_foreign` runs a `Source` backwards (our tensor → the foreign one), for exporting our weights.
 """
 from __future__ import annotations
 
@@ -67,3 +68,18 @@ def match(g: Graph, tensors: dict[str, np.ndarray], sources: dict[str, list[Sour
                                 f"matched):\n  " + "\n  ".join(lines))
     check_weights(g, out, origin)
     return out
+
+
+def to_foreign(source: Source, value: np.ndarray) -> np.ndarray:
+    """The foreign tensor that `source.convert` turns into `value`.
+
+    Every conversion is a rearrangement of elements (transposes and reshapes), so running it on the
+    element indices of the foreign shape says where each of our elements comes from."""
+    size = int(np.prod(source.shape, dtype=np.int64))
+    index = np.asarray(source.convert(np.arange(size).reshape(source.shape)))
+    if index.shape != np.shape(value) or not np.array_equal(np.sort(index.ravel()), np.arange(size)):
+        raise WeightImportError(f"{source.key}: cannot write a {list(np.shape(value))} tensor as "
+                                f"{list(source.shape)} (the conversion is not a rearrangement to this shape)")
+    out = np.empty(size, dtype=np.asarray(value).dtype)
+    out[index.ravel()] = np.asarray(value).ravel()
+    return out.reshape(source.shape)

@@ -41,7 +41,7 @@ def read_tf_checkpoint(path: Path, spec: ModelSpec) -> dict[str, np.ndarray]:
                                 f"no model '{spec.name}' (official: {', '.join(OFFICIAL_MODELS)}); dump it to .npz")
     errors = []
     for conv_type in (("3d",) if spec.options.conv_type == "3d" else ("2plus1d", "3d_2plus1d")):
-        model = _official_model(movinet, movinet_model, spec, conv_type)
+        model = official_model(movinet, movinet_model, spec, conv_type)
         status = tf.train.Checkpoint(model=model).restore(prefix).expect_partial()
         try:
             status.assert_existing_objects_matched()
@@ -62,7 +62,9 @@ def _prefix(path: Path, tf: Any) -> str:
     return str(path.with_suffix("")) if path.suffix == ".index" else str(path)
 
 
-def _official_model(movinet: Any, movinet_model: Any, spec: ModelSpec, conv_type: str) -> Any:
+def official_model(movinet: Any, movinet_model: Any, spec: ModelSpec, conv_type: str) -> Any:
+    """The official Keras classifier for `spec` (its model id and options) with `conv_type`, causal unless 3d,
+    built for one frame at the spec's resolution (`movinet`, `movinet_model`: the official modules)."""
     o = spec.options
     backbone = movinet.Movinet(model_id=spec.name, causal=conv_type != "3d", conv_type=conv_type, se_type=o.se_type,
                                activation=o.activation, gating_activation=o.gating,
@@ -72,18 +74,24 @@ def _official_model(movinet: Any, movinet_model: Any, spec: ModelSpec, conv_type
     return model
 
 
-def keras_variables(model: Any) -> dict[str, np.ndarray]:
-    """Variable name → value, with every bare positional-encoding `scale:0` named after its block."""
+def named_variables(model: Any) -> dict[str, Any]:
+    """Variable name → variable of the official model, with every bare positional-encoding `scale:0` named
+    after its block."""
     renamed = {}
     for layer in model.backbone.layers:
         if re.fullmatch(r"block\d+_layer\d+", layer.name):
             for v in layer.variables:
                 if v.name == "scale:0":
                     renamed[id(v)] = f"{layer.name}/bneck/se/positional_encoding/rezero/scale:0"
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, Any] = {}
     for v in model.variables:
         name = renamed.get(id(v), v.name)
         if name in out:
             raise WeightImportError(f"two variables of the official model are both named '{name}'")
-        out[name] = v.numpy()
+        out[name] = v
     return out
+
+
+def keras_variables(model: Any) -> dict[str, np.ndarray]:
+    """Variable name (as `named_variables` gives it) → value."""
+    return {name: v.numpy() for name, v in named_variables(model).items()}

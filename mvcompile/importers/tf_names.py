@@ -15,6 +15,9 @@ auto-numbered `_<n>` suffixes on any path component (`conv2d_3` is `conv2d`, `cl
 ReZero is `block{b}_layer{l}/scale` ([]). Keras names every positional-encoding scale a bare `scale:0`;
 our convention (the only one a name-keyed dump can keep apart) is
 `block{b}_layer{l}/bneck/se/positional_encoding/rezero/scale:0`.
+
+`export_tf` is the reverse: our weights → TF names (normalised, as `normalise` gives them) and layouts,
+so that they can be loaded into the official Keras model (by normalised name) or imported back.
 """
 from __future__ import annotations
 
@@ -23,8 +26,10 @@ import re
 import numpy as np
 
 from mvcompile.ir.graph import Graph
-from mvcompile.importers.mapping import Source, match
+from mvcompile.importers.mapping import Source, WeightImportError, match, to_foreign
+from mvcompile.ir.weights import check_weights
 
+LAYOUTS = ("3d", "2plus1d", "3d_2plus1d")
 BN_NAMES = {"gamma": "gamma", "beta": "beta", "mean": "moving_mean", "var": "moving_variance"}
 PARTS = {"expansion": "expansion", "feature": "feature", "projection": "projection", "skip": "skip/skip_project"}
 HINTS = {"scale": "a bare positional-encoding scale cannot be told apart from the others: name it "
@@ -52,6 +57,21 @@ def import_tf(g: Graph, tensors: dict[str, np.ndarray], origin: str) -> dict[str
     layout = detect_layout(list(tensors))
     sources = {name: _sources(name, g.weights[name].shape, layout) for name in g.weights}
     return match(g, tensors, sources, normalise, f"{origin} (TF names, {layout} layout)", HINTS)
+
+
+def export_tf(g: Graph, values: dict[str, np.ndarray], layout: str) -> dict[str, np.ndarray]:
+    """Our weights of `g` → {normalised TF variable name: tensor in TF layout} as the official model of
+    conv type `layout` names them (the inverse of `import_tf`: importing the result gives `values` back)."""
+    if layout not in LAYOUTS:
+        raise WeightImportError(f"unknown TF layout '{layout}' (known: {', '.join(LAYOUTS)})")
+    check_weights(g, values)
+    out: dict[str, np.ndarray] = {}
+    for name in sorted(g.weights):
+        source = _sources(name, g.weights[name].shape, layout)[0]
+        if source.key in out:
+            raise WeightImportError(f"{name} and another weight both map to the TF name '{source.key}'")
+        out[source.key] = to_foreign(source, np.asarray(values[name], dtype=np.float32))
+    return out
 
 
 def _unit(prefix: str) -> str:
