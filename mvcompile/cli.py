@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import signal
 import statistics
 import sys
@@ -10,7 +11,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from mvcompile.support import interrupt  # the only import before the Ctrl-C trap: the rest load in the commands
+from mvcompile.support import interrupt  # the only imports before the Ctrl-C trap: the rest load in the commands
+from mvcompile.support.text import literal, visible
 
 # ValueError covers the spec, weights, IR, target, artifact, output, frame and io-table errors (all
 # subclass it); OSError is the system refusing a file operation (permissions, a full disk).
@@ -25,21 +27,21 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     info = inspect_spec(args.spec, args.variant)
     if args.json:
-        print(json.dumps(info))
+        print(_json(info))
         return 0
     console = Console()
     for member in info.get("members", [info]):
-        table = Table(title=f"{member['name']} ({member['variant']})")
+        table = Table(title=literal(f"{member['name']} ({member['variant']})"))
         for col in ("layer", "ops", "output shape", "params", "MMACs"):
             table.add_column(col, justify="right" if col in ("params", "MMACs") else "left")
         for r in member["layers"]:
-            table.add_row(r["layer"], ",".join(r["ops"]), "x".join(map(str, r["output_shape"])),
+            table.add_row(literal(r["layer"]), literal(",".join(r["ops"])), "x".join(map(str, r["output_shape"])),
                           f"{r['params']:,}", f"{r['mmacs']:.2f}")
         console.print(table)
     console.print(f"params {info['params']:,}   GMACs/clip {info['gmacs']}   stream states {info['states']}   "
-                  f"input {info['input']}")
+                  f"input {literal(info['input'])}")
     if info.get("note"):
-        console.print(f"note: {info['note']}")
+        console.print(f"note: {literal(info['note'])}")
     return 0
 
 
@@ -50,7 +52,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                             resolution=args.resolution, batch=args.batch, weights=args.weights, seed=args.seed)
     model_path, manifest_path = exported.save(args.output)
     m = exported.manifest
-    print(f"wrote {model_path} and {manifest_path}: {m['mode']} mode, {len(m['states'])} states, "
+    print(f"wrote {visible(model_path)} and {visible(manifest_path)}: {m['mode']} mode, {len(m['states'])} states, "
           f"input {m['inputs'][0]['shape']}", file=sys.stderr)
     return 0
 
@@ -70,8 +72,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     out = build_artifact(exported.onnx_model, exported.manifest, target, output, progress=not args.quiet,
                          db=args.db, shipped_records=not args.no_shipped_records)
     m = exported.manifest
-    print(f"built {out} for {target.name} in {time.perf_counter() - start:.1f} s: {m['spec']['name']} "
-          f"{m['variant']} {m['mode']}, input {m['inputs'][0]['shape']}, {len(m['states'])} states", file=sys.stderr)
+    print(f"built {visible(out)} for {target.name} in {time.perf_counter() - start:.1f} s: {visible(m['spec']['name'])} "
+          f"{visible(m['variant'])} {m['mode']}, input {m['inputs'][0]['shape']}, {len(m['states'])} states", file=sys.stderr)
     return 0
 
 
@@ -99,8 +101,8 @@ def _build_ensemble(args: argparse.Namespace, target: Any, output: Path, start: 
             raise ValueError(f"{args.spec}: each ensemble member runs at its own spec's resolution; drop --resolution")
         ens = export_spec_ensemble(args.spec, weights=args.weights, **common)
     out = build_ensemble(ens, target, output, progress=not args.quiet)
-    members = ", ".join(f"{m['name']} {m['resolution']} px at {m['frame_rate']:g} fps" for m in ens.info["members"])
-    print(f"built ensemble {out} for {target.name} in {time.perf_counter() - start:.1f} s: {ens.info['name']} "
+    members = ", ".join(f"{visible(m['name'])} {m['resolution']} px at {m['frame_rate']:g} fps" for m in ens.info["members"])
+    print(f"built ensemble {visible(out)} for {target.name} in {time.perf_counter() - start:.1f} s: {visible(ens.info['name'])} "
           f"({ens.info['routing']} routing; {members})", file=sys.stderr)
     return 0
 
@@ -119,12 +121,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         frames = load_video_array(args.input, manifest)
     else:
         frames = random_frames(manifest, args.frames or manifest["inputs"][0]["shape"][1], args.seed)
-    result = run_video(args.artifact, frames, emulate=args.emulate, num_threads=args.threads)
+    result = run_video(args.artifact, frames, emulate=args.emulate, num_threads=args.threads,
+                       check_range=not args.no_range_check)
     labels = manifest.get("labels")
     if args.json:
         top = [[{"class": c, "label": labels[c] if labels else None, "p": p} for c, p in video]
                for video in top5(result.logits[-1])]
-        print(json.dumps({**result.summary(), "top5": top}))
+        print(_json({**result.summary(), "top5": top}))
         return 0
     console = Console()
     for i, (logits, ms) in enumerate(zip(result.logits, result.ms)):
@@ -145,8 +148,6 @@ def _run_video(args: argparse.Namespace) -> int:
 
     if args.emulate:
         raise ValueError("--video runs natively; --emulate takes --frames or --input")
-    if args.every < 1:
-        raise ValueError(f"--every must be >= 1, got {args.every}")
     labels = load_manifest(args.artifact).get("labels")
     console, last, ms = Console(), None, []
     for p in predict_video(args.artifact, args.video, num_threads=args.threads, timeout=args.timeout):
@@ -158,8 +159,8 @@ def _run_video(args: argparse.Namespace) -> int:
     if last is None:
         raise ValueError(f"{args.video}: too short: no model call's worth of frames at the model frame rate")
     if args.json:
-        print(json.dumps({"logits": last.logits.tolist(), "ms_per_call": statistics.median(ms), "calls": last.step,
-                          "frames": last.frames, "seconds": last.time, "top5": top5(last.logits)}))
+        print(_json({"logits": last.logits.tolist(), "ms_per_call": statistics.median(ms), "calls": last.step,
+                     "frames": last.frames, "seconds": last.time, "top5": top5(last.logits)}))
         return 0
     console.print(f"final after {last.frames} frames ({last.time:.2f} s of video): "
                   f"{_top5_text(top5(last.logits)[0], labels)}", highlight=False)
@@ -168,7 +169,21 @@ def _run_video(args: argparse.Namespace) -> int:
 
 
 def _top5_text(best: list[tuple[int, float]], labels: list[str] | None) -> str:
-    return " ".join(f"{labels[c] if labels and c < len(labels) else c}:{p:.2f}" for c, p in best)
+    """Rich markup: labels (from a weights or label file) are printed literally."""
+    return " ".join(f"{literal(labels[c]) if labels and c < len(labels) else c}:{p:.2f}" for c, p in best)
+
+
+def _json(obj: Any) -> str:
+    """One line of strict JSON: NaN and infinities (a model's logits can overflow) become null."""
+    def finite(x: Any) -> Any:
+        if isinstance(x, float):
+            return x if math.isfinite(x) else None
+        if isinstance(x, dict):
+            return {k: finite(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [finite(v) for v in x]
+        return x
+    return json.dumps(finite(obj), allow_nan=False)
 
 
 def cmd_import_weights(args: argparse.Namespace) -> int:
@@ -178,7 +193,8 @@ def cmd_import_weights(args: argparse.Namespace) -> int:
     imported = import_weights(args.spec, args.source, variant=args.variant, scheme=args.scheme, labels=args.labels)
     save_weights(imported.values, args.output, labels=imported.labels)
     labels = f", {len(imported.labels)} class names" if imported.labels else ""
-    print(f"wrote {args.output}: {len(imported.values)} weights from {args.source} ({imported.scheme} names){labels}",
+    print(f"wrote {visible(args.output)}: {len(imported.values)} weights from {visible(args.source)} "
+          f"({imported.scheme} names){labels}",
           file=sys.stderr)
     return 0
 
@@ -248,10 +264,44 @@ def cmd_targets(args: argparse.Namespace) -> int:
     for col in ("name", "arch", "TVM target", "cross compiler", "description"):
         table.add_column(col)
     for t in list_targets():
-        table.add_row(t.name, t.arch, json.dumps(t.tvm_target) if isinstance(t.tvm_target, dict) else str(t.tvm_target),
-                      t.cross_compiler or "-", t.description)
+        table.add_row(literal(t.name), literal(t.arch),
+                      literal(json.dumps(t.tvm_target) if isinstance(t.tvm_target, dict) else str(t.tvm_target)),
+                      literal(t.cross_compiler or "-"), literal(t.description))
     Console().print(table)
     return 0
+
+
+MAX_THREADS = 256
+MAX_FRAMES = 1024  # frames per call of a compiled model
+MAX_RESOLUTION = 4096
+MAX_BATCH = 1024
+MAX_SEED = 2**32 - 1
+
+
+def _int_in(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer in [low, high] (no upper bound if high is None)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be {f'{low}..{high}' if high is not None else f'>= {low}'}, got {value}")
+        return value
+    return parse
+
+
+def _positive_float(high: float) -> Callable[[str], float]:
+    """An argparse type: a finite number in (0, high]."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not (0 < value <= high):  # also refuses nan and inf
+            raise argparse.ArgumentTypeError(f"must be a number > 0 and <= {high:g}, got {text}")
+        return value
+    return parse
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -261,15 +311,16 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 def _add_shape_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=["base", "causal", "stream"], default="stream")
-    p.add_argument("--frames", type=int, default=None, help="frames per call (stream default 1, else the clip length)")
-    p.add_argument("--resolution", type=int, default=None, help="frame size (default: the spec's)")
-    p.add_argument("--batch", type=int, default=1, help="videos (camera streams) per call")
+    p.add_argument("--frames", type=_int_in(1, MAX_FRAMES), default=None,
+                   help="frames per call (stream default 1, else the clip length)")
+    p.add_argument("--resolution", type=_int_in(1, MAX_RESOLUTION), default=None, help="frame size (default: the spec's)")
+    p.add_argument("--batch", type=_int_in(1, MAX_BATCH), default=1, help="videos (camera streams) per call")
 
 
 def _add_weight_args(p: argparse.ArgumentParser) -> None:
     w = p.add_mutually_exclusive_group()
     w.add_argument("--weights", default=None, help="weights file (.safetensors or .npz)")
-    w.add_argument("--seed", type=int, default=None,
+    w.add_argument("--seed", type=_int_in(0, MAX_SEED), default=None,
                    help="deterministic random weights with every gate non-zero (default: official initialisation)")
 
 
@@ -313,17 +364,21 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("run", help="stream frames through an artifact; print top-5 and latency per call")
     s.add_argument("artifact", help="artifact directory made by `mvcompile build`")
     src = s.add_mutually_exclusive_group()
-    src.add_argument("--frames", type=int, default=None, help="number of random frames (default: one call's worth)")
+    src.add_argument("--frames", type=_int_in(1), default=None, help="number of random frames (default: one call's worth)")
     src.add_argument("--input", default=None, help=".npy file of [T,H,W,3] or [B,T,H,W,3] float32 frames in [0, 1]")
     src.add_argument("--video", default=None,
                      help="video file, camera (/dev/video0) or stream URL (rtsp://…): decoded, resampled to the model's "
                           "frame rate and resolution, streamed through the artifact")
-    s.add_argument("--every", type=int, default=1, help="with --video: print the top-5 every N calls (default 1)")
-    s.add_argument("--timeout", type=float, default=10.0,
+    s.add_argument("--every", type=_int_in(1), default=1, help="with --video: print the top-5 every N calls (default 1)")
+    s.add_argument("--timeout", type=_positive_float(3600), default=10.0,
                    help="with --video: seconds to wait for a camera or stream to open or deliver data")
-    s.add_argument("--seed", type=int, default=0, help="seed of the random frames")
+    s.add_argument("--seed", type=_int_in(0, MAX_SEED), default=0, help="seed of the random frames")
     s.add_argument("--emulate", action="store_true", help="run an ARM artifact on this machine under qemu-user")
-    s.add_argument("--threads", type=int, default=None, help="runtime threads (default: TVM_NUM_THREADS, else TVM's default of half the cores)")
+    s.add_argument("--threads", type=_int_in(1, MAX_THREADS), default=None,
+                   help=f"runtime threads, 1..{MAX_THREADS} (default: TVM_NUM_THREADS, else TVM's default of half the cores)")
+    s.add_argument("--no-range-check", action="store_true",
+                   help="accept frame values outside [-1, 2] (frames are float32 in [0, 1]; NaN and infinities are "
+                        "always refused)")
     s.add_argument("--json", action="store_true", help="print one JSON object (final logits, median ms per call)")
     s.set_defaults(func=cmd_run)
 
@@ -343,8 +398,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--target", required=True, help="target preset name or file")
     _add_shape_args(s)
     amount = s.add_mutually_exclusive_group(required=True)
-    amount.add_argument("--trials", type=int, help="candidates to measure, spread over tasks by their cost share")
-    amount.add_argument("--budget", type=float, help="tuning time in minutes, spread over tasks by their cost share")
+    amount.add_argument("--trials", type=_int_in(1, 10**6), help="candidates to measure, spread over tasks by their cost share")
+    amount.add_argument("--budget", type=_positive_float(10**5),
+                        help="tuning time in minutes, spread over tasks by their cost share")
     s.add_argument("--db", required=True, help="database directory; records are appended, a re-run continues")
     s.add_argument("--rpc-tracker", default=None, help="HOST:PORT of a TVM RPC tracker: measure on its boards")
     s.add_argument("--rpc-key", default=None, help="key the boards registered with at the tracker")
@@ -380,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
                 return _interrupted(err)
             if not isinstance(err, USER_ERRORS) and not type(err).__module__.startswith("mvcompile."):
                 raise
-            print(f"error: {err}", file=sys.stderr)
+            print(f"error: {visible(err, keep=chr(10))}", file=sys.stderr)  # names/paths in it stay inert text
             return 2
 
 

@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import onnx
+import pytest
 
 from conftest import SPECS
 from mvcompile.cli import main
@@ -67,8 +71,9 @@ def test_user_errors_are_one_line_messages_not_tracebacks(tmp_path) -> None:
         (["inspect", str(tmp_path / "missing.yaml")], "spec file not found"),
         (["inspect", str(SPECS / "a0.yaml"), "--variant", "nope"], "no variant 'nope'"),
         (["export", str(SPECS / "tiny.yaml"), "--weights", str(tmp_path / "w.npz"), "-o", str(tmp_path / "x.onnx")],
-         "cannot read weights"),
-        (["export", str(SPECS / "tiny.yaml"), "--frames", "0", "-o", str(tmp_path / "x.onnx")], "--frames must be >= 1"),
+         "w.npz: not a valid .npz archive"),
+        (["export", str(SPECS / "tiny.yaml"), "--frames", "0", "-o", str(tmp_path / "x.onnx")],
+         "argument --frames: must be 1..1024, got 0"),
     ]
     for argv, expected in cases:
         proc = subprocess.run([sys.executable, "-m", "mvcompile.cli", *argv], capture_output=True, text=True)
@@ -93,3 +98,104 @@ def test_weights_with_wrong_tensors_are_reported_by_name(tmp_path) -> None:
     assert proc.returncode == 2
     for fragment in ("missing: stem.conv.weight", "unexpected: extra.weight", "head.project.bn.beta: expected [32]"):
         assert fragment in proc.stderr, proc.stderr
+
+
+HOSTILE_LABELS = [("[/bold]{}", "\x1b[2J\x1b[31m{}", "[link=http://x]{}[/link]")[i % 3].format(i) for i in range(10)]
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny host artifact whose weights file carries class names with markup and terminal escapes."""
+    from mvcompile.ir import build_graph
+    from mvcompile.ir.weights import init_weights, save_weights
+    from mvcompile.spec import load_spec
+
+    d = tmp_path_factory.mktemp("labelled")
+    values = init_weights(build_graph(load_spec(SPECS / "tiny.yaml")), seed=1)
+    save_weights(values, d / "w.safetensors", labels=HOSTILE_LABELS)
+    assert main(["build", str(SPECS / "tiny.yaml"), "--target", "host", "--weights", str(d / "w.safetensors"), "-q",
+                 "-o", str(d / "art")]) == 0
+    return d / "art"
+
+
+def _frames(artifact: Path, scale: float = 1.0, count: int = 8) -> np.ndarray:
+    shape = json.loads((artifact / "manifest.json").read_text())["inputs"][0]["shape"]
+    return np.random.default_rng(0).random((count, *shape[2:]), dtype=np.float32) * np.float32(scale)
+
+
+def test_run_prints_labels_literally(labelled: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "400")  # one line per call
+    assert main(["run", str(labelled), "--frames", "8"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "top-5" in line]
+    assert len(lines) == 8
+    for line in lines:  # each of the five labels exactly as written, escapes as visible text, never raw
+        assert "\x1b" not in line
+        assert len(re.findall(r"(\[/bold\]\d|\\x1b\[2J\\x1b\[31m\d|\[link=http://x\]\d\[/link\]):\d\.\d\d", line)) == 5, line
+
+
+def test_run_input_checks_are_one_line(labelled: Path, tmp_path: Path, capsys) -> None:
+    np.savez(tmp_path / "x.npz", frames=_frames(labelled))
+    poisoned = _frames(labelled)
+    poisoned[5, 0, 0, 0] = np.nan
+    np.save(tmp_path / "nan.npy", poisoned)
+    np.save(tmp_path / "bytes.npy", _frames(labelled, 255))
+    cases = [
+        ("x.npz", [], r"x.npz: is a zip archive \(.npz\); a single .npy frames is expected$"),
+        ("nan.npy", [], r"error: frame 5 of the input holds 1 non-finite values \(NaN or infinity\)"),
+        ("nan.npy", ["--no-range-check"], r"error: frame 5 of the input holds 1 non-finite values"),
+        ("bytes.npy", [], r"error: frame 0 of the input holds values in \[\d+(\.\d+)?, 2\d\d(\.\d+)?\]; .*--no-range-check"),
+    ]
+    for name, extra, message in cases:
+        assert main(["run", str(labelled), "--input", str(tmp_path / name), *extra]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == "" and re.search(message, captured.err.strip()) and captured.err.count("\n") == 1, captured.err
+    assert main(["run", str(labelled), "--input", str(tmp_path / "bytes.npy"), "--no-range-check", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["calls"] == 8
+
+
+def test_run_json_is_strict_json_even_for_overflowing_logits(labelled: Path, tmp_path: Path, capsys) -> None:
+    np.save(tmp_path / "huge.npy", _frames(labelled, 3e38))
+    assert main(["run", str(labelled), "--input", str(tmp_path / "huge.npy"), "--no-range-check", "--json"]) == 0
+    text = capsys.readouterr().out
+
+    def refuse(token: str) -> None:
+        raise AssertionError(f"not JSON: {token}")
+    result = json.loads(text, parse_constant=refuse)
+    assert None in result["logits"][0]  # the overflowed logits are null, not NaN/Infinity
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["run", "art", "--threads", "0"], "argument --threads: must be 1..256, got 0"),
+    (["run", "art", "--threads", "10000"], "argument --threads: must be 1..256, got 10000"),
+    (["run", "art", "--threads", "two"], "argument --threads: not an integer: 'two'"),
+    (["run", "art", "--frames", "0"], "argument --frames: must be >= 1, got 0"),
+    (["run", "art", "--every", "-3"], "argument --every: must be >= 1, got -3"),
+    (["run", "art", "--timeout", "inf"], "argument --timeout: must be a number > 0 and <= 3600, got inf"),
+    (["run", "art", "--seed", "-1"], "argument --seed: must be 0..4294967295, got -1"),
+    (["build", "s.yaml", "--target", "host", "--batch", "0"], "argument --batch: must be 1..1024, got 0"),
+    (["export", "s.yaml", "-o", "x.onnx", "--resolution", "-32"], "argument --resolution: must be 1..4096, got -32"),
+    (["tune", "s.yaml", "--target", "host", "--db", "d", "--trials", "0"], "argument --trials: must be 1..1000000, got 0"),
+    (["tune", "s.yaml", "--target", "host", "--db", "d", "--budget", "nan"],
+     "argument --budget: must be a number > 0 and <= 100000, got nan"),
+    (["tune", "s.yaml", "--target", "host", "--db", "d", "--budget", "-1"],
+     "argument --budget: must be a number > 0 and <= 100000, got -1"),
+])
+def test_numeric_flags_are_range_checked(argv: list[str], message: str, capsys) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_run_refuses_random_videos_too_big_for_memory(labelled: Path, capsys) -> None:
+    assert main(["run", str(labelled), "--frames", "10000000"]) == 2
+    assert re.search(r"10000000 random frames of 1x32x32x3 float32 would take \d+\.\d GiB \(limit 4 GiB\)",
+                     capsys.readouterr().err)
+
+
+def test_names_are_printed_literally(tmp_path: Path, capsys) -> None:
+    spec = tmp_path / "s.yaml"
+    spec.write_text((SPECS / "tiny.yaml").read_text().replace("name: tiny", "name: '[bold]x[red]'")
+                    .replace("description: test-sized MoViNet for fast tests", "description: 'd [blink]\\e[5m'"))
+    assert main(["inspect", str(spec)]) == 0
+    out = capsys.readouterr().out
+    assert "[bold]x[red] (base)" in out and "\x1b" not in out

@@ -18,7 +18,7 @@ from mvcompile.lower.pipeline import export_model
 from mvcompile.lower.torch import stream, to_torch
 from mvcompile.backend.artifact import ArtifactError
 from mvcompile.runtime.ensemble import EnsembleSession
-from mvcompile.runtime.session import FrameError, StreamSession
+from mvcompile.runtime.session import FrameError, FrameValueError, StreamSession
 from mvcompile.runtime.video import sample_video
 from videos import write_video
 
@@ -79,6 +79,22 @@ def test_temporal_ensemble_is_the_mean_of_offset_half_rate_members(temporal: Pat
     assert np.abs(session.push(clip[:, :2]) - expected[0]).max() <= TOL
     with pytest.raises(FrameError, match=r"\[1, 2, 32, 32, 3\]"):
         session.push(clip[:, :1])
+
+
+def test_ensemble_checks_every_members_frames_before_any_member_runs(temporal: Path) -> None:
+    clip = np.random.default_rng(0).random((1, 2, 32, 32, 3), dtype=np.float32)
+    session = EnsembleSession(temporal)
+    fresh = session.push(clip)
+    session.reset()
+    bad = clip.copy()
+    bad[0, 1, 0, 0, 0] = np.inf  # frame 1 goes to member 1; member 0 must not have run either
+    with pytest.raises(FrameValueError, match=r"^frame 1 of this call holds 1 non-finite values"):
+        session.push(bad)
+    with pytest.raises(FrameValueError, match=r"^frame 0 of this call holds values in .*--no-range-check"):
+        session.push(clip * 255)
+    assert [m.session.frames_seen for m in session.members] == [0, 0]
+    assert np.array_equal(session.push(clip), fresh)
+    assert np.isfinite(EnsembleSession(temporal, check_range=False).push(clip * 255)).all()
 
 
 def test_run_drives_a_temporal_ensemble(temporal: Path, tmp_path: Path, capsys) -> None:

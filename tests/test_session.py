@@ -13,7 +13,7 @@ from tiny_stream_model import FRAMES, SIZE, Exported, export_tiny, onnxruntime_s
 from mvcompile.backend.build import build_artifact
 from mvcompile.backend.targets import load_target
 from mvcompile.backend.artifact import ArtifactError
-from mvcompile.runtime.session import FrameError, StreamSession
+from mvcompile.runtime.session import FrameError, FrameValueError, StreamSession
 
 
 def _build(tmp_path_factory: pytest.TempPathFactory, batch: int) -> tuple[Exported, Path]:
@@ -67,6 +67,27 @@ def test_batch_two(tmp_path_factory: pytest.TempPathFactory) -> None:
 def test_bad_frames(built: tuple[Exported, Path], frames: np.ndarray, message: str) -> None:
     with pytest.raises(FrameError, match=message):
         StreamSession(built[1]).push(frames)
+
+
+def test_nan_and_out_of_range_frames_never_reach_the_states(built: tuple[Exported, Path]) -> None:
+    clips = _clips(1, 3)
+    fresh = [StreamSession(built[1]).push(c) for c in clips[:1]][0]
+    session = StreamSession(built[1])
+    poisoned = clips[0].copy()
+    poisoned[0, 1, 2, 3, 0] = np.nan
+    with pytest.raises(FrameValueError, match=r"^frame 1 of this call holds 1 non-finite values"):
+        session.push(poisoned)
+    with pytest.raises(FrameValueError, match=r"^frame 0 of this call holds values in \[\d.*\d\]; .*check_range=False"):
+        session.push(clips[0] * 255)
+    assert session.frames_seen == 0
+    assert np.array_equal(session.push(clips[0]), fresh)  # the refused calls left the states as they were
+    assert session.frames_seen == FRAMES
+    lenient = StreamSession(built[1], check_range=False)
+    assert np.isfinite(lenient.push(clips[0] * 255)).all()
+    with pytest.raises(FrameValueError, match="non-finite"):  # NaN stays refused without the range check
+        lenient.push(poisoned)
+    lenient.reset()
+    assert lenient.frames_seen == 0
 
 
 @pytest.fixture

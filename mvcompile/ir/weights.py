@@ -15,9 +15,13 @@ from safetensors.numpy import load_file, save_file
 
 from mvcompile.ir.graph import Graph
 from mvcompile.support.files import staged_files
+from mvcompile.support.npyfile import GiB, ArrayFileError, check_npz, format_size
 
 LABELS_KEY = "__labels__"
 LABELS_METADATA = "mvcompile.labels"
+MAX_WEIGHTS_BYTES = 4 * GiB  # without a model to compare with (importers); `load_weights` callers may pass less
+_SAFETENSORS_ITEMSIZE = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2,
+                         "I16": 2, "U16": 2, "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
 
 
 class WeightsError(ValueError):
@@ -97,20 +101,33 @@ def save_weights(values: dict[str, np.ndarray], path: str | Path, *, labels: lis
             save_file(arrays, str(tmp), metadata={LABELS_METADATA: json.dumps(labels)} if labels is not None else None)
 
 
-def load_weights(path: str | Path) -> dict[str, np.ndarray]:
-    """Read a .safetensors or .npz weights file."""
+def load_weights(path: str | Path, *, max_bytes: int = MAX_WEIGHTS_BYTES) -> dict[str, np.ndarray]:
+    """Read a .safetensors or .npz weights file; refused from its header if it declares over `max_bytes`."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: weights file not found")
     try:
         if path.suffix == ".npz":
+            check_npz(path, max_bytes=max_bytes, what="weights")
             with np.load(path, allow_pickle=False) as data:
                 return {k: data[k] for k in data.files if k != LABELS_KEY}
         if path.suffix == ".safetensors":
+            _check_safetensors_size(path, max_bytes)
             return load_file(str(path))
+    except ArrayFileError as err:
+        raise WeightsError(str(err)) from None
     except Exception as err:  # noqa: BLE001 - any decoder failure is a corrupt file for the user
         raise WeightsError(f"{path}: cannot read weights: {err}") from None
     raise WeightsError(f"{path}: weights files are .safetensors or .npz")
+
+
+def _check_safetensors_size(path: Path, max_bytes: int) -> None:
+    with safe_open(str(path), framework="numpy") as f:
+        sizes = {k: (f.get_slice(k).get_shape(), f.get_slice(k).get_dtype()) for k in f.keys()}
+    total = sum(int(np.prod(shape, dtype=object)) * _SAFETENSORS_ITEMSIZE.get(dtype, 8) for shape, dtype in sizes.values())
+    if total > max_bytes:
+        raise ArrayFileError(f"{path}: declares {format_size(total)} of weights in {len(sizes)} tensors, over the "
+                             f"limit of {format_size(max_bytes)}; refused before loading")
 
 
 def load_labels(path: str | Path) -> list[str] | None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -137,10 +138,16 @@ def _bound(spec: ModelSpec, g: Graph, weights: str | Path | None, seed: int | No
     if weights is None:
         values = init_weights(build_graph(spec, frames=1, resolution=spec.input.resolution), seed)
         return bind(g, values)
-    loaded = load_weights(weights)
+    loaded = load_weights(weights, max_bytes=_weights_cap(g))
     if prefix:
         loaded = {k[len(prefix):]: v for k, v in loaded.items() if k.startswith(prefix)}
     return bind(g, loaded, source=str(weights))
+
+
+def _weights_cap(g: Graph) -> int:
+    """The most a weights file for `g` may declare: 16x the model's float32 weights (a file may hold several
+    ensemble members, or float64 copies) plus 64 MiB; far less than the GiBs a hostile header can claim."""
+    return 16 * 4 * sum(math.prod(w.shape) for w in g.weights.values()) + (64 << 20)
 
 
 def _manifest(g: Graph, spec_path: Path, variant: str | None, mode: str, batch: int, num_classes: int,

@@ -11,6 +11,10 @@ import numpy as np
 
 from mvcompile.backend.artifact import ArtifactError, machine_arch
 from mvcompile.runtime.ensemble import load_manifest, load_session, require_frame_input
+from mvcompile.runtime.frames import check_frame_values
+from mvcompile.support.npyfile import GiB, load_npy
+
+MAX_VIDEO_BYTES = 4 * GiB  # an input or random video held in memory at once
 
 
 @dataclass
@@ -30,15 +34,16 @@ class RunResult:
 def random_frames(manifest: dict[str, Any], n_frames: int, seed: int) -> np.ndarray:
     """A deterministic random video [B, n_frames, H, W, 3] in [0, 1] for the artifact's input."""
     b, _, h, w, c = manifest["inputs"][0]["shape"]
+    if b * n_frames * h * w * c * 4 > MAX_VIDEO_BYTES:
+        raise ValueError(f"{n_frames} random frames of {b}x{h}x{w}x{c} float32 would take "
+                         f"{b * n_frames * h * w * c * 4 / GiB:.1f} GiB (limit {MAX_VIDEO_BYTES / GiB:.0f} GiB); "
+                         f"use fewer frames, or --video to stream a long video")
     return np.random.default_rng(seed).random((b, n_frames, h, w, c), dtype=np.float32)
 
 
 def load_video_array(path: str | Path, manifest: dict[str, Any]) -> np.ndarray:
-    """Frames from a .npy file of [T, H, W, 3] or [B, T, H, W, 3] float32."""
-    try:
-        frames = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{path}: cannot read frames: {err}") from None
+    """Frames from a .npy file of [T, H, W, 3] or [B, T, H, W, 3] float32 (its header is checked first)."""
+    frames = load_npy(path, max_bytes=MAX_VIDEO_BYTES, what="frames")
     if frames.ndim == 4:
         frames = frames[None]
     b, _, h, w, c = manifest["inputs"][0]["shape"]
@@ -51,10 +56,13 @@ def load_video_array(path: str | Path, manifest: dict[str, Any]) -> np.ndarray:
 
 
 def run_video(artifact_dir: str | Path, frames: np.ndarray, *, emulate: bool = False,
-              num_threads: int | None = None) -> RunResult:
-    """Stream `frames` [B, T, H, W, 3] through the artifact, one compiled call's worth of frames at a time."""
+              num_threads: int | None = None, check_range: bool = True) -> RunResult:
+    """Stream `frames` [B, T, H, W, 3] through the artifact, one compiled call's worth of frames at a time.
+
+    The whole video is checked first (see `check_frame_values`), so a bad frame runs nothing."""
     manifest = load_manifest(artifact_dir)
     require_frame_input(manifest, artifact_dir)
+    check_frame_values(frames, check_range=check_range, of="the input")
     per_call = manifest["inputs"][0]["shape"][1]
     if frames.shape[1] % per_call:
         raise ValueError(f"{frames.shape[1]} frames do not split into calls of {per_call} frames "
@@ -67,7 +75,7 @@ def run_video(artifact_dir: str | Path, frames: np.ndarray, *, emulate: bool = F
 
         logits, ms = run_emulated(artifact_dir, np.stack(calls), num_threads=num_threads)
         return RunResult(logits, ms, per_call, True)
-    session = load_session(artifact_dir, num_threads=num_threads)
+    session = load_session(artifact_dir, num_threads=num_threads, check_range=check_range)
     outs, ms = [], []
     for clip in calls:
         start = time.perf_counter()

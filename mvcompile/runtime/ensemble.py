@@ -18,7 +18,8 @@ import numpy as np
 from mvcompile.backend.artifact import (ENSEMBLE_FORMAT, MANIFEST, ArtifactError, is_ensemble, load_manifest_json,
                                         read_manifest,
                                         sha256_file)
-from mvcompile.runtime.session import FrameError, StreamSession
+from mvcompile.runtime.frames import FrameError, check_frame_values
+from mvcompile.runtime.session import StreamSession
 from mvcompile.support.names import name_problem
 
 ROUTINGS = ("alternate", "each")
@@ -65,12 +66,17 @@ def read_ensemble_manifest(artifact_dir: Path) -> dict[str, Any]:
 
 
 class EnsembleSession:
-    """A loaded ensemble artifact: one StreamSession per member, logits averaged."""
+    """A loaded ensemble artifact: one StreamSession per member, logits averaged.
 
-    def __init__(self, artifact_dir: str | Path, *, num_threads: int | None = None) -> None:
+    Frames are checked as `StreamSession.push` checks them (`check_range`), all before any member runs.
+    """
+
+    def __init__(self, artifact_dir: str | Path, *, num_threads: int | None = None, check_range: bool = True) -> None:
         self._dir = Path(artifact_dir)
         self._manifest = read_ensemble_manifest(self._dir)
-        self.members = [Member(m["name"], StreamSession(self._dir / m["dir"], num_threads=num_threads))
+        self._check_range = check_range
+        self.members = [Member(m["name"], StreamSession(self._dir / m["dir"], num_threads=num_threads,
+                                                        check_range=check_range))
                         for m in self._manifest["members"]]
         self._check_members()
 
@@ -91,6 +97,7 @@ class EnsembleSession:
             if not isinstance(frames, np.ndarray):
                 raise FrameError("this temporal ensemble takes one array [B, 2F, H, W, 3]; frames alternate between members")
             self._check_alternate(frames)
+            check_frame_values(frames, check_range=self._check_range)
             for i, m in enumerate(self.members):
                 m.logits = m.session.push(np.ascontiguousarray(frames[:, i::2]))
         else:
@@ -102,6 +109,7 @@ class EnsembleSession:
             fed = [m for m in self.members if m.name in frames]
             for m in fed:  # all checked before any member's state moves on
                 _check_member_frames(m, frames[m.name])
+                check_frame_values(frames[m.name], check_range=self._check_range, of=f"member {m.name}'s frames")
             for m in fed:
                 m.logits = m.session.push(frames[m.name])
         return np.mean([m.logits for m in self.members if m.logits is not None], axis=0)
@@ -142,10 +150,11 @@ def load_manifest(artifact_dir: str | Path) -> dict[str, Any]:
     return read_ensemble_manifest(Path(artifact_dir)) if is_ensemble(Path(artifact_dir)) else read_manifest(Path(artifact_dir))
 
 
-def load_session(artifact_dir: str | Path, *, num_threads: int | None = None) -> StreamSession | EnsembleSession:
+def load_session(artifact_dir: str | Path, *, num_threads: int | None = None,
+                 check_range: bool = True) -> StreamSession | EnsembleSession:
     """A StreamSession for a model artifact, an EnsembleSession for an ensemble artifact."""
     cls = EnsembleSession if is_ensemble(Path(artifact_dir)) else StreamSession
-    return cls(artifact_dir, num_threads=num_threads)
+    return cls(artifact_dir, num_threads=num_threads, check_range=check_range)
 
 
 def require_frame_input(manifest: dict[str, Any], artifact_dir: str | Path) -> None:

@@ -10,17 +10,22 @@ import numpy as np
 
 from mvcompile.backend.artifact import LIBRARY, ArtifactError, machine_arch, read_manifest
 from mvcompile.backend.quiet import quiet_tvm_stderr
+from mvcompile.runtime.frames import FrameError, FrameValueError, check_frame_values
 
-
-class FrameError(ValueError):
-    """Frames passed to `push` do not have the shape or dtype the artifact was compiled for."""
+__all__ = ["FrameError", "FrameValueError", "StreamSession"]
 
 
 class StreamSession:
-    """A loaded artifact plus its current streaming states."""
+    """A loaded artifact plus its current streaming states.
 
-    def __init__(self, artifact_dir: str | Path, *, num_threads: int | None = None) -> None:
+    `push` refuses frames holding NaN or infinities, and (unless `check_range=False`) frames with values
+    outside [-1, 2] (e.g. 8-bit pixels in 0..255), with a FrameValueError, before the model runs.
+    """
+
+    def __init__(self, artifact_dir: str | Path, *, num_threads: int | None = None, check_range: bool = True) -> None:
         self._dir = Path(artifact_dir)
+        self._check_range = check_range
+        self._frames_seen = 0
         self._manifest = read_manifest(self._dir)
         self._check_arch()
         if num_threads is not None:
@@ -35,10 +40,16 @@ class StreamSession:
         """The artifact's manifest (model I/O, states, target, build options)."""
         return self._manifest
 
+    @property
+    def frames_seen(self) -> int:
+        """Frames pushed since the last `reset` (per video of the batch)."""
+        return self._frames_seen
+
     def reset(self) -> None:
         """Zero every state, as at the start of a new video."""
         import tvm
 
+        self._frames_seen = 0
         self._states = [
             tvm.runtime.tensor(np.zeros(s["shape"], dtype=s["dtype"]), self._device)
             for s in self._manifest.get("states", [])
@@ -49,8 +60,10 @@ class StreamSession:
         import tvm
 
         self._check_frames(frames)
+        check_frame_values(frames, check_range=self._check_range)
         image = tvm.runtime.tensor(np.ascontiguousarray(frames), self._device)
         out = self._vm["main"](image, *self._states)
+        self._frames_seen += frames.shape[1]
         if not self._states:  # a model without states returns its logits tensor bare, not in a tuple
             return out.numpy()
         results = list(out)
