@@ -1,12 +1,16 @@
 """Passes: causal conversion, stream buffers, BN folding, ensembles — each checked by its guarantee."""
 from __future__ import annotations
 
+import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 
 from conftest import SPECS
 from mvcompile.ir import build_graph
 from mvcompile.ir.weights import bind, init_weights
+from mvcompile.lower.onnx import to_onnx
+from mvcompile.passes.insert_stream_buffers import MAX_POSITION, MEAN_FRAMES
 from mvcompile.lower.torch import stream, to_torch
 from mvcompile.passes import (ensemble, fold_batchnorm, fold_conv_scale, insert_stream_buffers, make_causal,
                               temporal_ensemble)
@@ -148,3 +152,75 @@ def _run_multi(module, images):
     return env["logits"], None
 
 
+
+
+# --- long streams: counts capped, sums rescaled, float32 equal to a float64 run of the same graph ----------
+def _stream_tiny(mean_frames: int = MEAN_FRAMES):
+    """The tiny stream model (every state kind, positional encoding included), one frame per call."""
+    spec, base = _tiny(frames=1)
+    return bind(insert_stream_buffers(make_causal(base), mean_frames=mean_frames), init_weights(base, seed=0))
+
+
+def _run_float32(g, clip: np.ndarray, states: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Frame by frame through onnxruntime (the ONNX graph TVM compiles), in float32."""
+    session = ort.InferenceSession(to_onnx(g).SerializeToString(), providers=["CPUExecutionProvider"])
+    outs = []
+    for t in range(clip.shape[1]):
+        logits, *new = session.run(None, {"image": clip[:, t:t + 1], **states})
+        states = dict(zip([s.name for s in g.states], new))
+        outs.append(logits)
+    return np.stack(outs), states
+
+
+def _run_float64(g, clip: np.ndarray, states: dict[str, np.ndarray]) -> np.ndarray:
+    """The same graph in float64 (torch lowering; counts stay int32)."""
+    module = to_torch(g).double()
+    state = {k: torch.from_numpy(v).double() if v.dtype == np.float32 else torch.from_numpy(v) for k, v in states.items()}
+    outs = []
+    with torch.no_grad():
+        for t in range(clip.shape[1]):
+            logits, state = module(torch.from_numpy(clip[:, t:t + 1]).double(), state)
+            outs.append(logits.numpy())
+    return np.stack(outs)
+
+
+def _zero_states(g) -> dict[str, np.ndarray]:
+    return {s.name: np.zeros(s.shape, s.dtype) for s in g.states}
+
+
+def test_a_stream_2_31_frames_long_neither_wraps_nor_loses_precision() -> None:
+    g = _stream_tiny()
+    clip = np.random.default_rng(0).random((1, 8, 32, 32, 3), dtype=np.float32)
+    _, states = _run_float32(g, clip[:, :3], _zero_states(g))
+    long = {}  # the states of a stream 2^31 - 1 frames long whose means are the ones seen after 3 frames
+    for name, value in states.items():
+        if name.endswith("frame_count"):
+            assert value.tolist() == [3]
+            long[name] = np.array([2**31 - 1], np.int32)
+        elif name.endswith("pool_buffer"):
+            long[name] = (value / 3 * MEAN_FRAMES).astype(np.float32)
+        else:
+            long[name] = value
+    got, after = _run_float32(g, clip[:, 3:], long)
+    assert {k: int(v[0]) for k, v in after.items() if k.endswith("frame_count")} == {
+        k: MAX_POSITION if "pos_enc" in k else MEAN_FRAMES for k in after if k.endswith("frame_count")}
+    reference = _run_float64(g, clip[:, 3:], long)
+    assert np.isfinite(got).all() and np.abs(got - reference).max() <= 1e-5 * np.abs(reference).max()
+    at_cap = {k: np.array([MAX_POSITION if "pos_enc" in k else MEAN_FRAMES], np.int32) if k.endswith("frame_count")
+              else v for k, v in long.items()}
+    assert np.array_equal(_run_float32(g, clip[:, 3:], at_cap)[0], got)  # counts past the caps read as the caps
+
+
+def test_past_mean_frames_each_frame_weighs_one_over_mean_frames() -> None:
+    """With a small cap: the first frames are the exact cumulative means (equal to the uncapped graph), then
+    the counts stay at the cap, the model differs, and float32 still equals float64 after many frames."""
+    capped, exact = _stream_tiny(mean_frames=4), _stream_tiny()
+    clip = np.random.default_rng(1).random((1, 40, 32, 32, 3), dtype=np.float32)
+    got, after = _run_float32(capped, clip, _zero_states(capped))
+    uncapped, _ = _run_float32(exact, clip, _zero_states(exact))
+    assert np.abs(got[:4] - uncapped[:4]).max() <= 1e-6 and np.abs(got[4:] - uncapped[4:]).max() > 1e-3
+    assert all(int(v[0]) == (40 if "pos_enc" in k else 4) for k, v in after.items() if k.endswith("frame_count"))
+    reference = _run_float64(capped, clip, _zero_states(capped))
+    assert np.abs(got - reference).max() <= 1e-5 * np.abs(reference).max()
+    with pytest.raises(ValueError, match=r"mean_frames must be 1..65536, got 0"):
+        insert_stream_buffers(make_causal(_tiny(frames=1)[1]), mean_frames=0)

@@ -80,12 +80,20 @@ def _broadcast_to(s: list[Shape], d: list[str], _w: dict[str, Shape], a: dict[st
     return tuple(int(x) for x in np.broadcast_shapes(s[0], like)), d[0]
 
 
-def _frame_positions(s: list[Shape], _d: list[str], _w: dict[str, Shape], _a: dict[str, Any]) -> tuple[Shape, str]:
-    return (1, 1, s[0][2], 1, 1), "float32"
+def _frame_positions(s: list[Shape], _d: list[str], _w: dict[str, Shape], a: dict[str, Any]) -> tuple[Shape, str]:
+    return (1, 1, s[0][2], 1, 1), a.get("precision", "float32")
 
 
-def _pos_encoding(s: list[Shape], _d: list[str], _w: dict[str, Shape], a: dict[str, Any]) -> tuple[Shape, str]:
+def _pos_encoding(s: list[Shape], d: list[str], _w: dict[str, Shape], a: dict[str, Any]) -> tuple[Shape, str]:
+    if d[0] != "float64":  # float32 positions lose whole frames past 2^24, and float32 angles much sooner
+        raise IRError(f"positional encoding takes float64 positions, got {d[0]}")
     return (1, a["channels"], s[0][2], 1, 1), "float32"
+
+
+def _cap_sum(s: list[Shape], d: list[str], _w: dict[str, Shape], a: dict[str, Any]) -> tuple[Shape, str]:
+    if s[0] != s[1] or s[2] != (1,) or d[2] != "int32":
+        raise IRError(f"cap_sum takes a sum and a mean of one shape and an int32 [1] count, got {s} {d}")
+    return s[0], d[0]
 
 
 def _scale(s: list[Shape], d: list[str], w: dict[str, Shape], _a: dict[str, Any]) -> tuple[Shape, str]:
@@ -130,6 +138,8 @@ SHAPES: dict[str, ShapeFn] = {
     "pos_encoding": _pos_encoding,
     "scale": _scale,
     "advance_count": _same,
+    "cap_count": _same,
+    "cap_sum": _cap_sum,
     "mul_const": _same,
     "to_float": _to_float,
     "reshape": _reshape,

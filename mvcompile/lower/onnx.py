@@ -11,7 +11,7 @@ from mvcompile.ir.graph import Graph
 from mvcompile.lower.torch import pos_encoding_frequencies
 
 OPSET = 17
-_DTYPES = {"float32": TensorProto.FLOAT, "int32": TensorProto.INT32}
+_DTYPES = {"float32": TensorProto.FLOAT, "float64": TensorProto.DOUBLE, "int32": TensorProto.INT32}
 
 
 class _Emitter:
@@ -101,19 +101,22 @@ def _broadcast_to(e: _Emitter, out: str, x: list[str], _p: dict[str, str], _a: d
 
 
 def _frame_positions(e: _Emitter, out: str, x: list[str], _p: dict[str, str], a: dict[str, Any]) -> str:
-    frames = e.g.shape(out)[2]
-    base = e.const(f"{out}/base", (np.arange(frames, dtype=np.float32) + a["start"]).reshape(1, 1, frames, 1, 1))
+    frames, dtype = e.g.shape(out)[2], e.g.node(out)["dtype"]
+    base = e.const(f"{out}/base", (np.arange(frames, dtype=dtype) + a["start"]).reshape(1, 1, frames, 1, 1))
     if len(x) < 2:
         return e.node("Identity", [base], out)
-    offset = e.node("Cast", [x[1]], f"{out}/offset", to=TensorProto.FLOAT)
+    offset = e.node("Cast", [x[1]], f"{out}/offset", to=_DTYPES[dtype])
     return e.node("Add", [base, offset], out)
 
 
 def _pos_encoding(e: _Emitter, out: str, x: list[str], _p: dict[str, str], a: dict[str, Any]) -> str:
-    freq = pos_encoding_frequencies(a["channels"]).reshape(1, -1, 1, 1, 1)
+    """Angles and sin/cos in float64 (exact for any frame position), the encoding itself float32."""
+    freq = pos_encoding_frequencies(a["channels"]).astype(np.float64).reshape(1, -1, 1, 1, 1)
     even = e.node("Mul", [x[0], e.const(f"{out}/freq_even", freq[:, 0::2])], f"{out}/angles_even")
     odd = e.node("Mul", [x[0], e.const(f"{out}/freq_odd", freq[:, 1::2])], f"{out}/angles_odd")
-    return e.node("Concat", [e.node("Sin", [even], f"{out}/sin"), e.node("Cos", [odd], f"{out}/cos")], out, axis=1)
+    both = e.node("Concat", [e.node("Sin", [even], f"{out}/sin"), e.node("Cos", [odd], f"{out}/cos")], f"{out}/f64",
+                  axis=1)
+    return e.node("Cast", [both], out, to=TensorProto.FLOAT)
 
 
 def _scale(e: _Emitter, out: str, x: list[str], p: dict[str, str], _a: dict[str, Any]) -> str:
@@ -128,6 +131,19 @@ def _scale(e: _Emitter, out: str, x: list[str], p: dict[str, str], _a: dict[str,
 def _advance_count(e: _Emitter, out: str, x: list[str], _p: dict[str, str], _a: dict[str, Any]) -> str:
     frames = e.g.shape(x[1])[2]
     return e.node("Add", [x[0], e.const(f"const/frames{frames}", np.array([frames], np.int32))], out)
+
+
+def _cap_count(e: _Emitter, out: str, x: list[str], _p: dict[str, str], a: dict[str, Any]) -> str:
+    return e.node("Min", [x[0], e.const(f"const/count_cap{a['cap']}", np.array([a["cap"]], np.int32))], out)
+
+
+def _cap_sum(e: _Emitter, out: str, x: list[str], _p: dict[str, str], a: dict[str, Any]) -> str:
+    """Where(frames > cap, mean * cap, sum): past `cap` frames the sum becomes cap x the mean."""
+    total, mean, frames = x
+    over = e.node("Greater", [frames, e.const(f"const/count_cap{a['cap']}", np.array([a["cap"]], np.int32))],
+                  f"{out}/over_cap")
+    rescaled = e.node("Mul", [mean, e.const(f"const/sum_cap{a['cap']}", np.float32(a["cap"]))], f"{out}/rescaled")
+    return e.node("Where", [over, rescaled, total], out)
 
 
 LOWER: dict[str, Lower] = {
@@ -149,6 +165,8 @@ LOWER: dict[str, Lower] = {
     "pos_encoding": _pos_encoding,
     "scale": _scale,
     "advance_count": _advance_count,
+    "cap_count": _cap_count,
+    "cap_sum": _cap_sum,
     "mul_const": lambda e, out, x, p, a: e.node("Mul", [x[0], e.const(f"{out}/value", np.float32(a["value"]))], out),
     "to_float": lambda e, out, x, p, a: e.node("Cast", [x[0]], out, to=TensorProto.FLOAT),
     "reshape": lambda e, out, x, p, a: e.node("Reshape", [x[0], e.const(f"{out}/shape", np.array(a["shape"], np.int64))], out),

@@ -46,16 +46,18 @@ def _avgpool(x: list[Tensor], _p: dict[str, Tensor], a: dict[str, Any]) -> Tenso
 
 
 def _frame_positions(x: list[Tensor], _p: dict[str, Tensor], a: dict[str, Any]) -> Tensor:
-    frames = x[0].shape[2]
-    offset = x[1].to(torch.float32) if len(x) > 1 else torch.zeros(1)
-    pos = torch.arange(frames, dtype=torch.float32) + a["start"] + offset
+    frames, dtype = x[0].shape[2], getattr(torch, a.get("precision", "float32"))
+    offset = x[1].to(dtype) if len(x) > 1 else torch.zeros(1, dtype=dtype)
+    pos = torch.arange(frames, dtype=dtype) + a["start"] + offset
     return pos.reshape(1, 1, frames, 1, 1)
 
 
 def _pos_encoding(x: list[Tensor], _p: dict[str, Tensor], a: dict[str, Any]) -> Tensor:
-    angles = x[0] * torch.from_numpy(pos_encoding_frequencies(a["channels"])).reshape(1, -1, 1, 1, 1)
+    """Angles and sin/cos in float64 (exact for any frame position), the encoding itself float32."""
+    freq = torch.from_numpy(pos_encoding_frequencies(a["channels"]).astype(np.float64)).reshape(1, -1, 1, 1, 1)
+    angles = x[0].to(torch.float64) * freq
     even, odd = angles[:, 0::2], angles[:, 1::2]
-    return torch.cat([torch.sin(even), torch.cos(odd)], dim=1)
+    return torch.cat([torch.sin(even), torch.cos(odd)], dim=1).to(torch.float32)
 
 
 def pos_encoding_frequencies(channels: int) -> np.ndarray:
@@ -90,6 +92,8 @@ IMPLS: dict[str, Impl] = {
     "pos_encoding": _pos_encoding,
     "scale": lambda x, p, a: x[0] * p["scale"],
     "advance_count": lambda x, p, a: x[0] + x[1].shape[2],
+    "cap_count": lambda x, p, a: torch.clamp(x[0], max=a["cap"]),
+    "cap_sum": lambda x, p, a: torch.where(x[2] > a["cap"], x[1] * float(a["cap"]), x[0]),
     "mul_const": lambda x, p, a: x[0] * a["value"],
     "to_float": lambda x, p, a: x[0].to(torch.float32),
     "reshape": lambda x, p, a: x[0].reshape(a["shape"]),

@@ -1,13 +1,22 @@
 """Stream buffers (paper eq. 1-2): lift every temporal state of a causal model to graph inputs/outputs."""
 from __future__ import annotations
 
+from functools import partial
+
 from mvcompile.ir.graph import Graph, StateSpec
 
 # Order of a layer's states in the manifest (as the official export lists them).
 _KIND_ORDER = ("stream_buffer", "pool_buffer", "pool_frame_count", "pos_enc_frame_count")
 
+#: Frames a running mean counts exactly. Past this the count stays at MEAN_FRAMES and the sum is rescaled
+#: to MEAN_FRAMES x the mean, so each new frame weighs 1/MEAN_FRAMES: the mean of about the last 65,536
+#: frames (36 min at 30 fps). This keeps the float32 sums exact enough and the int32 counts from wrapping.
+MEAN_FRAMES = 2**16
+#: Positional-encoding positions stop advancing here (over a year of frames at 30 fps; no int32 wrap).
+MAX_POSITION = 2**30
 
-def insert_stream_buffers(g: Graph) -> Graph:
+
+def insert_stream_buffers(g: Graph, *, mean_frames: int = MEAN_FRAMES) -> Graph:
     """Return the stream model: the causal model run on a subclip, with its past carried in states.
 
     Rewrites (a table of temporal op → streaming form; anything temporal left over is an error):
@@ -17,14 +26,20 @@ def insert_stream_buffers(g: Graph) -> Graph:
       offset by `{scope}_pool_frame_count` (int32 [1]);
     - positional-encoding positions → offset by `{scope}_pos_enc_frame_count`;
     - head global mean → (running sum `state_head_pool_buffer` + clip sum) / (frame count + T).
+    Long streams: a count read from a state is first capped (at `mean_frames` for means, MAX_POSITION for
+    positions), and a mean whose count would pass `mean_frames` keeps `mean_frames` x its mean as the new
+    sum and `mean_frames` as the new count; below that the states are exactly the official sums and counts.
     Guarantees (checked): no op reads a future frame or pads in time; every state input has exactly
     one output of the same shape and dtype; state names follow the official export.
     """
     if g.meta.get("mode") != "causal":
         raise ValueError(f"insert_stream_buffers expects a causal model, got mode '{g.meta.get('mode')}'")
     out = g.copy()
-    rules = {"conv": _buffer_conv, "se_cumsum": _carry_sum, "se_count": _carry_count,
-             "pos_enc": _carry_count, "head": _carry_head_mean}
+    if not 1 <= mean_frames <= MEAN_FRAMES:
+        raise ValueError(f"insert_stream_buffers: mean_frames must be 1..{MEAN_FRAMES}, got {mean_frames}")
+    se_mean, head_mean = partial(_carry_se_mean, cap=mean_frames), partial(_carry_head_mean, cap=mean_frames)
+    rules = {"conv": _buffer_conv, "se_cumsum": se_mean, "se_count": se_mean, "pos_enc": _carry_positions,
+             "head": head_mean}
     states: list[tuple[int, int, StateSpec]] = []
     scopes = {s: i for i, s in enumerate(dict.fromkeys(out.node(n)["scope"] for n in out.order()))}
     for n in list(out.order()):
@@ -71,30 +86,40 @@ def _buffer_conv(g: Graph, n: str) -> list[StateSpec]:
     return [StateSpec(name, name, new, (b, c, kt - 1, h, w), "float32", "NCTHW")]
 
 
-def _carry_sum(g: Graph, n: str) -> list[StateSpec]:
-    node = g.node(n)
-    b, c, _, _, _ = g.shape(n)
-    name = _state_name(g, n, "pool_buffer")
-    buf = _state_input(g, name, (b, c, 1, 1, 1), "float32", node["scope"])
-    total = g.add(f"{n}/with_buffer", "add", [n, buf], scope=node["scope"])
-    g.replace_uses(n, total, skip={total})
-    del node["attrs"]["temporal"]
-    new = g.add(f"{name}_out", "slice", [total], scope=node["scope"], axis=2, start=-1)
-    return [StateSpec(name, name, new, (b, c, 1, 1, 1), "float32", "NCTHW")]
+def _carry_se_mean(g: Graph, n: str, cap: int) -> list[StateSpec]:
+    """One SE cumulative mean, div(cumsum, divisors), reached from either tagged node."""
+    mean = next(m for m in g.nodes_of("div") if n in g.node(m)["inputs"])
+    cumsum, divisors = g.node(mean)["inputs"]
+    scope = g.node(mean)["scope"]
+    spatial = g.node(cumsum)["inputs"][0]
+    b, c, _, _, _ = g.shape(cumsum)
+    buf_name, count_name = _state_name(g, mean, "pool_buffer"), _state_name(g, mean, "pool_frame_count")
+    buf = _state_input(g, buf_name, (b, c, 1, 1, 1), "float32", scope)
+    count = _state_input(g, count_name, (1,), "int32", scope)
+    total = g.add(f"{cumsum}/with_buffer", "add", [cumsum, buf], scope=scope)
+    seen = g.add(f"{count_name}/capped", "cap_count", [count], scope=scope, cap=cap)
+    g.set_inputs(mean, [total, divisors])
+    g.set_inputs(divisors, [spatial, seen])
+    for node in (cumsum, divisors):
+        del g.node(node)["attrs"]["temporal"]
+    new_buf, new_count = _next_mean_state(g, buf_name, count_name, seen, spatial, total, mean, scope, cap, last=True)
+    return [StateSpec(buf_name, buf_name, new_buf, (b, c, 1, 1, 1), "float32", "NCTHW"),
+            StateSpec(count_name, count_name, new_count, (1,), "int32", "C")]
 
 
-def _carry_count(g: Graph, n: str) -> list[StateSpec]:
+def _carry_positions(g: Graph, n: str) -> list[StateSpec]:
     node = g.node(n)
-    kind = "pool_frame_count" if node["attrs"]["temporal"] == "se_count" else "pos_enc_frame_count"
-    name = _state_name(g, n, kind)
+    name = _state_name(g, n, "pos_enc_frame_count")
     count = _state_input(g, name, (1,), "int32", node["scope"])
-    g.set_inputs(n, [*node["inputs"], count])
+    position = g.add(f"{name}/capped", "cap_count", [count], scope=node["scope"], cap=MAX_POSITION)
+    g.set_inputs(n, [*node["inputs"], position])
     del node["attrs"]["temporal"]
-    new = g.add(f"{name}_out", "advance_count", [count, node["inputs"][0]], scope=node["scope"])
+    moved = g.add(f"{name}/advanced", "advance_count", [position, node["inputs"][0]], scope=node["scope"])
+    new = g.add(f"{name}_out", "cap_count", [moved], scope=node["scope"], cap=MAX_POSITION)
     return [StateSpec(name, name, new, (1,), "int32", "C")]
 
 
-def _carry_head_mean(g: Graph, n: str) -> list[StateSpec]:
+def _carry_head_mean(g: Graph, n: str, cap: int) -> list[StateSpec]:
     node = g.node(n)
     (spatial,) = node["inputs"]
     b, c, _, _, _ = g.shape(spatial)
@@ -102,15 +127,30 @@ def _carry_head_mean(g: Graph, n: str) -> list[StateSpec]:
     buf_name, count_name = "state_head_pool_buffer", "state_head_pool_frame_count"
     buf = _state_input(g, buf_name, (b, c, 1, 1, 1), "float32", scope)
     count = _state_input(g, count_name, (1,), "int32", scope)
+    seen = g.add(f"{count_name}/capped", "cap_count", [count], scope=scope, cap=cap)
     clip_sum = g.add(f"{n}/clip_sum", "reduce_sum", [spatial], scope=scope, axes=(2,))
-    total = g.add(f"{buf_name}_out", "add", [clip_sum, buf], scope=scope)
-    new_count = g.add(f"{count_name}_out", "advance_count", [count, spatial], scope=scope)
-    divisor = g.add(f"{n}/divisor", "to_float", [new_count], scope=scope)
+    total = g.add(f"{n}/total", "add", [clip_sum, buf], scope=scope)
+    frames = g.add(f"{n}/frames", "advance_count", [seen, spatial], scope=scope)
+    divisor = g.add(f"{n}/divisor", "to_float", [frames], scope=scope)
     mean = g.add(f"{n}/running_mean", "div", [total, divisor], scope=scope)
     g.replace_uses(n, mean)
     g.remove(n)
-    return [StateSpec(buf_name, buf_name, total, (b, c, 1, 1, 1), "float32", "NCTHW"),
+    new_buf, new_count = _next_mean_state(g, buf_name, count_name, seen, spatial, total, mean, scope, cap, last=False)
+    return [StateSpec(buf_name, buf_name, new_buf, (b, c, 1, 1, 1), "float32", "NCTHW"),
             StateSpec(count_name, count_name, new_count, (1,), "int32", "C")]
+
+
+def _next_mean_state(g: Graph, buf_name: str, count_name: str, seen: str, clip: str, total: str, mean: str,
+                     scope: str, cap: int, *, last: bool) -> tuple[str, str]:
+    """The new (sum, count) of a running mean: the plain sum and count up to `cap` frames, then `cap` x the
+    mean and `cap` (`last`: the state is the clip's last frame of per-frame tensors)."""
+    if last:
+        total = g.add(f"{buf_name}/last_total", "slice", [total], scope=scope, axis=2, start=-1)
+        mean = g.add(f"{buf_name}/last_mean", "slice", [mean], scope=scope, axis=2, start=-1)
+    frames = g.add(f"{count_name}/advanced", "advance_count", [seen, clip], scope=scope)
+    new_buf = g.add(f"{buf_name}_out", "cap_sum", [total, mean, frames], scope=scope, cap=cap)
+    new_count = g.add(f"{count_name}_out", "cap_count", [frames], scope=scope, cap=cap)
+    return new_buf, new_count
 
 
 def _check(g: Graph) -> None:
