@@ -128,5 +128,6 @@ def test_run_video_errors_are_one_line(tiny_artifact: Path, tmp_path: Path, caps
     assert main(["run", str(tiny_artifact), "--video", str(missing)]) == 2
     assert capsys.readouterr().err.strip() == f"error: {missing}: no such file"
     clip = write_video(tmp_path / "clip.mp4", frames=3)
-    assert main(["run", str(tiny_artifact), "--video", str(clip), "--every", "0"]) == 2
-    assert "--every must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:  # refused by the argument parser, before the video is opened
+        main(["run", str(tiny_artifact), "--video", str(clip), "--every", "0"])
+    assert stop.value.code == 2 and "argument --every: must be >= 1, got 0" in capsys.readouterr().err
