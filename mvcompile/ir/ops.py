@@ -91,8 +91,8 @@ def _pos_encoding(s: list[Shape], d: list[str], _w: dict[str, Shape], a: dict[st
 
 
 def _cap_sum(s: list[Shape], d: list[str], _w: dict[str, Shape], a: dict[str, Any]) -> tuple[Shape, str]:
-    if s[0] != s[1] or s[2] != (1,) or d[2] != "int32":
-        raise IRError(f"cap_sum takes a sum and a mean of one shape and an int32 [1] count, got {s} {d}")
+    if s[1] != (1,) or d[1] != "int32":
+        raise IRError(f"cap_sum takes a sum and an int32 [1] frame count, got {s} {d}")
     return s[0], d[0]
 
 

@@ -138,11 +138,13 @@ def _cap_count(e: _Emitter, out: str, x: list[str], _p: dict[str, str], a: dict[
 
 
 def _cap_sum(e: _Emitter, out: str, x: list[str], _p: dict[str, str], a: dict[str, Any]) -> str:
-    """Where(frames > cap, mean * cap, sum): past `cap` frames the sum becomes cap x the mean."""
-    total, mean, frames = x
+    """Where(frames > cap, sum * cap / frames, sum): past `cap` frames the sum becomes cap x the mean."""
+    total, frames = x
     over = e.node("Greater", [frames, e.const(f"const/count_cap{a['cap']}", np.array([a["cap"]], np.int32))],
                   f"{out}/over_cap")
-    rescaled = e.node("Mul", [mean, e.const(f"const/sum_cap{a['cap']}", np.float32(a["cap"]))], f"{out}/rescaled")
+    scaled = e.node("Mul", [total, e.const(f"const/sum_cap{a['cap']}", np.float32(a["cap"]))], f"{out}/scaled")
+    divisor = e.node("Cast", [frames], f"{out}/frames", to=TensorProto.FLOAT)
+    rescaled = e.node("Div", [scaled, divisor], f"{out}/rescaled")
     return e.node("Where", [over, rescaled, total], out)
 
 

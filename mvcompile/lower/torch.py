@@ -93,7 +93,7 @@ IMPLS: dict[str, Impl] = {
     "scale": lambda x, p, a: x[0] * p["scale"],
     "advance_count": lambda x, p, a: x[0] + x[1].shape[2],
     "cap_count": lambda x, p, a: torch.clamp(x[0], max=a["cap"]),
-    "cap_sum": lambda x, p, a: torch.where(x[2] > a["cap"], x[1] * float(a["cap"]), x[0]),
+    "cap_sum": lambda x, p, a: torch.where(x[1] > a["cap"], x[0] * float(a["cap"]) / x[1].to(x[0].dtype), x[0]),
     "mul_const": lambda x, p, a: x[0] * a["value"],
     "to_float": lambda x, p, a: x[0].to(torch.float32),
     "reshape": lambda x, p, a: x[0].reshape(a["shape"]),

@@ -102,7 +102,7 @@ def _carry_se_mean(g: Graph, n: str, cap: int) -> list[StateSpec]:
     g.set_inputs(divisors, [spatial, seen])
     for node in (cumsum, divisors):
         del g.node(node)["attrs"]["temporal"]
-    new_buf, new_count = _next_mean_state(g, buf_name, count_name, seen, spatial, total, mean, scope, cap, last=True)
+    new_buf, new_count = _next_mean_state(g, buf_name, count_name, seen, spatial, total, scope, cap, last=True)
     return [StateSpec(buf_name, buf_name, new_buf, (b, c, 1, 1, 1), "float32", "NCTHW"),
             StateSpec(count_name, count_name, new_count, (1,), "int32", "C")]
 
@@ -135,20 +135,20 @@ def _carry_head_mean(g: Graph, n: str, cap: int) -> list[StateSpec]:
     mean = g.add(f"{n}/running_mean", "div", [total, divisor], scope=scope)
     g.replace_uses(n, mean)
     g.remove(n)
-    new_buf, new_count = _next_mean_state(g, buf_name, count_name, seen, spatial, total, mean, scope, cap, last=False)
+    new_buf, new_count = _next_mean_state(g, buf_name, count_name, seen, spatial, total, scope, cap, last=False)
     return [StateSpec(buf_name, buf_name, new_buf, (b, c, 1, 1, 1), "float32", "NCTHW"),
             StateSpec(count_name, count_name, new_count, (1,), "int32", "C")]
 
 
-def _next_mean_state(g: Graph, buf_name: str, count_name: str, seen: str, clip: str, total: str, mean: str,
+def _next_mean_state(g: Graph, buf_name: str, count_name: str, seen: str, clip: str, total: str,
                      scope: str, cap: int, *, last: bool) -> tuple[str, str]:
     """The new (sum, count) of a running mean: the plain sum and count up to `cap` frames, then `cap` x the
-    mean and `cap` (`last`: the state is the clip's last frame of per-frame tensors)."""
+    mean and `cap` (`last`: the state is the clip's last frame of per-frame tensors). The mean is recomputed
+    from the sum, so the model's own mean keeps one consumer (and stays fused with it)."""
     if last:
         total = g.add(f"{buf_name}/last_total", "slice", [total], scope=scope, axis=2, start=-1)
-        mean = g.add(f"{buf_name}/last_mean", "slice", [mean], scope=scope, axis=2, start=-1)
     frames = g.add(f"{count_name}/advanced", "advance_count", [seen, clip], scope=scope)
-    new_buf = g.add(f"{buf_name}_out", "cap_sum", [total, mean, frames], scope=scope, cap=cap)
+    new_buf = g.add(f"{buf_name}_out", "cap_sum", [total, frames], scope=scope, cap=cap)
     new_count = g.add(f"{count_name}_out", "cap_count", [frames], scope=scope, cap=cap)
     return new_buf, new_count
 
