@@ -161,6 +161,9 @@ HOSTILE = [
     (GOOD.replace("  - out: 8\n    layers:\n      - {kernel: [3, 3, 3], stride: [1, 2, 2], expand: 16}\n",
                   "".join(f"  - out: 8\n    layers:\n{_layers(20)}" for _ in range(13))),
      ["stages: ", "at most 256 layers over all stages, got 260"]),
+    (GOOD.replace("  - out: 8\n    layers:\n      - {kernel: [3, 3, 3], stride: [1, 2, 2], expand: 16}\n",
+                  "  - out: 8192\n    layers:\n" + "      - {kernel: [3, 3, 3], expand: 8192}\n" * 2),
+     ["(top level): about 403 million weights (from its widths and kernels); specs are limited to 200 million"]),
     # structure: nesting, alias expansion, recursive aliases
     (GOOD + "description: " + "[" * 40 + "]" * 40 + "\n", ["line 12", "nested deeper than 32 levels"]),
     ("a: &a [x, x, x, x, x, x, x, x, x, x]\n"

@@ -1,9 +1,10 @@
 """Validated spec data: the architecture of one MoViNet (or an ensemble of them)."""
 from __future__ import annotations
 
+import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mvcompile.support.names import check_name
 
@@ -24,6 +25,7 @@ MAX_FRAMES = 1024
 MAX_FRAME_RATE = 1000.0
 MAX_MEMBERS = 8
 MAX_TEXT = 10_000  # description, note
+MAX_WEIGHTS = 200_000_000  # estimated from the widths and kernels (A5 has 15.7 M); caps export memory
 
 Channels = Field(gt=0, le=MAX_CHANNELS)
 
@@ -163,6 +165,25 @@ class ModelSpec(_Strict):
         if total > MAX_LAYERS:
             raise ValueError(f"at most {MAX_LAYERS} layers over all stages, got {total}")
         return v
+
+    @model_validator(mode="after")
+    def _weights_bound(self) -> ModelSpec:
+        if (count := self.estimated_weights()) > MAX_WEIGHTS:
+            raise ValueError(f"about {count / 1e6:,.0f} million weights (from its widths and kernels); "
+                             f"specs are limited to {MAX_WEIGHTS / 1e6:,.0f} million")
+        return self
+
+    def estimated_weights(self) -> int:
+        """The weights the convolutions and classifier hold (an upper estimate: SE at its widest)."""
+        count, width = 3 * self.stem.filters * math.prod(self.stem.kernel), self.stem.filters
+        for stage in self.stages:
+            for layer in stage.layers:
+                e = layer.expand
+                count += width * e + e * math.prod(layer.kernel) + e * e + e * stage.out + width * stage.out
+                width = stage.out
+        head = self.head
+        return count + width * head.project_filters + head.project_filters * head.classifier_width \
+            + head.classifier_width * self.num_classes
 
     @field_validator("variants")
     @classmethod
