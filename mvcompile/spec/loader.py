@@ -66,11 +66,10 @@ def _validate(model: type[ModelSpec] | type[EnsembleSpec], raw: dict, path: Path
 
 
 def _format(err: ValidationError, path: Path) -> str:
-    lines = []
-    for e in err.errors():
-        loc = _key_path(e["loc"])
-        lines.append(f"{path}: {loc}: {_message(e)}")
-    return "\n".join(lines)
+    """One line: the first problem with its key path, and how many more there are."""
+    errors = err.errors()
+    more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+    return f"{path}: {_key_path(errors[0]['loc'])}: {_message(errors[0])}{more}"
 
 
 def _key_path(loc: tuple[Any, ...]) -> str:
