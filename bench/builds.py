@@ -1,4 +1,4 @@
-"""Artifacts the bench times: ONNX files, untuned and tuned TVM builds (compile time measured)."""
+"""Artifacts the bench times: ONNX files, default (no records) and tuned TVM builds (compile time measured)."""
 from __future__ import annotations
 
 import json

@@ -9,7 +9,8 @@ from typing import Any
 from bench.latency import RUNTIMES
 from mvcompile.support.files import atomic_write
 
-LABELS = {"litert": "LiteRT (litert-torch)", "litert-official": "LiteRT official"}  # column names; others as is
+LABELS = {"mvcompile": "mvcompile default", "mvcompile-tuned": "mvcompile tuned", "litert": "LiteRT (litert-torch)",
+          "litert-official": "LiteRT official", "onnxruntime": "ONNX Runtime"}  # column names; others as is
 
 
 def label(runtime: str | None) -> str:
@@ -63,9 +64,9 @@ def markdown(r: dict[str, Any]) -> str:
         cells = [_ms(index.get((ratio["case"], rt, ratio["threads"]))) for rt in present]
         lines.append(f"| {ratio['case']} | {ratio['threads']} | " + " | ".join(cells) + f" | {ratio['floor_ms']:.2f} |")
     lines += ["", f"Floor: the call's MACs × 2 / {r['peak']['gflops']:.1f} GFLOP/s, the measured peak of one core "
-              f"({r['peak']['method']}).", "", "Ratios of medians (below 1: mvcompile is faster); LiteRT is the faster "
+              f"({r['peak']['method']}).", "", "Ratios of medians (below 1: mvcompile is faster; default: no tuning records, mvcompile's default schedules); LiteRT is the faster "
               "of the two LiteRT columns in that row, named in the last column:", "",
-              "| case | threads | mvcompile / ORT | mvcompile / LiteRT | tuned / ORT | tuned / LiteRT | mvcompile / floor "
+              "| case | threads | default / ORT | default / LiteRT | tuned / ORT | tuned / LiteRT | default / floor "
               "| tuned / floor | LiteRT |",
               "|---|---|---|---|---|---|---|---|---|"]
     for q in r["ratios"]:
@@ -114,7 +115,7 @@ def _compile_md(r: dict[str, Any]) -> list[str]:
              f"{r['meta']['jobs']} builds at a time; LiteRT: torch.export + litert-torch conversion; LiteRT official: "
              "the official SavedModel export + TFLite conversion (made once per spec, weights and TF version, then "
              "cached: \"cached\" when this run reused it, with the seconds it took when it was made).", "",
-             "| case | export s | compile s (untuned) | compile s (tuned) | tune s | LiteRT convert s | official export + "
+             "| case | export s | compile s (default) | compile s (tuned) | tune s | LiteRT convert s | official export + "
              "convert s |", "|---|---|---|---|---|---|---|"]
     fmt = lambda v: "–" if v is None else f"{v:.1f}"  # noqa: E731
     for c in r["compile"]:

@@ -144,7 +144,7 @@ def run(a: argparse.Namespace, command: str) -> list[Path]:
         "onnxruntime": {c.key: a.work / "onnx" / f"{c.key}.onnx" for c in cases},
         "torch": {c.key: None for c in cases},
     }
-    if a.db is not None or tunes:  # only cases with tuned functions: the others are the untuned code again
+    if a.db is not None or tunes:  # only cases with tuned functions: the others are the default code again
         models["mvcompile-tuned"] = {c.key: a.work / "tvm-tuned" / c.key for c in cases
                                      if (built[f"tvm-tuned/{c.key}"].get("tuning") or {}).get("functions_tuned")}
     if use_litert:
@@ -204,7 +204,7 @@ def _official_plan(a: argparse.Namespace) -> tuple[str | None, str]:
 
 def _prepare(a: argparse.Namespace, cases: list[Case], memory_cases: list[Case], use_litert: bool,
              tf_python: str | None) -> tuple[Results, Results, Results]:
-    """Build every artifact (untuned, tuned, memory), convert for LiteRT and get the official exports (cached),
+    """Build every artifact (default, tuned, memory), convert for LiteRT and get the official exports (cached),
     `--jobs` at a time."""
     jobs: dict[str, Callable[[], dict[str, Any]]] = {}
     for c in cases + [m for m in memory_cases if m.key not in {c.key for c in cases}]:
@@ -368,7 +368,7 @@ def _meta(a: argparse.Namespace, command: str, start: float, phases: dict[str, f
         tune_note = (f"Tuned builds apply the MetaSchedule database {a.db}; its tuning time is not part of this run. "
                      "Cases none of whose functions it tunes have no tuned column.")
     else:
-        tune_note = "No --db or --tune-trials (and no shipped records for this CPU, or --quick/--no-shipped-records): untuned builds only."
+        tune_note = "No --db or --tune-trials (and no shipped records for this CPU, or --quick/--no-shipped-records): default builds only (no tuning records)."
     return {"command": command, "quick": a.quick, "date": datetime.datetime.now().isoformat(timespec="seconds"),
             "cpu": cpu, "cores": os.cpu_count(), "models": a.models, "threads": a.threads, "calls": a.calls,
             "warmup": latency.WARMUP, "base_frames": a.base_frames, "db": str(a.db) if a.db else None,

@@ -229,6 +229,24 @@ def test_second_tune_run_resumes_and_keeps_earlier_records(tuned_db: Path, tmp_p
     assert len(tuning_db.read_database(db).workloads) >= len(workloads)
 
 
+def test_a_default_measured_slow_by_accident_is_measured_again_beside_the_record_that_beat_it(
+        tuned_db: Path, tmp_path: Path, capsys) -> None:
+    db = tmp_path / "db"
+    os.system(f"cp -r {tuned_db} {db}")
+    lines = [json.loads(line) for line in _lines(db / tuning_db.RECORDS)]
+    for line in lines:  # as if every default had been timed while something else loaded the machine
+        if tuning_db.DEFAULT_MARK in json.dumps(line[1][0]):
+            line[1][1] = [0.5]
+    (db / tuning_db.RECORDS).write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert len(tuning_db.read_database(db).improvements()) == len(tuning_db.read_database(db).best(kind="searched"))
+    assert main([*TUNE, "--trials", "4", "--db", str(db)]) == 0
+    after = tuning_db.read_database(db)
+    defaults = {r.workload: r.seconds for r in after.best(kind="default")}
+    searched = {r.workload for r in after.best(kind="searched")}
+    assert searched and all(defaults[w] < 0.5 for w in searched)  # re-measured where a record seemed to win
+    assert "searched records that looked faster still are" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("sig", [pytest.param(signal.SIGINT, marks=pytest.mark.slow),
                                  pytest.param(signal.SIGTERM, marks=pytest.mark.slow), signal.SIGKILL],
                          ids=["ctrl-c", "sigterm", "killed"])
@@ -378,21 +396,24 @@ def test_rounds_follow_the_time_left_in_each_task_after_tuning() -> None:
     assert tasks[1].trials > tasks[0].trials and sum(t.trials for t in tasks) == 200
 
 
-def test_every_shipped_record_applies_to_a0_stream_with_any_weights() -> None:
+SHIPPED_CLASSES = sorted(p.parent for p in (ROOT / "mvcompile" / "backend" / "records").glob("*/match.yaml"))
+
+
+@pytest.mark.parametrize("folder", SHIPPED_CLASSES, ids=[p.name for p in SHIPPED_CLASSES])
+def test_every_shipped_record_applies_to_its_models_with_any_weights(folder: Path) -> None:
     """Shipped records are kept to the current tasks of the models they were tuned for, and those
     tasks do not depend on the weights: a build with other weights applies every record."""
     from mvcompile.backend import tuned_records
-    from mvcompile.backend.tune import workload_hashes
 
-    db = tuning_db.read_database(tuned_records.SHIPPED_DIR / "x86-64-avx2-fma")
+    db = tuning_db.read_database(folder)
     shipped = {w[0] for w in db.workloads}
     target = load_target("host").to_tvm()
-    models = yaml.safe_load((db.path / tuned_records.MATCH_FILE).read_text())["tuned_for"]  # ["a0:stream", ...]
+    models = yaml.safe_load((folder / tuned_records.MATCH_FILE).read_text())["tuned_for"]  # ["a0:stream", ...]
     tasks = set()
     for model in models:
         spec, variant = model.split(":")
         tasks |= workload_hashes(export_model(SPECS / f"{spec}.yaml", variant=variant, seed=3).onnx_model, target)
-    assert shipped and shipped <= tasks, f"{len(shipped - tasks)} shipped workloads are no task of {models}"
+    assert shipped and shipped <= tasks, f"{folder.name}: {len(shipped - tasks)} workloads are no task of {models}"
 
 
 def test_host_builds_apply_the_shipped_records_unless_told_not_to(tmp_path: Path) -> None:
@@ -402,8 +423,8 @@ def test_host_builds_apply_the_shipped_records_unless_told_not_to(tmp_path: Path
     host = load_target("host")
     shipped = tuned_records.shipped(host, host.to_tvm())
     if not shipped:
-        pytest.skip("this CPU lacks AVX2/FMA: no shipped records apply")
-    assert shipped[0].count >= 1 and shipped[0].path.name == "x86-64-avx2-fma"
+        pytest.skip("no shipped record class matches this CPU")
+    assert shipped[0].count >= 1 and shipped[0].path.parent == tuned_records.SHIPPED_DIR
     argv = ["build", TINY, "--variant", "stream", "--target", "host", "-q"]
     assert main([*argv, "-o", str(tmp_path / "a")]) == 0
     tuning = json.loads((tmp_path / "a" / "manifest.json").read_text())["build_options"]["tuning"]

@@ -23,6 +23,7 @@ TRIALS_PER_ITER = 16
 MIN_TRIALS = 4  # fewer than this per task is not worth a search round
 ROUND_TRIALS = 64  # most trials a task gets per round; shares are re-planned from the best records between rounds
 INITIAL_SECONDS_PER_TRIAL = 3.0  # first guess for --budget, refined as trials complete
+VERIFY_ROUNDS = 3  # side-by-side measurements of a default and the searched record that seems to beat it
 
 
 class TuneError(ValueError):
@@ -77,6 +78,7 @@ class TuneReport:
     records_after: int
     seconds: float
     repaired: list[str] = field(default_factory=list)
+    verified: tuple[int, int] = (0, 0)  # (searched records that still beat their default side by side, checked)
 
     @property
     def trials(self) -> int:
@@ -172,6 +174,7 @@ def tune_model(
                 _tune_trials(tasks, trials, run_one)
             else:
                 _tune_within_budget(tasks, budget_minutes * 60.0, run_one)
+            verified = verify_improvements(extracted, database, builder, runner, tvm_target)
     except (KeyboardInterrupt, RuntimeError):
         if not interrupted:
             raise
@@ -180,7 +183,7 @@ def tune_model(
                               f"({kept - before.count_for(tvm_target)} new); run the same command to continue") from None
     after = tuning_db.read_database(db_dir)
     return TuneReport(db_dir, tasks, before.count_for(tvm_target), after.count_for(tvm_target),
-                      time.monotonic() - start, before.dropped_tail)
+                      time.monotonic() - start, before.dropped_tail, verified)
 
 
 @contextmanager
@@ -233,6 +236,61 @@ def default_baseline(extracted: list[Any], before: tuning_db.Database, database:
         database.commit_tuning_record(ms.database.TuningRecord(sch.trace, workload, secs, tvm_target, args))
         seconds[i] = sum(secs) / len(secs)
     return [0.0 if math.isnan(s) else s for s in seconds]
+
+
+def verify_improvements(extracted: list[Any], database: Any, builder: Any, runner: Any, tvm_target: Any,
+                        rounds: int = VERIFY_ROUNDS) -> tuple[int, int]:
+    """Measure each task's best searched record again beside its default schedule, interleaved in
+    `rounds` rounds, wherever the database says the searched one is faster, and store every measurement.
+
+    Default and candidate are measured minutes apart during a search, so load on the machine in
+    between can make either look faster than it is; a build applies a record only where its best time
+    beats the default's best (`Database.improvements`), so a default measured slow by accident no
+    longer lets a slower record in. Returns (searched records still faster, records checked)."""
+    from tvm import s_tir
+    from tvm.s_tir import meta_schedule as ms
+
+    pairs = []
+    for task in extracted:
+        mod = task.dispatched[0]
+        if not database.has_workload(mod):
+            continue
+        best: dict[bool, Any] = {}
+        for rec in database.get_top_k(database.commit_workload(mod), 1 << 20):  # fastest first
+            secs = [float(x) for x in rec.run_secs or []]
+            if secs and sum(secs) / len(secs) < tuning_db.FAILED_RUN_SECS:
+                best.setdefault(tuning_db.DEFAULT_MARK in str(rec.trace), rec)
+        if True in best and False in best and _mean(best[False]) < _mean(best[True]):
+            pairs.append((best[True], best[False]))
+    if not pairs:
+        return 0, 0
+    records = [rec for pair in pairs for rec in pair]
+    schedules = []
+    for rec in records:
+        sch = s_tir.Schedule(rec.workload.mod)
+        rec.trace.apply_to_schedule(sch, remove_postproc=False)
+        schedules.append(sch)
+    built = builder.build([ms.builder.BuilderInput(sch.mod, tvm_target) for sch in schedules])
+    inputs = [(rec, ms.runner.RunnerInput(b.artifact_path, "cpu", ms.arg_info.ArgInfo.from_prim_func(sch.mod["main"])))
+              for rec, sch, b in zip(records, schedules, built) if not b.error_msg]
+    times: dict[int, list[float]] = {}
+    for _ in range(rounds):
+        for (rec, runner_input), future in zip(inputs, runner.run([i for _, i in inputs])):
+            result = future.result()
+            if result.error_msg:
+                continue
+            secs = [float(x) for x in result.run_secs]
+            database.commit_tuning_record(ms.database.TuningRecord(rec.trace, rec.workload, secs, tvm_target,
+                                                                   runner_input.args_info))
+            times.setdefault(id(rec), []).append(sum(secs) / len(secs))
+    inf = [math.inf]
+    kept = sum(1 for d, s in pairs if min(times.get(id(s), inf)) < min(times.get(id(d), inf)))
+    return kept, len(pairs)
+
+
+def _mean(record: Any) -> float:
+    secs = [float(x) for x in record.run_secs]
+    return sum(secs) / len(secs)
 
 
 def _default_seconds(db: tuning_db.Database, tvm_target: Any) -> dict[str, float]:
