@@ -41,6 +41,13 @@ def _build(spec: str, variant: str | None, mode: str, out: Path, target: str = "
     return out
 
 
+def _assert_close(got: np.ndarray, expected: np.ndarray) -> None:
+    """Logits within 1e-4, or within 1e-5 of their scale when random weights make them larger than 10
+    (A1/A2 reach a few hundred, where float32 rounding alone is about 1e-6 of the scale)."""
+    err, scale = float(np.abs(got - expected).max()), float(np.abs(expected).max())
+    assert err <= 1e-5 * max(10.0, scale), f"max |difference| {err:.3g} with logits up to {scale:.3g}"
+
+
 def _clip(res: int, frames: int = FRAMES) -> np.ndarray:
     return np.random.default_rng(0).random((1, frames, res, res, 3), dtype=np.float32)
 
@@ -57,19 +64,24 @@ def test_host_stream_build_equals_torch_reference(tmp_path: Path, spec: str, var
     assert np.abs(session.push(clip[:, :1]) - expected[0]).max() <= 1e-4
 
 
+FULL = [("a0.yaml", 172)] + [pytest.param(s, r, marks=pytest.mark.slow) for s, r in (("a1.yaml", 172), ("a2.yaml", 224))]
+
+
 @pytest.mark.parametrize("mode", ["stream", "base"])
-def test_a0_host_build_equals_torch_reference(tmp_path: Path, mode: str) -> None:
+@pytest.mark.parametrize("spec,res", FULL)
+def test_full_host_build_equals_torch_reference(tmp_path: Path, spec: str, res: int, mode: str) -> None:
     variant = "stream" if mode == "stream" else None
-    artifact = _build("a0.yaml", variant, mode, tmp_path / "art", frames=FRAMES if mode == "base" else None)
-    clip = _clip(172)
-    expected = _reference("a0.yaml", variant, mode, clip, seed=1)
+    artifact = _build(spec, variant, mode, tmp_path / "art", frames=FRAMES if mode == "base" else None)
+    clip = _clip(res)
+    expected = _reference(spec, variant, mode, clip, seed=1)
     session = StreamSession(artifact)
     got = np.stack([session.push(clip[:, t:t + 1]) for t in range(FRAMES)]) if mode == "stream" else session.push(clip)
-    assert np.abs(got - expected).max() <= 1e-4
+    _assert_close(got, expected)
 
 
-def _run_json(artifact: Path, *extra: str) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "mvcompile.cli", "run", str(artifact), "--frames", "6", "--json", *extra],
+def _run_json(artifact: Path, *extra: str, frames: int = 6) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "mvcompile.cli", "run", str(artifact), "--frames", str(frames), "--json",
+                           *extra],
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
@@ -81,16 +93,23 @@ def cross_ready() -> None:
         pytest.skip("ARM toolchain / qemu not installed: run `make cross`")
 
 
-@pytest.mark.parametrize("spec,variant", [("tiny.yaml", "stream"), pytest.param("a0.yaml", "stream", marks=pytest.mark.slow)])
-def test_rpi4_build_under_qemu_equals_host_build(tmp_path: Path, cross_ready: None, spec: str, variant: str) -> None:
-    host = _build(spec, variant, "stream", tmp_path / "host")
-    rpi4 = _build(spec, variant, "stream", tmp_path / "rpi4", target="rpi4")
+BOARD_CASES = [("tiny.yaml", "stream", "stream")] + [
+    pytest.param(spec, variant, mode, marks=pytest.mark.slow)
+    for spec in ("a0.yaml", "a1.yaml", "a2.yaml") for variant, mode in (("stream", "stream"), (None, "base"))]
+
+
+@pytest.mark.parametrize("spec,variant,mode", BOARD_CASES)
+def test_rpi4_build_under_qemu_equals_host_build(tmp_path: Path, cross_ready: None, spec: str, variant: str | None,
+                                                 mode: str) -> None:
+    frames = 4 if mode == "base" else None  # base: one 4-frame clip per call
+    host = _build(spec, variant, mode, tmp_path / "host", frames=frames)
+    rpi4 = _build(spec, variant, mode, tmp_path / "rpi4", target="rpi4", frames=frames)
     manifest = json.loads((rpi4 / "manifest.json").read_text())
     assert manifest["target"]["arch"] == "aarch64"
     assert subprocess.run(["file", "-L", str(rpi4 / "model.so")], capture_output=True, text=True).stdout.count("aarch64")
-    a, b = _run_json(host), _run_json(rpi4, "--emulate")
+    a, b = _run_json(host, frames=frames or 6), _run_json(rpi4, "--emulate", frames=frames or 6)
     assert b["emulated"] and not a["emulated"]
-    assert np.abs(np.array(a["logits"]) - np.array(b["logits"])).max() <= 1e-4
+    _assert_close(np.array(b["logits"]), np.array(a["logits"]))
 
 
 def test_run_with_input_file_and_bad_frames(tmp_path: Path) -> None:
