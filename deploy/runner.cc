@@ -15,6 +15,9 @@
 #include <tvm/ffi/extra/module.h>
 #include <tvm/ffi/function.h>
 
+#include <elf.h>
+
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -63,7 +66,7 @@ struct TensorSpec {
     for (int64_t d : shape) n *= static_cast<size_t>(d);
     return n;
   }
-  size_t nbytes() const { return numel() * dtype.bits / 8; }
+  size_t nbytes() const { return numel() * dtype.bits / 8; }  // bounded by CheckedBytes when read
   std::string Describe() const {
     std::string dims;
     for (size_t i = 0; i < shape.size(); ++i) dims += (i ? "," : "") + std::to_string(shape[i]);
@@ -85,20 +88,38 @@ DLDataType ParseDtype(const std::string& s, const std::string& where) {
   throw RunnerError(where + ": unsupported dtype '" + s + "' (expected float32, int32 or int64)");
 }
 
+constexpr long long kMaxDim = 2147483647;         // as the Python loader's manifest schema
+constexpr size_t kMaxRank = 8;
+constexpr uint64_t kMaxTensorBytes = 1ull << 30;  // one tensor; the states together at most twice that
+constexpr size_t kMaxStates = 4096;
+
 std::vector<int64_t> ParseDims(const std::string& s, const std::string& where) {
   std::vector<int64_t> dims;
   std::stringstream ss(s);
   std::string tok;
   while (std::getline(ss, tok, ',')) {
     char* end = nullptr;
+    errno = 0;
     long long v = std::strtoll(tok.c_str(), &end, 10);
-    if (tok.empty() || *end != '\0' || v <= 0) {
+    if (tok.empty() || *end != '\0' || v <= 0 || v > kMaxDim || errno == ERANGE) {
       throw RunnerError(where + ": bad dims '" + s + "' (expected positive integers like 1,1,32,32,3)");
     }
     dims.push_back(v);
   }
-  if (dims.empty()) throw RunnerError(where + ": empty dims");
+  if (dims.empty() || dims.size() > kMaxRank) throw RunnerError(where + ": dims '" + s + "' must have 1 to 8 entries");
   return dims;
+}
+
+/*! \brief Bytes of a tensor line, checked against kMaxTensorBytes without overflowing. */
+uint64_t CheckedBytes(const TensorSpec& spec, const std::string& where) {
+  uint64_t bytes = spec.dtype.bits / 8;
+  for (int64_t d : spec.shape) {
+    if (bytes > kMaxTensorBytes / static_cast<uint64_t>(d)) {
+      throw RunnerError(where + ": " + spec.Describe() + " is larger than " + std::to_string(kMaxTensorBytes) + " bytes");
+    }
+    bytes *= static_cast<uint64_t>(d);
+  }
+  return bytes;
 }
 
 IoSpec ReadIoSpec(const fs::path& path) {
@@ -110,6 +131,7 @@ IoSpec ReadIoSpec(const fs::path& path) {
   }
   IoSpec io;
   bool have_input = false, have_output = false;
+  uint64_t state_bytes = 0;
   for (int lineno = 2; std::getline(in, line); ++lineno) {
     std::istringstream ls(line);
     std::vector<std::string> tok;
@@ -133,6 +155,19 @@ IoSpec ReadIoSpec(const fs::path& path) {
     spec.shape = ParseDims(tok[want - 1], where);
     if (kind != "state" && spec.dtype_name != "float32") {
       throw RunnerError(where + ": the " + kind + " must be float32, got " + spec.dtype_name);
+    }
+    state_bytes += kind == "state" ? CheckedBytes(spec, where) : 0;
+    if (kind != "state") CheckedBytes(spec, where);
+    if (kind == "input" && spec.shape.size() != 5) {
+      throw RunnerError(where + ": the input must be frames [B, T, H, W, C], got " + spec.Describe());
+    }
+    if (kind == "output" && spec.shape[0] != io.input.shape[0]) {
+      throw RunnerError(where + ": the output's batch " + std::to_string(spec.shape[0]) + " differs from the input's " +
+                        std::to_string(io.input.shape[0]));
+    }
+    if (kind == "state" && (io.states.size() >= kMaxStates || state_bytes > 2 * kMaxTensorBytes)) {
+      throw RunnerError(where + ": too many or too large states (at most " + std::to_string(kMaxStates) + ", " +
+                        std::to_string(2 * kMaxTensorBytes) + " bytes together)");
     }
     if (kind == "input") {
       io.input = std::move(spec);
@@ -183,9 +218,49 @@ void CheckResult(const ffi::Tensor& t, const TensorSpec& spec, const std::string
   }
 }
 
+/*! \brief Refuse a library whose ELF headers or loadable segments end beyond the file (a truncated
+ *  model.so would be mapped by dlopen and crash with SIGBUS when a missing page is touched). */
+template <typename Ehdr, typename Phdr>
+void CheckElfExtent(std::ifstream& in, uint64_t size, const std::string& where) {
+  Ehdr eh{};
+  in.seekg(0);
+  if (!in.read(reinterpret_cast<char*>(&eh), sizeof eh)) throw RunnerError(where + ": truncated ELF header");
+  if (eh.e_type != ET_DYN) throw RunnerError(where + ": not a shared object");
+  const uint64_t ph_end = eh.e_phoff + uint64_t{eh.e_phnum} * eh.e_phentsize;
+  const uint64_t sh_end = eh.e_shoff + uint64_t{eh.e_shnum} * eh.e_shentsize;
+  if (ph_end > size || (eh.e_shnum && sh_end > size) || (eh.e_phnum && eh.e_phentsize < sizeof(Phdr))) {
+    throw RunnerError(where + ": truncated or malformed (ELF headers beyond its " + std::to_string(size) + " bytes)");
+  }
+  for (unsigned i = 0; i < eh.e_phnum; ++i) {
+    Phdr ph{};
+    in.seekg(static_cast<std::streamoff>(eh.e_phoff + uint64_t{i} * eh.e_phentsize));
+    if (!in.read(reinterpret_cast<char*>(&ph), sizeof ph)) throw RunnerError(where + ": cannot read its program headers");
+    if (ph.p_type == PT_LOAD && uint64_t{ph.p_offset} + ph.p_filesz > size) {
+      throw RunnerError(where + ": truncated (a loadable segment ends beyond its " + std::to_string(size) + " bytes)");
+    }
+  }
+}
+
+void CheckLibrary(const fs::path& model) {
+  std::ifstream in(model, std::ios::binary);
+  unsigned char ident[EI_NIDENT] = {};
+  if (!in.read(reinterpret_cast<char*>(ident), EI_NIDENT) || std::memcmp(ident, ELFMAG, SELFMAG) != 0) {
+    throw RunnerError(model.string() + ": not a shared library (no ELF header)");
+  }
+  const uint64_t size = fs::file_size(model);
+  if (ident[EI_CLASS] == ELFCLASS64) {
+    CheckElfExtent<Elf64_Ehdr, Elf64_Phdr>(in, size, model.string());
+  } else if (ident[EI_CLASS] == ELFCLASS32) {
+    CheckElfExtent<Elf32_Ehdr, Elf32_Phdr>(in, size, model.string());
+  } else {
+    throw RunnerError(model.string() + ": unknown ELF class");
+  }
+}
+
 /*! \brief The Relax VM `main` function of ARTIFACT_DIR/model.so. */
 ffi::Function LoadMain(const fs::path& model) {
   if (!fs::is_regular_file(model)) throw RunnerError("model not found: " + model.string());
+  CheckLibrary(model);
   ffi::Module lib = ffi::Module::LoadFromFile(fs::absolute(model).string());  // dlopen needs a path with '/'
   ffi::Optional<ffi::Function> load = lib->GetFunction("vm_load_executable");
   if (!load.has_value()) throw RunnerError(model.string() + " is not a Relax VM executable (no vm_load_executable)");

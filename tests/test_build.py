@@ -52,10 +52,11 @@ def _fatbin_entries(data: bytes) -> set[tuple[str, int]]:
 
 def test_host_artifact_layout(tiny: Exported, tmp_path: Path) -> None:
     out = build_artifact(tiny.onnx_model, tiny.manifest, load_target("host"), tmp_path / "art", progress=False)
-    assert sorted(p.name for p in out.iterdir()) == ["io.txt", "manifest.json", "model.so"]
+    assert sorted(p.name for p in out.iterdir()) == ["artifact.sha256", "io.txt", "manifest.json", "model.so"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["artifact_format"] == "mvcompile-artifact/1"
-    assert manifest["files"] == {"model.so": sha256_file(out / "model.so")}
+    assert manifest["files"] == {"model.so": sha256_file(out / "model.so"), "io.txt": sha256_file(out / "io.txt")}
+    assert (out / "artifact.sha256").read_text() == f"{sha256_file(out / 'manifest.json')}  manifest.json\n"
     exported = json.loads(json.dumps(tiny.manifest))
     assert {k: manifest[k] for k in tiny.manifest if k != "states"} == {k: v for k, v in exported.items() if k != "states"}
     buf, total = manifest["states"]  # CPU artifacts keep 5-D states channels-last, [B, T, H, W, C]

@@ -199,3 +199,25 @@ def test_names_are_printed_literally(tmp_path: Path, capsys) -> None:
     assert main(["inspect", str(spec)]) == 0
     out = capsys.readouterr().out
     assert "[bold]x[red] (base)" in out and "\x1b" not in out
+
+
+def test_hostile_specs_are_one_line_errors_in_every_command(tmp_path, capsys) -> None:
+    tiny = (SPECS / "tiny.yaml").read_text()
+    specs = {
+        "dup.yaml": (tiny.replace("num_classes: 10", "num_classes: 10\nnum_classes: 11"), "duplicate key 'num_classes'"),
+        "sexa.yaml": (tiny.replace("expand: 16", "expand: 16:00"), "expand: Input should be a valid integer"),
+        "inf.yaml": (tiny.replace("frame_rate: 5", "frame_rate: .inf"), "input.frame_rate: Input should be a finite"),
+        "deep.yaml": ("a: " + "[" * 600 + "]" * 600 + "\n", "nested deeper than 32 levels"),
+        "big.yaml": (tiny.replace("num_classes: 10", f"num_classes: {10**100}"), "num_classes: Input should be less"),
+        "self.yaml": ("name: e\nensemble:\n  - {spec: self.yaml}\n  - {spec: self.yaml}\n", "lists itself"),
+    }
+    for name, (text, _) in specs.items():
+        (tmp_path / name).write_text(text)
+    for name, (_, expected) in specs.items():
+        spec = str(tmp_path / name)
+        for argv in (["inspect", spec], ["export", spec, "-o", str(tmp_path / "x.onnx")],
+                     ["build", spec, "--target", "host", "-q", "-o", str(tmp_path / "out")]):
+            assert main(argv) == 2, argv
+            err = capsys.readouterr().err
+            assert err.startswith(f"error: {spec}: ") and expected in err and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(specs)  # nothing written

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import json
 import os
+import shutil
 import subprocess
 import sys
 import warnings
@@ -13,10 +15,12 @@ import numpy as np
 import onnx
 import pytest
 
+from mvcompile.backend.artifact import ArtifactError, sha256_file, sign_artifact
 from mvcompile.backend.build import build_artifact
 from mvcompile.backend.targets import load_target
 from mvcompile.runtime.cross import CXXFLAGS, REPO, RUNNER_SOURCE, cross_dir
 from mvcompile.runtime.emulate import EmulationError, emulated_command, run_emulated
+from mvcompile.runtime.session import StreamSession
 
 IMAGE = (1, 1, 8, 8, 3)  # N, T, H, W, C: one frame per call
 STATES = {"buf": ((1, 4, 2, 8, 8), "float32"), "sum": ((1, 4), "float32"), "count": ((1,), "int32")}
@@ -136,14 +140,68 @@ def test_short_frames_file_is_a_clear_error(artifact: Path, tmp_path: Path) -> N
     assert f"{os.path.getsize(frames_file)} bytes" in proc.stderr and "image float32 [1,1,8,8,3]" in proc.stderr
 
 
+def _copy(artifact: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(artifact, tmp_path / "copy"))
+
+
+def _runner(artifact: Path, target_dir: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """Run the runner itself (no Python-side checks) on `target_dir`, one call of zero frames."""
+    frames_file = tmp_path / "frames.f32"
+    np.zeros(int(np.prod(IMAGE)), np.float32).tofile(frames_file)
+    cmd = emulated_command(artifact, frames_file, 1, tmp_path / "out.f32")
+    cmd[cmd.index(str(artifact.resolve()))] = str(target_dir)
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
 def test_io_txt_not_matching_the_model_is_a_clear_error(artifact: Path, tmp_path: Path) -> None:
-    bad = tmp_path / "bad"
-    bad.mkdir()
-    for name in ("model.so", "manifest.json"):
-        (bad / name).symlink_to(artifact / name)
+    bad = _copy(artifact, tmp_path)
     (bad / "io.txt").write_text((artifact / "io.txt").read_text().replace("1,2,8,8,4", "1,3,8,8,4"))
-    with pytest.raises(EmulationError, match="io.txt does not match the model"):
+    with pytest.raises(ArtifactError, match="io.txt: sha256 does not match manifest.json"):
         run_emulated(bad, np.zeros((1, *IMAGE), np.float32))
+    manifest = json.loads((bad / "manifest.json").read_text())  # with the hashes fixed up by hand
+    manifest["files"]["io.txt"] = sha256_file(bad / "io.txt")
+    (bad / "manifest.json").write_text(json.dumps(manifest))
+    sign_artifact(bad)
+    with pytest.raises(ArtifactError, match=r"io.txt: tensor 2 is state buf float32 \(1, 3, 8, 8, 4\), but "
+                                            r"manifest.json says state buf float32 \(1, 2, 8, 8, 4\)"):
+        run_emulated(bad, np.zeros((1, *IMAGE), np.float32))
+    proc = _runner(artifact, bad, tmp_path)  # the runner on a board checks the model's results itself
+    assert proc.returncode == 1 and "io.txt does not match the model" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize(("io_line", "message"), [
+    ("input image float32 1,1,8,8,3", None),
+    ("input image float32 1,1,8,8,99999999999", "bad dims '1,1,8,8,99999999999'"),
+    ("input image float32 1,1,8,8,3,1,1,1,1", "must have 1 to 8 entries"),
+    ("input image float32 1,1,8,8", "the input must be frames [B, T, H, W, C]"),
+    ("input image float32 1,65536,65536,2,3", "is larger than 1073741824 bytes"),
+])
+def test_runner_bounds_the_io_txt_shapes_it_allocates(artifact: Path, tmp_path: Path, io_line: str,
+                                                      message: str | None) -> None:
+    bad = _copy(artifact, tmp_path)
+    lines = (artifact / "io.txt").read_text().splitlines()
+    (bad / "io.txt").write_text("\n".join([lines[0], io_line, *lines[2:]]) + "\n")
+    proc = _runner(artifact, bad, tmp_path)
+    if message is None:  # the unchanged line: the run works
+        assert proc.returncode == 0, proc.stderr
+    else:
+        assert proc.returncode == 1 and f"mvcompile-runner: error: {bad}/io.txt:2: " in proc.stderr, proc.stderr
+        assert message in proc.stderr, proc.stderr
+
+
+def test_runner_refuses_a_truncated_library_instead_of_crashing(artifact: Path, tmp_path: Path) -> None:
+    bad = _copy(artifact, tmp_path)
+    data = (artifact / "model.so").read_bytes()
+    (bad / "model.so").write_bytes(data[: len(data) - 4096])
+    with pytest.raises(ArtifactError, match="model.so: sha256 does not match"):
+        run_emulated(bad, np.zeros((1, *IMAGE), np.float32))
+    proc = _runner(artifact, bad, tmp_path)
+    assert proc.returncode == 1 and f"mvcompile-runner: error: {bad}/model.so: truncated" in proc.stderr, proc.stderr
+
+
+def test_a_board_artifact_on_this_machine_points_to_emulate(artifact: Path) -> None:
+    with pytest.raises(ArtifactError, match=r"built for target 'rpi4' \(aarch64\).*--emulate"):
+        StreamSession(artifact)
 
 
 def test_wrong_frame_shape_is_rejected(artifact: Path) -> None:

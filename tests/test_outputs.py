@@ -98,7 +98,7 @@ def test_build_replaces_its_own_artifact_and_removes_stale_staging(tmp_path: Pat
     foreign.mkdir()
     (foreign / "keep.txt").write_text("not ours")
     assert main([*BUILD, "--seed", "1", "-o", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["io.txt", "manifest.json", "model.so"]
+    assert sorted(p.name for p in out.iterdir()) == ["artifact.sha256", "io.txt", "manifest.json", "model.so"]
     assert (out / "model.so").read_bytes() != old
     assert json.loads((out / "manifest.json").read_text())["weights"]["source"] == "seed:1"
     assert sorted(p.name for p in tmp_path.iterdir()) == [".art.building-not-ours", "art"]

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,7 +16,8 @@ from tiny_stream_model import FRAMES, SIZE, Exported, export_tiny, onnxruntime_s
 
 from mvcompile.backend.build import build_artifact
 from mvcompile.backend.targets import load_target
-from mvcompile.backend.artifact import ArtifactError
+from mvcompile.backend.artifact import ArtifactError, sha256_file, sign_artifact
+from mvcompile.cli import main
 from mvcompile.runtime.session import FrameError, FrameValueError, StreamSession
 
 
@@ -110,6 +115,9 @@ def test_missing_library(copy: Path) -> None:
 
 def test_tampered_manifest(copy: Path) -> None:
     (copy / "manifest.json").write_text('{"artifact_format": "mvcompile-artifact/1", ')
+    with pytest.raises(ArtifactError, match=r"manifest.json: sha256 does not match artifact.sha256"):
+        StreamSession(copy)
+    sign_artifact(copy)  # signed garbage still has to parse
     with pytest.raises(ArtifactError, match=r"manifest.json: cannot parse"):
         StreamSession(copy)
     (copy / "manifest.json").unlink()
@@ -117,20 +125,95 @@ def test_tampered_manifest(copy: Path) -> None:
         StreamSession(copy)
 
 
-def test_hash_of_edited_manifest_entry(copy: Path) -> None:
-    manifest = json.loads((copy / "manifest.json").read_text())
-    manifest["files"]["model.so"] = "0" * 64
-    (copy / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ArtifactError, match=r"model.so: sha256 does not match"):
-        StreamSession(copy)
+def _edit(art: Path, change: Callable[[dict[str, Any]], Any]) -> None:
+    """Edit the manifest and re-sign it: what a user who fixes up artifact.sha256 by hand gets."""
+    manifest = json.loads((art / "manifest.json").read_text())
+    change(manifest)
+    (art / "manifest.json").write_text(json.dumps(manifest))
+    sign_artifact(art)
 
 
-def test_foreign_arch_points_to_emulate(copy: Path) -> None:
-    manifest = json.loads((copy / "manifest.json").read_text())
-    manifest["target"].update(name="rpi4", arch="aarch64")
-    (copy / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ArtifactError, match=r"built for target 'rpi4' \(aarch64\).*--emulate"):
+def _truncate_library(art: Path) -> None:
+    data = (art / "model.so").read_bytes()
+    (art / "model.so").write_bytes(data[: len(data) // 2])
+    _edit(art, lambda m: m["files"].update({"model.so": sha256_file(art / "model.so")}))
+
+
+def _text_library(art: Path) -> None:
+    (art / "model.so").write_text("not a library")
+    _edit(art, lambda m: m["files"].update({"model.so": sha256_file(art / "model.so")}))
+
+
+def _symlinked_library(art: Path) -> None:
+    shutil.move(art / "model.so", art.parent / "elsewhere.so")
+    (art / "model.so").symlink_to(art.parent / "elsewhere.so")
+
+
+DAMAGED = [  # (what is done to a copy of a good artifact, the error it gives)
+    (lambda a: (a / "artifact.sha256").unlink(),
+     "no artifact.sha256: made by an older mvcompile (or not by mvcompile); rebuild it with `mvcompile build`"),
+    (lambda a: (a / "artifact.sha256").write_text("0" * 64 + "  manifest.json\n"),
+     "manifest.json: sha256 does not match artifact.sha256 (manifest edited or corrupt)"),
+    (lambda a: (a / "artifact.sha256").write_text("garbage\n"), "artifact.sha256: expected one line '<sha256>  manifest.json'"),
+    (lambda a: _edit(a, lambda m: m["files"].update({"../../../../etc/passwd": "0" * 64})),
+     "manifest.json: files: entry '../../../../etc/passwd' must not contain '/'"),
+    (lambda a: _edit(a, lambda m: m["files"].update({"/etc/shadow": "0" * 64})),
+     "manifest.json: files: entry '/etc/shadow' must not contain '/'"),
+    (lambda a: _edit(a, lambda m: m["files"].update({"..": "0" * 64})), "manifest.json: files: entry '..' must not start"),
+    (lambda a: _edit(a, lambda m: m["files"].update({"model.so": "not a hash"})),
+     "manifest.json: files.model.so: String should match pattern"),
+    (lambda a: _edit(a, lambda m: m["files"].pop("io.txt")), "manifest.json: files: must list 'io.txt' with its sha256"),
+    (lambda a: _edit(a, lambda m: m["inputs"][0].update(shape=[1, 2, 8, 8])),
+     "manifest.json: inputs[0]: the frames must be float32 [B, T, H, W, C], got float32 [1, 2, 8, 8]"),
+    (lambda a: _edit(a, lambda m: m["inputs"][0].update(shape=[1, 2, 8, 8, "3"])),
+     "manifest.json: inputs[0].shape[4]: Input should be a valid integer"),
+    (lambda a: _edit(a, lambda m: m["states"][0].update(shape=[10**6, 10**6])),
+     "manifest.json: states[0].shape: [1000000, 1000000] float32 exceeds 1,073,741,824 bytes"),
+    (lambda a: _edit(a, lambda m: m["states"][0].update(shape=[2**40])), "manifest.json: states[0].shape[0]: Input should be less"),
+    (lambda a: _edit(a, lambda m: m["states"][0].update(dtype="float16")), "manifest.json: states[0].dtype: Input should be"),
+    (lambda a: _edit(a, lambda m: m.pop("target")), "manifest.json: target: Field required"),
+    (lambda a: _edit(a, lambda m: m.update(num_classes=7)), "manifest.json: outputs[0].shape: 5 classes, but 'num_classes' is 7"),
+    (lambda a: _edit(a, lambda m: m.update(labels=["a", "b"])), "manifest.json: labels: 2 class names for 5 classes"),
+    (lambda a: _edit(a, lambda m: m.update(artifact_format="mvcompile-artifact/9")),
+     "manifest.json: artifact_format: Input should be 'mvcompile-artifact/1'"),
+    (lambda a: ((a / "manifest.json").write_text((a / "manifest.json").read_text().replace('"batch": 1', '"batch": NaN')),
+                sign_artifact(a)), "manifest.json: cannot parse: non-finite number NaN"),
+    (lambda a: _edit(a, lambda m: m["target"].update(arch="aarch64")),
+     "model.so: built for x86_64, but the manifest says aarch64; rebuild the artifact"),
+    (lambda a: _edit(a, lambda m: m["states"].pop()), "manifest.json: lists 2 inputs, but model.so's main takes 3 "
+                                                       "(first difference: argument 2 is 'total', the manifest says nothing)"),
+    (lambda a: _edit(a, lambda m: m["states"][0].update(input="other")),
+     "manifest.json: lists 3 inputs, but model.so's main takes 3 (first difference: argument 1 is 'buf', the manifest "
+     "says 'other')"),
+    (lambda a: _edit(a, lambda m: m["files"].update({"model.so": "0" * 64})), "model.so: sha256 does not match manifest.json"),
+    (lambda a: (a / "io.txt").write_text("# mvcompile io v1\n"), "io.txt: sha256 does not match manifest.json"),
+    (lambda a: (a / "io.txt").unlink(), "io.txt: missing"),
+    (_symlinked_library, "model.so: a symbolic link; an artifact holds only its own regular files"),
+    (lambda a: ((a / "manifest.json").rename(a / "real.json"), (a / "manifest.json").symlink_to(a / "real.json")),
+     "manifest.json: a symbolic link"),
+    (_truncate_library, "model.so: truncated: its ELF headers end beyond its"),
+    (_text_library, "model.so: not a shared library (no ELF header); rebuild the artifact"),
+]
+
+
+@pytest.mark.parametrize(("damage", "message"), DAMAGED, ids=[f"damaged{i}" for i in range(len(DAMAGED))])
+def test_damaged_artifacts_are_refused_before_tvm_sees_them(copy: Path, damage, message: str, capsys) -> None:
+    damage(copy)
+    with pytest.raises(ArtifactError) as err:
         StreamSession(copy)
+    assert message in str(err.value) and "\n" not in str(err.value), str(err.value)
+    assert main(["run", str(copy), "--json"]) == 2
+    out = capsys.readouterr()
+    assert out.err.startswith("error: ") and message in out.err and out.err.count("\n") == 1 and not out.out, out.err
+
+
+def test_the_runtime_does_not_import_the_compiler_side() -> None:
+    code = ("import sys, mvcompile.runtime.driver, mvcompile.runtime.live, mvcompile.runtime.emulate; "
+            "print(sorted({m.split('.')[0] if not m.startswith('mvcompile') else '.'.join(m.split('.')[:3]) "
+            "for m in sys.modules if m.startswith(('tvm', 'onnx', 'torch', 'mvcompile.backend.compile', "
+            "'mvcompile.lower', 'mvcompile.ir', 'mvcompile.spec'))}))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]", proc.stdout
 
 
 def test_real_tiny_spec_streams_like_onnxruntime(tmp_path: Path) -> None:

@@ -127,6 +127,28 @@ def test_database_errors_name_file_and_line(tmp_path: Path) -> None:
         tuning_db.read_database(tmp_path)
 
 
+@pytest.mark.parametrize("secs", [[-1e-3], [0], [0.0, 1e-3], ["fast"], "1e-3", [True], [float("nan")],
+                                  [float("inf")], [-float("inf")]])
+def test_records_with_times_that_are_not_positive_finite_seconds_are_refused(tmp_path: Path, secs) -> None:
+    db_dir = _write_db(tmp_path / "db", [["1", "AA"]], [_rec(0, [2e-3], HOST), _rec(0, secs, HOST)])
+    with pytest.raises(tuning_db.DatabaseError) as err:
+        tuning_db.read_database(db_dir)
+    assert str(err.value).startswith(f"{db_dir / tuning_db.RECORDS}: line 2: run_secs must be a list of positive "
+                                     "finite seconds, got ")
+    assert tuning_db.Record(0, _rec(0, secs, HOST)[1]).seconds == float("inf")  # never the fastest
+
+
+def test_records_with_a_garbled_trace_or_args_are_refused(tmp_path: Path) -> None:
+    good = _rec(0, [1e-3], HOST)
+    for body, message in (([{"not": "a trace"}, [1e-3], HOST, []], "trace must be [instructions, decisions]"),
+                          ([[[], []], [1e-3], HOST, "x"], "args_info must be a list"),
+                          ([[[], []], [1e-3], "llvm"], "expected [workload_index, [trace, run_secs, target, ...]]")):
+        db_dir = _write_db(tmp_path / "db", [["1", "AA"]], [good, [0, body]])
+        with pytest.raises(tuning_db.DatabaseError) as err:
+            tuning_db.read_database(db_dir)
+        assert str(err.value) == f"{db_dir / tuning_db.RECORDS}: line 2: {message}"
+
+
 def test_cut_off_last_line_is_dropped_and_repaired(tmp_path: Path) -> None:
     db_dir = _write_db(tmp_path / "db", [["1", "AA"]], [_rec(0, [1e-3], HOST)])
     records = db_dir / tuning_db.RECORDS
@@ -274,6 +296,43 @@ def test_build_rejects_corrupt_database_and_other_targets_records(tuned_db: Path
     err = capsys.readouterr().err
     assert "no tuning records for this target (llvm x86_64-linux-gnu haswell)" in err and "made for: llvm" in err
     assert not (tmp_path / "art").exists()
+
+
+def _garble(db: Path, tmp_path: Path, kind: str) -> tuple[Path, str]:
+    """A copy of `db` whose first searched record is made the fastest (so a build applies it) and then
+    undecodable in its workload, trace or run_secs; returns the copy and the expected error's start."""
+    bad = tmp_path / f"bad-{kind}"
+    os.system(f"cp -r {db} {bad}")
+    rec = next(r for r in tuning_db.read_database(bad).records if not r.is_default)
+    records = _lines(bad / tuning_db.RECORDS)
+    body = json.loads(records[rec.line - 1])
+    body[1][1] = [-1.0] if kind == "run_secs" else [1e-12]
+    if kind == "trace":
+        body[1][0][0][0][0] = "NoSuchInstruction"
+    records[rec.line - 1] = json.dumps(body)
+    (bad / tuning_db.RECORDS).write_text("\n".join(records) + "\n")
+    if kind == "workload":
+        workloads = _lines(bad / tuning_db.WORKLOADS)
+        workloads[rec.workload] = json.dumps([json.loads(workloads[rec.workload])[0], "bm90IGFuIElSIG1vZHVsZQ=="])
+        (bad / tuning_db.WORKLOADS).write_text("\n".join(workloads) + "\n")
+        return bad, f"{bad / tuning_db.WORKLOADS}: line {rec.workload + 1}: cannot decode the workload IR"
+    if kind == "trace":
+        return bad, f"{bad / tuning_db.RECORDS}: line {rec.line}: cannot decode this record"
+    return bad, f"{bad / tuning_db.RECORDS}: line {rec.line}: run_secs must be a list of positive finite seconds"
+
+
+@pytest.mark.parametrize("kind", ["workload", "trace", "run_secs"])
+def test_tune_and_build_on_a_garbled_database_name_file_and_line(tuned_db: Path, tmp_path: Path, capsys,
+                                                                 kind: str) -> None:
+    bad, expected = _garble(tuned_db, tmp_path, kind)
+    before = {p.name: p.read_bytes() for p in bad.iterdir() if p.is_file()}
+    build = ["build", TINY, "--variant", "stream", "--target", "host", "-q", "--db", str(bad), "-o", str(tmp_path / "a")]
+    for argv in ([*TUNE, "--trials", "2", "--db", str(bad)], build):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {expected}") and err.count("\n") == 1, err
+    assert {p.name: p.read_bytes() for p in bad.iterdir() if p.is_file()} == before  # nothing rewritten
+    assert not (tmp_path / "a").exists()
 
 
 def test_shipped_record_classes_match_by_preset_or_cpu_features(tmp_path: Path) -> None:

@@ -5,9 +5,15 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import re
+import stat
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
+from mvcompile.backend.elf import library_problem
+from mvcompile.backend.manifest_schema import ModelManifest, validation_problem
 from mvcompile.support.files import OutputError
 from mvcompile.support.names import name_problem
 
@@ -16,6 +22,9 @@ ENSEMBLE_FORMAT = "mvcompile-ensemble/1"  # a directory of member artifacts (run
 LIBRARY = "model.so"
 MANIFEST = "manifest.json"
 IO_TABLE = "io.txt"
+SIGNATURE = "artifact.sha256"  # `sha256sum` format: the hash of manifest.json, which holds the others'
+MAX_MANIFEST_BYTES = 16 << 20
+_SIGNATURE_LINE = re.compile(rf"([0-9a-f]{{64}})  {re.escape(MANIFEST)}\n?")
 
 
 class ArtifactError(ValueError):
@@ -38,43 +47,110 @@ def machine_arch() -> str:
     return aliases.get(machine, machine)
 
 
-def load_manifest_json(artifact_dir: Path) -> Any:
-    """The parsed `manifest.json` of an artifact directory (any format), or an ArtifactError."""
-    path = Path(artifact_dir) / MANIFEST
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ArtifactError(f"{path}: missing (is {artifact_dir} an mvcompile artifact?)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"{path}: cannot parse: {exc}") from None
+def sign_artifact(artifact_dir: Path) -> None:
+    """Write `artifact.sha256` (the last file of a build): the hash of the finished manifest.json."""
+    (Path(artifact_dir) / SIGNATURE).write_text(f"{sha256_file(Path(artifact_dir) / MANIFEST)}  {MANIFEST}\n")
+
+
+def read_signed_manifest(artifact_dir: Path, schema: type[BaseModel]) -> dict[str, Any]:
+    """`manifest.json` of a model or ensemble artifact, after checking it against `artifact.sha256`
+    and validating it against `schema`; ArtifactError naming the file (and key) otherwise."""
+    artifact_dir = Path(artifact_dir)
+    path = artifact_dir / MANIFEST
+    if not path.exists() and not path.is_symlink():
+        raise ArtifactError(f"{path}: missing (is {artifact_dir} an mvcompile artifact?)")
+    data = _read_regular(path, MAX_MANIFEST_BYTES)
+    expected = _signature(artifact_dir)
+    if hashlib.sha256(data).hexdigest() != expected:
+        raise ArtifactError(f"{path}: sha256 does not match {SIGNATURE} (manifest edited or corrupt); rebuild the artifact")
+    manifest = _parse(path, data)
+    if not isinstance(manifest, dict):
+        raise ArtifactError(f"{path}: not an mvcompile manifest (a JSON object)")
+    if problem := validation_problem(schema, manifest):
+        raise ArtifactError(f"{path}: {problem}")
+    return manifest
 
 
 def read_manifest(artifact_dir: Path) -> dict[str, Any]:
-    """Load `manifest.json` and check every file listed in it against its SHA-256."""
-    path = artifact_dir / MANIFEST
-    manifest = load_manifest_json(artifact_dir)
-    if isinstance(manifest, dict) and manifest.get("artifact_format") == ENSEMBLE_FORMAT:
+    """The checked manifest of a model artifact: signed, valid, and every file it names (plain names
+    of regular files in the folder) matching its SHA-256; the library a whole ELF file for its arch."""
+    artifact_dir = Path(artifact_dir)
+    if is_ensemble(artifact_dir):
         raise ArtifactError(f"{artifact_dir}: an ensemble artifact; load it with "
                             "mvcompile.runtime.ensemble.EnsembleSession (`mvcompile run` takes both)")
-    if not isinstance(manifest, dict) or manifest.get("artifact_format") != ARTIFACT_FORMAT:
-        raise ArtifactError(f"{path}: not an '{ARTIFACT_FORMAT}' manifest")
-    files = manifest.get("files")
-    if not isinstance(files, dict) or LIBRARY not in files:
-        raise ArtifactError(f"{path}: key 'files' must list '{LIBRARY}' with its sha256")
+    manifest = read_signed_manifest(artifact_dir, ModelManifest)
+    files = manifest["files"]
+    missing = [name for name in (LIBRARY, IO_TABLE) if name not in files]
+    if missing:
+        raise ArtifactError(f"{artifact_dir / MANIFEST}: files: must list '{missing[0]}' with its sha256")
     for name, expected in files.items():
         file = artifact_dir / name
-        if not file.is_file():
-            raise ArtifactError(f"{file}: missing")
-        if sha256_file(file) != expected:
+        if sha256_file(_regular(file)) != expected:
             raise ArtifactError(f"{file}: sha256 does not match manifest.json (file modified or corrupt)")
+    if problem := library_problem(artifact_dir / LIBRARY, manifest["target"]["arch"]):
+        raise ArtifactError(f"{artifact_dir / LIBRARY}: {problem}; rebuild the artifact")
     return manifest
+
+
+def _signature(artifact_dir: Path) -> str:
+    path = artifact_dir / SIGNATURE
+    try:
+        path.lstat()
+    except FileNotFoundError:
+        raise ArtifactError(f"{artifact_dir}: no {SIGNATURE}: made by an older mvcompile (or not by mvcompile); "
+                            "rebuild it with `mvcompile build`") from None
+    except OSError as exc:
+        raise ArtifactError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        match = _SIGNATURE_LINE.fullmatch(_read_regular(path, 1024).decode())
+    except UnicodeDecodeError:
+        match = None
+    if match is None:
+        raise ArtifactError(f"{path}: expected one line '<sha256>  {MANIFEST}'")
+    return match.group(1)
+
+
+def _regular(path: Path) -> Path:
+    """`path` if it is a regular file (not a symlink, folder or device); ArtifactError otherwise."""
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: missing") from None
+    except OSError as exc:
+        raise ArtifactError(f"{path}: cannot read: {exc.strerror}") from None
+    if not stat.S_ISREG(mode):
+        kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
+        raise ArtifactError(f"{path}: {kind}; an artifact holds only its own regular files")
+    return path
+
+
+def _read_regular(path: Path, limit: int) -> bytes:
+    try:
+        with _regular(path).open("rb") as f:
+            data = f.read(limit + 1)
+    except OSError as exc:
+        raise ArtifactError(f"{path}: cannot read: {exc.strerror}") from None
+    if len(data) > limit:
+        raise ArtifactError(f"{path}: larger than {limit:,} bytes")
+    return data
+
+
+def _parse(path: Path, data: bytes) -> Any:
+    def refuse(name: str) -> Any:
+        raise ValueError(f"non-finite number {name}")
+
+    try:
+        return json.loads(data, parse_constant=refuse)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ArtifactError(f"{path}: cannot parse: {exc}") from None
 
 
 def is_ensemble(artifact_dir: Path) -> bool:
     """True when `artifact_dir/manifest.json` declares an ensemble artifact (no checks beyond that)."""
+    path = Path(artifact_dir) / MANIFEST
     try:
-        manifest = json.loads((Path(artifact_dir) / MANIFEST).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        manifest = _parse(path, _read_regular(path, MAX_MANIFEST_BYTES))
+    except ArtifactError:
         return False
     return isinstance(manifest, dict) and manifest.get("artifact_format") == ENSEMBLE_FORMAT
 
@@ -111,11 +187,11 @@ def _format_of(path: Path) -> str | None:
 def _artifact_entries(path: Path, fmt: str) -> set[str]:
     """Names in `path` that a build of format `fmt` writes (members: only if they are artifacts too)."""
     if fmt == ARTIFACT_FORMAT:
-        return {name for name in (LIBRARY, MANIFEST, IO_TABLE)
+        return {name for name in (LIBRARY, MANIFEST, IO_TABLE, SIGNATURE)
                 if (path / name).is_file() and not (path / name).is_symlink()}
     members = json.loads((path / MANIFEST).read_text()).get("members")
     names = {m.get("dir") for m in members if isinstance(m, dict)} if isinstance(members, list) else set()
-    ours = {MANIFEST}
+    ours = {MANIFEST} | ({SIGNATURE} if (path / SIGNATURE).is_file() and not (path / SIGNATURE).is_symlink() else set())
     for name in names:
         member = path / name if isinstance(name, str) and name_problem(name) is None else None
         if member is not None and member.is_dir() and not member.is_symlink() and _format_of(member) == ARTIFACT_FORMAT:

@@ -17,7 +17,8 @@ from mvcompile.backend import tuned_records
 from mvcompile.backend.compile import CompileError, Compiled, compile_module, import_onnx
 from mvcompile.backend.iotable import IOTableError, artifact_io, io_table
 from mvcompile.backend.targets import TargetPreset
-from mvcompile.backend.artifact import ARTIFACT_FORMAT, IO_TABLE, LIBRARY, MANIFEST, check_replaceable, sha256_file
+from mvcompile.backend.artifact import (ARTIFACT_FORMAT, IO_TABLE, LIBRARY, MANIFEST, check_replaceable, sha256_file,
+                                       sign_artifact)
 from mvcompile.backend.quiet import quiet_tvm_stderr
 from mvcompile.backend.tvm_interrupt import interruptible_tvm
 from mvcompile.support.files import staged_dir
@@ -66,7 +67,8 @@ def build_artifact(
             raise BuildError(f"{IO_TABLE}: {exc}") from None
         (work / IO_TABLE).write_text(io_table(shaped))
         full = _manifest(shaped, target, tvm_target, options, work)
-        (work / MANIFEST).write_text(json.dumps(full, indent=2, default=str) + "\n")
+        (work / MANIFEST).write_text(json.dumps(full, indent=2, default=str, allow_nan=False) + "\n")
+        sign_artifact(work)  # last: covers the manifest, which holds the other files' hashes
     if progress:
         print(schedule_summary(options), file=sys.stderr)
     return out_dir
@@ -177,7 +179,7 @@ def _manifest(
         },
         "tvm_version": tvm.__version__,
         "build_options": options,
-        "files": {LIBRARY: sha256_file(work / LIBRARY)},
+        "files": {name: sha256_file(work / name) for name in (LIBRARY, IO_TABLE)},
         "artifact_format": ARTIFACT_FORMAT,
     }
 

@@ -5,7 +5,7 @@ import json
 import sys
 from pathlib import Path
 
-from mvcompile.backend.artifact import ENSEMBLE_FORMAT, MANIFEST, check_replaceable, sha256_file
+from mvcompile.backend.artifact import ENSEMBLE_FORMAT, MANIFEST, check_replaceable, sha256_file, sign_artifact
 from mvcompile.backend.build import build_artifact
 from mvcompile.backend.targets import TargetPreset
 from mvcompile.backend.tvm_interrupt import interruptible_tvm
@@ -32,5 +32,6 @@ def build_ensemble(ens: EnsembleExport, target: TargetPreset, out_dir: Path, *, 
             "target": {"name": target.name, "arch": target.arch},
             "artifact_format": ENSEMBLE_FORMAT,
         }
-        (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        (work / MANIFEST).write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n")
+        sign_artifact(work)
     return out_dir

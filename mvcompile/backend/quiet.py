@@ -1,4 +1,5 @@
-"""Filter TVM's per-constant `Scope Saving:` / `Scope Loaded:` log lines from stderr."""
+"""Quiet TVM: filter its per-constant `Scope Saving:` / `Scope Loaded:` log lines from stderr, and
+shorten its error messages to one line."""
 
 from __future__ import annotations
 
@@ -33,3 +34,11 @@ def quiet_tvm_stderr() -> Iterator[None]:
                 text = capture.read().decode(errors="replace")
                 kept = [line for line in text.splitlines(keepends=True) if not any(n in line for n in NOISE)]
                 sys.stderr.write("".join(kept))
+
+
+def error_line(exc: BaseException) -> str:
+    """An exception's message on one line: for TVM errors, the last line (after TVM's traceback)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    return lines[-1] if lines[0].startswith("Traceback") else lines[0]

@@ -155,7 +155,7 @@ def tune_model(
         raise TuneError("the model has no tunable tasks")
     with _quiet_console_log():
         contexts, _ = ms.relax_integration.extracted_tasks_to_tune_contexts(extracted, work_dir=str(db_dir), seed=seed)
-    database = ms.database.JSONDatabase(work_dir=str(db_dir))
+    database = tuning_db.open_json_database(before)
     workers = max(1, boards) if rpc else 1
     builder = ms_setup.make_builder(target.cross_compiler, max_workers=max(2, workers))
     cores = int(tvm_target.attrs.get("num-cores", 1))

@@ -12,11 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import lzma
+import math
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mvcompile.backend.quiet import error_line
 from mvcompile.support.files import OutputError, atomic_write, staged_dir
 
 WORKLOADS = "database_workload.json"
@@ -32,16 +34,20 @@ class DatabaseError(ValueError):
 
 @dataclass
 class Record:
-    """One tuning record as stored on disk."""
+    """One tuning record as stored on disk (`line`: its line in the records file, from 1)."""
 
     workload: int
     body: list[Any]  # [trace, run_secs, target, args_info]
+    line: int = 0
 
     @property
     def seconds(self) -> float:
-        """Mean measured run time; failed candidates count as infinitely slow."""
-        secs = [float(s) for s in (self.body[1] or [])]
-        mean = sum(secs) / len(secs) if secs else float("inf")
+        """Mean measured run time; failed candidates (and any time that is not a positive finite
+        number, which the reader refuses) count as infinitely slow, so they are never the best."""
+        secs = self.body[1] or []
+        if not secs or not all(_is_time(s) for s in secs):
+            return float("inf")
+        mean = sum(secs) / len(secs)
         return float("inf") if mean >= FAILED_RUN_SECS else mean
 
     @property
@@ -183,15 +189,18 @@ def read_database(path: str | Path, *, repair: bool = False, must_exist: bool = 
             raise DatabaseError(f"{_stored(path / WORKLOADS)}: line {number}: expected [structural_hash, base64_ir]")
     records = []
     for number, r in enumerate(raw, 1):
-        if not (isinstance(r, list) and len(r) == 2 and isinstance(r[0], int) and isinstance(r[1], list)
+        where = f"{_stored(path / RECORDS)}: line {number}"
+        if not (isinstance(r, list) and len(r) == 2 and type(r[0]) is int and isinstance(r[1], list)
                 and len(r[1]) >= 3 and isinstance(r[1][2], dict)):
-            raise DatabaseError(f"{_stored(path / RECORDS)}: line {number}: expected [workload_index, [trace, run_secs, target, ...]]")
+            raise DatabaseError(f"{where}: expected [workload_index, [trace, run_secs, target, ...]]")
+        if problem := _record_problem(r[1]):
+            raise DatabaseError(f"{where}: {problem}")
         if not 0 <= r[0] < len(workloads):
             raise DatabaseError(
-                f"{path / RECORDS}: line {number}: refers to workload {r[0]}, but {path / WORKLOADS} "
+                f"{where}: refers to workload {r[0]}, but {_stored(path / WORKLOADS)} "
                 f"has {len(workloads)} (files from different databases?)"
             )
-        records.append(Record(r[0], r[1]))
+        records.append(Record(r[0], r[1], number))
     dropped = [name for name, cut in ((WORKLOADS, cut_w), (RECORDS, cut_r)) if cut]
     return Database(path, workloads, records, dropped)
 
@@ -207,15 +216,57 @@ def to_memory_database(db: Database, records: list[Record]) -> Any:
             try:
                 workload = ms.database.Workload.from_json(db.workloads[rec.workload])
             except Exception as exc:
-                raise DatabaseError(
-                    f"{db.path / WORKLOADS}: line {rec.workload + 1}: cannot decode the workload IR: {exc}"
-                ) from None
+                raise DatabaseError(f"{_stored(db.path / WORKLOADS)}: line {rec.workload + 1}: cannot decode the "
+                                    f"workload IR: {error_line(exc)}") from None
             loaded[rec.workload] = memory.commit_workload(workload.mod)
         try:
             memory.commit_tuning_record(ms.database.TuningRecord.from_json(rec.body, loaded[rec.workload]))
         except Exception as exc:
-            raise DatabaseError(f"{db.path / RECORDS}: cannot decode a record of workload {rec.workload}: {exc}") from None
+            raise DatabaseError(f"{_stored(db.path / RECORDS)}: line {rec.line}: cannot decode this record "
+                                f"(its trace does not apply to workload {rec.workload}): {error_line(exc)}") from None
     return memory
+
+
+def open_json_database(db: Database) -> Any:
+    """MetaSchedule's JSONDatabase over `db`'s directory (as read and checked by `read_database`); a
+    line that MetaSchedule cannot decode (a garbled trace or workload IR) is a DatabaseError naming it."""
+    from tvm.s_tir import meta_schedule as ms
+
+    try:
+        return ms.database.JSONDatabase(work_dir=str(db.path))
+    except Exception as exc:
+        _decode_all(db)  # raises naming the first line MetaSchedule cannot decode
+        raise DatabaseError(f"{db.path}: MetaSchedule cannot load this tuning database: {error_line(exc)}") from None
+
+
+def _decode_all(db: Database) -> None:
+    """Decode every workload and record with MetaSchedule; DatabaseError naming the first that fails."""
+    from tvm.s_tir import meta_schedule as ms
+
+    for number, line in enumerate(db.workloads, 1):
+        try:
+            ms.database.Workload.from_json(line)
+        except Exception as exc:
+            raise DatabaseError(f"{_stored(db.path / WORKLOADS)}: line {number}: cannot decode the workload IR: "
+                                f"{error_line(exc)}") from None
+    to_memory_database(db, db.records)
+
+
+def _record_problem(body: list[Any]) -> str | None:
+    """What is wrong with a record's [trace, run_secs, target, args_info], or None."""
+    trace, secs = body[0], body[1]
+    if not (isinstance(trace, list) and len(trace) == 2 and all(isinstance(part, list) for part in trace)):
+        return "trace must be [instructions, decisions]"
+    if secs is not None and not (isinstance(secs, list) and all(_is_time(s) for s in secs)):
+        return f"run_secs must be a list of positive finite seconds, got {json.dumps(secs)[:80]}"
+    if len(body) > 3 and not isinstance(body[3], list):
+        return "args_info must be a list"
+    return None
+
+
+def _is_time(value: Any) -> bool:
+    """A measured time in seconds: a positive finite number."""
+    return type(value) in (int, float) and math.isfinite(value) and value > 0
 
 
 def records_hash(db: Database, records: list[Record]) -> str:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mvcompile.backend.artifact import IO_TABLE, machine_arch, read_manifest
+from mvcompile.backend.artifact import IO_TABLE, MANIFEST, ArtifactError, machine_arch, read_manifest
 from mvcompile.runtime.cross import CrossArch, EmulationError, build_runner, get_arch
-from mvcompile.runtime.io_spec import IoSpecError, read_io_spec
+from mvcompile.runtime.io_spec import IoSpec, IoSpecError, read_io_spec
 
 __all__ = ["EmulationError", "artifact_arch", "emulated_command", "run_emulated"]
 
@@ -38,6 +38,30 @@ def emulated_command(artifact_dir: Path, frames_file: Path, n_calls: int, out_fi
     return cmd + (["--threads", str(num_threads)] if num_threads else [])
 
 
+def _checked_io(artifact_dir: Path) -> IoSpec:
+    """io.txt (which the runner reads), after checking the artifact and that io.txt says what its
+    manifest says: the same input, states and output, in the same order."""
+    manifest = read_manifest(artifact_dir)
+    try:
+        io = read_io_spec(artifact_dir / IO_TABLE)
+    except IoSpecError as e:
+        raise EmulationError(str(e)) from None
+    frames, logits = manifest["inputs"][0], manifest["outputs"][0]
+    listed = [("input", frames["name"], frames["dtype"], tuple(frames["shape"]))]
+    listed += [("state", s["input"], s["dtype"], tuple(s["shape"])) for s in manifest.get("states", [])]
+    listed.append(("output", logits["name"], logits["dtype"], tuple(logits["shape"])))
+    read = [("input", io.input.name, io.input.dtype, io.input.shape)]
+    read += [("state", s.name, s.dtype, s.shape) for s in io.states]
+    read.append(("output", io.output.name, io.output.dtype, io.output.shape))
+    if listed != read:
+        i = next((i for i, (a, b) in enumerate(zip(listed, read)) if a != b), min(len(listed), len(read)))
+        got = " ".join(map(str, read[i])) if i < len(read) else "nothing"
+        want = " ".join(map(str, listed[i])) if i < len(listed) else "nothing"
+        raise ArtifactError(f"{artifact_dir / IO_TABLE}: tensor {i + 1} is {got}, but {MANIFEST} says {want}; "
+                            "rebuild the artifact")
+    return io
+
+
 def _runner_error(proc: subprocess.CompletedProcess[str]) -> str:
     """The runner's stderr without TVM's per-constant 'Scope Loaded' debug lines."""
     lines = [ln for ln in proc.stderr.splitlines() if "Warning: Scope " not in ln]
@@ -53,10 +77,7 @@ def run_emulated(artifact_dir: Path | str, frames: np.ndarray,
     EmulationError when the toolchain, qemu or runtime is missing or the run fails.
     """
     artifact_dir = Path(artifact_dir)
-    try:
-        io = read_io_spec(artifact_dir / IO_TABLE)
-    except IoSpecError as e:
-        raise EmulationError(str(e)) from None
+    io = _checked_io(artifact_dir)
     frames = np.asarray(frames)
     if frames.shape == io.input.shape:
         frames = frames[None]

@@ -15,14 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from mvcompile.backend.artifact import (ENSEMBLE_FORMAT, MANIFEST, ArtifactError, is_ensemble, load_manifest_json,
-                                        read_manifest,
+from mvcompile.backend.artifact import (MANIFEST, ArtifactError, is_ensemble, read_manifest, read_signed_manifest,
                                         sha256_file)
+from mvcompile.backend.manifest_schema import EnsembleManifest
 from mvcompile.runtime.frames import FrameError, check_frame_values
 from mvcompile.runtime.session import StreamSession
-from mvcompile.support.names import name_problem
 
-ROUTINGS = ("alternate", "each")
 
 
 @dataclass
@@ -40,28 +38,17 @@ class Member:
 
 
 def read_ensemble_manifest(artifact_dir: Path) -> dict[str, Any]:
-    """Load an ensemble's manifest.json and check each member's manifest against its sha256."""
-    path = Path(artifact_dir) / MANIFEST
-    manifest = load_manifest_json(Path(artifact_dir))
-    if not isinstance(manifest, dict) or manifest.get("artifact_format") != ENSEMBLE_FORMAT:
-        raise ArtifactError(f"{path}: not an '{ENSEMBLE_FORMAT}' manifest")
-    if manifest.get("routing") not in ROUTINGS or manifest.get("combine") != "mean":
-        raise ArtifactError(f"{path}: routing must be one of {ROUTINGS} and combine 'mean', "
-                            f"got {manifest.get('routing')!r} / {manifest.get('combine')!r}")
-    members = manifest.get("members")
-    if not isinstance(members, list) or len(members) < 2:
-        raise ArtifactError(f"{path}: key 'members' must list two or more members")
-    for m in members:
-        name = m.get("dir") if isinstance(m, dict) else None
-        if not isinstance(name, str) or name_problem(name):
-            raise ArtifactError(f"{path}: member entry {m!r} needs a plain 'dir' name")
-        member_manifest = Path(artifact_dir) / name / MANIFEST
-        if not member_manifest.is_file():
+    """An ensemble's manifest.json, signed and valid, with each member's manifest matching its sha256
+    (each member artifact is checked in full when its session loads)."""
+    artifact_dir = Path(artifact_dir)
+    manifest = read_signed_manifest(artifact_dir, EnsembleManifest)
+    for m in manifest["members"]:
+        member_manifest = artifact_dir / m["dir"] / MANIFEST
+        if not member_manifest.is_file() or member_manifest.is_symlink():
             raise ArtifactError(f"{member_manifest}: missing")
-        if sha256_file(member_manifest) != m.get("manifest_sha256"):
-            raise ArtifactError(f"{member_manifest}: sha256 does not match {path} (member replaced or modified)")
-    if manifest["routing"] == "alternate" and len(members) != 2:
-        raise ArtifactError(f"{path}: routing 'alternate' needs exactly two members")
+        if sha256_file(member_manifest) != m["manifest_sha256"]:
+            raise ArtifactError(f"{member_manifest}: sha256 does not match {artifact_dir / MANIFEST} "
+                                "(member replaced or modified)")
     return manifest
 
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from mvcompile.backend.artifact import LIBRARY, ArtifactError, machine_arch, read_manifest
-from mvcompile.backend.quiet import quiet_tvm_stderr
+from mvcompile.backend.artifact import LIBRARY, MANIFEST, ArtifactError, machine_arch, read_manifest
+from mvcompile.backend.quiet import error_line, quiet_tvm_stderr
 from mvcompile.runtime.frames import FrameError, FrameValueError, check_frame_values
 
 __all__ = ["FrameError", "FrameValueError", "StreamSession"]
@@ -91,9 +91,15 @@ class StreamSession:
         try:
             with quiet_tvm_stderr():
                 library = tvm.runtime.load_module(str((self._dir / LIBRARY).resolve()))
+                vm = relax.VirtualMachine(library, device)
+                params = [vm._get_function_param_name("main", i) for i in range(vm._get_function_arity("main"))]
         except Exception as exc:
-            raise ArtifactError(f"{self._dir / LIBRARY}: cannot load: {exc}") from exc
-        return relax.VirtualMachine(library, device), device
+            raise ArtifactError(f"{self._dir / LIBRARY}: cannot load: {error_line(exc)}") from None
+        expected = [self._frame["name"], *(s["input"] for s in self._manifest.get("states", []))]
+        if params != expected:
+            raise ArtifactError(f"{self._dir / MANIFEST}: lists {len(expected)} inputs, but {LIBRARY}'s main takes "
+                                f"{len(params)} (first difference: {_first_difference(expected, params)})")
+        return vm, device
 
     def _check_frames(self, frames: Any) -> None:
         shape, dtype = tuple(self._frame["shape"]), np.dtype(self._frame["dtype"])
@@ -105,3 +111,9 @@ class StreamSession:
             raise FrameError(f"frames must have rank {len(shape)} {list(shape)} [B, T, H, W, C], got shape {list(frames.shape)}")
         if frames.shape != shape:
             raise FrameError(f"frames must have shape {list(shape)} [B, T, H, W, C], got {list(frames.shape)}")
+
+
+def _first_difference(expected: list[str], got: list[str]) -> str:
+    i = next((i for i, (a, b) in enumerate(zip(expected, got)) if a != b), min(len(expected), len(got)))
+    shown = lambda names: repr(names[i]) if i < len(names) else "nothing"  # noqa: E731
+    return f"argument {i} is {shown(got)}, the manifest says {shown(expected)}"

@@ -4,11 +4,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from mvcompile.spec.errors import SpecError
 from mvcompile.spec.model import EnsembleSpec, ModelSpec
+from mvcompile.spec.yaml_reader import read_yaml
 
 _TOP_KEYS = set(ModelSpec.model_fields)
 _ENSEMBLE_KEYS = set(EnsembleSpec.model_fields)
@@ -17,7 +17,7 @@ _ENSEMBLE_KEYS = set(EnsembleSpec.model_fields)
 def load_spec(path: str | Path) -> ModelSpec | EnsembleSpec:
     """Load and validate a spec; raise SpecError naming the file, key path and problem."""
     path = Path(path)
-    raw = _read_yaml(path)
+    raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}")
     if "ensemble" in raw:
@@ -36,9 +36,11 @@ def _check_members(spec: EnsembleSpec, path: Path) -> None:
     for i, member in enumerate(spec.ensemble):
         where = f"{path}: ensemble[{i}].spec"
         member_path = (path.parent / member.spec).resolve()
+        if member_path == path.resolve():
+            raise SpecError(f"{where}: the ensemble lists itself; members must be single-model specs")
         if not member_path.is_file():
             raise SpecError(f"{where}: file not found: {member_path}")
-        raw = _read_yaml(member_path)
+        raw = read_yaml(member_path)
         if isinstance(raw, dict) and "ensemble" in raw:
             raise SpecError(f"{where}: {member_path} is an ensemble; members must be single-model specs")
         try:
@@ -56,23 +58,6 @@ def member_paths(spec: EnsembleSpec, spec_path: str | Path) -> list[Path]:
     return [(Path(spec_path).parent / m.spec).resolve() for m in spec.ensemble]
 
 
-def _read_yaml(path: Path) -> Any:
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise SpecError(f"{path}: spec file not found") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise SpecError(f"{path}: cannot read spec file: {err}") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
-        raise SpecError(f"{path}: YAML syntax error at {where}: {err.problem}") from None
-    except yaml.YAMLError as err:
-        raise SpecError(f"{path}: YAML syntax error: {err}") from None
-
-
 def _validate(model: type[ModelSpec] | type[EnsembleSpec], raw: dict, path: Path) -> Any:
     try:
         return model.model_validate(raw)
@@ -81,11 +66,10 @@ def _validate(model: type[ModelSpec] | type[EnsembleSpec], raw: dict, path: Path
 
 
 def _format(err: ValidationError, path: Path) -> str:
-    lines = []
-    for e in err.errors():
-        loc = _key_path(e["loc"])
-        lines.append(f"{path}: {loc}: {_message(e)}")
-    return "\n".join(lines)
+    """One line: the first problem with its key path, and how many more there are."""
+    errors = err.errors()
+    more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+    return f"{path}: {_key_path(errors[0]['loc'])}: {_message(errors[0])}{more}"
 
 
 def _key_path(loc: tuple[Any, ...]) -> str:
@@ -106,6 +90,7 @@ def _message(e: dict[str, Any]) -> str:
         return "required key is missing"
     got = e.get("input")
     shown = repr(got) if not isinstance(got, (dict, list)) else type(got).__name__
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
     msg = e["msg"].removeprefix("Value error, ")
     if kind.endswith("_type") or kind.endswith("_parsing") or kind == "literal_error":
         return f"{msg} (got {shown})"
