@@ -1,4 +1,5 @@
-"""Runs in the LiteRT venv (litert-torch, ai-edge-litert): convert a .pt2 to .tflite, time a .tflite.
+"""Runs in the LiteRT venv (litert-torch, ai-edge-litert): convert a .pt2 to .tflite, time a .tflite. Its call
+loop (`litert_step`) is also what bench/arm/peer.py counts in the emulated arm64 Python.
 
 Two kinds of .tflite are timed the same way (set inputs, invoke, copy each state output to its input):
 litert-torch conversions, whose tensors are named by position (args_<i> / output_<i>), and the official TF
@@ -10,7 +11,7 @@ import json
 import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -34,6 +35,9 @@ def convert(pt2: Path, out: Path) -> dict[str, Any]:
 
 def _by_index(details: list[dict[str, Any]], pattern: str) -> list[dict[str, Any]]:
     """Tensors in argument order (the converter names them args_<i> / output_<i>)."""
+    names = [d["name"] for d in details]
+    if not all(re.search(pattern, n) for n in names):
+        raise ValueError(f"tensor names {names[:4]} do not match {pattern} (not a litert-torch conversion?)")
     return sorted(details, key=lambda d: int(re.search(pattern, d["name"]).group(1)))
 
 
@@ -48,9 +52,10 @@ def _by_signature(interpreter: Any) -> tuple[list[dict[str, Any]], list[dict[str
     return [ins["image"], *(ins[n] for n in states)], [outs["logits"], *(outs[n] for n in states)]
 
 
-def latency(case: Case, model: Path, threads: int, warmup: int, calls: int, io: str = "positional") -> dict[str, Any]:
-    """LiteRT Interpreter (XNNPACK delegate by default) with `threads`; states fed back as inputs, matched by
-    position (`io="positional"`, litert-torch) or by signature name (`io="signature"`, the official export)."""
+def litert_step(case: Case, model: Path, threads: int, io: str = "positional") -> Callable[[int], np.ndarray]:
+    """The LiteRT Interpreter (XNNPACK delegate by default, `threads`) as a call loop: step(i) sets call i's input,
+    invokes, copies each state output to its input and returns the logits; states are matched by position
+    (`io="positional"`, litert-torch) or by signature name (`io="signature"`, the official export)."""
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(model), num_threads=threads)
@@ -71,7 +76,12 @@ def latency(case: Case, model: Path, threads: int, warmup: int, calls: int, io: 
             interpreter.set_tensor(dst["index"], interpreter.get_tensor(src["index"]))
         return interpreter.get_tensor(outputs[0]["index"])
 
-    times, first = time_calls(step, warmup, calls)
+    return step
+
+
+def latency(case: Case, model: Path, threads: int, warmup: int, calls: int, io: str = "positional") -> dict[str, Any]:
+    """Per-call milliseconds of `litert_step` after `warmup` calls, and call 0's logits."""
+    times, first = time_calls(litert_step(case, model, threads, io), warmup, calls)
     return {"times_ms": times, "logits0": first}
 
 

@@ -1,4 +1,5 @@
-"""bench/arm: guest instruction counts under qemu-user (the insn plugin), the count CLI and `make bench-arm --quick`."""
+"""bench/arm: guest instruction counts under qemu-user (the insn plugin), the count CLI, `make bench-arm --quick`, the
+report's ratios and the official LiteRT column (slow: needs the TF venv)."""
 from __future__ import annotations
 
 import json
@@ -7,9 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from bench import official_tflite
 from bench.arm import guest, insn
+from bench.arm.run import TARGET_CPUS
+from bench.common import Case
 from conftest import ROOT, SPECS
 from mvcompile.cli import main as mvcompile
 
@@ -115,6 +120,8 @@ def test_quick_bench_arm_counts_are_sane_and_deterministic(quick: Path) -> None:
             assert x["per_frame"] > 1e4 and x["startup"] > 0 and x["agrees"], x
             assert abs(x["repeat_per_frame"] - x["per_frame"]) <= 1e-3 * x["per_frame"], x
     assert rows[("tiny-base4", "mvcompile")]["frames_per_call"] == 4
+    assert r["meta"]["status"]["litert official"].startswith("not run (--quick")
+    assert not any(x["runtime"] == "litert-official" for x in r["rows"])
     md = (quick / "results.md").read_text()
     assert "blind to caches" in md and "| tiny-stream | rpi4 |" in md and "![instructions per frame]" in md
     png = (quick / "instructions.png").read_bytes()
@@ -130,6 +137,91 @@ def test_bench_arm_never_writes_over_results(tmp_path: Path) -> None:
     ref = subprocess.run([sys.executable, "-m", "bench.arm.run", "--quick", "--reference"], cwd=ROOT,
                          capture_output=True, text=True)
     assert ref.returncode == 2 and "--reference records a full ARM run" in ref.stderr
+
+
+def _row(case: str, target: str, runtime: str, per_frame: float | None, agrees: bool = True,
+         error: str | None = None) -> dict:
+    row = {"case": case, "target": target, "cpu": TARGET_CPUS[target], "runtime": runtime}
+    if error is not None:
+        return {**row, "error": error}
+    return {**row, "per_frame": per_frame, "per_call": per_frame, "frames_per_call": 1, "startup": 1e7,
+            "counts": {}, "max_abs_diff": 1e-5 if agrees else 1.0, "logits_scale": 9.0, "agrees": agrees}
+
+
+def test_ratios_use_the_faster_agreeing_litert_column_and_the_report_names_it() -> None:
+    """LiteRT ratios go against whichever LiteRT column executes fewer instructions in that row (a column whose
+    logits disagree with x86 ORT does not count); a base model without an official TFLite is one short line."""
+    from bench.arm import report
+    from bench.arm.run import meta, parse, ratios
+
+    base_error = ("official export of a0-base4: TFLiteConverter: ops not in the TFLite builtin set (they need the "
+                  "Flex delegate): AvgPool3D")
+    rows = [_row("a0-stream", "rpi4", "mvcompile", 34e6), _row("a0-stream", "rpi4", "litert", 43e6),
+            _row("a0-stream", "rpi4", "litert-official", 40e6), _row("a0-stream", "rpi4", "onnxruntime", 99e6),
+            _row("a0-stream", "rpi5", "mvcompile", 34e6), _row("a0-stream", "rpi5", "litert", 42e6),
+            _row("a0-stream", "rpi5", "litert-official", 30e6, agrees=False),
+            _row("a0-base4", "rpi4", "mvcompile", 77e6), _row("a0-base4", "rpi4", "litert", 58e6),
+            _row("a0-base4", "rpi4", "litert-official", None, error=base_error),
+            _row("a0-base4", "rpi5", "mvcompile", 77e6),
+            _row("a0-base4", "rpi5", "litert-official", None, error=base_error)]
+    q = {(x["case"], x["target"]): x for x in ratios(rows)}
+    assert q[("a0-stream", "rpi4")]["litert_best"] == "litert-official"
+    assert q[("a0-stream", "rpi4")]["mvcompile_vs_litert"] == pytest.approx(34 / 40)
+    assert q[("a0-stream", "rpi4")]["mvcompile_vs_onnxruntime"] == pytest.approx(34 / 99)
+    assert q[("a0-stream", "rpi5")]["litert_best"] == "litert"  # the official count disagrees: left out
+    assert q[("a0-stream", "rpi5")]["mvcompile_vs_litert"] == pytest.approx(34 / 42)
+    assert q[("a0-base4", "rpi4")]["litert_best"] == "litert"
+    assert q[("a0-base4", "rpi5")]["litert_best"] is None and q[("a0-base4", "rpi5")]["mvcompile_vs_litert"] is None
+
+    a = parse(["--models", "a0", "--litert-official", "on"])
+    statuses = {"litert": "ok", "litert official": "ok", "arm64 python": "ok"}
+    md = report.markdown({"meta": meta(a, "python -m bench.arm.run", 0.0, {}, statuses), "builds": {},
+                          "conversions": {"official/a0-base4": {"error": base_error}}, "rows": rows,
+                          "ratios": ratios(rows)})
+    assert "| case | board | mvcompile | LiteRT (litert-torch) | LiteRT official | ONNX Runtime |" in md
+    assert "| a0-stream | rpi4 | 34.00 | 43.00 | 40.00 | 99.00 |" in md
+    assert "| a0-stream | rpi5 | 34.00 | 42.00 | 30.00 ✗ | – |" in md
+    assert "| a0-base4 | rpi4 | 77.00 | 58.00 | missing | – |" in md
+    assert "| a0-stream | rpi4 | 0.85× | 0.34× | – | – | LiteRT official |" in md
+    assert "| a0-stream | rpi5 | 0.81× | – | – | – | LiteRT (litert-torch) |" in md
+    assert "| a0-base4 | rpi5 | – | – | – | – | – |" in md
+    missing = [ln for ln in md.splitlines() if "AvgPool3D" in ln]
+    assert missing == ["- LiteRT official missing for a0-base4: TFLiteConverter: ops not in the TFLite builtin set "
+                       "(they need the Flex delegate): AvgPool3D"]
+
+
+@pytest.fixture(scope="module")
+def tf_python() -> str:
+    """The official-TF venv's python (scripts/setup_tf_official.sh creates it on first use: minutes, about 3 GB)."""
+    proc = subprocess.run([str(official_tflite.SETUP)], cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode == 77:
+        pytest.skip(f"no official-TF venv: {proc.stderr.strip().splitlines()[-1]}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout.strip().splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_official_litert_is_counted_in_the_arm64_guest(plugin: Path, tf_python: str, tmp_path: Path) -> None:
+    """The official TF export of A0-Stream (64 px frames, seed 0; made once into .cache/official-tflite) runs
+    in the emulated arm64 Python on the rpi4's core with its states fed back by signature name: after every
+    counted call its logits match x86 ONNX Runtime on our export of the same weights."""
+    from bench.arm.run import agreement, guest_requirements, official, peer_counter, reference
+    from mvcompile.lower.pipeline import export_model
+
+    case = Case("a0", "stream", 1, 64)
+    guest.setup(guest_requirements(), sys.executable)
+    made = official(case, 0, tf_python)
+    assert made["check"]["relative"] <= official_tflite.TOLERANCE
+    onnx = tmp_path / "a0-stream.onnx"
+    export_model(case.spec, variant="stream", mode="stream", frames=1, resolution=64, seed=0).save(onnx)
+    for sub in ("ref", "logits"):
+        (tmp_path / sub).mkdir()
+    ref = reference(case, onnx, tmp_path)
+    counted, logits = peer_counter("litert-official", Path(made["tflite"]), case, "cortex-a72", tmp_path)()
+    scale = max(1.0, float(np.abs(ref).max()))
+    assert float(np.abs(ref[-1] - ref[0]).max()) > 1e-2 * scale  # the states carry the past: a wrong feed shows
+    assert logits.shape == ref.shape == (6, 1, 600) and agreement(logits, ref)["agrees"], agreement(logits, ref)
+    assert 1e6 < counted.per_frame < 1e8 and counted.startup > counted.per_frame, counted
 
 
 def test_spearman_ranks_with_ties() -> None:

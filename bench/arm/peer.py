@@ -1,57 +1,31 @@
 """`python -m bench.arm.peer RUNTIME MODEL --case JSON --calls N --out LOGITS.npy [--time]`: N calls of a peer
-runtime (LiteRT with XNNPACK, ONNX Runtime, or the torch reference module) on one case with one thread, states
-fed back; saves every call's logits. Runs wherever the runtime is installed: the emulated arm64 Python
-(counted), the x86 venvs (reference logits, timing, counted under qemu-x86_64). Only the torch runtime imports
-mvcompile (to build the module of the --seed weights)."""
+runtime (LiteRT with XNNPACK on a litert-torch conversion or on the official TF export, ONNX Runtime, or the
+torch reference module) on one case with one thread, states fed back; saves every call's logits. Runs wherever
+the runtime is installed: the emulated arm64 Python (counted), the x86 venvs (reference logits, timing, counted
+under qemu-x86_64). Only the torch runtime imports mvcompile (to build the module of the --seed weights)."""
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 
-from bench.common import SEED, Case, call_input, emit, make_clip
+from bench.common import SEED, Case, emit
+from bench.latency import LITERT
 
 Step = Callable[[int], np.ndarray]
 
 
-def _by_index(details: list[dict[str, Any]], pattern: str) -> list[dict[str, Any]]:
-    """Tensors in argument order (litert-torch names them args_<i> / output_<i>)."""
-    return sorted(details, key=lambda d: int(re.search(pattern, d["name"]).group(1)))
-
-
-def litert_step(case: Case, model: Path) -> Step:
-    """LiteRT Interpreter, one thread, XNNPACK (its default delegate); a litert-torch conversion's inputs are
-    (image, *states) and outputs (logits, *new states)."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(model), num_threads=1)
-    interpreter.allocate_tensors()
-    inputs = _by_index(interpreter.get_input_details(), r"args_(\d+)")
-    outputs = _by_index(interpreter.get_output_details(), r"output_(\d+)")
-    for d in inputs[1:]:
-        interpreter.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
-    clip = make_clip(case)
-
-    def step(i: int) -> np.ndarray:
-        interpreter.set_tensor(inputs[0]["index"], call_input(case, clip, i))
-        interpreter.invoke()
-        for src, dst in zip(outputs[1:], inputs[1:]):
-            interpreter.set_tensor(dst["index"], interpreter.get_tensor(src["index"]))
-        return interpreter.get_tensor(outputs[0]["index"])
-
-    return step
-
-
 def make_step(runtime: str, case: Case, model: Path | None, seed: int) -> Step:
-    """The call loop of `runtime`: on `model` (a .tflite for litert, an .onnx with its manifest for onnxruntime),
-    or the torch module of the `seed` weights."""
-    if runtime == "litert":
-        return litert_step(case, model)
+    """The call loop of `runtime`: on `model` (a .tflite for litert and litert-official, an .onnx with its manifest
+    for onnxruntime), or the torch module of the `seed` weights."""
+    if runtime in LITERT:
+        from bench.litert_worker import litert_step
+
+        return litert_step(case, model, threads=1, io=LITERT[runtime])
     if runtime == "torch":
         import torch
 
@@ -77,7 +51,9 @@ def run(runtime: str, case: Case, model: Path | None, calls: int, seed: int = SE
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("runtime", choices=["litert", "onnxruntime", "torch"])
+    p.add_argument("runtime", choices=[*LITERT, "onnxruntime", "torch"],
+                   help="litert: a litert-torch conversion (states by position); litert-official: the official TF "
+                        "export (states by signature name)")
     p.add_argument("model", type=Path, help="the .tflite or .onnx file ('-' for torch)")
     p.add_argument("--case", required=True, help="the case as JSON (bench.common.case_json)")
     p.add_argument("--calls", type=int, required=True)

@@ -8,11 +8,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from bench.common import BenchError, atomic_write
+from bench.common import BenchError
+from mvcompile.support.files import atomic_write
 
 RUNTIMES = ("mvcompile", "mvcompile-db", "litert", "litert-official", "onnxruntime")
 LABELS = {"mvcompile": "mvcompile", "mvcompile-db": "mvcompile --db", "litert": "LiteRT (litert-torch)",
-          "litert-official": "LiteRT (official TF)", "onnxruntime": "ONNX Runtime"}
+          "litert-official": "LiteRT official", "onnxruntime": "ONNX Runtime"}
 PROXY_NOTE = ("Guest instructions counted by qemu's insn plugin: deterministic, but a proxy for CPU work that is "
               "blind to caches, memory bandwidth, pipeline stalls and SIMD width. Compare like with like.")
 
@@ -77,6 +78,14 @@ def _tuning(build: dict[str, Any]) -> str:
     return f"{t['source']} records{fns}"
 
 
+def _conversion(key: str, error: str) -> str:
+    """One line for a model that could not be made (key: 'official/<case>', 'litert/<case>', 'onnx/<case>')."""
+    kind, case = key.split("/", 1)
+    if kind == "official":  # e.g. the base models: TFLiteConverter cannot convert AvgPool3D without Flex
+        return f"LiteRT official missing for {case}: {_last_line(error).removeprefix(f'official export of {case}: ')}"
+    return f"{key}: {_last_line(error)}"
+
+
 def markdown(r: dict[str, Any]) -> str:
     """The human-readable report."""
     m = r["meta"]
@@ -99,13 +108,15 @@ def markdown(r: dict[str, Any]) -> str:
     for q in r["ratios"]:
         cells = [_cell(rows.get((q["case"], q["target"], rt))) for rt in present]
         lines.append(f"| {q['case']} | {q['target']} | " + " | ".join(cells) + " |")
-    lines += ["", "Ratios (below 1: mvcompile executes fewer instructions); LiteRT: the lower of its columns.", "",
-              "| case | board | mvcompile / LiteRT | mvcompile / ORT | --db / LiteRT | --db / ORT |",
-              "|---|---|---|---|---|---|"]
+    lines += ["", "Ratios (below 1: mvcompile executes fewer instructions); LiteRT is the faster (fewer instructions) "
+              "of the LiteRT columns in that row, named in the last column:", "",
+              "| case | board | mvcompile / LiteRT | mvcompile / ORT | --db / LiteRT | --db / ORT | LiteRT |",
+              "|---|---|---|---|---|---|---|"]
     for q in r["ratios"]:
+        best = "–" if q["litert_best"] is None else LABELS[q["litert_best"]]
         lines.append(f"| {q['case']} | {q['target']} | {_ratio(q['mvcompile_vs_litert'])} | "
                      f"{_ratio(q['mvcompile_vs_onnxruntime'])} | {_ratio(q['mvcompile-db_vs_litert'])} | "
-                     f"{_ratio(q['mvcompile-db_vs_onnxruntime'])} |")
+                     f"{_ratio(q['mvcompile-db_vs_onnxruntime'])} | {best} |")
     lines += ["", "![instructions per frame](instructions.png)", "", "## mvcompile builds", "",
               "| case | board | default build | --db build |", "|---|---|---|---|"]
     for q in r["ratios"]:
@@ -123,10 +134,10 @@ def markdown(r: dict[str, Any]) -> str:
         scale = "–" if x["agrees"] is None else f"{x['logits_scale']:.2f}"
         lines.append(f"| {x['case']} | {x['target']} | {x['runtime']} | {diff} | {scale} | {_m(x['startup'])} | "
                      f"{_m(x.get('repeat_per_frame'))} |")
+    failed = {k: v["error"] for k, v in r["conversions"].items() if "error" in v}  # reported once, not per board
     problems = [f"- {x['runtime']} on {x['case']} ({x['target']}): {_last_line(x['error'])}" for x in r["rows"]
-                if "error" in x and x["error"] not in m["status"].values()]
-    problems += [f"- {k}: {_last_line(v['error'])}" for k, v in r["conversions"].items()
-                 if "error" in v and not k.startswith("official/")]
+                if "error" in x and x["error"] not in {*m["status"].values(), *failed.values()}]
+    problems += [f"- {_conversion(k, e)}" for k, e in failed.items()]
     lines += ["", "## Runtimes and what was not counted", ""]
     lines += [f"- {k}: {v}" for k, v in m["status"].items()] + sorted(set(problems)) + [""]
     return "\n".join(lines) + "\n"

@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bench import litert
+from bench import litert, official_tflite
 from bench.arm import guest, insn, report
 from bench.arm.artifact import count_artifact
 from bench.common import ROOT, SEED, BenchError, Case, call_input, case_json, make_clip, run_json
@@ -54,6 +54,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="LiteRT needs the litert-torch venv (.cache/bench-litert/venv) to convert the models; "
                         "on: set it up if needed; auto (default): on, except with --quick, where it runs only "
                         "if that venv is already set up")
+    p.add_argument("--litert-official", choices=["auto", "on", "off"], default="auto",
+                   help="LiteRT on the official TF Model Garden export of the same weights (bench/official_tflite.py: "
+                        "the TF venv of scripts/setup_tf_official.sh, set up if needed; exports cached in "
+                        ".cache/official-tflite); auto (default): on, except with --quick")
     p.add_argument("--repeat", action="store_true", help="count everything twice (default with --quick)")
     p.add_argument("--jobs", type=int, default=2, help="builds and counted runs at a time (default: 2)")
     where = p.add_mutually_exclusive_group()
@@ -142,13 +146,12 @@ def export_onnx(case: Case, out: Path, seed: int) -> dict[str, Any]:
     return {"onnx": str(out)}
 
 
-def official_tflite(case: Case, seed: int, work: Path) -> Path:
-    """The official TF Model Garden export of the case as .tflite (helper 'tflite', issue 10 item 5).
-
-    Hook: until bench/ has the function that returns it for (spec, mode, seed), this raises BenchError and
-    the report lists the column as missing. Wire it here; bench.arm.peer's litert_step then needs the
-    official model's signature names for (image, *states) instead of litert-torch's args_<i>."""
-    raise BenchError("the official TF export is not in bench/ yet (issue 10 item 5)")
+def official(case: Case, seed: int, python: str) -> dict[str, Any]:
+    """The official TF Model Garden export of the case (`seed` weights, the case's resolution and frames) as
+    .tflite, from .cache/official-tflite or made and checked against x86 ONNX Runtime now; BenchError with the
+    exporter's reason when it cannot be made (base models: the converter has no AvgPool3D)."""
+    made = official_tflite.official_tflite(case, seed=seed, python=python)
+    return {"tflite": str(made.path), "cached": made.cached, **made.meta}
 
 
 def _litert_plan(a: argparse.Namespace) -> tuple[bool, str]:
@@ -161,6 +164,22 @@ def _litert_plan(a: argparse.Namespace) -> tuple[bool, str]:
     except BenchError as exc:
         return False, f"unavailable: {exc}"
     return True, "ai-edge-litert Interpreter (XNNPACK, 1 thread) on litert-torch conversions"
+
+
+def _official_plan(a: argparse.Namespace) -> tuple[str | None, str]:
+    """The TF venv's python if the official column runs (None if not), and the status line the report shows."""
+    if a.litert_official == "off":
+        return None, "not run (--litert-official off)"
+    if a.litert_official == "auto" and a.quick:
+        return None, "not run (--quick; add --litert-official on to include it)"
+    try:
+        python, seconds = official_tflite.tf_python()
+    except BenchError as exc:
+        return None, f"unavailable: {exc}"
+    venv = f"created in {seconds:.0f} s" if seconds > 30 else "already in place"
+    return python, ("ai-edge-litert Interpreter (XNNPACK, 1 thread) on the official TF Model Garden export of the same "
+                    "weights (export_saved_model.py, then TFLiteConverter; stream: states as signature inputs/outputs "
+                    f"fed back by name, one frame per call; cached in .cache/official-tflite); TF venv {venv}")
 
 
 def guest_requirements() -> list[str]:
@@ -184,8 +203,10 @@ def _parallel(jobs: int, work: dict[str, Callable[[], dict[str, Any]]]) -> dict[
         return {name: f.result() for name, f in futures.items()}
 
 
-def prepare(a: argparse.Namespace, all_cases: list[Case], use_litert: bool) -> dict[str, dict[str, Any]]:
-    """Builds (per board, default and --db), ONNX exports and LiteRT conversions, --jobs at a time."""
+def prepare(a: argparse.Namespace, all_cases: list[Case], use_litert: bool, tf_python: str | None
+            ) -> dict[str, dict[str, Any]]:
+    """Builds (per board, default and --db), ONNX exports, LiteRT conversions and the official exports (with the
+    TF venv's `tf_python`, None: not run), --jobs at a time."""
     todo: dict[str, Callable[[], dict[str, Any]]] = {}
     for c in all_cases:
         for t in a.targets:
@@ -196,8 +217,9 @@ def prepare(a: argparse.Namespace, all_cases: list[Case], use_litert: bool) -> d
         todo[f"onnx/{c.key}"] = lambda c=c: export_onnx(c, a.work / "onnx" / f"{c.key}.onnx", a.seed)
         if use_litert:
             todo[f"litert/{c.key}"] = lambda c=c: litert.convert(c, a.work / "litert", a.seed)
-        todo[f"official/{c.key}"] = lambda c=c: {"tflite": str(official_tflite(c, a.seed, a.work / "official"))}
-    for sub in ("tvm", "tvm-db", "onnx", "litert", "official", "ref", "logits"):
+        if tf_python is not None:
+            todo[f"official/{c.key}"] = lambda c=c: official(c, a.seed, tf_python)
+    for sub in ("tvm", "tvm-db", "onnx", "litert", "ref", "logits"):
         (a.work / sub).mkdir(parents=True, exist_ok=True)
     return _parallel(a.jobs, todo)
 
@@ -241,7 +263,7 @@ def mvcompile_counter(artifact: Path, case: Case) -> Counter:
 
 
 def peer_counter(runtime: str, model: Path, case: Case, cpu: str, work: Path) -> Counter:
-    """Counts LiteRT or ONNX Runtime (aarch64 wheel, emulated Python) on `cpu`."""
+    """Counts LiteRT (`litert`, `litert-official`) or ONNX Runtime (aarch64 wheels, emulated Python) on `cpu`."""
     stem = work / "logits" / f"{case.key}-{runtime}-{model.stem}-{cpu}"
 
     def run(n: int) -> int:
@@ -272,8 +294,7 @@ def jobs(a: argparse.Namespace, all_cases: list[Case], prepared: dict[str, dict[
                     out.append(Job(c, t, runtime, mvcompile_counter(Path(made["artifact"]), c)))
                 else:
                     model = Path(made["onnx"] if runtime == "onnxruntime" else made["tflite"])
-                    peer = "onnxruntime" if runtime == "onnxruntime" else "litert"
-                    out.append(Job(c, t, runtime, peer_counter(peer, model, c, TARGET_CPUS[t], a.work)))
+                    out.append(Job(c, t, runtime, peer_counter(runtime, model, c, TARGET_CPUS[t], a.work)))
     return out
 
 
@@ -306,8 +327,8 @@ def count_all(a: argparse.Namespace, all_cases: list[Case], prepared: dict[str, 
 
 
 def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per (case, board): mvcompile (and --db build) over LiteRT (best of its columns) and over ONNX Runtime,
-    from rows whose logits agree with x86 ORT."""
+    """Per (case, board): mvcompile (and --db build) over LiteRT (the column with fewer instructions, litert or
+    litert-official, named in litert_best) and over ONNX Runtime, from rows whose logits agree with x86 ORT."""
     good = {(r["case"], r["target"], r["runtime"]): r["per_frame"] for r in rows
             if "error" not in r and r["agrees"]}
     out = []
@@ -379,12 +400,13 @@ def run(a: argparse.Namespace, command: str) -> list[Path]:
     insn.plugin_path()  # fail early if `make cross` has not built the plugin
     all_cases = cases(a)
     use_litert, litert_status = phase("LiteRT venv", lambda: _litert_plan(a))
+    tf_python, official_status = phase("TF venv", lambda: _official_plan(a))
     try:
         phase("arm64 Python", lambda: guest.setup(guest_requirements(), sys.executable))
         guest_status = "ok"
     except insn.CountError as exc:
         guest_status = f"unavailable: {exc}"
-    prepared = phase("builds and conversions", lambda: prepare(a, all_cases, use_litert))
+    prepared = phase("builds and conversions", lambda: prepare(a, all_cases, use_litert, tf_python))
     failed = [f"{k}: {v['error']}" for k, v in prepared.items() if k.startswith("build/") and "error" in v]
     if failed:
         raise BenchError("builds failed:\n" + "\n".join(failed))
@@ -398,8 +420,7 @@ def run(a: argparse.Namespace, command: str) -> list[Path]:
 
     references = phase("x86 ONNX Runtime reference logits", refs)
     rows = phase("counting", lambda: count_all(a, all_cases, prepared, references))
-    official = [v["error"] for k, v in prepared.items() if k.startswith("official/") and "error" in v]
-    statuses = {"litert": litert_status, "arm64 python": guest_status, "official": official[0] if official else "ok"}
+    statuses = {"litert": litert_status, "litert official": official_status, "arm64 python": guest_status}
     results = {"meta": meta(a, command, start, phases, statuses),
                "cases": [c.to_json() for c in all_cases],
                "builds": {k: v for k, v in prepared.items() if k.startswith("build/")},
