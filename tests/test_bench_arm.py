@@ -118,7 +118,10 @@ def test_quick_bench_arm_counts_are_sane_and_deterministic(quick: Path) -> None:
                 assert runtime != "mvcompile" and x["error"]
                 continue
             assert x["per_frame"] > 1e4 and x["startup"] > 0 and x["agrees"], x
-            assert abs(x["repeat_per_frame"] - x["per_frame"]) <= 1e-3 * x["per_frame"], x
+            # the C++ runner repeats to 1e-3; the Python peers' counts move by up to a few % between runs
+            # (interpreter and allocator work that depends on timing: ORT aarch64 on tiny, 1.9% seen under load)
+            tolerance = 1e-3 if runtime == "mvcompile" else 5e-2
+            assert abs(x["repeat_per_frame"] - x["per_frame"]) <= tolerance * x["per_frame"], x
     assert rows[("tiny-base4", "mvcompile")]["frames_per_call"] == 4
     assert r["meta"]["status"]["litert official"].startswith("not run (--quick")
     assert not any(x["runtime"] == "litert-official" for x in r["rows"])
