@@ -55,8 +55,9 @@ def staged_files(paths: list[Path], *, replaceable: Check | None = None) -> Iter
         _check_file_target(path, replaceable)
     temps: list[Path] = []
     try:
-        for path in paths:
-            temps.append(_temp_file(path))
+        with interrupt.deferred():  # a signal between creating a temp file and listing it would leak it
+            for path in paths:
+                temps.append(_temp_file(path))
         yield temps
         with interrupt.deferred():
             for path in paths:
