@@ -16,6 +16,7 @@ import pytest
 
 from conftest import ROOT, SPECS
 from mvcompile.backend import tuning_db
+from mvcompile.backend.tune import VERIFY_ROUNDS
 from mvcompile.backend.ms_setup import RPCConfigError, RPCSettings
 from mvcompile.cli import main
 
@@ -86,14 +87,17 @@ def test_tune_through_tracker_on_two_servers(boards: tuple[RPCSettings, list[Pat
     records = tuning_db.read_database(db).records
     searched = [r for r in records if not r.is_default]
     defaults = [r for r in records if r.is_default]  # each task's default schedule, measured first
-    assert len(searched) == 8 and len(defaults) >= 1
+    tasks = {r.workload for r in searched}  # 8 candidates, then each apparent win re-measured VERIFY_ROUNDS times
+    assert 8 <= len(searched) <= 8 + VERIFY_ROUNDS * len(tasks) and len(defaults) >= 1
     assert all(r.seconds < 1.0 for r in records)  # every candidate measured on a board
     loads = [log.read_text().count("load_module") for log in logs]
     assert all(n >= 1 for n in loads) and sum(loads) == len(records), loads  # both boards, in parallel batches
     art = tmp_path / "art"
     assert main(["build", str(SPECS / "tiny.yaml"), "--variant", "stream", "--target", "host", "-q",
                  "--db", str(db), "-o", str(art)]) == 0
-    assert json.loads((art / "manifest.json").read_text())["build_options"]["tuning"]["functions_tuned"] >= 1
+    tuning = json.loads((art / "manifest.json").read_text())["build_options"]["tuning"]
+    assert tuning["source"] == "database"
+    assert tuning.get("functions_tuned", 0) == len(tuning_db.read_database(db).improvements())
 
 
 def test_tune_with_no_board_under_key_is_a_clear_error(boards: tuple[RPCSettings, list[Path]], tmp_path: Path,
