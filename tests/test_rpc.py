@@ -130,8 +130,11 @@ def test_tune_rpi4_on_an_emulated_aarch64_board(emulated_board: tuple[RPCSetting
     from mvcompile.backend.targets import load_target
 
     loaded = tuning_db.read_database(db)
-    assert loaded.count_for(load_target("rpi4").to_tvm()) == 4 and all(r.seconds < 1.0 for r in loaded.records)
-    assert logs[0].read_text().count("load_module") == 4  # measured on the aarch64 server
+    searched = [r for r in loaded.records if not r.is_default]  # 4 trials, then any apparent win re-measured
+    assert 4 <= len(searched) <= 4 + VERIFY_ROUNDS * len({r.workload for r in searched})
+    assert loaded.count_for(load_target("rpi4").to_tvm()) == len(loaded.records)
+    assert all(r.seconds < 1.0 for r in loaded.records)
+    assert logs[0].read_text().count("load_module") == len(loaded.records)  # all measured on the aarch64 server
     logits = {}
     for target, extra in (("rpi4", ["--db", str(db)]), ("host", ["--no-shipped-records"])):
         art = tmp_path / target
@@ -142,5 +145,5 @@ def test_tune_rpi4_on_an_emulated_aarch64_board(emulated_board: tuple[RPCSetting
         assert run.returncode == 0, run.stderr
         logits[target] = json.loads(run.stdout)["logits"]
     tuning = json.loads((tmp_path / "rpi4" / "manifest.json").read_text())["build_options"]["tuning"]
-    assert tuning["functions_tuned"] == 1
+    assert tuning.get("functions_tuned", 0) == len(loaded.improvements())
     assert max(abs(a - b) for a, b in zip(logits["rpi4"][0], logits["host"][0])) <= 1e-4
