@@ -68,7 +68,7 @@ def test_count_cli_per_frame_of_an_rpi4_artifact(tiny_rpi4: Path) -> None:
     r = json.loads(proc.stdout)
     assert (r["target"], r["cpu"], r["calls"], r["frames_per_call"]) == ("rpi4", "cortex-a72", [2, 6], 1)
     assert 1e5 < r["per_frame"] < 1e8 and r["startup"] > 1e6  # tiny: ~0.8 M per frame, ~11 M start-up
-    assert r["repeat_rel_diff"] < 1e-3  # the runner formats wall-clock ms: a few instructions of noise per call
+    assert r["repeat_rel_diff"] < 1e-2  # the runner formats wall-clock ms: noise per call (1.5e-3 seen under load)
     text = subprocess.run([sys.executable, "-m", "bench.arm.count", str(tiny_rpi4)], cwd=ROOT, capture_output=True,
                           text=True)
     assert "M instructions per frame; start-up" in text.stdout and "blind to caches" in text.stderr
@@ -118,9 +118,9 @@ def test_quick_bench_arm_counts_are_sane_and_deterministic(quick: Path) -> None:
                 assert runtime != "mvcompile" and x["error"]
                 continue
             assert x["per_frame"] > 1e4 and x["startup"] > 0 and x["agrees"], x
-            # the C++ runner repeats to 1e-3; the Python peers' counts move by up to a few % between runs
+            # the C++ runner repeats to ~1e-3 on tiny (wall-clock formatting); the Python peers' counts move by up to a few % between runs
             # (interpreter and allocator work that depends on timing: ORT aarch64 on tiny, 1.9% seen under load)
-            tolerance = 1e-3 if runtime == "mvcompile" else 5e-2
+            tolerance = 1e-2 if runtime == "mvcompile" else 5e-2
             assert abs(x["repeat_per_frame"] - x["per_frame"]) <= tolerance * x["per_frame"], x
     assert rows[("tiny-base4", "mvcompile")]["frames_per_call"] == 4
     assert r["meta"]["status"]["litert official"].startswith("not run (--quick")
