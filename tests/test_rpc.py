@@ -87,8 +87,10 @@ def test_tune_through_tracker_on_two_servers(boards: tuple[RPCSettings, list[Pat
     records = tuning_db.read_database(db).records
     searched = [r for r in records if not r.is_default]
     defaults = [r for r in records if r.is_default]  # each task's default schedule, measured first
-    tasks = {r.workload for r in searched}  # 8 candidates, then each apparent win re-measured VERIFY_ROUNDS times
-    assert 8 <= len(searched) <= 8 + VERIFY_ROUNDS * len(tasks) and len(defaults) >= 1
+    tasks = {r.workload for r in searched}  # up to 8 candidates, then each apparent win re-measured VERIFY_ROUNDS times
+    # (fewer than 8 when the task given the trials has fewer distinct candidates: which one gets them
+    # depends on the measured default times)
+    assert 1 <= len(searched) <= 8 + VERIFY_ROUNDS * len(tasks) and len(defaults) >= 1
     assert all(r.seconds < 1.0 for r in records)  # every candidate measured on a board
     loads = [log.read_text().count("load_module") for log in logs]
     assert all(n >= 1 for n in loads) and sum(loads) == len(records), loads  # both boards, in parallel batches
@@ -130,8 +132,8 @@ def test_tune_rpi4_on_an_emulated_aarch64_board(emulated_board: tuple[RPCSetting
     from mvcompile.backend.targets import load_target
 
     loaded = tuning_db.read_database(db)
-    searched = [r for r in loaded.records if not r.is_default]  # 4 trials, then any apparent win re-measured
-    assert 4 <= len(searched) <= 4 + VERIFY_ROUNDS * len({r.workload for r in searched})
+    searched = [r for r in loaded.records if not r.is_default]  # up to 4 trials, then any apparent win re-measured
+    assert 1 <= len(searched) <= 4 + VERIFY_ROUNDS * len({r.workload for r in searched})
     assert loaded.count_for(load_target("rpi4").to_tvm()) == len(loaded.records)
     assert all(r.seconds < 1.0 for r in loaded.records)
     assert logs[0].read_text().count("load_module") == len(loaded.records)  # all measured on the aarch64 server

@@ -398,6 +398,25 @@ def test_rounds_follow_the_time_left_in_each_task_after_tuning() -> None:
     assert tasks[1].trials > tasks[0].trials and sum(t.trials for t in tasks) == 200
 
 
+def test_trials_a_task_cannot_use_go_to_the_others() -> None:
+    from mvcompile.backend.tune import Task, _tune_trials
+
+    tasks = [Task("tiny", 1, 8.0, None), Task("other", 1, 1.0, None)]
+
+    def run_one(task: Task, n: int) -> None:  # "tiny" has only 2 distinct candidates in its design space
+        task.trials += min(n, 2) if task.name == "tiny" else n
+
+    _tune_trials(tasks, 20, run_one)
+    assert tasks[0].trials == 2 and tasks[0].exhausted and tasks[1].trials == 18
+
+    def nothing(task: Task, n: int) -> None:  # every space empty: stops instead of looping
+        pass
+
+    idle = [Task("a", 1, 1.0, None), Task("b", 1, 1.0, None)]
+    _tune_trials(idle, 20, nothing)
+    assert all(t.exhausted and t.trials == 0 for t in idle)
+
+
 SHIPPED_CLASSES = sorted(p.parent for p in (ROOT / "mvcompile" / "backend" / "records").glob("*/match.yaml"))
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import onnx
 
+from mvcompile.errors import MvcompileError
 from mvcompile.backend import ms_setup, tuning_db
 from mvcompile.backend.compile import fuse, import_onnx
 from mvcompile.backend.targets import TargetPreset
@@ -26,7 +27,7 @@ INITIAL_SECONDS_PER_TRIAL = 3.0  # first guess for --budget, refined as trials c
 VERIFY_ROUNDS = 3  # side-by-side measurements of a default and the searched record that seems to beat it
 
 
-class TuneError(ValueError):
+class TuneError(MvcompileError, ValueError):
     """Tuning cannot start: bad options, an unsupported target, or no tasks to tune."""
 
 
@@ -61,6 +62,7 @@ class Task:
     context: Any  # ms.TuneContext
     trials: int = 0  # run in this session
     best_ms: float = math.inf  # best measured latency of one call, in this session or before
+    exhausted: bool = False  # a round measured fewer candidates than asked: its search space ran dry
 
     @property
     def current_cost(self) -> float:
@@ -313,22 +315,32 @@ def _seed_best(tasks: list[Task], database: Any) -> None:
 
 def plan_round(tasks: list[Task], total: int) -> list[tuple[Task, int]]:
     """One round: `total` trials split by each task's current share of the run time, at most
-    ROUND_TRIALS per task, costliest first (an interrupted run has tuned what matters most)."""
-    split = allocate([t.current_cost for t in tasks], total)
-    plan = [(t, min(n, ROUND_TRIALS)) for t, n in zip(tasks, split) if n]
+    ROUND_TRIALS per task, costliest first (an interrupted run has tuned what matters most).
+    Exhausted tasks get none."""
+    open_tasks = [t for t in tasks if not t.exhausted]
+    split = allocate([t.current_cost for t in open_tasks], total)
+    plan = [(t, min(n, ROUND_TRIALS)) for t, n in zip(open_tasks, split) if n]
     return sorted(plan, key=lambda p: -p[0].current_cost)
 
 
 def _tune_trials(tasks: list[Task], trials: int, run_one: Callable[[Task, int], None]) -> None:
-    """Rounds of `plan_round` until `trials` trials are spent."""
+    """Rounds of `plan_round` until `trials` trials are measured or every task is exhausted."""
     left = trials
     while left > 0:
         plan = plan_round(tasks, left)
         if not plan:
             return
         for task, n in plan:
-            run_one(task, n)
-            left -= n
+            left -= _run_counted(task, n, run_one)
+
+
+def _run_counted(task: Task, n: int, run_one: Callable[[Task, int], None]) -> int:
+    """Run `n` trials of `task`; returns how many were measured, marking the task exhausted if fewer."""
+    before = task.trials
+    run_one(task, n)
+    done = task.trials - before
+    task.exhausted = task.exhausted or done < n
+    return done
 
 
 def _tune_within_budget(tasks: list[Task], seconds: float, run_one: Callable[[Task, int], None],
@@ -343,10 +355,8 @@ def _tune_within_budget(tasks: list[Task], seconds: float, run_one: Callable[[Ta
             if n < 1:
                 return
             t0 = time.monotonic()
-            before = task.trials
-            run_one(task, n)
+            done += _run_counted(task, n, run_one)
             spent += time.monotonic() - t0
-            done += task.trials - before
             per_trial = spent / done if done else per_trial
 
 
