@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from mvcompile.errors import MvcompileError
 from mvcompile.backend.elf import library_problem
 from mvcompile.backend.manifest_schema import ModelManifest, validation_problem
 from mvcompile.support.files import OutputError
@@ -27,7 +28,7 @@ MAX_MANIFEST_BYTES = 16 << 20
 _SIGNATURE_LINE = re.compile(rf"([0-9a-f]{{64}})  {re.escape(MANIFEST)}\n?")
 
 
-class ArtifactError(ValueError):
+class ArtifactError(MvcompileError, ValueError):
     """An artifact directory is missing files, tampered with, or not for this machine."""
 
 

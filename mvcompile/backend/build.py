@@ -13,6 +13,7 @@ from typing import Any
 
 import onnx
 
+from mvcompile.errors import MvcompileError
 from mvcompile.backend import tuned_records
 from mvcompile.backend.compile import CompileError, Compiled, compile_module, import_onnx
 from mvcompile.backend.iotable import IOTableError, artifact_io, io_table
@@ -24,7 +25,7 @@ from mvcompile.backend.tvm_interrupt import interruptible_tvm
 from mvcompile.support.files import staged_dir
 
 
-class BuildError(RuntimeError):
+class BuildError(MvcompileError, RuntimeError):
     """The model could not be compiled or linked for the requested target."""
 
 

@@ -13,13 +13,14 @@ from typing import Any
 
 import onnx
 
+from mvcompile.errors import MvcompileError
 from mvcompile.backend import tuned_records
 
 DEFAULT_PIPELINE = "relax.get_default_pipeline(target)"
 CPU_PIPELINE = "mvcompile.cpu"
 
 
-class CompileError(RuntimeError):
+class CompileError(MvcompileError, RuntimeError):
     """TVM could not import or compile the model for the target."""
 
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from mvcompile.errors import MvcompileError
 from mvcompile.backend.compile import TensorSig
 
 HEADER = "# mvcompile io v1"
 CHANNELS_LAST = "NTHWC"
 
 
-class IOTableError(ValueError):
+class IOTableError(MvcompileError, ValueError):
     """The manifest does not describe the compiled function's parameters and results."""
 
 

@@ -8,6 +8,8 @@ register an empty package shell instead and import only the CPU intrinsic sub-mo
 
 from __future__ import annotations
 
+from mvcompile.errors import MvcompileError
+
 import functools
 import importlib
 import importlib.util
@@ -20,7 +22,7 @@ INTRIN_PACKAGE = "tvm.s_tir.tensor_intrin"
 CPU_INTRINS = ("x86", "arm_cpu")
 
 
-class RPCConfigError(ValueError):
+class RPCConfigError(MvcompileError, ValueError):
     """An --rpc-tracker / --rpc-key setting is malformed."""
 
 

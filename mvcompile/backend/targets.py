@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, field_validator
 
+from mvcompile.errors import MvcompileError
 from mvcompile.support.names import check_name
 
 if TYPE_CHECKING:
@@ -21,7 +22,7 @@ DETECT = "detect"
 TargetSpec = str | dict[str, Any]
 
 
-class TargetError(ValueError):
+class TargetError(MvcompileError, ValueError):
     """A target preset is unknown, unreadable or invalid."""
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mvcompile.errors import MvcompileError
 from mvcompile.backend.quiet import error_line
 from mvcompile.support.files import OutputError, atomic_write, staged_dir
 
@@ -28,7 +29,7 @@ IGNORED_TARGET_KEYS = ("num-cores", "tag", "keys", "host")  # do not change what
 DEFAULT_MARK = "mvcompile.default_schedule"  # in the trace of a default-schedule record (cpu.schedules)
 
 
-class DatabaseError(ValueError):
+class DatabaseError(MvcompileError, ValueError):
     """A tuning database is unreadable, corrupt, or does not fit the build target."""
 
 

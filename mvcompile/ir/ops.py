@@ -5,6 +5,8 @@ Tensors are channels-first [B, C, T, H, W] except the `image` input, which is ch
 """
 from __future__ import annotations
 
+from mvcompile.errors import MvcompileError
+
 import math
 from typing import Any, Callable
 
@@ -14,7 +16,7 @@ Shape = tuple[int, ...]
 ShapeFn = Callable[[list[Shape], list[str], dict[str, Shape], dict[str, Any]], tuple[Shape, str]]
 
 
-class IRError(ValueError):
+class IRError(MvcompileError, ValueError):
     """An op was given inputs it cannot take; the message names the node."""
 
 

@@ -13,6 +13,7 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
+from mvcompile.errors import MvcompileError
 from mvcompile.ir.graph import Graph
 from mvcompile.support.files import staged_files
 from mvcompile.support.npyfile import GiB, ArrayFileError, check_npz, format_size
@@ -24,7 +25,7 @@ _SAFETENSORS_ITEMSIZE = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32"
                          "I16": 2, "U16": 2, "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
 
 
-class WeightsError(ValueError):
+class WeightsError(MvcompileError, ValueError):
     """A weights file does not fit the model; the message names the tensors."""
 
 

@@ -10,6 +10,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from mvcompile.errors import MvcompileError
 from mvcompile.support.files import staged_files
 
 REPO = Path(__file__).resolve().parents[2]
@@ -19,7 +20,7 @@ CXXFLAGS = ("-std=c++17", "-O2", "-Wall")
 LDLIBS = ("-Wl,--no-as-needed", "-ltvm_runtime", "-ltvm_ffi")
 
 
-class EmulationError(RuntimeError):
+class EmulationError(MvcompileError, RuntimeError):
     """The ARM toolchain, qemu or TVM runtime is missing, or the emulated run failed."""
 
 

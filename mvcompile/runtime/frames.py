@@ -5,6 +5,8 @@ range checking is turned off; NaN and infinities are always refused, so they nev
 """
 from __future__ import annotations
 
+from mvcompile.errors import MvcompileError
+
 import math
 
 import numpy as np
@@ -12,7 +14,7 @@ import numpy as np
 VALUE_RANGE = (-1.0, 2.0)
 
 
-class FrameError(ValueError):
+class FrameError(MvcompileError, ValueError):
     """Frames passed to `push` do not have the shape or dtype the artifact was compiled for."""
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from mvcompile.errors import MvcompileError
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +13,7 @@ HEADER = "# mvcompile io v1"
 DTYPES = {"float32": np.float32, "int32": np.int32, "int64": np.int64}
 
 
-class IoSpecError(ValueError):
+class IoSpecError(MvcompileError, ValueError):
     """io.txt is missing or malformed."""
 
 

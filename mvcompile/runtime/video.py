@@ -7,6 +7,8 @@ live streams.
 """
 from __future__ import annotations
 
+from mvcompile.errors import MvcompileError
+
 from collections.abc import Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -18,7 +20,7 @@ T = TypeVar("T")
 DEFAULT_TIMEOUT = 10.0  # seconds to wait when opening or reading a camera or network stream
 
 
-class VideoError(ValueError):
+class VideoError(MvcompileError, ValueError):
     """A video source cannot be opened or decoded."""
 
 

@@ -20,13 +20,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from mvcompile.errors import MvcompileError
 from mvcompile.support import interrupt
 
 STAGING_MARKER = ".mvcompile-staging"  # "pid host" of the process writing a staging folder
 Check = Callable[[Path], None]  # raises OutputError unless the existing path may be replaced
 
 
-class OutputError(ValueError):
+class OutputError(MvcompileError, ValueError):
     """An output path cannot be written: it is not ours to replace, or the system refused."""
 
 

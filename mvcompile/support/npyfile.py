@@ -1,6 +1,8 @@
 """NumPy files (.npy, .npz) checked from their headers before any array data is read."""
 from __future__ import annotations
 
+from mvcompile.errors import MvcompileError
+
 import zipfile
 from math import prod
 from pathlib import Path
@@ -12,7 +14,7 @@ from numpy.lib import format as npy_format
 GiB = 1 << 30
 
 
-class ArrayFileError(ValueError):
+class ArrayFileError(MvcompileError, ValueError):
     """A .npy/.npz file is not what it claims, or declares more data than allowed."""
 
 

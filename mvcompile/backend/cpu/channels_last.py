@@ -36,6 +36,7 @@ import tvm
 from tvm import relax
 from tvm.ir.expr import Constant
 
+from mvcompile.errors import MvcompileError
 from mvcompile.backend.cpu import kernels, tiles
 from mvcompile.backend.cpu.hardware import CPU
 
@@ -54,7 +55,7 @@ GEMV_ROWS = 4  # a 1x1x1 conv over at most this many pixels (a pooled vector) st
 REDUCE = {"relax.mean": relax.op.mean, "relax.sum": relax.op.sum}
 
 
-class LayoutError(RuntimeError):
+class LayoutError(MvcompileError, RuntimeError):
     """The channels-last rewrite could not keep its guarantee; names the function and value."""
 
 

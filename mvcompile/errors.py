@@ -1,0 +1,10 @@
+"""The root of every error mvcompile raises for a user's input, files, machine or interruption.
+
+A `MvcompileError` names the problem and where; the CLI prints it as one line. Anything else that
+escapes is a bug and keeps its traceback. Subclasses also derive from the builtin class that fits
+(`ValueError`, `RuntimeError`, ...) so `except ValueError` in callers keeps working."""
+from __future__ import annotations
+
+
+class MvcompileError(Exception):
+    """A user-facing error: bad input, a damaged file, a missing tool, a failed build."""
