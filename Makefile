@@ -20,7 +20,7 @@ demo: setup
 	$(VENV)/bin/mvcompile run build/a0-stream-host --frames 20
 
 test: setup cross
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 test-slow: setup cross
 	$(PY) -m pytest -q -m slow
