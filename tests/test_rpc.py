@@ -82,15 +82,14 @@ def test_rpc_settings_are_checked() -> None:
 def test_tune_through_tracker_on_two_servers(boards: tuple[RPCSettings, list[Path]], tmp_path: Path) -> None:
     settings, logs = boards
     db = tmp_path / "db"
-    assert main(["tune", str(SPECS / "tiny.yaml"), "--variant", "stream", "--target", "host", "--trials", "8",
+    assert main(["tune", str(SPECS / "tiny.yaml"), "--variant", "stream", "--target", "host", "--trials", "4",
                  "--db", str(db), "--rpc-tracker", f"127.0.0.1:{settings.tracker_port}", "--rpc-key", KEY, "-q"]) == 0
     records = tuning_db.read_database(db).records
     searched = [r for r in records if not r.is_default]
     defaults = [r for r in records if r.is_default]  # each task's default schedule, measured first
-    tasks = {r.workload for r in searched}  # up to 8 candidates, then each apparent win re-measured VERIFY_ROUNDS times
-    # (fewer than 8 when the task given the trials has fewer distinct candidates: which one gets them
-    # depends on the measured default times)
-    assert 1 <= len(searched) <= 8 + VERIFY_ROUNDS * len(tasks) and len(defaults) >= 1
+    tasks = {r.workload for r in searched}  # 4 candidates, then each apparent win re-measured VERIFY_ROUNDS times
+    # (a candidate that fails, or repeats a stored schedule, is measured but adds no record)
+    assert 1 <= len(searched) <= 4 + VERIFY_ROUNDS * len(tasks) and len(defaults) >= 1
     assert all(r.seconds < 1.0 for r in records)  # every candidate measured on a board
     loads = [log.read_text().count("load_module") for log in logs]
     assert all(n >= 1 for n in loads) and sum(loads) == len(records), loads  # both boards, in parallel batches
