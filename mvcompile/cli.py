@@ -304,8 +304,18 @@ def _positive_float(high: float) -> Callable[[str], float]:
     return parse
 
 
+def _spec_arg(text: str) -> Path:
+    from mvcompile.spec.builtin import resolve_spec
+    from mvcompile.spec.errors import SpecError
+
+    try:
+        return resolve_spec(text)
+    except SpecError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("spec", help="spec file, e.g. specs/a0.yaml")
+    p.add_argument("spec", type=_spec_arg, help="a spec file, or a shipped spec's name: a0 ... a6, t0, tiny")
     p.add_argument("--variant", default=None, help="a variant defined in the spec, e.g. 'stream' (default: base model)")
 
 

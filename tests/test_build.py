@@ -12,7 +12,7 @@ from tiny_stream_model import Exported, export_tiny
 
 from mvcompile.backend.build import BuildError, build_artifact
 from mvcompile.backend.targets import TargetPreset, load_target
-from mvcompile.backend.artifact import sha256_file
+from mvcompile.artifact.format import sha256_file
 
 ELF_MACHINES = {"x86_64": (2, 62), "aarch64": (2, 183), "armv7": (1, 40)}  # (EI_CLASS, e_machine)
 

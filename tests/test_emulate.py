@@ -15,13 +15,14 @@ import numpy as np
 import onnx
 import pytest
 
-from mvcompile.backend.artifact import ArtifactError, sha256_file, sign_artifact
+from mvcompile.artifact.format import ArtifactError, sha256_file, sign_artifact
 from mvcompile.backend.build import build_artifact
 from mvcompile.backend.targets import load_target
-from mvcompile.runtime.cross import CXXFLAGS, REPO, RUNNER_SOURCE, cross_dir
+from mvcompile.runtime.cross import CXXFLAGS, RUNNER_SOURCE, cross_dir
 from mvcompile.runtime.emulate import EmulationError, emulated_command, run_emulated
 from mvcompile.runtime.session import StreamSession
 
+REPO = Path(__file__).resolve().parents[1]
 IMAGE = (1, 1, 8, 8, 3)  # N, T, H, W, C: one frame per call
 STATES = {"buf": ((1, 4, 2, 8, 8), "float32"), "sum": ((1, 4), "float32"), "count": ((1,), "int32")}
 CLASSES = 5

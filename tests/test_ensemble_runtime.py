@@ -16,7 +16,7 @@ from mvcompile.ir.weights import save_weights
 from mvcompile.lower.ensemble_export import export_spec_ensemble
 from mvcompile.lower.pipeline import export_model
 from mvcompile.lower.torch import stream, to_torch
-from mvcompile.backend.artifact import ArtifactError
+from mvcompile.artifact.format import ArtifactError
 from mvcompile.runtime.ensemble import EnsembleSession
 from mvcompile.runtime.session import FrameError, FrameValueError, StreamSession
 from mvcompile.runtime.video import sample_video

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, SPECS
-from mvcompile.backend.artifact import check_replaceable
+from mvcompile.artifact.format import check_replaceable
 from mvcompile.cli import main
 from mvcompile.support.files import STAGING_MARKER, OutputError
 from test_support import read_only_dir, unprivileged  # noqa: F401 - the fixture is used by name

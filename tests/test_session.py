@@ -16,7 +16,7 @@ from tiny_stream_model import FRAMES, SIZE, Exported, export_tiny, onnxruntime_s
 
 from mvcompile.backend.build import build_artifact
 from mvcompile.backend.targets import load_target
-from mvcompile.backend.artifact import ArtifactError, sha256_file, sign_artifact
+from mvcompile.artifact.format import ArtifactError, sha256_file, sign_artifact
 from mvcompile.cli import main
 from mvcompile.runtime.session import FrameError, FrameValueError, StreamSession
 

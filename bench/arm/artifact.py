@@ -46,7 +46,7 @@ class ArtifactCount:
 
 def _manifest(artifact_dir: Path) -> dict[str, Any]:
     """The artifact's manifest (files checked against their hashes), or a CountError."""
-    from mvcompile.backend.artifact import ArtifactError, read_manifest
+    from mvcompile.artifact.format import ArtifactError, read_manifest
 
     try:
         return read_manifest(artifact_dir)

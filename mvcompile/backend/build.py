@@ -18,9 +18,9 @@ from mvcompile.backend import tuned_records
 from mvcompile.backend.compile import CompileError, Compiled, compile_module, import_onnx
 from mvcompile.backend.iotable import IOTableError, artifact_io, io_table
 from mvcompile.backend.targets import TargetPreset
-from mvcompile.backend.artifact import (ARTIFACT_FORMAT, IO_TABLE, LIBRARY, MANIFEST, check_replaceable, sha256_file,
+from mvcompile.artifact.format import (ARTIFACT_FORMAT, IO_TABLE, LIBRARY, MANIFEST, check_replaceable, sha256_file,
                                        sign_artifact)
-from mvcompile.backend.quiet import quiet_tvm_stderr
+from mvcompile.support.tvm_log import quiet_tvm_stderr
 from mvcompile.backend.tvm_interrupt import interruptible_tvm
 from mvcompile.support.files import staged_dir
 

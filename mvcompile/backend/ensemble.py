@@ -5,7 +5,7 @@ import json
 import sys
 from pathlib import Path
 
-from mvcompile.backend.artifact import ENSEMBLE_FORMAT, MANIFEST, check_replaceable, sha256_file, sign_artifact
+from mvcompile.artifact.format import ENSEMBLE_FORMAT, MANIFEST, check_replaceable, sha256_file, sign_artifact
 from mvcompile.backend.build import build_artifact
 from mvcompile.backend.targets import TargetPreset
 from mvcompile.backend.tvm_interrupt import interruptible_tvm

@@ -9,13 +9,14 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, field_validator
 
+from mvcompile.data import data_path
 from mvcompile.errors import MvcompileError
 from mvcompile.support.names import check_name
 
 if TYPE_CHECKING:
     import tvm
 
-BUILTIN_DIR = Path(__file__).resolve().parents[2] / "targets"
+BUILTIN_DIR = data_path("targets")  # shipped presets (package data)
 ENV_DIRS = "MVCOMPILE_TARGETS_DIR"
 DETECT = "detect"
 

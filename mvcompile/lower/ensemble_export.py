@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mvcompile.lower.pipeline import ExportedModel, Mode, export_member
+from mvcompile.spec.builtin import resolve_spec
 from mvcompile.spec.loader import load_spec, member_paths
 from mvcompile.spec.model import EnsembleSpec, ModelSpec
 
@@ -30,7 +31,7 @@ def export_spec_ensemble(spec: str | Path, *, variant: str | None = None, mode: 
                          frames: int | None = None, batch: int = 1, weights: str | Path | None = None,
                          seed: int | None = None) -> EnsembleExport:
     """An ensemble spec (e.g. A6): each member at its own input; weights keyed `<member>/…` in one file."""
-    spec_path = Path(spec)
+    spec_path = resolve_spec(spec)
     loaded = load_spec(spec_path)
     if not isinstance(loaded, EnsembleSpec):
         raise ValueError(f"{spec_path}: not an ensemble spec (it has no 'ensemble:' list)")
@@ -50,7 +51,7 @@ def export_temporal_ensemble(spec: str | Path, *, variant: str | None = None, mo
                              weights: tuple[str | Path, str | Path] | None = None,
                              seed: int | None = None) -> EnsembleExport:
     """Two models of one spec at half its frame rate, the second one frame later (seeds S and S+1, or two files)."""
-    spec_path = Path(spec)
+    spec_path = resolve_spec(spec)
     loaded = load_spec(spec_path)
     if isinstance(loaded, EnsembleSpec):
         raise ValueError(f"{spec_path}: a temporal ensemble needs a single-model spec, not an ensemble")

@@ -15,6 +15,7 @@ from mvcompile.ir.graph import Graph
 from mvcompile.ir.weights import bind, init_weights, load_labels, load_weights, weights_hash
 from mvcompile.lower.onnx import OPSET, to_onnx
 from mvcompile.passes import ensemble, fold_batchnorm, fold_conv_scale, insert_stream_buffers, make_causal
+from mvcompile.spec.builtin import resolve_spec
 from mvcompile.spec.loader import load_spec, member_paths
 from mvcompile.spec.model import EnsembleSpec, ModelSpec
 from mvcompile.support.files import OutputError, atomic_write_files
@@ -92,7 +93,7 @@ def export_model(spec: str | Path, *, variant: str | None = None, mode: Mode = "
     `fold` folds BatchNorm and ReZero scales into the convolutions (inference form)."""
     if weights is not None and seed is not None:
         raise ValueError("give --weights or --seed, not both")
-    spec_path = Path(spec)
+    spec_path = resolve_spec(spec)
     loaded = load_spec(spec_path)
     if not isinstance(loaded, EnsembleSpec):
         return export_member(loaded, spec_path, variant=variant, mode=mode, frames=frames, resolution=resolution,

@@ -1,4 +1,5 @@
-"""ARM cross toolchains, qemu-user and the cached cross-compiled C++ runner (deploy/runner.cc)."""
+"""ARM cross toolchains, qemu-user and the cached cross-compiled C++ runner (shipped as package data,
+mvcompile/data/runner/runner.cc; deploy/runner.cc in the repository)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from mvcompile.data import data_path
 from mvcompile.errors import MvcompileError
 from mvcompile.support.files import staged_files
 
-REPO = Path(__file__).resolve().parents[2]
-RUNNER_SOURCE = REPO / "deploy" / "runner.cc"
-SETUP_HINT = "run `make cross` (or scripts/setup_cross.sh, as root) first"
+CHECKOUT = Path(__file__).resolve().parents[2]  # the source checkout, when running from one
+RUNNER_SOURCE = data_path("runner", "runner.cc")
+SETUP_HINT = ("run `make cross` (or scripts/setup_cross.sh, as root; with MVCOMPILE_CROSS_DIR set to the same folder "
+              "when mvcompile is installed from a wheel) first")
 CXXFLAGS = ("-std=c++17", "-O2", "-Wall")
 LDLIBS = ("-Wl,--no-as-needed", "-ltvm_runtime", "-ltvm_ffi")
 
@@ -60,8 +63,13 @@ ARCHES = {
 
 
 def cross_dir() -> Path:
-    """Cache root: $MVCOMPILE_CROSS_DIR or <repo>/.cache/cross (as in scripts/setup_cross.sh)."""
-    return Path(os.environ.get("MVCOMPILE_CROSS_DIR") or REPO / ".cache" / "cross").absolute()
+    """Cache root: $MVCOMPILE_CROSS_DIR, else <checkout>/.cache/cross when running from a source checkout
+    (as in scripts/setup_cross.sh), else ~/.cache/mvcompile/cross."""
+    if os.environ.get("MVCOMPILE_CROSS_DIR"):
+        return Path(os.environ["MVCOMPILE_CROSS_DIR"]).absolute()
+    if (CHECKOUT / "pyproject.toml").is_file():
+        return CHECKOUT / ".cache" / "cross"
+    return Path.home() / ".cache" / "mvcompile" / "cross"
 
 
 def get_arch(name: str) -> CrossArch:
@@ -91,7 +99,7 @@ def check_ready(arch: CrossArch) -> None:
 
 
 def build_runner(arch: CrossArch) -> Path:
-    """Cross-compile deploy/runner.cc for arch once; cached by a hash of the source and flags."""
+    """Cross-compile the runner source for arch once; cached by a hash of the source and flags."""
     check_ready(arch)
     key = hashlib.sha256(RUNNER_SOURCE.read_bytes() + " ".join((arch.cxx, *CXXFLAGS, *LDLIBS)).encode())
     bindir = arch.root / "bin"

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from mvcompile.backend.artifact import ArtifactError, machine_arch
+from mvcompile.artifact.format import ArtifactError, machine_arch
 from mvcompile.runtime.ensemble import load_manifest, load_session, require_frame_input
 from mvcompile.runtime.frames import check_frame_values
 from mvcompile.support.npyfile import GiB, load_npy

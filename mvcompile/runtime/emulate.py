@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mvcompile.backend.artifact import IO_TABLE, MANIFEST, ArtifactError, machine_arch, read_manifest
+from mvcompile.artifact.format import IO_TABLE, MANIFEST, ArtifactError, machine_arch, read_manifest
 from mvcompile.runtime.cross import CrossArch, EmulationError, build_runner, get_arch
 from mvcompile.runtime.io_spec import IoSpec, IoSpecError, read_io_spec
 

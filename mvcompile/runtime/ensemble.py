@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from mvcompile.backend.artifact import (MANIFEST, ArtifactError, is_ensemble, read_manifest, read_signed_manifest,
+from mvcompile.artifact.format import (MANIFEST, ArtifactError, is_ensemble, read_manifest, read_signed_manifest,
                                         sha256_file)
-from mvcompile.backend.manifest_schema import EnsembleManifest
+from mvcompile.artifact.manifest import EnsembleManifest
 from mvcompile.runtime.frames import FrameError, check_frame_values
 from mvcompile.runtime.session import StreamSession
 

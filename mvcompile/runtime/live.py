@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from mvcompile.backend.artifact import ArtifactError
+from mvcompile.artifact.format import ArtifactError
 from mvcompile.runtime.ensemble import EnsembleSession, load_session
 from mvcompile.runtime.video import DEFAULT_TIMEOUT, sample_video
 

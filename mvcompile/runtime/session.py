@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from mvcompile.backend.artifact import LIBRARY, MANIFEST, ArtifactError, machine_arch, read_manifest
-from mvcompile.backend.quiet import error_line, quiet_tvm_stderr
+from mvcompile.artifact.format import LIBRARY, MANIFEST, ArtifactError, machine_arch, read_manifest
+from mvcompile.support.tvm_log import error_line, quiet_tvm_stderr
 from mvcompile.runtime.frames import FrameError, FrameValueError, check_frame_values
 
 __all__ = ["FrameError", "FrameValueError", "StreamSession"]

@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from mvcompile.spec.builtin import resolve_spec
 from mvcompile.spec.errors import SpecError
 from mvcompile.spec.model import EnsembleSpec, ModelSpec
 from mvcompile.spec.yaml_reader import read_yaml
@@ -15,8 +16,9 @@ _ENSEMBLE_KEYS = set(EnsembleSpec.model_fields)
 
 
 def load_spec(path: str | Path) -> ModelSpec | EnsembleSpec:
-    """Load and validate a spec; raise SpecError naming the file, key path and problem."""
-    path = Path(path)
+    """Load and validate a spec (a file, or a shipped spec's name such as `a0`); raise SpecError naming
+    the file, key path and problem."""
+    path = resolve_spec(path)
     raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}")
@@ -55,7 +57,7 @@ def _check_members(spec: EnsembleSpec, path: Path) -> None:
 
 def member_paths(spec: EnsembleSpec, spec_path: str | Path) -> list[Path]:
     """Absolute paths of an ensemble's member specs (relative to the ensemble file)."""
-    return [(Path(spec_path).parent / m.spec).resolve() for m in spec.ensemble]
+    return [(resolve_spec(spec_path).parent / m.spec).resolve() for m in spec.ensemble]
 
 
 def _validate(model: type[ModelSpec] | type[EnsembleSpec], raw: dict, path: Path) -> Any:

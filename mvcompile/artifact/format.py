@@ -13,8 +13,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from mvcompile.errors import MvcompileError
-from mvcompile.backend.elf import library_problem
-from mvcompile.backend.manifest_schema import ModelManifest, validation_problem
+from mvcompile.artifact.elf import library_problem
+from mvcompile.artifact.manifest import ModelManifest, validation_problem
 from mvcompile.support.files import OutputError
 from mvcompile.support.names import name_problem
 
