@@ -1,6 +1,9 @@
 """Shared fixtures: repo paths and small helpers."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,3 +20,13 @@ def write_spec(tmp_path: Path):
         path.write_text(text)
         return path
     return write
+
+
+@pytest.fixture(scope="module")
+def cross_ready() -> None:
+    """Run scripts/setup_cross.sh (aarch64 and armv7); skip only if it cannot install (not root)."""
+    env = {**os.environ, "PYTHON": sys.executable}  # pip of this interpreter downloads the aarch64 wheels
+    proc = subprocess.run([str(ROOT / "scripts" / "setup_cross.sh")], capture_output=True, text=True, env=env)
+    if proc.returncode == 77:
+        pytest.skip(f"scripts/setup_cross.sh cannot install the ARM toolchain: {proc.stderr.strip()}")
+    assert proc.returncode == 0, proc.stderr

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -22,7 +21,6 @@ from mvcompile.runtime.cross import CXXFLAGS, RUNNER_SOURCE, cross_dir
 from mvcompile.runtime.emulate import EmulationError, emulated_command, run_emulated
 from mvcompile.runtime.session import StreamSession
 
-REPO = Path(__file__).resolve().parents[1]
 IMAGE = (1, 1, 8, 8, 3)  # N, T, H, W, C: one frame per call
 STATES = {"buf": ((1, 4, 2, 8, 8), "float32"), "sum": ((1, 4), "float32"), "count": ((1,), "int32")}
 CLASSES = 5
@@ -34,16 +32,6 @@ MANIFEST = {
     "spec": "tests/test_emulate.py",
     "mode": "stream",
 }
-
-
-@pytest.fixture(scope="module")
-def cross_ready() -> None:
-    """Run scripts/setup_cross.sh (aarch64 and armv7); skip only if it cannot install (not root)."""
-    env = {**os.environ, "PYTHON": sys.executable}  # pip of this interpreter downloads the aarch64 wheels
-    proc = subprocess.run([str(REPO / "scripts" / "setup_cross.sh")], capture_output=True, text=True, env=env)
-    if proc.returncode == 77:
-        pytest.skip(f"scripts/setup_cross.sh cannot install the ARM toolchain: {proc.stderr.strip()}")
-    assert proc.returncode == 0, proc.stderr
 
 
 def _tiny_onnx() -> onnx.ModelProto:
