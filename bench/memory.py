@@ -17,7 +17,7 @@ def measure(artifact: Path, frames: int, stream: bool) -> dict[str, Any]:
     from mvcompile.runtime.session import StreamSession
 
     session = StreamSession(artifact, num_threads=1)
-    shape = session.manifest["inputs"][0]["shape"]
+    shape = session.manifest.frame_input.shape
     loaded = psutil.Process().memory_info().rss / 2**20
     rng = np.random.default_rng(SEED)
     if stream:

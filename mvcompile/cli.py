@@ -116,14 +116,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.video:
         return _run_video(args)
     manifest = load_manifest(args.artifact)
-    require_frame_input(manifest, args.artifact)
+    frame_input = require_frame_input(manifest, args.artifact)
     if args.input:
-        frames = load_video_array(args.input, manifest)
+        frames = load_video_array(args.input, frame_input)
     else:
-        frames = random_frames(manifest, args.frames or manifest["inputs"][0]["shape"][1], args.seed)
+        frames = random_frames(frame_input, args.frames or frame_input.shape[1], args.seed)
     result = run_video(args.artifact, frames, emulate=args.emulate, num_threads=args.threads,
                        check_range=not args.no_range_check)
-    labels = manifest.get("labels")
+    labels = manifest.labels
     if args.json:
         top = [[{"class": c, "label": labels[c] if labels else None, "p": p} for c, p in video]
                for video in top5(result.logits[-1])]
@@ -148,7 +148,7 @@ def _run_video(args: argparse.Namespace) -> int:
 
     if args.emulate:
         raise ValueError("--video runs natively; --emulate takes --frames or --input")
-    labels = load_manifest(args.artifact).get("labels")
+    labels = load_manifest(args.artifact).labels
     console, last, ms = Console(), None, []
     for p in predict_video(args.artifact, args.video, num_threads=args.threads, timeout=args.timeout):
         last = p

@@ -72,7 +72,7 @@ def test_temporal_ensemble_is_the_mean_of_offset_half_rate_members(temporal: Pat
     clip = np.random.default_rng(0).random((1, 12, 32, 32, 3), dtype=np.float32)
     expected = (_reference(SPECS / "tiny.yaml", clip[:, 0::2], 3) + _reference(SPECS / "tiny.yaml", clip[:, 1::2], 4)) / 2
     session = EnsembleSession(temporal)
-    assert session.manifest["frame_rate"] == 5 and [m["frame_rate"] for m in session.manifest["members"]] == [2.5, 2.5]
+    assert session.manifest.frame_rate == 5 and [m.frame_rate for m in session.manifest.members] == [2.5, 2.5]
     got = np.stack([session.push(clip[:, t:t + 2]) for t in range(0, 12, 2)])
     assert np.abs(got - expected).max() <= TOL
     session.reset()
@@ -176,7 +176,7 @@ def test_a6_builds_as_a4_and_a5_members(tmp_path: Path, capsys) -> None:
     assert main(["build", str(SPECS / "a6.yaml"), "--variant", "stream", "--seed", "1", "--target", "host", "-q",
                  "-o", str(out)]) == 0
     manifest = EnsembleSession(out).manifest
-    assert [(m["name"], m["resolution"], m["frame_rate"]) for m in manifest["members"]] == [
+    assert [(m.name, m.resolution, m.frame_rate) for m in manifest.members] == [
         ("a4", 290, 8.33333), ("a5", 320, 12.5)]
     video = write_video(tmp_path / "clip.mp4", frames=14, width=352, height=320)
     assert main(["run", str(out), "--video", str(video), "--json"]) == 0

@@ -42,7 +42,7 @@ def test_streaming_matches_onnxruntime_and_reset(built: tuple[Exported, Path]) -
     clips = _clips(1, 5)
     reference = onnxruntime_stream(tiny.onnx_model, clips, tiny.manifest)
     session = StreamSession(art, num_threads=2)
-    assert session.manifest["frames"] == FRAMES
+    assert session.manifest.frames == FRAMES
     for _ in range(2):  # the second pass checks that reset() zeroes the states
         got = [session.push(clip) for clip in clips]
         for a, b in zip(got, reference):

@@ -11,12 +11,15 @@ import tempfile
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from bench.arm.insn import CountError, PerFrame, count, per_frame, single_thread_env
 from mvcompile.runtime.cross import RUNNER_SOURCE, cross_dir
+
+if TYPE_CHECKING:
+    from mvcompile.artifact.manifest import ModelManifest
 
 DEFAULT_FRAMES = (2, 6)  # calls of the two counted runs (the first call allocates: keep it out of both ends)
 X86_CPU = "max"  # qemu 7.2 TCG: up to AVX2/FMA/F16C, no AVX-512
@@ -44,7 +47,7 @@ class ArtifactCount:
         return {k: v for k, v in asdict(self).items() if k != "logits"}
 
 
-def _manifest(artifact_dir: Path) -> dict[str, Any]:
+def _manifest(artifact_dir: Path) -> ModelManifest:
     """The artifact's manifest (files checked against their hashes), or a CountError."""
     from mvcompile.artifact.format import ArtifactError, read_manifest
 
@@ -74,14 +77,14 @@ def qemu_cpus(qemu: str) -> frozenset[str]:
     return frozenset(names)
 
 
-def qemu_cpu(manifest: dict[str, Any]) -> str:
+def qemu_cpu(manifest: ModelManifest) -> str:
     """The qemu CPU model for an artifact: its target's mcpu if qemu has it (cortex-a72, cortex-a76), else max."""
-    arch = manifest["target"].get("arch")
+    arch = manifest.target.arch
     if arch not in QEMU:
         raise CountError(f"cannot count arch {arch!r}: supported are {', '.join(QEMU)}")
     if arch == "x86_64":
         return X86_CPU
-    mcpu = json.loads(manifest["target"].get("tvm_target_str") or "{}").get("mcpu")
+    mcpu = json.loads(manifest.target.tvm_target_str or "{}").get("mcpu")
     return mcpu if mcpu in qemu_cpus(QEMU[arch]) else "max"
 
 
@@ -112,7 +115,7 @@ def runner_command(artifact_dir: Path, frames_file: Path, n_calls: int, out_file
 
     manifest = _manifest(artifact_dir)
     cpu = qemu_cpu(manifest)
-    if manifest["target"]["arch"] == "x86_64":
+    if manifest.target.arch == "x86_64":
         runner, libs = x86_runner()
         return ["qemu-x86_64", "-cpu", cpu, "-E", f"LD_LIBRARY_PATH={libs}", str(runner),
                 str(artifact_dir.resolve()), str(frames_file), str(n_calls), str(out_file), "--threads", "1"]
@@ -164,7 +167,7 @@ def count_artifact(artifact_dir: Path | str, frames: tuple[int, int] = DEFAULT_F
         result: PerFrame = per_frame(run, frames)
         logits = np.fromfile(out_file, dtype="<f4").reshape(-1, *io.output.shape)
     frames_per_call = io.input.shape[1] if len(io.input.shape) == 5 else 1
-    target = manifest["target"]
-    return ArtifactCount(str(artifact_dir), target.get("name", "?"), target["arch"], QEMU[target["arch"]],
+    target = manifest.target
+    return ArtifactCount(str(artifact_dir), target.name, target.arch, QEMU[target.arch],
                          qemu_cpu(manifest), frames_per_call, frames, result.startup, result.per_frame,
                          result.per_frame / frames_per_call, result.counts, logits)

@@ -10,11 +10,9 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
-
 from mvcompile.errors import MvcompileError
 from mvcompile.artifact.elf import library_problem
-from mvcompile.artifact.manifest import ModelManifest, validation_problem
+from mvcompile.artifact.manifest import M, ModelManifest, validated
 from mvcompile.support.files import OutputError
 from mvcompile.support.names import name_problem
 
@@ -53,7 +51,7 @@ def sign_artifact(artifact_dir: Path) -> None:
     (Path(artifact_dir) / SIGNATURE).write_text(f"{sha256_file(Path(artifact_dir) / MANIFEST)}  {MANIFEST}\n")
 
 
-def read_signed_manifest(artifact_dir: Path, schema: type[BaseModel]) -> dict[str, Any]:
+def read_signed_manifest(artifact_dir: Path, schema: type[M]) -> M:
     """`manifest.json` of a model or ensemble artifact, after checking it against `artifact.sha256`
     and validating it against `schema`; ArtifactError naming the file (and key) otherwise."""
     artifact_dir = Path(artifact_dir)
@@ -67,12 +65,13 @@ def read_signed_manifest(artifact_dir: Path, schema: type[BaseModel]) -> dict[st
     manifest = _parse(path, data)
     if not isinstance(manifest, dict):
         raise ArtifactError(f"{path}: not an mvcompile manifest (a JSON object)")
-    if problem := validation_problem(schema, manifest):
-        raise ArtifactError(f"{path}: {problem}")
-    return manifest
+    checked = validated(schema, manifest)
+    if isinstance(checked, str):
+        raise ArtifactError(f"{path}: {checked}")
+    return checked
 
 
-def read_manifest(artifact_dir: Path) -> dict[str, Any]:
+def read_manifest(artifact_dir: Path) -> ModelManifest:
     """The checked manifest of a model artifact: signed, valid, and every file it names (plain names
     of regular files in the folder) matching its SHA-256; the library a whole ELF file for its arch."""
     artifact_dir = Path(artifact_dir)
@@ -80,7 +79,7 @@ def read_manifest(artifact_dir: Path) -> dict[str, Any]:
         raise ArtifactError(f"{artifact_dir}: an ensemble artifact; load it with "
                             "mvcompile.runtime.ensemble.EnsembleSession (`mvcompile run` takes both)")
     manifest = read_signed_manifest(artifact_dir, ModelManifest)
-    files = manifest["files"]
+    files = manifest.files
     missing = [name for name in (LIBRARY, IO_TABLE) if name not in files]
     if missing:
         raise ArtifactError(f"{artifact_dir / MANIFEST}: files: must list '{missing[0]}' with its sha256")
@@ -88,7 +87,7 @@ def read_manifest(artifact_dir: Path) -> dict[str, Any]:
         file = artifact_dir / name
         if sha256_file(_regular(file)) != expected:
             raise ArtifactError(f"{file}: sha256 does not match manifest.json (file modified or corrupt)")
-    if problem := library_problem(artifact_dir / LIBRARY, manifest["target"]["arch"]):
+    if problem := library_problem(artifact_dir / LIBRARY, manifest.target.arch):
         raise ArtifactError(f"{artifact_dir / LIBRARY}: {problem}; rebuild the artifact")
     return manifest
 

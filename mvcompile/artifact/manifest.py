@@ -1,9 +1,10 @@
 """The schema of an artifact's manifest.json (model and ensemble), checked before anything reads it:
-every key the runtime uses, with its type and bounds, and the cross-checks between them."""
+every key the runtime uses, with its type and bounds, and the cross-checks between them. Readers get
+the validated model (mvcompile.artifact.format.read_manifest) and use its attributes."""
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
@@ -47,6 +48,7 @@ class Target(_Checked):
     name: Annotated[str, StringConstraints(min_length=1, max_length=256)]
     arch: Word
     kind: Word = "llvm"
+    tvm_target_str: str | None = None
 
 
 class ModelManifest(_Checked):
@@ -62,6 +64,12 @@ class ModelManifest(_Checked):
     batch: Annotated[int, Field(ge=1, le=MAX_DIM)] | None = None
     frame_rate: Annotated[float, Field(gt=0, le=1e6)] | None = None
     labels: list[Annotated[str, StringConstraints(max_length=1000)]] | None = None
+    frames: Annotated[int, Field(ge=1, le=MAX_DIM)] | None = None  # per call
+
+    @property
+    def frame_input(self) -> Tensor:
+        """The frames input [B, T, H, W, C]."""
+        return self.inputs[0]
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelManifest:
@@ -115,6 +123,13 @@ class EnsembleManifest(_Checked):
     members: list[Member] = Field(min_length=2, max_length=64)
     inputs: list[Tensor] | None = Field(default=None, min_length=1, max_length=1)
     labels: list[Annotated[str, StringConstraints(max_length=1000)]] | None = None
+    frame_rate: Annotated[float, Field(gt=0, le=1e6)] | None = None
+    target: Target | None = None
+
+    @property
+    def frame_input(self) -> Tensor | None:
+        """The frames input [B, 2F, H, W, C] of an `alternate` ensemble (None for `each`)."""
+        return self.inputs[0] if self.inputs else None
 
     @model_validator(mode="after")
     def _consistent(self) -> EnsembleManifest:
@@ -128,14 +143,17 @@ class EnsembleManifest(_Checked):
         return self
 
 
-def validation_problem(model: type[BaseModel], data: Any) -> str | None:
-    """'key.path: problem' for the first thing wrong with `data` under `model`, or None if it is valid."""
+AnyManifest = ModelManifest | EnsembleManifest
+M = TypeVar("M", bound=BaseModel)
+
+
+def validated(model: type[M], data: Any) -> M | str:
+    """`data` as a `model`, or 'key.path: problem' naming the first thing wrong with it."""
     try:
-        model.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as err:
         first = err.errors()[0]
         loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"]).lstrip(".")
         message = first["msg"].removeprefix("Value error, ")
         more = f" (and {err.error_count() - 1} more problems)" if err.error_count() > 1 else ""
         return f"{loc}: {message}{more}" if loc else f"{message}{more}"
-    return None

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from mvcompile.artifact.format import ArtifactError, machine_arch
+from mvcompile.artifact.manifest import EnsembleManifest, Tensor
 from mvcompile.runtime.ensemble import load_manifest, load_session, require_frame_input
 from mvcompile.runtime.frames import check_frame_values
 from mvcompile.support.npyfile import GiB, load_npy
@@ -31,9 +32,9 @@ class RunResult:
                 "calls": len(self.ms), "frames_per_call": self.frames_per_call, "emulated": self.emulated}
 
 
-def random_frames(manifest: dict[str, Any], n_frames: int, seed: int) -> np.ndarray:
-    """A deterministic random video [B, n_frames, H, W, 3] in [0, 1] for the artifact's input."""
-    b, _, h, w, c = manifest["inputs"][0]["shape"]
+def random_frames(frame_input: Tensor, n_frames: int, seed: int) -> np.ndarray:
+    """A deterministic random video [B, n_frames, H, W, 3] in [0, 1] for the artifact's frame input."""
+    b, _, h, w, c = frame_input.shape
     if b * n_frames * h * w * c * 4 > MAX_VIDEO_BYTES:
         raise ValueError(f"{n_frames} random frames of {b}x{h}x{w}x{c} float32 would take "
                          f"{b * n_frames * h * w * c * 4 / GiB:.1f} GiB (limit {MAX_VIDEO_BYTES / GiB:.0f} GiB); "
@@ -41,12 +42,12 @@ def random_frames(manifest: dict[str, Any], n_frames: int, seed: int) -> np.ndar
     return np.random.default_rng(seed).random((b, n_frames, h, w, c), dtype=np.float32)
 
 
-def load_video_array(path: str | Path, manifest: dict[str, Any]) -> np.ndarray:
+def load_video_array(path: str | Path, frame_input: Tensor) -> np.ndarray:
     """Frames from a .npy file of [T, H, W, 3] or [B, T, H, W, 3] float32 (its header is checked first)."""
     frames = load_npy(path, max_bytes=MAX_VIDEO_BYTES, what="frames")
     if frames.ndim == 4:
         frames = frames[None]
-    b, _, h, w, c = manifest["inputs"][0]["shape"]
+    b, _, h, w, c = frame_input.shape
     if frames.ndim != 5 or frames.shape[0] != b or frames.shape[2:] != (h, w, c):
         raise ValueError(f"{path}: frames of shape {list(frames.shape)} do not fit the artifact's input "
                          f"[{b}, T, {h}, {w}, {c}]")
@@ -61,15 +62,14 @@ def run_video(artifact_dir: str | Path, frames: np.ndarray, *, emulate: bool = F
 
     The whole video is checked first (see `check_frame_values`), so a bad frame runs nothing."""
     manifest = load_manifest(artifact_dir)
-    require_frame_input(manifest, artifact_dir)
+    per_call = require_frame_input(manifest, artifact_dir).shape[1]
     check_frame_values(frames, check_range=check_range, of="the input")
-    per_call = manifest["inputs"][0]["shape"][1]
     if frames.shape[1] % per_call:
         raise ValueError(f"{frames.shape[1]} frames do not split into calls of {per_call} frames "
                          f"(the artifact was built for {per_call} frames per call)")
     calls = [frames[:, i:i + per_call] for i in range(0, frames.shape[1], per_call)]
-    if emulate and manifest.get("target", {}).get("arch") != machine_arch():
-        if "routing" in manifest:
+    if emulate and (manifest.target is None or manifest.target.arch != machine_arch()):
+        if isinstance(manifest, EnsembleManifest):
             raise ArtifactError(f"{artifact_dir}: --emulate runs single-model artifacts, not ensembles")
         from mvcompile.runtime.emulate import run_emulated
 

@@ -18,10 +18,10 @@ __all__ = ["EmulationError", "artifact_arch", "emulated_command", "run_emulated"
 
 def artifact_arch(artifact_dir: Path) -> CrossArch:
     """The CPU architecture an artifact was built for; checks its manifest and file hashes."""
-    target = read_manifest(Path(artifact_dir)).get("target", {})
-    kind, arch = target.get("kind", "llvm"), str(target.get("arch"))
+    target = read_manifest(Path(artifact_dir)).target
+    kind, arch = target.kind, target.arch
     if kind != "llvm":
-        raise EmulationError(f"{artifact_dir}: target '{target.get('name')}' runs on a {kind} device; "
+        raise EmulationError(f"{artifact_dir}: target '{target.name}' runs on a {kind} device; "
                              "only CPU (llvm) artifacts can be emulated")
     if arch == machine_arch():
         raise EmulationError(f"{artifact_dir}: built for this machine ({arch}); run it natively with StreamSession")
@@ -46,10 +46,10 @@ def _checked_io(artifact_dir: Path) -> IoSpec:
         io = read_io_spec(artifact_dir / IO_TABLE)
     except IoSpecError as e:
         raise EmulationError(str(e)) from None
-    frames, logits = manifest["inputs"][0], manifest["outputs"][0]
-    listed = [("input", frames["name"], frames["dtype"], tuple(frames["shape"]))]
-    listed += [("state", s["input"], s["dtype"], tuple(s["shape"])) for s in manifest.get("states", [])]
-    listed.append(("output", logits["name"], logits["dtype"], tuple(logits["shape"])))
+    frames, logits = manifest.frame_input, manifest.outputs[0]
+    listed = [("input", frames.name, frames.dtype, tuple(frames.shape))]
+    listed += [("state", s.input, s.dtype, tuple(s.shape)) for s in manifest.states]
+    listed.append(("output", logits.name, logits.dtype, tuple(logits.shape)))
     read = [("input", io.input.name, io.input.dtype, io.input.shape)]
     read += [("state", s.name, s.dtype, s.shape) for s in io.states]
     read.append(("output", io.output.name, io.output.dtype, io.output.shape))

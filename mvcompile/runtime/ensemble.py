@@ -11,13 +11,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
 import numpy as np
 
 from mvcompile.artifact.format import (MANIFEST, ArtifactError, is_ensemble, read_manifest, read_signed_manifest,
                                         sha256_file)
-from mvcompile.artifact.manifest import EnsembleManifest
+from mvcompile.artifact.manifest import AnyManifest, EnsembleManifest, Tensor
 from mvcompile.runtime.frames import FrameError, check_frame_values
 from mvcompile.runtime.session import StreamSession
 
@@ -34,19 +32,19 @@ class Member:
     @property
     def input_shape(self) -> list[int]:
         """[B, F, H, W, 3]: the frames one call of this member takes."""
-        return list(self.session.manifest["inputs"][0]["shape"])
+        return list(self.session.manifest.frame_input.shape)
 
 
-def read_ensemble_manifest(artifact_dir: Path) -> dict[str, Any]:
+def read_ensemble_manifest(artifact_dir: Path) -> EnsembleManifest:
     """An ensemble's manifest.json, signed and valid, with each member's manifest matching its sha256
     (each member artifact is checked in full when its session loads)."""
     artifact_dir = Path(artifact_dir)
     manifest = read_signed_manifest(artifact_dir, EnsembleManifest)
-    for m in manifest["members"]:
-        member_manifest = artifact_dir / m["dir"] / MANIFEST
+    for m in manifest.members:
+        member_manifest = artifact_dir / m.dir / MANIFEST
         if not member_manifest.is_file() or member_manifest.is_symlink():
             raise ArtifactError(f"{member_manifest}: missing")
-        if sha256_file(member_manifest) != m["manifest_sha256"]:
+        if sha256_file(member_manifest) != m.manifest_sha256:
             raise ArtifactError(f"{member_manifest}: sha256 does not match {artifact_dir / MANIFEST} "
                                 "(member replaced or modified)")
     return manifest
@@ -62,14 +60,14 @@ class EnsembleSession:
         self._dir = Path(artifact_dir)
         self._manifest = read_ensemble_manifest(self._dir)
         self._check_range = check_range
-        self.members = [Member(m["name"], StreamSession(self._dir / m["dir"], num_threads=num_threads,
-                                                        check_range=check_range))
-                        for m in self._manifest["members"]]
+        self.members = [Member(m.name, StreamSession(self._dir / m.dir, num_threads=num_threads,
+                                                     check_range=check_range))
+                        for m in self._manifest.members]
         self._check_members()
 
     @property
-    def manifest(self) -> dict[str, Any]:
-        """The ensemble manifest (routing, members, and for `alternate` the frame input)."""
+    def manifest(self) -> EnsembleManifest:
+        """The validated ensemble manifest (routing, members, and for `alternate` the frame input)."""
         return self._manifest
 
     def reset(self) -> None:
@@ -80,7 +78,7 @@ class EnsembleSession:
 
     def push(self, frames: np.ndarray | Mapping[str, np.ndarray]) -> np.ndarray:
         """Feed frames (see the module doc for each routing); returns the averaged logits [B, classes]."""
-        if self._manifest["routing"] == "alternate":
+        if self._manifest.routing == "alternate":
             if not isinstance(frames, np.ndarray):
                 raise FrameError("this temporal ensemble takes one array [B, 2F, H, W, 3]; frames alternate between members")
             self._check_alternate(frames)
@@ -105,8 +103,13 @@ class EnsembleSession:
         """Member names in manifest order."""
         return [m.name for m in self.members]
 
+    def _alternate_input(self) -> Tensor:
+        frame_input = self._manifest.frame_input
+        assert frame_input is not None, "the schema requires inputs for routing 'alternate'"
+        return frame_input
+
     def _check_alternate(self, frames: np.ndarray) -> None:
-        expected = self._manifest["inputs"][0]["shape"]
+        expected = self._alternate_input().shape
         if frames.dtype != np.float32 or list(frames.shape) != expected:
             raise FrameError(f"frames must be float32 {expected} [B, 2F, H, W, C] (F frames per member), "
                              f"got {frames.dtype} {list(frames.shape)}")
@@ -115,10 +118,10 @@ class EnsembleSession:
         first = self.members[0].session.manifest
         for m in self.members[1:]:
             for key in ("num_classes", "batch"):
-                if m.session.manifest[key] != first[key]:
+                if getattr(m.session.manifest, key) != getattr(first, key):
                     raise ArtifactError(f"{self._dir}: members {self.members[0].name} and {m.name} differ in {key}")
-        if self._manifest["routing"] == "alternate":
-            b, t2, h, w, c = self._manifest["inputs"][0]["shape"]
+        if self._manifest.routing == "alternate":
+            b, t2, h, w, c = self._alternate_input().shape
             for m in self.members:
                 if m.input_shape != [b, t2 // 2, h, w, c] or t2 % 2:
                     raise ArtifactError(f"{self._dir}: member {m.name} input {m.input_shape} does not take half of "
@@ -132,7 +135,7 @@ def _check_member_frames(member: Member, frames: object) -> None:
         raise FrameError(f"member {member.name} takes float32 {expected} [B, T, H, W, C], got {got}")
 
 
-def load_manifest(artifact_dir: str | Path) -> dict[str, Any]:
+def load_manifest(artifact_dir: str | Path) -> AnyManifest:
     """The checked manifest of a model or an ensemble artifact."""
     return read_ensemble_manifest(Path(artifact_dir)) if is_ensemble(Path(artifact_dir)) else read_manifest(Path(artifact_dir))
 
@@ -144,9 +147,11 @@ def load_session(artifact_dir: str | Path, *, num_threads: int | None = None,
     return cls(artifact_dir, num_threads=num_threads, check_range=check_range)
 
 
-def require_frame_input(manifest: dict[str, Any], artifact_dir: str | Path) -> None:
-    """Raise ArtifactError for an ensemble whose members take different inputs (only a video can feed it)."""
-    if manifest.get("routing") == "each":
-        members = ", ".join(f"{m['name']}: {m['resolution']} px at {m['frame_rate']:g} fps" for m in manifest["members"])
-        raise ArtifactError(f"{artifact_dir}: ensemble '{manifest['name']}' feeds each member its own input "
+def require_frame_input(manifest: AnyManifest, artifact_dir: str | Path) -> Tensor:
+    """The frame input of a model or `alternate` ensemble; ArtifactError for an ensemble whose members take
+    different inputs (only a video can feed it)."""
+    if manifest.frame_input is None and isinstance(manifest, EnsembleManifest):  # `each` routing
+        members = ", ".join(f"{m.name}: {m.resolution} px at {m.frame_rate:g} fps" for m in manifest.members)
+        raise ArtifactError(f"{artifact_dir}: ensemble '{manifest.name}' feeds each member its own input "
                             f"({members}); run it on a video with --video")
+    return manifest.frame_input

@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from mvcompile.artifact.format import ArtifactError
-from mvcompile.runtime.ensemble import EnsembleSession, load_session
+from mvcompile.artifact.manifest import AnyManifest
+from mvcompile.runtime.ensemble import EnsembleSession, load_session, require_frame_input
 from mvcompile.runtime.video import DEFAULT_TIMEOUT, sample_video
 
 
@@ -58,15 +59,15 @@ def predict_video(artifact_dir: str | Path, source: str, *, num_threads: int | N
 def _inputs(session: Any, artifact_dir: Path) -> list[_Input]:
     """The frame inputs a video must feed: one, or one per member for `each`-routed ensembles."""
     manifest = session.manifest
-    if isinstance(session, EnsembleSession) and manifest["routing"] == "each":
+    if isinstance(session, EnsembleSession) and manifest.routing == "each":
         return [_input(m.name, m.session.manifest, artifact_dir / m.name) for m in session.members]
     return [_input(None, manifest, artifact_dir)]
 
 
-def _input(member: str | None, manifest: dict[str, Any], where: Path) -> _Input:
-    batch, per_call, height, width, _ = manifest["inputs"][0]["shape"]
+def _input(member: str | None, manifest: AnyManifest, where: Path) -> _Input:
+    batch, per_call, height, width, _ = require_frame_input(manifest, where).shape
     if batch != 1:
         raise ArtifactError(f"{where}: built for batch {batch}; a video feeds one stream (build with --batch 1)")
-    if not manifest.get("frame_rate"):
+    if not manifest.frame_rate:
         raise ArtifactError(f"{where}: the manifest gives no frame_rate to resample the video to")
-    return _Input(member, float(manifest["frame_rate"]), height, per_call)
+    return _Input(member, float(manifest.frame_rate), height, per_call)

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from mvcompile.artifact.format import LIBRARY, MANIFEST, ArtifactError, machine_arch, read_manifest
+from mvcompile.artifact.manifest import ModelManifest
 from mvcompile.support.tvm_log import error_line, quiet_tvm_stderr
 from mvcompile.runtime.frames import FrameError, FrameValueError, check_frame_values
 
@@ -30,14 +31,14 @@ class StreamSession:
         self._check_arch()
         if num_threads is not None:
             os.environ["TVM_NUM_THREADS"] = str(num_threads)  # read when TVM's thread pool starts
-        self._frame = self._manifest["inputs"][0]
+        self._frame = self._manifest.frame_input
         self._vm, self._device = self._load()
         self._states: list[Any] = []
         self.reset()
 
     @property
-    def manifest(self) -> dict[str, Any]:
-        """The artifact's manifest (model I/O, states, target, build options)."""
+    def manifest(self) -> ModelManifest:
+        """The artifact's validated manifest (model I/O, states, target; build options as extra fields)."""
         return self._manifest
 
     @property
@@ -51,8 +52,8 @@ class StreamSession:
 
         self._frames_seen = 0
         self._states = [
-            tvm.runtime.tensor(np.zeros(s["shape"], dtype=s["dtype"]), self._device)
-            for s in self._manifest.get("states", [])
+            tvm.runtime.tensor(np.zeros(s.shape, dtype=s.dtype), self._device)
+            for s in self._manifest.states
         ]
 
     def push(self, frames: np.ndarray) -> np.ndarray:
@@ -71,10 +72,10 @@ class StreamSession:
         return results[0].numpy()
 
     def _check_arch(self) -> None:
-        built = self._manifest.get("target", {}).get("arch")
+        built = self._manifest.target.arch
         here = machine_arch()
         if built != here:
-            name = self._manifest.get("target", {}).get("name", "?")
+            name = self._manifest.target.name
             raise ArtifactError(
                 f"{self._dir}: built for target '{name}' ({built}), but this machine is {here}; "
                 "run it on the board, or under emulation with `mvcompile run --emulate`"
@@ -84,7 +85,7 @@ class StreamSession:
         import tvm
         from tvm import relax
 
-        kind = self._manifest["target"].get("kind", "llvm")
+        kind = self._manifest.target.kind
         device = tvm.device(kind if kind != "llvm" else "cpu", 0)
         if not device.exist:
             raise ArtifactError(f"{self._dir}: needs a {kind} device, and none is available here")
@@ -95,14 +96,14 @@ class StreamSession:
                 params = [vm._get_function_param_name("main", i) for i in range(vm._get_function_arity("main"))]
         except Exception as exc:
             raise ArtifactError(f"{self._dir / LIBRARY}: cannot load: {error_line(exc)}") from None
-        expected = [self._frame["name"], *(s["input"] for s in self._manifest.get("states", []))]
+        expected = [self._frame.name, *(s.input for s in self._manifest.states)]
         if params != expected:
             raise ArtifactError(f"{self._dir / MANIFEST}: lists {len(expected)} inputs, but {LIBRARY}'s main takes "
                                 f"{len(params)} (first difference: {_first_difference(expected, params)})")
         return vm, device
 
     def _check_frames(self, frames: Any) -> None:
-        shape, dtype = tuple(self._frame["shape"]), np.dtype(self._frame["dtype"])
+        shape, dtype = tuple(self._frame.shape), np.dtype(self._frame.dtype)
         if not isinstance(frames, np.ndarray):
             raise FrameError(f"frames must be a numpy array of {dtype} {list(shape)}, got {type(frames).__name__}")
         if frames.dtype != dtype:
