@@ -17,6 +17,8 @@ from mvcompile.support.text import literal, visible
 # ValueError covers the spec, weights, IR, target, artifact, output, frame and io-table errors (all
 # subclass it); OSError is the system refusing a file operation (permissions, a full disk).
 USER_ERRORS: tuple[type[Exception], ...] = (ValueError, OSError)
+EXTRAS = {"torch": "compile", "onnx": "compile", "onnxruntime": "compile", "networkx": "compile",
+          "safetensors": "compile", "av": "video"}  # modules of pyproject's extras, by the extra that installs them
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -444,6 +446,11 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as err:  # noqa: BLE001 - user mistakes become one-line messages, bugs stay tracebacks
             if interrupt.requested() is not None:  # e.g. TVM's error for an interrupted callback
                 return _interrupted(err)
+            if isinstance(err, ModuleNotFoundError) and (err.name or "").split(".")[0] in EXTRAS:
+                extra = EXTRAS[(err.name or "").split(".")[0]]
+                print(f"error: {err}: this command needs mvcompile[{extra}] (pip install 'mvcompile[{extra}]')",
+                      file=sys.stderr)
+                return 2
             if not isinstance(err, USER_ERRORS) and not type(err).__module__.startswith("mvcompile."):
                 raise
             print(f"error: {visible(err, keep=chr(10))}", file=sys.stderr)  # names/paths in it stay inert text

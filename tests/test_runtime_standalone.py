@@ -71,3 +71,13 @@ def test_runtime_runs_without_the_compiler(ensemble: Path, tmp_path: Path) -> No
     assert np.allclose(child["member"], StreamSession(member).push(clip[:, :1]), atol=1e-5)
     assert np.allclose(child["ensemble"], EnsembleSession(ensemble).push(clip), atol=1e-5)
     assert child["video_calls"] > 0 and run_json["calls"] == child["video_calls"]
+
+
+def test_compiler_commands_without_the_compiler_name_the_extra(tmp_path: Path) -> None:
+    child = CHILD.split("import numpy")[0].format(blocked=("torch", "onnx", "onnxruntime")) + (
+        "from mvcompile.cli import main\n"
+        f"sys.exit(main(['export', 'tiny', '--seed', '0', '-o', {str(tmp_path / 'x.onnx')!r}]))\n")
+    proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: blocked for this test: "), proc.stderr
+    assert proc.stderr.rstrip().endswith("this command needs mvcompile[compile] (pip install 'mvcompile[compile]')")
+    assert not (tmp_path / "x.onnx").exists()

@@ -174,6 +174,8 @@ DAMAGED = [  # (what is done to a copy of a good artifact, the error it gives)
     (lambda a: _edit(a, lambda m: m.pop("target")), "manifest.json: target: Field required"),
     (lambda a: _edit(a, lambda m: m.update(num_classes=7)), "manifest.json: outputs[0].shape: 5 classes, but 'num_classes' is 7"),
     (lambda a: _edit(a, lambda m: m.update(labels=["a", "b"])), "manifest.json: labels: 2 class names for 5 classes"),
+    (lambda a: _edit(a, lambda m: m.update(frames="2")), "manifest.json: frames: Input should be a valid integer"),
+    (lambda a: _edit(a, lambda m: m["target"].update(tvm_target_str=3)), "manifest.json: target.tvm_target_str: Input should be"),
     (lambda a: _edit(a, lambda m: m.update(artifact_format="mvcompile-artifact/9")),
      "manifest.json: artifact_format: Input should be 'mvcompile-artifact/1'"),
     (lambda a: ((a / "manifest.json").write_text((a / "manifest.json").read_text().replace('"batch": 1', '"batch": NaN')),
@@ -210,7 +212,7 @@ def test_damaged_artifacts_are_refused_before_tvm_sees_them(copy: Path, damage, 
 def test_the_runtime_does_not_import_the_compiler_side() -> None:
     code = ("import sys, mvcompile.runtime.driver, mvcompile.runtime.live, mvcompile.runtime.emulate; "
             "print(sorted({m.split('.')[0] if not m.startswith('mvcompile') else '.'.join(m.split('.')[:3]) "
-            "for m in sys.modules if m.startswith(('tvm', 'onnx', 'torch', 'mvcompile.backend.compile', "
+            "for m in sys.modules if m.startswith(('tvm', 'onnx', 'torch', 'mvcompile.backend', "
             "'mvcompile.lower', 'mvcompile.ir', 'mvcompile.spec'))}))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "[]", proc.stdout
