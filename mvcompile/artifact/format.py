@@ -10,6 +10,8 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from mvcompile.errors import MvcompileError
 from mvcompile.artifact.elf import library_problem
 from mvcompile.artifact.manifest import M, ModelManifest, validated
@@ -44,6 +46,18 @@ def machine_arch() -> str:
     machine = platform.machine().lower()
     aliases = {"amd64": "x86_64", "arm64": "aarch64", "armv7l": "armv7", "armv8l": "armv7"}
     return aliases.get(machine, machine)
+
+
+def write_manifest(artifact_dir: Path, manifest: dict[str, Any], schema: type[BaseModel]) -> None:
+    """Write `manifest.json` and then `artifact.sha256` (the last files of a build), after checking that
+    the manifest is what a reader accepts under `schema` (ArtifactError naming the key otherwise)."""
+    path = Path(artifact_dir) / MANIFEST
+    text = json.dumps(manifest, indent=2, default=str, allow_nan=False) + "\n"
+    checked = validated(schema, json.loads(text))
+    if isinstance(checked, str):
+        raise ArtifactError(f"{path}: would not load: {checked}")
+    path.write_text(text)
+    sign_artifact(artifact_dir)
 
 
 def sign_artifact(artifact_dir: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -18,8 +17,8 @@ from mvcompile.backend import tuned_records
 from mvcompile.backend.compile import CompileError, Compiled, compile_module, import_onnx
 from mvcompile.backend.iotable import IOTableError, artifact_io, io_table
 from mvcompile.backend.targets import TargetPreset
-from mvcompile.artifact.format import (ARTIFACT_FORMAT, IO_TABLE, LIBRARY, MANIFEST, check_replaceable, sha256_file,
-                                       sign_artifact)
+from mvcompile.artifact.format import ARTIFACT_FORMAT, IO_TABLE, LIBRARY, check_replaceable, sha256_file, write_manifest
+from mvcompile.artifact.manifest import ModelManifest
 from mvcompile.support.tvm_log import quiet_tvm_stderr
 from mvcompile.backend.tvm_interrupt import interruptible_tvm
 from mvcompile.support.files import staged_dir
@@ -68,8 +67,7 @@ def build_artifact(
             raise BuildError(f"{IO_TABLE}: {exc}") from None
         (work / IO_TABLE).write_text(io_table(shaped))
         full = _manifest(shaped, target, tvm_target, options, work)
-        (work / MANIFEST).write_text(json.dumps(full, indent=2, default=str, allow_nan=False) + "\n")
-        sign_artifact(work)  # last: covers the manifest, which holds the other files' hashes
+        write_manifest(work, full, ModelManifest)  # last: signed, it covers the other files' hashes
     if progress:
         print(schedule_summary(options), file=sys.stderr)
     return out_dir

@@ -1,11 +1,11 @@
 """Build an ensemble artifact: one member artifact per member plus the ensemble's manifest.json."""
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
-from mvcompile.artifact.format import ENSEMBLE_FORMAT, MANIFEST, check_replaceable, sha256_file, sign_artifact
+from mvcompile.artifact.format import ENSEMBLE_FORMAT, MANIFEST, check_replaceable, sha256_file, write_manifest
+from mvcompile.artifact.manifest import EnsembleManifest
 from mvcompile.backend.build import build_artifact
 from mvcompile.backend.targets import TargetPreset
 from mvcompile.backend.tvm_interrupt import interruptible_tvm
@@ -32,6 +32,5 @@ def build_ensemble(ens: EnsembleExport, target: TargetPreset, out_dir: Path, *, 
             "target": {"name": target.name, "arch": target.arch},
             "artifact_format": ENSEMBLE_FORMAT,
         }
-        (work / MANIFEST).write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n")
-        sign_artifact(work)
+        write_manifest(work, manifest, EnsembleManifest)
     return out_dir
