@@ -69,9 +69,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     target = load_target(args.target)
     output = args.output or Path("build") / f"{Path(args.spec).stem}-{args.variant or 'base'}-{args.mode}-{target.name}"
     start = time.perf_counter()
-    if args.temporal_ensemble or args.weights2 or _is_ensemble_spec(args.spec):
-        return _build_ensemble(args, target, Path(output), start)
     with _ir_dump(args.dump_ir) as dump:
+        if args.temporal_ensemble or args.weights2 or _is_ensemble_spec(args.spec):
+            return _build_ensemble(args, target, Path(output), start, dump)
         exported = export_model(args.spec, variant=args.variant, mode=args.mode, frames=args.frames,
                                 resolution=args.resolution, batch=args.batch, weights=args.weights, seed=args.seed,
                                 trace=dump and dump.graph)
@@ -112,25 +112,24 @@ def _is_ensemble_spec(path: str) -> bool:
     return isinstance(load_spec(path), EnsembleSpec)
 
 
-def _build_ensemble(args: argparse.Namespace, target: Any, output: Path, start: float) -> int:
+def _build_ensemble(args: argparse.Namespace, target: Any, output: Path, start: float, dump: Any) -> int:
     from mvcompile.backend.ensemble import build_ensemble
     from mvcompile.lower.ensemble_export import export_spec_ensemble, export_temporal_ensemble
 
     common = dict(variant=args.variant, mode=args.mode, frames=args.frames, batch=args.batch, seed=args.seed)
-    with _ir_dump(args.dump_ir) as dump:
-        if args.temporal_ensemble:
-            if bool(args.weights) != bool(args.weights2):
-                raise ValueError("--temporal-ensemble takes both --weights A and --weights2 B (or --seed S)")
-            weights = (args.weights, args.weights2) if args.weights else None
-            ens = export_temporal_ensemble(args.spec, resolution=args.resolution, weights=weights,
-                                           trace=dump and dump.graph, **common)
-        else:
-            if args.weights2:
-                raise ValueError("--weights2 is the second model of --temporal-ensemble")
-            if args.resolution:
-                raise ValueError(f"{args.spec}: each ensemble member runs at its own spec's resolution; drop --resolution")
-            ens = export_spec_ensemble(args.spec, weights=args.weights, trace=dump and dump.graph, **common)
-        out = build_ensemble(ens, target, output, progress=not args.quiet, trace=dump and dump.module)
+    if args.temporal_ensemble:
+        if bool(args.weights) != bool(args.weights2):
+            raise ValueError("--temporal-ensemble takes both --weights A and --weights2 B (or --seed S)")
+        weights = (args.weights, args.weights2) if args.weights else None
+        ens = export_temporal_ensemble(args.spec, resolution=args.resolution, weights=weights,
+                                       trace=dump and dump.graph, **common)
+    else:
+        if args.weights2:
+            raise ValueError("--weights2 is the second model of --temporal-ensemble")
+        if args.resolution:
+            raise ValueError(f"{args.spec}: each ensemble member runs at its own spec's resolution; drop --resolution")
+        ens = export_spec_ensemble(args.spec, weights=args.weights, trace=dump and dump.graph, **common)
+    out = build_ensemble(ens, target, output, progress=not args.quiet, trace=dump and dump.module)
     members = ", ".join(f"{visible(m['name'])} {m['resolution']} px at {m['frame_rate']:g} fps" for m in ens.info["members"])
     print(f"built ensemble {visible(out)} for {target.name} in {time.perf_counter() - start:.1f} s: {visible(ens.info['name'])} "
           f"({ens.info['routing']} routing; {members})", file=sys.stderr)
