@@ -8,6 +8,8 @@ import signal
 import statistics
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
@@ -50,8 +52,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from mvcompile.lower.pipeline import export_model
 
-    exported = export_model(args.spec, variant=args.variant, mode=args.mode, frames=args.frames,
-                            resolution=args.resolution, batch=args.batch, weights=args.weights, seed=args.seed)
+    with _ir_dump(args.dump_ir) as dump:
+        exported = export_model(args.spec, variant=args.variant, mode=args.mode, frames=args.frames,
+                                resolution=args.resolution, batch=args.batch, weights=args.weights, seed=args.seed,
+                                trace=dump and dump.graph)
     model_path, manifest_path = exported.save(args.output)
     m = exported.manifest
     print(f"wrote {visible(model_path)} and {visible(manifest_path)}: {m['mode']} mode, {len(m['states'])} states, "
@@ -67,16 +71,40 @@ def cmd_build(args: argparse.Namespace) -> int:
     target = load_target(args.target)
     output = args.output or Path("build") / f"{Path(args.spec).stem}-{args.variant or 'base'}-{args.mode}-{target.name}"
     start = time.perf_counter()
-    if args.temporal_ensemble or args.weights2 or _is_ensemble_spec(args.spec):
-        return _build_ensemble(args, target, Path(output), start)
-    exported = export_model(args.spec, variant=args.variant, mode=args.mode, frames=args.frames,
-                            resolution=args.resolution, batch=args.batch, weights=args.weights, seed=args.seed)
-    out = build_artifact(exported.onnx_model, exported.manifest, target, output, progress=not args.quiet,
-                         db=args.db, shipped_records=not args.no_shipped_records)
+    with _ir_dump(args.dump_ir) as dump:
+        if args.temporal_ensemble or args.weights2 or _is_ensemble_spec(args.spec):
+            return _build_ensemble(args, target, Path(output), start, dump)
+        exported = export_model(args.spec, variant=args.variant, mode=args.mode, frames=args.frames,
+                                resolution=args.resolution, batch=args.batch, weights=args.weights, seed=args.seed,
+                                trace=dump and dump.graph)
+        out = build_artifact(exported.onnx_model, exported.manifest, target, output, progress=not args.quiet,
+                             db=args.db, shipped_records=not args.no_shipped_records, trace=dump and dump.module)
     m = exported.manifest
     print(f"built {visible(out)} for {target.name} in {time.perf_counter() - start:.1f} s: {visible(m['spec']['name'])} "
           f"{visible(m['variant'])} {m['mode']}, input {m['inputs'][0]['shape']}, {len(m['states'])} states", file=sys.stderr)
     return 0
+
+
+@contextmanager
+def _ir_dump(folder: str | None) -> Iterator[Any]:
+    """With `--dump-ir DIR`: an IRDump that the compiler's steps fill, written to DIR at the end (also
+    when a step fails with a user-facing error, to show what led up to it); else None."""
+    if folder is None:
+        yield None
+        return
+    from mvcompile.errors import MvcompileError
+    from mvcompile.ir.dump import IRDump
+
+    dump = IRDump(Path(folder))
+    try:
+        yield dump
+    except MvcompileError:
+        if dump.files:
+            dump.write()
+            print(f"wrote the IR before the error to {visible(dump.out)}", file=sys.stderr)
+        raise
+    dump.write()
+    print(f"wrote the IR after each of {len(dump.files)} steps to {visible(dump.out)}", file=sys.stderr)
 
 
 def _is_ensemble_spec(path: str) -> bool:
@@ -86,7 +114,7 @@ def _is_ensemble_spec(path: str) -> bool:
     return isinstance(load_spec(path), EnsembleSpec)
 
 
-def _build_ensemble(args: argparse.Namespace, target: Any, output: Path, start: float) -> int:
+def _build_ensemble(args: argparse.Namespace, target: Any, output: Path, start: float, dump: Any) -> int:
     from mvcompile.backend.ensemble import build_ensemble
     from mvcompile.lower.ensemble_export import export_spec_ensemble, export_temporal_ensemble
 
@@ -95,14 +123,15 @@ def _build_ensemble(args: argparse.Namespace, target: Any, output: Path, start: 
         if bool(args.weights) != bool(args.weights2):
             raise ValueError("--temporal-ensemble takes both --weights A and --weights2 B (or --seed S)")
         weights = (args.weights, args.weights2) if args.weights else None
-        ens = export_temporal_ensemble(args.spec, resolution=args.resolution, weights=weights, **common)
+        ens = export_temporal_ensemble(args.spec, resolution=args.resolution, weights=weights,
+                                       trace=dump and dump.graph, **common)
     else:
         if args.weights2:
             raise ValueError("--weights2 is the second model of --temporal-ensemble")
         if args.resolution:
             raise ValueError(f"{args.spec}: each ensemble member runs at its own spec's resolution; drop --resolution")
-        ens = export_spec_ensemble(args.spec, weights=args.weights, **common)
-    out = build_ensemble(ens, target, output, progress=not args.quiet)
+        ens = export_spec_ensemble(args.spec, weights=args.weights, trace=dump and dump.graph, **common)
+    out = build_ensemble(ens, target, output, progress=not args.quiet, trace=dump and dump.module)
     members = ", ".join(f"{visible(m['name'])} {m['resolution']} px at {m['frame_rate']:g} fps" for m in ens.info["members"])
     print(f"built ensemble {visible(out)} for {target.name} in {time.perf_counter() - start:.1f} s: {visible(ens.info['name'])} "
           f"({ens.info['routing']} routing; {members})", file=sys.stderr)
@@ -329,6 +358,12 @@ def _add_shape_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=_int_in(1, MAX_BATCH), default=1, help="videos (camera streams) per call")
 
 
+def _add_dump_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dump-ir", metavar="DIR", default=None,
+                   help="write the IR after each pass (and, for build, the Relax module after each phase) to DIR, "
+                        "one numbered file per step")
+
+
 def _add_weight_args(p: argparse.ArgumentParser) -> None:
     w = p.add_mutually_exclusive_group()
     w.add_argument("--weights", default=None, help="weights file (.safetensors or .npz)")
@@ -349,6 +384,7 @@ def parser() -> argparse.ArgumentParser:
     _add_model_args(s)
     _add_shape_args(s)
     _add_weight_args(s)
+    _add_dump_arg(s)
     s.add_argument("-o", "--output", required=True,
                    help="output .onnx path (NAME.manifest.json is written beside it); replaces only an ONNX model")
     s.set_defaults(func=cmd_export)
@@ -360,6 +396,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--target", required=True, help="target preset name (see `mvcompile targets`) or a preset file")
     _add_shape_args(s)
     _add_weight_args(s)
+    _add_dump_arg(s)
     s.add_argument("--temporal-ensemble", action="store_true",
                    help="two models of the spec at half its frame rate, the second one frame later, logits averaged "
                         "(weights: --seed S gives seeds S and S+1, or --weights A --weights2 B)")

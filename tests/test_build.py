@@ -8,6 +8,7 @@ import struct
 from pathlib import Path
 
 import pytest
+from conftest import SPECS
 from tiny_stream_model import Exported, export_tiny
 
 from mvcompile.backend.build import BuildError, build_artifact
@@ -153,3 +154,22 @@ def test_real_tiny_spec_for_jetson(tmp_path: Path) -> None:
     assert _fatbin_entries((out / "model.so").read_bytes()) == {("ptx", 87), ("elf", 87)}
     lines = (out / "io.txt").read_text().splitlines()
     assert len(lines) == 3 + len(model.manifest["states"]) and lines[-1].startswith("output logits float32 ")
+
+
+def test_build_dump_ir_has_the_passes_then_relax_after_import_and_each_phase(tmp_path: Path) -> None:
+    from mvcompile.cli import main
+
+    dump = tmp_path / "ir"
+    assert main(["build", str(SPECS / "tiny.yaml"), "--variant", "stream", "--target", "host", "--seed", "1", "-q",
+                 "--no-shipped-records", "--dump-ir", str(dump), "-o", str(tmp_path / "art")]) == 0
+    assert (tmp_path / "art" / "model.so").is_file()
+    names = (dump / "index.txt").read_text().splitlines()[1:]
+    assert names == ["00-spec.txt", "01-make_causal.txt", "02-insert_stream_buffers.txt", "03-fold_batchnorm.txt",
+                     "04-fold_conv_scale.txt", "05-relax.import.py", "06-relax.lower.py", "07-relax.fuse.py",
+                     "08-relax.schedule.py", "09-relax.finalize.py"]
+    imported, lowered, fused, scheduled, final = ((dump / n).read_text() for n in names[5:])
+    assert "@I.ir_module" in imported and "R.nn.conv3d" in imported and "R.call_tir" not in imported
+    assert "R.nn.conv3d" not in lowered and "R.call_tir" in lowered  # convolutions became mvcompile's kernels
+    assert "R.nn." in lowered and "R.nn." not in fused  # every op legalized to TIR and fused
+    assert scheduled.count("@T.prim_func") == fused.count("@T.prim_func")
+    assert "R.vm.alloc_tensor" in final and "R.call_tir" not in final  # lowered for the VM

@@ -221,3 +221,64 @@ def test_hostile_specs_are_one_line_errors_in_every_command(tmp_path, capsys) ->
             err = capsys.readouterr().err
             assert err.startswith(f"error: {spec}: ") and expected in err and err.count("\n") == 1, err
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(specs)  # nothing written
+
+
+def _dump_lines(folder: Path) -> dict[str, list[str]]:
+    return {p.name: p.read_text().splitlines() for p in sorted(folder.iterdir())}
+
+
+def test_export_dump_ir_writes_one_readable_file_per_pass(tmp_path: Path, capsys) -> None:
+    dump = tmp_path / "ir"
+    argv = ["export", str(SPECS / "tiny.yaml"), "--variant", "stream", "--mode", "stream", "--seed", "1",
+            "--dump-ir", str(dump), "-o", str(tmp_path / "m.onnx")]
+    assert main(argv) == 0
+    files = _dump_lines(dump)
+    steps = ["00-spec.txt", "01-make_causal.txt", "02-insert_stream_buffers.txt", "03-fold_batchnorm.txt",
+             "04-fold_conv_scale.txt"]
+    assert list(files) == steps + ["index.txt"] and files["index.txt"][1:] == steps
+    spec, causal, stream, folded, scaled = (files[s] for s in steps)
+    conv = "%block1_layer0.feature.conv_temporal/conv = conv("  # the kt=5 temporal conv, one line per graph
+    line = lambda text: next(x for x in text if x.startswith(conv))  # noqa: E731
+    assert spec[0].startswith("graph tiny ") and "mode=base" in spec[0] and "pads=[[2,2]," in line(spec)
+    assert "mode=causal" in causal[0] and "pads=[[4,0]," in line(causal) and "temporal=conv" in line(causal)
+    assert not any(x.startswith("state ") for x in spec + causal)
+    assert "mode=stream" in stream[0] and "pads=[[0,0]," in line(stream) and "temporal=" not in line(stream)
+    assert line(stream).startswith(conv + "%block1_layer0.feature.conv_temporal/conv/with_buffer)")
+    assert ("state state_block1_layer0_stream_buffer: %state_block1_layer0_stream_buffer -> "
+            "%state_block1_layer0_stream_buffer_out : float32[1,32,4,4,4] NCTHW") in stream
+    ops = lambda text: {x.split(" = ", 1)[1].split("(", 1)[0] for x in text if x.startswith("%")}  # noqa: E731
+    assert "batchnorm" in ops(stream) and "batchnorm" not in ops(folded)
+    rezero = lambda text: [x for x in text if "/rezero = scale(" in x]  # noqa: E731
+    assert rezero(folded) and not rezero(scaled)
+    assert f"wrote the IR after each of 5 steps to {dump}" in capsys.readouterr().err
+    assert main(argv[:-4] + ["--dump-ir", str(dump), "-o", str(tmp_path / "m.onnx")]) == 0  # replaces its own dump
+
+
+def test_dump_ir_leaves_a_user_folder_alone(tmp_path: Path, capsys) -> None:
+    mine = tmp_path / "notes"
+    mine.mkdir()
+    (mine / "todo.txt").write_text("mine")
+    assert main(["export", str(SPECS / "tiny.yaml"), "--seed", "1", "--dump-ir", str(mine),
+                 "-o", str(tmp_path / "m.onnx")]) == 2
+    assert capsys.readouterr().err == (f"error: {mine}: exists and is not an mvcompile IR dump; not replacing it: "
+                                       "choose another --dump-ir folder, or move it away yourself\n")
+    assert [p.name for p in mine.iterdir()] == ["todo.txt"] and not (tmp_path / "m.onnx").exists()
+
+
+def test_a_pass_breaking_its_guarantee_is_one_named_error_and_the_dump_shows_the_steps_before(
+        tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mvcompile.passes import MakeCausal, Pipeline, insert_stream_buffers
+    from mvcompile.passes import pipelines
+    
+    class LeakyCausal(MakeCausal):  # its conv rule leaves the symmetric temporal padding
+        RULES = {**MakeCausal.RULES, "conv": lambda g, n: None}
+
+    monkeypatch.setitem(pipelines.MODE_PIPELINES, "stream", Pipeline("stream", (LeakyCausal(), insert_stream_buffers), ""))
+    dump = tmp_path / "ir"
+    assert main(["export", str(SPECS / "tiny.yaml"), "--variant", "stream", "--seed", "1", "--dump-ir", str(dump),
+                 "-o", str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"wrote the IR before the error to {dump}",
+                   "error: make_causal: node 'block0_layer1.feature.conv_temporal/conv': conv still pads 1 frame(s) "
+                   "after the current one"]
+    assert sorted(p.name for p in dump.iterdir()) == ["00-spec.txt", "index.txt"]

@@ -181,3 +181,20 @@ def test_a6_builds_as_a4_and_a5_members(tmp_path: Path, capsys) -> None:
     video = write_video(tmp_path / "clip.mp4", frames=14, width=352, height=320)
     assert main(["run", str(out), "--video", str(video), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["frames"] == 5 + 7  # a4 at 0, .12, …, .48 s; a5 at 0, .08, …, .48 s
+
+
+def test_export_of_an_ensemble_spec_is_one_graph_and_dumps_each_member_s_passes(specs: dict[str, Path],
+                                                                                   tmp_path: Path) -> None:
+    import onnx
+
+    dump = tmp_path / "ir"
+    assert main(["export", str(specs["pair"]), "--variant", "stream", "--seed", "2", "--dump-ir", str(dump),
+                 "-o", str(tmp_path / "pair.onnx")]) == 0
+    member_steps = ["spec", "make_causal", "insert_stream_buffers"]
+    steps = [f"{m}.{s}" for m in ("fast", "slow") for s in member_steps] + ["ensemble", "fold_batchnorm",
+                                                                             "fold_conv_scale"]
+    assert (dump / "index.txt").read_text().splitlines()[1:] == [f"{i:02d}-{s}.txt" for i, s in enumerate(steps)]
+    merged = (dump / "06-ensemble.txt").read_text().splitlines()
+    assert merged[0].startswith("graph fast+slow ") and "%logits = mul_const(%ensemble/sum0) value=0.5 : float32[1,10]" in merged
+    model = onnx.load(str(tmp_path / "pair.onnx"))
+    assert [i.name for i in model.graph.input][:1] == ["fast/image"] and "slow/image" in [i.name for i in model.graph.input]

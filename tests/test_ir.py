@@ -16,8 +16,8 @@ OFFICIAL = {  # architectures.md: base trainable params, GMACs per clip, final f
     "a3": (7_397_545, 55.5932, 8), "a4": (11_349_463, 103.3388, 10), "a5": (18_650_523, 276.3341, 10),
     "t0": (1_727_414, 0.8712, 5),
 }
-TF_NAMES = json.loads((ROOT.parent / "shared" / "reference" / "a0_tf_variable_names.json").read_text()) \
-    if (ROOT.parent / "shared" / "reference" / "a0_tf_variable_names.json").exists() else None
+#: The official Keras models' variable names and shapes (a copy of shared/reference's, kept with the tests).
+TF_NAMES = json.loads((ROOT / "tests" / "data" / "a0_tf_variable_names.json").read_text())
 
 
 @pytest.mark.parametrize("name", sorted(OFFICIAL))
@@ -30,7 +30,6 @@ def test_base_params_and_gmacs_match_official(name: str) -> None:
     assert g.shape("logits") == (1, 600)
 
 
-@pytest.mark.skipif(TF_NAMES is None, reason="shared/reference not beside the checkout")
 @pytest.mark.parametrize("variant,key", [(None, "a0_base"), ("stream", "a0_stream_2plus1d")])
 def test_a0_weights_match_official_variable_list(variant: str | None, key: str) -> None:
     """Same number of tensors and trainable parameters as the official Keras model, base and stream."""

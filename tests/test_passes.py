@@ -1,4 +1,4 @@
-"""Passes: causal conversion, stream buffers, BN folding, ensembles — each checked by its guarantee."""
+"""Passes: causal conversion, stream buffers, BN folding, ensembles; their checked preconditions and guarantees."""
 from __future__ import annotations
 
 import numpy as np
@@ -12,8 +12,8 @@ from mvcompile.ir.weights import bind, init_weights
 from mvcompile.lower.onnx import to_onnx
 from mvcompile.passes.insert_stream_buffers import MAX_POSITION, MEAN_FRAMES
 from mvcompile.lower.torch import stream, to_torch
-from mvcompile.passes import (ensemble, fold_batchnorm, fold_conv_scale, insert_stream_buffers, make_causal,
-                              temporal_ensemble)
+from mvcompile.passes import (PIPELINES, FoldBatchNorm, InsertStreamBuffers, MakeCausal, PassError, ensemble,
+                              fold_batchnorm, fold_conv_scale, insert_stream_buffers, make_causal)
 from mvcompile.spec import load_spec
 
 
@@ -22,25 +22,38 @@ def _tiny(variant: str | None = "stream", frames: int | None = None):
     return spec, build_graph(spec, frames=frames)
 
 
-def test_make_causal_moves_temporal_padding_in_front_and_later_frames_cannot_leak() -> None:
-    spec, base = _tiny()
-    causal = make_causal(base)
-    convs = [causal.node(n) for n in causal.nodes_of("conv")]
+def test_make_causal_moves_temporal_padding_in_front() -> None:
+    _, base = _tiny()
+    convs = [make_causal(base).node(n) for n in make_causal(base).nodes_of("conv")]
     assert all(c["attrs"]["pads"][0][1] == 0 for c in convs)
     assert any(c["attrs"]["pads"][0][0] == 4 for c in convs)  # the 5x3x3 kernel
-    module = to_torch(bind(causal, init_weights(base, seed=0)))
+
+
+@pytest.mark.parametrize("pipeline,causal", [("causal", True), ("base", False)])
+def test_a_causal_model_s_frames_do_not_see_later_frames(pipeline: str, causal: bool) -> None:
+    """Two clips that differ only from frame 5 on: the causal model's per-frame features (what the head
+    averages) agree on frames 0-4; the base model's (symmetric padding, clip-wide SE means) do not."""
+    _, base = _tiny()
+    g = bind(PIPELINES[pipeline](base), init_weights(base, seed=0))
     clip = torch.rand(1, 8, 32, 32, 3)
     changed = clip.clone()
     changed[:, 5:] = torch.rand(1, 3, 32, 32, 3)
     with torch.no_grad():
-        first5 = module(clip[:, :5])[0]
-        first5_changed = module(changed[:, :5])[0]
-    assert torch.equal(first5, first5_changed)
+        a, b = _head_features(g, clip), _head_features(g, changed)
+    assert a.shape[2] == 8
+    assert ((a[:, :, :5] - b[:, :, :5]).abs().max() < 1e-6) == causal
+    assert (a[:, :, 5:] - b[:, :, 5:]).abs().max() > 1e-4
+
+
+def _head_features(g, clip: torch.Tensor) -> torch.Tensor:
+    """The per-frame features [B, C, T, H, W] that the head's pool averages over time."""
+    (features,) = g.node("head/pool")["inputs"]
+    return _run_env(to_torch(g), {"image": clip})[features]
 
 
 def test_make_causal_rejects_non_base() -> None:
     _, base = _tiny()
-    with pytest.raises(ValueError, match="expects a base model"):
+    with pytest.raises(PassError, match="make_causal: expects a base model, got mode 'causal'"):
         make_causal(make_causal(base))
 
 
@@ -67,8 +80,50 @@ def test_3d_stream_buffer_holds_frames_before_the_strided_conv() -> None:
 
 def test_stream_pass_requires_causal() -> None:
     _, base = _tiny()
-    with pytest.raises(ValueError, match="expects a causal model"):
+    with pytest.raises(PassError, match="insert_stream_buffers: expects a causal model, got mode 'base'"):
         insert_stream_buffers(base)
+
+
+def test_a_pass_that_breaks_its_guarantee_is_named_with_the_node() -> None:
+    """A make_causal whose conv rule does nothing leaves a conv padding after the current frame."""
+    class LeakyCausal(MakeCausal):
+        RULES = {**MakeCausal.RULES, "conv": lambda g, n: None}
+
+    _, base = _tiny()
+    with pytest.raises(PassError, match=r"^make_causal: node 'block0_layer1\.feature\.conv_temporal/conv': conv still "
+                                        r"pads 1 frame\(s\) after the current one$"):
+        LeakyCausal()(base)
+
+
+def test_a_graph_breaking_a_precondition_is_named_with_the_node() -> None:
+    """A causal-tagged graph with one conv padded symmetrically again is not causal: the stream pass refuses it."""
+    _, base = _tiny()
+    causal = make_causal(base)
+    conv = "block1_layer0.feature.conv_temporal/conv"  # kt = 5
+    causal.node(conv)["attrs"]["pads"] = base.node(conv)["attrs"]["pads"]
+    with pytest.raises(PassError, match=r"^insert_stream_buffers: node 'block1_layer0\.feature\.conv_temporal/conv': "
+                                        r"conv is not causal \(temporal pads \(2, 2\), expected \(4, 0\)\)$"):
+        insert_stream_buffers(causal)
+
+
+def test_a_fold_that_folds_nothing_fails_its_guarantee() -> None:
+    class NoFold(FoldBatchNorm):
+        def rewrite(self, g):
+            return g
+
+    with pytest.raises(PassError, match=r"^fold_batchnorm: node 'stem\.bn/bn': was not folded into its conv$"):
+        NoFold()(_bound_stream())
+
+
+def test_named_pipelines_run_their_passes_in_order() -> None:
+    assert {name: p.pass_names for name, p in PIPELINES.items()} == {
+        "base": [], "causal": ["make_causal"], "stream": ["make_causal", "insert_stream_buffers"],
+        "inference": ["fold_batchnorm", "fold_conv_scale"], "ensemble": ["ensemble"]}
+    _, base = _tiny(frames=1)
+    seen = []
+    g = PIPELINES["stream"](base, lambda name, graph: seen.append((name, graph.meta["mode"], len(graph.states))))
+    assert seen == [("make_causal", "causal", 0), ("insert_stream_buffers", "stream", len(g.states))]
+    assert base.meta["mode"] == "base" and not base.states  # passes rewrite a copy
 
 
 def _bound_stream(variant: str | None = "stream"):
@@ -105,7 +160,7 @@ def test_fold_conv_scale_removes_rezero_scales_and_keeps_outputs() -> None:
 @pytest.mark.parametrize("fold", [fold_batchnorm, fold_conv_scale])
 def test_folds_need_values(fold) -> None:
     _, base = _tiny()
-    with pytest.raises(ValueError, match="bound weight values"):
+    with pytest.raises(PassError, match=f"{fold.name}: needs bound weight values"):
         fold(base)
 
 
@@ -113,33 +168,20 @@ def test_ensemble_averages_member_logits() -> None:
     spec, base = _tiny(None)
     g1 = bind(base, init_weights(base, seed=1))
     g2 = bind(base, init_weights(base, seed=2))
-    merged = ensemble([g1, g2], ["a/", "b/"])
+    g1.meta["name"], g2.meta["name"] = "a", "b"
+    merged = ensemble([g1, g2])
     clip = torch.rand(1, 8, 32, 32, 3)
     with torch.no_grad():
         l1, _ = to_torch(g1)(clip)
         l2, _ = to_torch(g2)(clip)
-        module = to_torch(merged)
-        env_out, _ = _run_multi(module, {"a/image": clip, "b/image": clip})
-    assert (env_out - (l1 + l2) / 2).abs().max() < 1e-5
+        env = _run_env(to_torch(merged), {"a/image": clip, "b/image": clip})
+    assert (env["logits"] - (l1 + l2) / 2).abs().max() < 1e-5
+    with pytest.raises(PassError, match=r"^ensemble: needs two or more members with distinct names, got \['a', 'a'\]$"):
+        ensemble([g1, g1])
 
 
-def test_temporal_ensemble_feeds_interleaved_frames_and_streams() -> None:
-    spec, _ = _tiny("stream")
-    base = build_graph(spec)
-    w1, w2 = init_weights(base, seed=1), init_weights(base, seed=2)
-    member = lambda w, t: bind(insert_stream_buffers(make_causal(build_graph(spec, frames=t))), w)  # noqa: E731
-    merged = temporal_ensemble(member(w1, 1), member(w2, 1))
-    assert merged.shape("image") == (1, 2, 32, 32, 3)
-    clip = torch.rand(1, 8, 32, 32, 3)
-    with torch.no_grad():
-        outs, _ = stream(to_torch(merged), clip, [2, 2, 2, 2])
-        a, _ = to_torch(bind(make_causal(base), w1))(clip[:, 0::2])
-        b, _ = to_torch(bind(make_causal(base), w2))(clip[:, 1::2])
-    assert (outs[-1] - (a + b) / 2).abs().max() < 1e-5
-
-
-def _run_multi(module, images):
-    """Run a graph with several image inputs through the torch lowering's interpreter."""
+def _run_env(module, images):
+    """Every node's value when a graph runs on `images` (input name → tensor), via the torch lowering's ops."""
     from mvcompile.lower.torch import IMPLS, _key
     g, env = module.graph, {}
     for n in g.order():
@@ -149,16 +191,14 @@ def _run_multi(module, images):
             continue
         params = {r: module.params[_key(w)] for r, w in node["params"].items()}
         env[n] = IMPLS[node["op"]]([env[s] for s in node["inputs"]], params, node["attrs"])
-    return env["logits"], None
-
-
+    return env
 
 
 # --- long streams: counts capped, sums rescaled, float32 equal to a float64 run of the same graph ----------
 def _stream_tiny(mean_frames: int = MEAN_FRAMES):
     """The tiny stream model (every state kind, positional encoding included), one frame per call."""
     spec, base = _tiny(frames=1)
-    return bind(insert_stream_buffers(make_causal(base), mean_frames=mean_frames), init_weights(base, seed=0))
+    return bind(InsertStreamBuffers(mean_frames)(make_causal(base)), init_weights(base, seed=0))
 
 
 def _run_float32(g, clip: np.ndarray, states: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -222,5 +262,5 @@ def test_past_mean_frames_each_frame_weighs_one_over_mean_frames() -> None:
     assert all(int(v[0]) == (40 if "pos_enc" in k else 4) for k, v in after.items() if k.endswith("frame_count"))
     reference = _run_float64(capped, clip, _zero_states(capped))
     assert np.abs(got - reference).max() <= 1e-5 * np.abs(reference).max()
-    with pytest.raises(ValueError, match=r"mean_frames must be 1..65536, got 0"):
-        insert_stream_buffers(make_causal(_tiny(frames=1)[1]), mean_frames=0)
+    with pytest.raises(PassError, match=r"insert_stream_buffers: mean_frames must be 1..65536, got 0"):
+        InsertStreamBuffers(mean_frames=0)

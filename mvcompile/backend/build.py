@@ -20,6 +20,7 @@ from mvcompile.backend.targets import TargetPreset
 from mvcompile.artifact.format import ARTIFACT_FORMAT, IO_TABLE, LIBRARY, check_replaceable, sha256_file, write_manifest
 from mvcompile.artifact.manifest import ModelManifest
 from mvcompile.support.tvm_log import quiet_tvm_stderr
+from mvcompile.backend.relax_dump import ModuleTrace, dump
 from mvcompile.backend.tvm_interrupt import interruptible_tvm
 from mvcompile.support.files import staged_dir
 
@@ -40,6 +41,7 @@ def build_artifact(
     progress: bool = True,
     db: str | Path | None = None,
     shipped_records: bool = True,
+    trace: ModuleTrace | None = None,
 ) -> Path:
     """Compile `onnx_model` for `target` into `out_dir`, atomically; returns `out_dir`.
 
@@ -47,7 +49,8 @@ def build_artifact(
     Ctrl-C or SIGTERM leaves it as it was. Tuning records are applied from the database directory
     `db` if given, else from the records shipped for the target's class of CPU (unless
     `shipped_records` is False). What scheduled the code (records, default rules) is printed and
-    recorded in the manifest's `build_options`."""
+    recorded in the manifest's `build_options`. `trace` sees the Relax module after the ONNX import
+    and after each phase of the TVM pipeline."""
     out_dir = Path(out_dir)
     tvm_target = target.to_tvm()
     _check_toolchain(target)
@@ -55,9 +58,9 @@ def build_artifact(
     with interruptible_tvm(), staged_dir(out_dir, replaceable=check_replaceable) as work:
         with _steps(progress) as step:
             step("import ONNX")
-            mod = _import(onnx_model)
+            mod = dump(trace, "import", _import(onnx_model))
             step(f"compile for {target.name}" + (f" with {records.count} tuning records" if records else ""))
-            compiled = _compile(mod, tvm_target, records)
+            compiled = _compile(mod, tvm_target, records, trace)
             step("export model.so")
             options = _export(compiled.executable, target, tvm_target, work / LIBRARY)
         options.update(relax_pipeline=compiled.pipeline, schedules=compiled.schedules, tuning=compiled.tuning)
@@ -117,9 +120,10 @@ def _select_records(
     return tuned_records.merge(tuned_records.shipped(target, tvm_target)) if shipped else None
 
 
-def _compile(mod: Any, tvm_target: Any, records: tuned_records.Selection | None) -> Compiled:
+def _compile(mod: Any, tvm_target: Any, records: tuned_records.Selection | None,
+             trace: ModuleTrace | None) -> Compiled:
     try:
-        return compile_module(mod, tvm_target, records)
+        return compile_module(mod, tvm_target, records, trace)
     except CompileError as exc:
         raise BuildError(str(exc)) from None
 

@@ -15,9 +15,9 @@ import onnx
 
 from mvcompile.errors import MvcompileError
 from mvcompile.backend import tuned_records
+from mvcompile.backend.relax_dump import ModuleTrace, dump_pass
 
 DEFAULT_PIPELINE = "relax.get_default_pipeline(target)"
-CPU_PIPELINE = "mvcompile.cpu"
 
 
 class CompileError(MvcompileError, RuntimeError):
@@ -73,25 +73,28 @@ def fuse(mod: Any, tvm_target: Any) -> Any:
         return relax.get_pipeline("zero")(mod)
 
 
-def compile_module(mod: Any, tvm_target: Any, records: tuned_records.Selection | None) -> Compiled:
-    """Compile `mod` for `tvm_target`, applying `records` (CPU only) before the default schedules."""
+def compile_module(mod: Any, tvm_target: Any, records: tuned_records.Selection | None,
+                   trace: ModuleTrace | None = None) -> Compiled:
+    """Compile `mod` for `tvm_target`, applying `records` (CPU only) before the default schedules.
+    `trace` sees the module after each phase of the pipeline."""
     try:
         if is_cpu(tvm_target):
-            return _compile_cpu(mod, tvm_target, records)
-        return _compile_default(mod, tvm_target)
+            return _compile_cpu(mod, tvm_target, records, trace)
+        return _compile_default(mod, tvm_target, trace)
     except CompileError:
         raise
     except Exception as exc:
         raise CompileError(f"TVM compilation failed for {tvm_target.kind.name}: {exc}") from exc
 
 
-def _compile_cpu(mod: Any, tvm_target: Any, records: tuned_records.Selection | None) -> Compiled:
+def _compile_cpu(mod: Any, tvm_target: Any, records: tuned_records.Selection | None,
+                 trace: ModuleTrace | None) -> Compiled:
     from mvcompile.backend.cpu import pipeline
     from mvcompile.backend.cpu.schedules import TUNED, rule_counts
 
-    fused = pipeline.fused_module(mod, tvm_target)
+    fused = pipeline.fused_module(mod, tvm_target, trace)
     params, results = signature(fused)
-    scheduled = pipeline.scheduled_module(fused, tvm_target, records.memory_db if records else None)
+    scheduled = pipeline.scheduled_module(fused, tvm_target, records.memory_db if records else None, trace)
     counts = rule_counts(scheduled)
     tuning: dict[str, Any] = {"source": "none"}
     if records is not None:
@@ -102,16 +105,17 @@ def _compile_cpu(mod: Any, tvm_target: Any, records: tuned_records.Selection | N
                                    "(tuned for another model, or for an older mvcompile?)")
         for note in records.notices:
             print(f"mvcompile: warning: {note}", file=sys.stderr)
-    executable = pipeline.compile_scheduled(scheduled, tvm_target)
-    return Compiled(executable, params, results, CPU_PIPELINE, counts, tuning)
+    executable = pipeline.compile_scheduled(scheduled, tvm_target, trace)
+    return Compiled(executable, params, results, pipeline.NAME, counts, tuning)
 
 
-def _compile_default(mod: Any, tvm_target: Any) -> Compiled:
+def _compile_default(mod: Any, tvm_target: Any, trace: ModuleTrace | None) -> Compiled:
     import tvm
     from tvm import relax
 
     params, results = signature(mod)
-    executable = tvm.compile(mod, target=tvm_target, relax_pipeline=relax.get_default_pipeline(tvm_target))
+    default = tvm.transform.Sequential([relax.get_default_pipeline(tvm_target), *dump_pass(trace, "default")])
+    executable = tvm.compile(mod, target=tvm_target, relax_pipeline=default)
     return Compiled(executable, params, results, DEFAULT_PIPELINE)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from mvcompile.artifact.format import ENSEMBLE_FORMAT, MANIFEST, check_replaceable, sha256_file, write_manifest
 from mvcompile.artifact.manifest import EnsembleManifest
 from mvcompile.backend.build import build_artifact
+from mvcompile.backend.relax_dump import ModuleTrace
 from mvcompile.backend.targets import TargetPreset
 from mvcompile.backend.tvm_interrupt import interruptible_tvm
 from mvcompile.lower.ensemble_export import EnsembleExport
@@ -14,8 +15,10 @@ from mvcompile.support.files import staged_dir
 from mvcompile.support.names import check_name
 
 
-def build_ensemble(ens: EnsembleExport, target: TargetPreset, out_dir: Path, *, progress: bool = True) -> Path:
-    """Compile every member into `out_dir/<member>/` and write the ensemble manifest, atomically."""
+def build_ensemble(ens: EnsembleExport, target: TargetPreset, out_dir: Path, *, progress: bool = True,
+                   trace: ModuleTrace | None = None) -> Path:
+    """Compile every member into `out_dir/<member>/` and write the ensemble manifest, atomically.
+    `trace` sees each member's Relax steps, labelled `<member>.<step>`."""
     out_dir = Path(out_dir)
     names = [check_name(name, "ensemble member name") for name, _ in ens.members]
     if len(set(names)) != len(names):
@@ -24,7 +27,9 @@ def build_ensemble(ens: EnsembleExport, target: TargetPreset, out_dir: Path, *, 
         for name, exported in ens.members:
             if progress:
                 print(f"member {name}:", file=sys.stderr)
-            build_artifact(exported.onnx_model, exported.manifest, target, work / name, progress=progress)
+            member_trace = (lambda step, text, name=name: trace(f"{name}.{step}", text)) if trace else None
+            build_artifact(exported.onnx_model, exported.manifest, target, work / name, progress=progress,
+                           trace=member_trace)
         manifest = {
             **ens.info,
             "members": [{**entry, "dir": entry["name"], "manifest_sha256": sha256_file(work / entry["name"] / MANIFEST)}

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mvcompile.lower.pipeline import ExportedModel, Mode, export_member
+from mvcompile.lower.pipeline import ExportedModel, Mode, export_member, labelled_trace
+from mvcompile.passes import Trace
 from mvcompile.spec.builtin import resolve_spec
 from mvcompile.spec.loader import load_spec, member_paths
 from mvcompile.spec.model import EnsembleSpec, ModelSpec
@@ -29,8 +30,9 @@ class EnsembleExport:
 
 def export_spec_ensemble(spec: str | Path, *, variant: str | None = None, mode: Mode = "stream",
                          frames: int | None = None, batch: int = 1, weights: str | Path | None = None,
-                         seed: int | None = None) -> EnsembleExport:
-    """An ensemble spec (e.g. A6): each member at its own input; weights keyed `<member>/…` in one file."""
+                         seed: int | None = None, trace: Trace | None = None) -> EnsembleExport:
+    """An ensemble spec (e.g. A6): each member at its own input; weights keyed `<member>/…` in one file.
+    `trace` sees each member's graph after every pass, labelled `<member>.<step>`."""
     spec_path = resolve_spec(spec)
     loaded = load_spec(spec_path)
     if not isinstance(loaded, EnsembleSpec):
@@ -41,7 +43,8 @@ def export_spec_ensemble(spec: str | Path, *, variant: str | None = None, mode: 
     if len(set(names)) != len(names):
         raise ValueError(f"{spec_path}: ensemble members must have distinct names, got {names}")
     members = [(s.name, export_member(s, p, variant=variant, mode=mode, frames=frames, batch=batch,
-                                      weights=weights, seed=seed, prefix=f"{s.name}/"))
+                                      weights=weights, seed=seed, prefix=f"{s.name}/",
+                                      trace=labelled_trace(trace, s.name)))
                for s, p in zip(specs, paths)]
     return EnsembleExport(members, _info(loaded.name, spec_path, "each", members))
 
@@ -49,8 +52,9 @@ def export_spec_ensemble(spec: str | Path, *, variant: str | None = None, mode: 
 def export_temporal_ensemble(spec: str | Path, *, variant: str | None = None, mode: Mode = "stream",
                              frames: int | None = None, resolution: int | None = None, batch: int = 1,
                              weights: tuple[str | Path, str | Path] | None = None,
-                             seed: int | None = None) -> EnsembleExport:
-    """Two models of one spec at half its frame rate, the second one frame later (seeds S and S+1, or two files)."""
+                             seed: int | None = None, trace: Trace | None = None) -> EnsembleExport:
+    """Two models of one spec at half its frame rate, the second one frame later (seeds S and S+1, or two files).
+    `trace` sees each member's graph after every pass, labelled `m0.<step>` and `m1.<step>`."""
     spec_path = resolve_spec(spec)
     loaded = load_spec(spec_path)
     if isinstance(loaded, EnsembleSpec):
@@ -65,7 +69,7 @@ def export_temporal_ensemble(spec: str | Path, *, variant: str | None = None, mo
     members = []
     for i, source in enumerate(sources):
         exported = export_member(loaded, spec_path, variant=variant, mode=mode, frames=frames,
-                                 resolution=resolution, batch=batch, **source)
+                                 resolution=resolution, batch=batch, trace=labelled_trace(trace, f"m{i}"), **source)
         exported.manifest["frame_rate"] = loaded.input.frame_rate / 2
         members.append((f"m{i}", exported))
     info = _info(f"{loaded.name}-temporal", spec_path, "alternate", members)

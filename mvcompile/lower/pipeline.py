@@ -14,7 +14,8 @@ from mvcompile.ir.builder import build_graph
 from mvcompile.ir.graph import Graph
 from mvcompile.ir.weights import bind, init_weights, load_labels, load_weights, weights_hash
 from mvcompile.lower.onnx import OPSET, to_onnx
-from mvcompile.passes import ensemble, fold_batchnorm, fold_conv_scale, insert_stream_buffers, make_causal
+from mvcompile.passes import Trace
+from mvcompile.passes.pipelines import ENSEMBLE, INFERENCE, MODE_PIPELINES
 from mvcompile.spec.builtin import resolve_spec
 from mvcompile.spec.loader import load_spec, member_paths
 from mvcompile.spec.model import EnsembleSpec, ModelSpec
@@ -69,8 +70,9 @@ def _replaceable_export(path: Path) -> None:
 
 
 def model_graph(spec: ModelSpec, mode: Mode, *, frames: int | None = None, resolution: int | None = None,
-                batch: int = 1) -> Graph:
-    """The unbound graph of a single model in a mode (stream: `frames` per call, default 1)."""
+                batch: int = 1, trace: Trace | None = None) -> Graph:
+    """The unbound graph of a single model in a mode (stream: `frames` per call, default 1): the spec's
+    graph run through the mode's pipeline. `trace` sees it as built ("spec") and after each pass."""
     if mode not in MODES:
         raise ValueError(f"unknown mode '{mode}' (known: {', '.join(MODES)})")
     for label, value in (("frames", frames), ("resolution", resolution), ("batch", batch)):
@@ -79,32 +81,31 @@ def model_graph(spec: ModelSpec, mode: Mode, *, frames: int | None = None, resol
     if mode == "stream" and frames is None:
         frames = 1
     g = build_graph(spec, batch=batch, frames=frames, resolution=resolution)
-    if mode != "base":
-        g = make_causal(g)
-    if mode == "stream":
-        g = insert_stream_buffers(g)
-    return g
+    if trace is not None:
+        trace("spec", g)
+    return MODE_PIPELINES[mode](g, trace)
 
 
 def export_model(spec: str | Path, *, variant: str | None = None, mode: Mode = "stream", frames: int | None = None,
                  resolution: int | None = None, batch: int = 1, weights: str | Path | None = None,
-                 seed: int | None = None, fold: bool = True) -> ExportedModel:
+                 seed: int | None = None, fold: bool = True, trace: Trace | None = None) -> ExportedModel:
     """Spec file → ONNX model and manifest. Weights: a file, a seed, or (neither) the official init.
-    `fold` folds BatchNorm and ReZero scales into the convolutions (inference form)."""
+    `fold` folds BatchNorm and ReZero scales into the convolutions (inference form). `trace` sees the
+    graph as built and after every pass (an ensemble's member steps labelled `<member>.<step>`)."""
     if weights is not None and seed is not None:
         raise ValueError("give --weights or --seed, not both")
     spec_path = resolve_spec(spec)
     loaded = load_spec(spec_path)
     if not isinstance(loaded, EnsembleSpec):
         return export_member(loaded, spec_path, variant=variant, mode=mode, frames=frames, resolution=resolution,
-                             batch=batch, weights=weights, seed=seed, fold=fold)
+                             batch=batch, weights=weights, seed=seed, fold=fold, trace=trace)
     members = [load_spec(p) for p in member_paths(loaded, spec_path)]
     specs = [_with_variant(m, variant) for m in members]
-    graphs = [_bound(s, model_graph(s, mode, frames=frames, batch=batch), weights, seed, f"{s.name}/")
-              for s in specs]
-    g = ensemble(graphs, [f"{s.name}/" for s in specs])
+    graphs = [_bound(s, model_graph(s, mode, frames=frames, batch=batch, trace=labelled_trace(trace, s.name)),
+                     weights, seed, f"{s.name}/") for s in specs]
+    g = ENSEMBLE(graphs, trace)
     if fold:
-        g = fold_into_convs(g)
+        g = INFERENCE(g, trace)
     manifest = _manifest(g, spec_path, variant, mode, batch, specs[0].num_classes, None, weights, seed)
     return ExportedModel(g, to_onnx(g, name=f"{g.meta['name']}_{mode}"), manifest)
 
@@ -112,19 +113,22 @@ def export_model(spec: str | Path, *, variant: str | None = None, mode: Mode = "
 def export_member(spec: ModelSpec, spec_path: Path, *, variant: str | None = None, mode: Mode = "stream",
                   frames: int | None = None, resolution: int | None = None, batch: int = 1,
                   weights: str | Path | None = None, seed: int | None = None, prefix: str = "",
-                  fold: bool = True) -> ExportedModel:
+                  fold: bool = True, trace: Trace | None = None) -> ExportedModel:
     """One model spec → ONNX model and manifest; `prefix` selects its weights from an ensemble's file."""
     s = _with_variant(spec, variant)
-    g = _bound(s, model_graph(s, mode, frames=frames, resolution=resolution, batch=batch), weights, seed, prefix)
+    g = _bound(s, model_graph(s, mode, frames=frames, resolution=resolution, batch=batch, trace=trace),
+               weights, seed, prefix)
     if fold:
-        g = fold_into_convs(g)
+        g = INFERENCE(g, trace)
     manifest = _manifest(g, spec_path, variant, mode, batch, s.num_classes, s.input.frame_rate, weights, seed)
     return ExportedModel(g, to_onnx(g, name=f"{g.meta['name']}_{mode}"), manifest)
 
 
-def fold_into_convs(g: Graph) -> Graph:
-    """Inference form: BatchNorm, then ReZero scales, folded into the convolutions before them."""
-    return fold_conv_scale(fold_batchnorm(g))
+def labelled_trace(trace: Trace | None, member: str) -> Trace | None:
+    """`trace` with each step labelled `<member>.<step>` (the steps of one ensemble member)."""
+    if trace is None:
+        return None
+    return lambda step, g: trace(f"{member}.{step}", g)
 
 
 def _with_variant(spec: ModelSpec, variant: str | None) -> ModelSpec:

@@ -1,9 +1,12 @@
-"""IR → IR passes. Each module holds one pass; each pass returns a new graph and checks its guarantee."""
-from mvcompile.passes.ensemble import ensemble, temporal_ensemble
-from mvcompile.passes.fold_batchnorm import fold_batchnorm
-from mvcompile.passes.fold_conv_scale import fold_conv_scale
-from mvcompile.passes.infer_shapes import infer_shapes
-from mvcompile.passes.insert_stream_buffers import insert_stream_buffers
-from mvcompile.passes.make_causal import make_causal
+"""IR → IR passes, each a named object whose precondition and guarantee are checked when it runs."""
+from mvcompile.passes.base import Pass, PassError, Pipeline, Trace
+from mvcompile.passes.ensemble import Ensemble, ensemble
+from mvcompile.passes.fold_batchnorm import FoldBatchNorm, fold_batchnorm
+from mvcompile.passes.fold_conv_scale import FoldConvScale, fold_conv_scale
+from mvcompile.passes.insert_stream_buffers import InsertStreamBuffers, insert_stream_buffers
+from mvcompile.passes.make_causal import MakeCausal, make_causal
+from mvcompile.passes.pipelines import MODE_PIPELINES, PIPELINES
 
-__all__ = ["ensemble", "fold_batchnorm", "fold_conv_scale", "infer_shapes", "insert_stream_buffers", "make_causal", "temporal_ensemble"]
+__all__ = ["MODE_PIPELINES", "PIPELINES", "Ensemble", "FoldBatchNorm", "FoldConvScale", "InsertStreamBuffers",
+           "MakeCausal", "Pass", "PassError", "Pipeline", "Trace", "ensemble", "fold_batchnorm", "fold_conv_scale",
+           "insert_stream_buffers", "make_causal"]

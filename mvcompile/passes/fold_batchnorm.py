@@ -4,29 +4,41 @@ from __future__ import annotations
 import numpy as np
 
 from mvcompile.ir.graph import Graph
+from mvcompile.passes.base import Pass
 
 
-def fold_batchnorm(g: Graph) -> Graph:
+def _foldable(g: Graph, bn: str) -> bool:
+    """`bn` reads a conv that has no other user and is not a graph output."""
+    (conv,) = g.node(bn)["inputs"]
+    return g.node(conv)["op"] == "conv" and g.g.out_degree(conv) == 1 and conv not in g.outputs
+
+
+class FoldBatchNorm(Pass[Graph]):
     """Return a graph where every conv → batchnorm pair (BN the conv's only user) is one conv with bias.
 
-    Requires bound weight values. Guarantees (checked): no batchnorm that follows a single-use conv
-    remains; the folded conv computes gamma·(conv(x) + b − mean)/sqrt(var + eps) + beta in float32.
+    The folded conv computes gamma·(conv(x) + b − mean)/sqrt(var + eps) + beta in float32.
+    Requires: bound weight values. Guarantees: no batchnorm reads a single-use conv; the folded
+    batchnorms' weights are gone.
     """
-    if not g.values:
-        raise ValueError("fold_batchnorm needs bound weight values (graph.values is empty)")
-    out = g.copy()
-    for bn in [n for n in out.order() if out.node(n)["op"] == "batchnorm"]:
-        (conv,) = out.node(bn)["inputs"]
-        if out.node(conv)["op"] != "conv" or out.g.out_degree(conv) != 1 or conv in out.outputs:
-            continue
-        _fold(out, conv, bn)
-    for bn in out.order():
-        if out.node(bn)["op"] == "batchnorm" and out.node(out.node(bn)["inputs"][0])["op"] == "conv":
-            src = out.node(bn)["inputs"][0]
-            if out.g.out_degree(src) == 1:
-                raise AssertionError(f"fold_batchnorm: '{bn}' was not folded")
-    out.meta["batchnorm_folded"] = True
-    return out
+
+    name = "fold_batchnorm"
+
+    def requires(self, g: Graph) -> None:
+        if not g.values:
+            self.fail("needs bound weight values (graph.values is empty)")
+
+    def rewrite(self, g: Graph) -> Graph:
+        for bn in [n for n in g.nodes_of("batchnorm") if _foldable(g, n)]:
+            _fold(g, g.node(bn)["inputs"][0], bn)
+        g.meta["batchnorm_folded"] = True
+        return g
+
+    def ensures(self, g: Graph) -> None:
+        for bn in g.nodes_of("batchnorm"):
+            if _foldable(g, bn):
+                self.fail("was not folded into its conv", bn)
+        for name in sorted(set(g.weights) - set(g.values)):
+            self.fail(f"weight '{name}' has no value")
 
 
 def _fold(g: Graph, conv: str, bn: str) -> None:
@@ -47,3 +59,6 @@ def _fold(g: Graph, conv: str, bn: str) -> None:
     for k in ("gamma", "beta", "mean", "var"):
         g.weights.pop(bp[k])
         v.pop(bp[k])
+
+
+fold_batchnorm = FoldBatchNorm()

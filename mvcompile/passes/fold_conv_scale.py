@@ -4,39 +4,53 @@ from __future__ import annotations
 import numpy as np
 
 from mvcompile.ir.graph import Graph
+from mvcompile.passes.base import Pass
 
 
-def fold_conv_scale(g: Graph) -> Graph:
+def _foldable(g: Graph, scale: str) -> bool:
+    """`scale` reads a conv that has no other user and is not a graph output."""
+    (conv,) = g.node(scale)["inputs"]
+    return g.node(conv)["op"] == "conv" and g.g.out_degree(conv) == 1 and conv not in g.outputs
+
+
+class FoldConvScale(Pass[Graph]):
     """Return a graph where every conv → scale pair (the scale the conv's only user) is one conv.
 
-    Requires bound weight values. Guarantees (checked): no scale op reads a single-use conv; the
-    folded conv computes alpha·(conv(x) + b) in float32, so compiled code holds no weight-derived
+    The folded conv computes alpha·(conv(x) + b) in float32, so compiled code holds no weight-derived
     scalar (TVM would inline one as a literal, making tuning records specific to the weights).
+    Requires: bound weight values; every scale weight a scalar. Guarantees: no scale op reads a
+    single-use conv; the folded scales' weights are gone.
     """
-    if not g.values:
-        raise ValueError("fold_conv_scale needs bound weight values (graph.values is empty)")
-    out = g.copy()
-    for scale in [n for n in out.order() if out.node(n)["op"] == "scale"]:
-        (conv,) = out.node(scale)["inputs"]
-        if _foldable(out, conv):
-            _fold(out, conv, scale)
-    for scale in out.nodes_of("scale"):
-        if _foldable(out, out.node(scale)["inputs"][0]):
-            raise AssertionError(f"fold_conv_scale: '{scale}' was not folded")
-    return out
 
+    name = "fold_conv_scale"
 
-def _foldable(g: Graph, conv: str) -> bool:
-    return g.node(conv)["op"] == "conv" and g.g.out_degree(conv) == 1 and conv not in g.outputs
+    def requires(self, g: Graph) -> None:
+        if not g.values:
+            self.fail("needs bound weight values (graph.values is empty)")
+        for n in g.nodes_of("scale"):
+            weight = g.node(n)["params"]["scale"]
+            if weight not in g.values:
+                self.fail(f"scale weight '{weight}' has no value", n)
+            if np.size(g.values[weight]) != 1:
+                self.fail(f"scale weight '{weight}' is not a scalar (shape {np.shape(g.values[weight])})", n)
+
+    def rewrite(self, g: Graph) -> Graph:
+        for scale in [n for n in g.nodes_of("scale") if _foldable(g, n)]:
+            _fold(g, g.node(scale)["inputs"][0], scale)
+        return g
+
+    def ensures(self, g: Graph) -> None:
+        for scale in g.nodes_of("scale"):
+            if _foldable(g, scale):
+                self.fail("was not folded into its conv", scale)
+        for name in sorted(set(g.weights) - set(g.values)):
+            self.fail(f"weight '{name}' has no value")
 
 
 def _fold(g: Graph, conv: str, scale: str) -> None:
     cp, v = g.node(conv)["params"], g.values
     name = g.node(scale)["params"]["scale"]
-    value = np.asarray(v[name])
-    if value.size != 1:
-        raise ValueError(f"fold_conv_scale: '{name}' is not a scalar (shape {value.shape})")
-    alpha = np.float64(value.reshape(-1)[0])
+    alpha = np.float64(np.asarray(v[name]).reshape(-1)[0])
     v[cp["weight"]] = (v[cp["weight"]].astype(np.float64) * alpha).astype(np.float32)
     if "bias" in cp:
         v[cp["bias"]] = (v[cp["bias"]].astype(np.float64) * alpha).astype(np.float32)
@@ -44,3 +58,6 @@ def _fold(g: Graph, conv: str, scale: str) -> None:
     g.remove(scale)
     g.weights.pop(name)
     v.pop(name)
+
+
+fold_conv_scale = FoldConvScale()

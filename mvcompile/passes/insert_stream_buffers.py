@@ -1,9 +1,11 @@
 """Stream buffers (paper eq. 1-2): lift every temporal state of a causal model to graph inputs/outputs."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 
 from mvcompile.ir.graph import Graph, StateSpec
+from mvcompile.passes.base import Pass
 
 # Order of a layer's states in the manifest (as the official export lists them).
 _KIND_ORDER = ("stream_buffer", "pool_buffer", "pool_frame_count", "pos_enc_frame_count")
@@ -15,11 +17,13 @@ MEAN_FRAMES = 2**16
 #: Positional-encoding positions stop advancing here (over a year of frames at 30 fps; no int32 wrap).
 MAX_POSITION = 2**30
 
+Rule = Callable[[Graph, str], list[StateSpec]]
 
-def insert_stream_buffers(g: Graph, *, mean_frames: int = MEAN_FRAMES) -> Graph:
+
+class InsertStreamBuffers(Pass[Graph]):
     """Return the stream model: the causal model run on a subclip, with its past carried in states.
 
-    Rewrites (a table of temporal op → streaming form; anything temporal left over is an error):
+    Rewrites (a table of temporal tag → streaming form; a tag without a rule is a precondition error):
     - conv with kt>1 → concat(state `{scope}_stream_buffer` [B,C,kt-1,H,W], x) over time, conv with no
       temporal padding; the new buffer is the last kt-1 frames of that concat;
     - SE cumulative mean → running sum `{scope}_pool_buffer` [B,C,1,1,1] added to the cumsum, divisors
@@ -29,35 +33,65 @@ def insert_stream_buffers(g: Graph, *, mean_frames: int = MEAN_FRAMES) -> Graph:
     Long streams: a count read from a state is first capped (at `mean_frames` for means, MAX_POSITION for
     positions), and a mean whose count would pass `mean_frames` keeps `mean_frames` x its mean as the new
     sum and `mean_frames` as the new count; below that the states are exactly the official sums and counts.
-    Guarantees (checked): no op reads a future frame or pads in time; every state input has exactly
-    one output of the same shape and dtype; state names follow the official export.
+    Requires: a causal model (every temporal conv padded kt-1 frames in front only).
+    Guarantees: no op reads a future frame or pads in time; no temporal op is left unconverted; every
+    state input has exactly one output of the same shape and dtype; state names are unique.
     """
-    if g.meta.get("mode") != "causal":
-        raise ValueError(f"insert_stream_buffers expects a causal model, got mode '{g.meta.get('mode')}'")
-    out = g.copy()
-    if not 1 <= mean_frames <= MEAN_FRAMES:
-        raise ValueError(f"insert_stream_buffers: mean_frames must be 1..{MEAN_FRAMES}, got {mean_frames}")
-    se_mean, head_mean = partial(_carry_se_mean, cap=mean_frames), partial(_carry_head_mean, cap=mean_frames)
-    rules = {"conv": _buffer_conv, "se_cumsum": se_mean, "se_count": se_mean, "pos_enc": _carry_positions,
-             "head": head_mean}
-    states: list[tuple[int, int, StateSpec]] = []
-    scopes = {s: i for i, s in enumerate(dict.fromkeys(out.node(n)["scope"] for n in out.order()))}
-    for n in list(out.order()):
-        tag = out.node(n)["attrs"].get("temporal")
-        if tag is None:
-            continue
-        if tag not in rules:
-            raise ValueError(f"insert_stream_buffers: no streaming rule for temporal op '{n}' (tag '{tag}')")
-        scope = scopes[out.node(n)["scope"]]
-        for spec in rules[tag](out, n):
-            kind = next(k for k in _KIND_ORDER if spec.name.endswith(k))
-            states.append((scope, _KIND_ORDER.index(kind), spec))
-    out.states = [s for _, _, s in sorted(states, key=lambda t: (t[0], t[1]))]
-    out.outputs = ["logits"] + [s.output for s in out.states]
-    out.infer_all()
-    out.meta["mode"] = "stream"
-    _check(out)
-    return out
+
+    name = "insert_stream_buffers"
+
+    def __init__(self, mean_frames: int = MEAN_FRAMES) -> None:
+        if not 1 <= mean_frames <= MEAN_FRAMES:
+            self.fail(f"mean_frames must be 1..{MEAN_FRAMES}, got {mean_frames}")
+        se_mean, head_mean = partial(_carry_se_mean, cap=mean_frames), partial(_carry_head_mean, cap=mean_frames)
+        self.rules: dict[str, Rule] = {"conv": _buffer_conv, "se_cumsum": se_mean, "se_count": se_mean,
+                                       "pos_enc": _carry_positions, "head": head_mean}
+
+    def requires(self, g: Graph) -> None:
+        if g.meta.get("mode") != "causal":
+            self.fail(f"expects a causal model, got mode '{g.meta.get('mode')}'")
+        for n in g.order():
+            node = g.node(n)
+            tag = node["attrs"].get("temporal")
+            if tag is not None and tag not in self.rules:
+                self.fail(f"no streaming rule for temporal tag '{tag}'", n)
+            if tag == "conv":
+                kt = g.weights[node["params"]["weight"]].shape[2]
+                if node["attrs"]["pads"][0] != (kt - 1, 0):
+                    self.fail(f"conv is not causal (temporal pads {node['attrs']['pads'][0]}, "
+                              f"expected {(kt - 1, 0)})", n)
+
+    def rewrite(self, g: Graph) -> Graph:
+        states: list[tuple[int, int, StateSpec]] = []
+        scopes = {s: i for i, s in enumerate(dict.fromkeys(g.node(n)["scope"] for n in g.order()))}
+        for n in list(g.order()):
+            tag = g.node(n)["attrs"].get("temporal")
+            if tag is None:
+                continue
+            scope = scopes[g.node(n)["scope"]]
+            for spec in self.rules[tag](g, n):
+                kind = next(k for k in _KIND_ORDER if spec.name.endswith(k))
+                states.append((scope, _KIND_ORDER.index(kind), spec))
+        g.states = [s for _, _, s in sorted(states, key=lambda t: (t[0], t[1]))]
+        g.outputs = ["logits"] + [s.output for s in g.states]
+        g.infer_all()
+        g.meta["mode"] = "stream"
+        return g
+
+    def ensures(self, g: Graph) -> None:
+        for n in g.order():
+            node = g.node(n)
+            if "temporal" in node["attrs"]:
+                self.fail(f"temporal op (tag '{node['attrs']['temporal']}') was left unconverted", n)
+            if node["op"] == "conv" and node["attrs"]["pads"][0] != (0, 0):
+                self.fail(f"conv still pads in time {node['attrs']['pads'][0]}", n)
+        names = [s.name for s in g.states]
+        for name in {n for n in names if names.count(n) > 1}:
+            self.fail("duplicate state name", name)
+        for s in g.states:
+            if g.shape(s.input) != g.shape(s.output) or g.node(s.input)["dtype"] != g.node(s.output)["dtype"]:
+                self.fail(f"state '{s.name}' input {g.node(s.input)['dtype']}{list(g.shape(s.input))} != output "
+                          f"{g.node(s.output)['dtype']}{list(g.shape(s.output))}", s.output)
 
 
 def _state_name(g: Graph, n: str, kind: str) -> str:
@@ -74,8 +108,6 @@ def _buffer_conv(g: Graph, n: str) -> list[StateSpec]:
     (x,) = node["inputs"]
     b, c, _, h, w = g.shape(x)
     kt = g.weights[node["params"]["weight"]].shape[2]
-    if node["attrs"]["pads"][0] != (kt - 1, 0):
-        raise ValueError(f"insert_stream_buffers: conv '{n}' is not causal (temporal pads {node['attrs']['pads'][0]})")
     name = _state_name(g, n, "stream_buffer")
     buf = _state_input(g, name, (b, c, kt - 1, h, w), "float32", node["scope"])
     cat = g.add(f"{n}/with_buffer", "concat", [buf, x], scope=node["scope"], axis=2)
@@ -153,17 +185,4 @@ def _next_mean_state(g: Graph, buf_name: str, count_name: str, seen: str, clip: 
     return new_buf, new_count
 
 
-def _check(g: Graph) -> None:
-    for n in g.order():
-        node = g.node(n)
-        if "temporal" in node["attrs"]:
-            raise AssertionError(f"insert_stream_buffers: temporal op '{n}' was left unconverted")
-        if node["op"] == "conv" and node["attrs"]["pads"][0] != (0, 0):
-            raise AssertionError(f"insert_stream_buffers: conv '{n}' still pads in time")
-    names = [s.name for s in g.states]
-    if len(set(names)) != len(names):
-        raise AssertionError("insert_stream_buffers: duplicate state names")
-    for s in g.states:
-        if g.shape(s.input) != g.shape(s.output) or g.node(s.input)["dtype"] != g.node(s.output)["dtype"]:
-            raise AssertionError(f"insert_stream_buffers: state '{s.name}' input {g.shape(s.input)} "
-                                 f"!= output {g.shape(s.output)}")
+insert_stream_buffers = InsertStreamBuffers()

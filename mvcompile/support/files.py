@@ -123,6 +123,14 @@ def staged_dir(out: str | Path, *, replaceable: Check, purpose: str = "building"
         raise
 
 
+def check_output_folder(out: str | Path, replaceable: Check) -> Path:
+    """Raise OutputError now unless `staged_dir(out, replaceable=...)` could write `out`; returns its path.
+    For outputs written at the end of a long run, so that a refusal comes before the work."""
+    out = output_folder(out)
+    _check_dir_target(out, replaceable)
+    return out
+
+
 def output_folder(out: str | Path) -> Path:
     """The absolute path of an output folder (the parent's symlinks resolved, the last part kept)."""
     raw = Path(out)

@@ -1,4 +1,6 @@
-"""The Relax pipeline of CPU builds, in named phases shared by `build` and `tune`.
+"""The TVM pipeline of CPU builds, `mvcompile.cpu`: one definition, in named phases, that `build` and
+`tune` share (`tune` extracts its tasks from phases 1-2, `build` runs all four, so records found by
+tuning match the functions a build schedules).
 
 1. `lower`: the channels-last CPU lowering (`channels_last.to_channels_last`) and clean-up;
 2. `fuse`: legalize to TIR and fuse (what MetaSchedule extracts its tasks from);
@@ -17,7 +19,9 @@ from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 from mvcompile.backend.cpu.channels_last import to_channels_last
 from mvcompile.backend.cpu.hardware import CPU, cpu_of
 from mvcompile.backend.cpu.schedules import ApplyCPUSchedules
+from mvcompile.backend.relax_dump import ModuleTrace, dump, dump_pass
 
+NAME = "mvcompile.cpu"  # recorded in an artifact's build_options.relax_pipeline
 PHASES = ("lower", "fuse", "schedule", "finalize")
 
 
@@ -53,19 +57,21 @@ def finalize_passes(target: Any) -> list[Any]:
     return cpu_generic.dataflow_lower_passes(target) + cpu_generic.finalize_passes(target)
 
 
-def fused_module(mod: tvm.IRModule, target: Any) -> tvm.IRModule:
+def fused_module(mod: tvm.IRModule, target: Any, trace: ModuleTrace | None = None) -> tvm.IRModule:
     """Phases `lower` and `fuse`: the module whose PrimFuncs are the tuning tasks."""
     with target:
-        return tvm.transform.Sequential(lower_passes(target) + fuse_passes(target))(mod)
+        lowered = dump(trace, "lower", tvm.transform.Sequential(lower_passes(target))(mod))
+        return dump(trace, "fuse", tvm.transform.Sequential(fuse_passes(target))(lowered))
 
 
-def scheduled_module(fused: tvm.IRModule, target: Any, database: Any | None = None) -> tvm.IRModule:
+def scheduled_module(fused: tvm.IRModule, target: Any, database: Any | None = None,
+                     trace: ModuleTrace | None = None) -> tvm.IRModule:
     """Phase `schedule` on a fused module (records from `database` first, applied in its context)."""
     with target:
         if database is None:
-            return tvm.transform.Sequential(schedule_passes())(fused)
+            return dump(trace, "schedule", tvm.transform.Sequential(schedule_passes())(fused))
         with database:
-            return tvm.transform.Sequential(schedule_passes(database))(fused)
+            return dump(trace, "schedule", tvm.transform.Sequential(schedule_passes(database))(fused))
 
 
 #: TIR lowering options: loops whose bounds decide a `likely` condition (a convolution's zero padding)
@@ -73,7 +79,8 @@ def scheduled_module(fused: tvm.IRModule, target: Any, database: Any | None = No
 TIR_CONFIG = {"s_tir.LoopPartition": {"partition_const_loop": True}}
 
 
-def compile_scheduled(scheduled: tvm.IRModule, target: Any) -> Any:
+def compile_scheduled(scheduled: tvm.IRModule, target: Any, trace: ModuleTrace | None = None) -> Any:
     """Phase `finalize` and code generation: the VM executable."""
+    finalize = tvm.transform.Sequential(finalize_passes(target) + dump_pass(trace, "finalize"))
     with tvm.transform.PassContext(opt_level=3, config=TIR_CONFIG):
-        return tvm.compile(scheduled, target=target, relax_pipeline=tvm.transform.Sequential(finalize_passes(target)))
+        return tvm.compile(scheduled, target=target, relax_pipeline=finalize)
