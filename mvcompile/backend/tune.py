@@ -81,6 +81,7 @@ class TuneReport:
     seconds: float
     repaired: list[str] = field(default_factory=list)
     verified: tuple[int, int] = (0, 0)  # (searched records that still beat their default side by side, checked)
+    emulated: bool = False  # scored by instruction counts under qemu (emulated_runner), not timed
 
     @property
     def trials(self) -> int:
@@ -130,10 +131,12 @@ def tune_model(
     trials: int | None = None,
     budget_minutes: float | None = None,
     rpc: ms_setup.RPCSettings | None = None,
+    emulate: bool = False,
     seed: int | None = None,
     progress: bool = True,
 ) -> TuneReport:
-    """Tune `onnx_model` for `target`, appending records to the database in `db_dir`."""
+    """Tune `onnx_model` for `target`, appending records to the database in `db_dir`. With `emulate`,
+    candidates are scored by guest instructions under qemu-user (emulated_runner) instead of timed."""
     if (trials is None) == (budget_minutes is None):
         raise TuneError("give the number of trials (--trials N) or a time budget (--budget MINUTES), not both")
     if trials is not None and trials < 1:
@@ -142,6 +145,8 @@ def tune_model(
         raise TuneError(f"--budget must be a positive number of minutes, got {budget_minutes}")
     if target.kind != "llvm":
         raise TuneError(f"tuning supports CPU (llvm) targets; '{target.name}' compiles for {target.kind}")
+    if emulate and rpc:
+        raise TuneError("--emulate counts instructions under qemu on this machine; it cannot be combined with --rpc-tracker")
     ms_setup.preload_cpu_tensor_intrins()
     from tvm.s_tir import meta_schedule as ms
 
@@ -161,7 +166,11 @@ def tune_model(
     workers = max(1, boards) if rpc else 1
     builder = ms_setup.make_builder(target.cross_compiler, max_workers=max(2, workers))
     cores = int(tvm_target.attrs.get("num-cores", 1))
-    runner = ms_setup.make_rpc_runner(rpc, workers) if rpc else ms_setup.make_local_runner(cores)
+    if emulate:
+        runner = _emulated_runner(target, tvm_target, db_dir, before)
+    else:
+        _check_not_emulated(db_dir, tvm_target)
+        runner = ms_setup.make_rpc_runner(rpc, workers) if rpc else ms_setup.make_local_runner(cores)
     baseline = default_baseline(extracted, before, database, builder, runner, tvm_target)
     tasks = [Task(t.task_name, int(t.weight), secs * int(t.weight), ctx)
              for t, secs, ctx in zip(extracted, baseline, contexts)]
@@ -170,13 +179,14 @@ def tune_model(
     start = time.monotonic()
     interrupted: list[bool] = []
     try:
-        with _Progress(tasks, trials, budget_minutes, progress) as bar, _sigint_flag(interrupted):
+        with _Progress(tasks, trials, budget_minutes, progress, emulate) as bar, _sigint_flag(interrupted):
             run_one = _task_runner(database, builder, runner, cost_model, bar, str(db_dir))
             if trials is not None:
                 _tune_trials(tasks, trials, run_one)
             else:
                 _tune_within_budget(tasks, budget_minutes * 60.0, run_one)
-            verified = verify_improvements(extracted, database, builder, runner, tvm_target)
+            # instruction counts are deterministic: measuring them again beside the default changes nothing
+            verified = (0, 0) if emulate else verify_improvements(extracted, database, builder, runner, tvm_target)
     except (KeyboardInterrupt, RuntimeError):
         if not interrupted:
             raise
@@ -185,7 +195,46 @@ def tune_model(
                               f"({kept - before.count_for(tvm_target)} new); run the same command to continue") from None
     after = tuning_db.read_database(db_dir)
     return TuneReport(db_dir, tasks, before.count_for(tvm_target), after.count_for(tvm_target),
-                      time.monotonic() - start, before.dropped_tail, verified)
+                      time.monotonic() - start, before.dropped_tail, verified, emulate)
+
+
+def _emulated_runner(target: TargetPreset, tvm_target: Any, db_dir: Path, before: tuning_db.Database) -> Any:
+    """The instruction-counting runner for `target`, after marking the database's records for it as
+    instruction counts (refused if it already holds timed records for the target)."""
+    import os
+
+    from mvcompile.backend import emulated_runner as emu
+
+    key = tuning_db.target_key(tvm_target)
+    mcpu = str(tvm_target.attrs.get("mcpu", "")) or None
+    try:
+        emulator = emu.emulator_for(target.arch, mcpu)
+        mark = emu.Mark(emulator.describe())
+        marks = emu.read_marks(db_dir)
+        if before.count_for(tvm_target) and key not in marks:
+            raise TuneError(f"{db_dir} holds timed records for {target.name}; instruction counts cannot be "
+                            "compared with them: tune under emulation into another --db")
+        if key in marks and marks[key] != mark:
+            raise TuneError(f"{db_dir}: its records for {target.name} were counted under {marks[key].emulator}, "
+                            f"not {emulator.describe()}: use another --db")
+        runner = emu.make_emulated_runner(emulator, max_workers=os.cpu_count() or 1)
+        emu.write_mark(db_dir, key, mark)
+    except emu.EmulatedTuneError as exc:
+        raise TuneError(str(exc)) from None
+    return runner
+
+
+def _check_not_emulated(db_dir: Path, tvm_target: Any) -> None:
+    """Refuse to add measured times to records that are instruction counts."""
+    from mvcompile.backend import emulated_runner as emu
+
+    try:
+        mark = emu.read_marks(db_dir).get(tuning_db.target_key(tvm_target))
+    except emu.EmulatedTuneError as exc:
+        raise TuneError(str(exc)) from None
+    if mark is not None:
+        raise TuneError(f"{db_dir}: its records for this target are instruction counts under {mark.emulator}; "
+                        "tune with --emulate, or into another --db")
 
 
 @contextmanager
@@ -382,8 +431,9 @@ def _task_runner(database: Any, builder: Any, runner: Any, cost_model: Any, bar:
 class _Progress:
     """A rich progress bar fed by a MetaSchedule measure callback."""
 
-    def __init__(self, tasks: list[Task], trials: int | None, budget_minutes: float | None, enabled: bool) -> None:
-        self.tasks, self.enabled = tasks, enabled
+    def __init__(self, tasks: list[Task], trials: int | None, budget_minutes: float | None, enabled: bool,
+                 emulated: bool = False) -> None:
+        self.tasks, self.enabled, self.emulated = tasks, enabled, emulated
         self.total = trials if trials is not None else None
         self.budget = budget_minutes * 60.0 if budget_minutes is not None else None
         self.current: Task | None = None
@@ -435,9 +485,17 @@ class _Progress:
         else:
             left = elapsed / self.done * (self.total - self.done) if self.done else float("nan")
         tuned = sum(t.weight * t.best_ms for t in self.tasks if t.best_ms < math.inf)
-        best = f"{self.current.best_ms:.3f} ms" if self.current.best_ms < math.inf else "-"
-        status = f"best {best} | tuned sum {tuned:.2f} ms | left {_clock(left)} | {self.current.name[:24]}"
+        best = self._amount(self.current.best_ms) if self.current.best_ms < math.inf else "-"
+        status = f"best {best} | tuned sum {self._amount(tuned)} | left {_clock(left)} | {self.current.name[:24]}"
         self._bar.update(self._id, completed=self.done, status=status)
+
+    def _amount(self, ms: float) -> str:
+        """A measured time, or under emulation the instruction count it stands for."""
+        if not self.emulated:
+            return f"{ms:.3f} ms"
+        from mvcompile.backend.emulated_runner import NOMINAL_INSTRUCTIONS_PER_SECOND
+
+        return f"{ms * 1e-3 * NOMINAL_INSTRUCTIONS_PER_SECOND / 1e6:.3f} M insn"
 
     def callback(self) -> Any:
         """A MetaSchedule measure callback reporting each measured batch to this bar."""
