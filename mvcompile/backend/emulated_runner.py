@@ -65,12 +65,13 @@ class Emulator:
 
 def emulator_for(arch: str, mcpu: str | None) -> Emulator:
     """The emulator for a target: its arch's qemu-user with the target's CPU if qemu has that model
-    (cortex-a72 for rpi4, cortex-a76 for rpi5), else `max`."""
+    (cortex-a72 for rpi4, cortex-a76 for rpi5), else `max`; checks that qemu and the insn plugin exist."""
     if arch not in QEMU:
         raise EmulatedTuneError(f"cannot tune {arch} under emulation: supported are {', '.join(QEMU)}")
     qemu = QEMU[arch]
     if shutil.which(qemu) is None:
         raise EmulatedTuneError(f"{qemu} not found: {PLUGIN_HINT}")
+    plugin_path()
     return Emulator(arch, qemu, mcpu if mcpu and mcpu in _qemu_cpus(qemu) else "max")
 
 
@@ -166,7 +167,6 @@ class CandidateCounter:
         self.emulator = emulator
         self.timeout_sec = timeout_sec
         self.program, self.qemu_opts = candidate_program(emulator.arch)
-        plugin_path()
 
     def per_call(self, library: str, args: list[str]) -> float:
         """(count(CALLS[1]) - count(CALLS[0])) / (CALLS[1] - CALLS[0]) for the candidate `library`."""
@@ -223,10 +223,6 @@ class Mark:
     emulator: str  # e.g. "qemu-aarch64 -cpu cortex-a72"
     score: str = "guest instructions per call (qemu insn plugin, 1 thread)"
     nominal_instructions_per_second: float = NOMINAL_INSTRUCTIONS_PER_SECOND
-
-    def note(self) -> str:
-        """What a build says about records scored this way."""
-        return f"{EMULATED_NOTE} under {self.emulator}"
 
 
 def read_marks(db_dir: str | Path) -> dict[str, Mark]:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import onnx
 
@@ -19,6 +19,9 @@ from mvcompile.errors import MvcompileError
 from mvcompile.backend import ms_setup, tuning_db
 from mvcompile.backend.compile import fuse, import_onnx
 from mvcompile.backend.targets import TargetPreset
+
+if TYPE_CHECKING:
+    from mvcompile.backend.emulated_runner import Emulator
 
 TRIALS_PER_ITER = 16
 MIN_TRIALS = 4  # fewer than this per task is not worth a search round
@@ -157,6 +160,7 @@ def tune_model(
     boards = rpc.free_boards() if rpc else 0
     if rpc and boards == 0:
         raise TuneError(f"no RPC server is registered with key '{rpc.key}' at {rpc.tracker_host}:{rpc.tracker_port}")
+    emulator = _scoring(target, tvm_target, db_dir, before, emulate)
     extracted = extract_tasks(onnx_model, tvm_target)
     if not extracted:
         raise TuneError("the model has no tunable tasks")
@@ -166,10 +170,9 @@ def tune_model(
     workers = max(1, boards) if rpc else 1
     builder = ms_setup.make_builder(target.cross_compiler, max_workers=max(2, workers))
     cores = int(tvm_target.attrs.get("num-cores", 1))
-    if emulate:
-        runner = _emulated_runner(target, tvm_target, db_dir, before)
+    if emulator is not None:
+        runner = _emulated_runner(emulator, db_dir, tvm_target)
     else:
-        _check_not_emulated(db_dir, tvm_target)
         runner = ms_setup.make_rpc_runner(rpc, workers) if rpc else ms_setup.make_local_runner(cores)
     baseline = default_baseline(extracted, before, database, builder, runner, tvm_target)
     tasks = [Task(t.task_name, int(t.weight), secs * int(t.weight), ctx)
@@ -179,14 +182,14 @@ def tune_model(
     start = time.monotonic()
     interrupted: list[bool] = []
     try:
-        with _Progress(tasks, trials, budget_minutes, progress, emulate) as bar, _sigint_flag(interrupted):
+        with _Progress(tasks, trials, budget_minutes, progress, emulator is not None) as bar, _sigint_flag(interrupted):
             run_one = _task_runner(database, builder, runner, cost_model, bar, str(db_dir))
             if trials is not None:
                 _tune_trials(tasks, trials, run_one)
             else:
                 _tune_within_budget(tasks, budget_minutes * 60.0, run_one)
             # instruction counts are deterministic: measuring them again beside the default changes nothing
-            verified = (0, 0) if emulate else verify_improvements(extracted, database, builder, runner, tvm_target)
+            verified = (0, 0) if emulator else verify_improvements(extracted, database, builder, runner, tvm_target)
     except (KeyboardInterrupt, RuntimeError):
         if not interrupted:
             raise
@@ -195,46 +198,48 @@ def tune_model(
                               f"({kept - before.count_for(tvm_target)} new); run the same command to continue") from None
     after = tuning_db.read_database(db_dir)
     return TuneReport(db_dir, tasks, before.count_for(tvm_target), after.count_for(tvm_target),
-                      time.monotonic() - start, before.dropped_tail, verified, emulate)
+                      time.monotonic() - start, before.dropped_tail, verified, emulator is not None)
 
 
-def _emulated_runner(target: TargetPreset, tvm_target: Any, db_dir: Path, before: tuning_db.Database) -> Any:
-    """The instruction-counting runner for `target`, after marking the database's records for it as
-    instruction counts (refused if it already holds timed records for the target)."""
+def _scoring(target: TargetPreset, tvm_target: Any, db_dir: Path, before: tuning_db.Database,
+             emulate: bool) -> Emulator | None:
+    """The emulator that will count candidates (None: they are timed), after checking that the database
+    holds no records for the target scored the other way: counts and times cannot be compared."""
+    from mvcompile.backend import emulated_runner as emu
+
+    try:
+        marks = emu.read_marks(db_dir)
+        key = tuning_db.target_key(tvm_target)
+        if not emulate:
+            if key in marks:
+                raise TuneError(f"{db_dir}: its records for {target.name} are instruction counts under "
+                                f"{marks[key].emulator}; tune with --emulate, or into another --db")
+            return None
+        emulator = emu.emulator_for(target.arch, str(tvm_target.attrs.get("mcpu", "")) or None)
+    except emu.EmulatedTuneError as exc:
+        raise TuneError(str(exc)) from None
+    if before.count_for(tvm_target) and key not in marks:
+        raise TuneError(f"{db_dir} holds timed records for {target.name}; instruction counts cannot be "
+                        "compared with them: tune under emulation into another --db")
+    if key in marks and marks[key].emulator != emulator.describe():
+        raise TuneError(f"{db_dir}: its records for {target.name} were counted under {marks[key].emulator}, "
+                        f"not {emulator.describe()}: use another --db")
+    return emulator
+
+
+def _emulated_runner(emulator: Emulator, db_dir: Path, tvm_target: Any) -> Any:
+    """The instruction-counting runner, after marking the database's records for `tvm_target` as
+    instruction counts under `emulator`."""
     import os
 
     from mvcompile.backend import emulated_runner as emu
 
-    key = tuning_db.target_key(tvm_target)
-    mcpu = str(tvm_target.attrs.get("mcpu", "")) or None
     try:
-        emulator = emu.emulator_for(target.arch, mcpu)
-        mark = emu.Mark(emulator.describe())
-        marks = emu.read_marks(db_dir)
-        if before.count_for(tvm_target) and key not in marks:
-            raise TuneError(f"{db_dir} holds timed records for {target.name}; instruction counts cannot be "
-                            "compared with them: tune under emulation into another --db")
-        if key in marks and marks[key] != mark:
-            raise TuneError(f"{db_dir}: its records for {target.name} were counted under {marks[key].emulator}, "
-                            f"not {emulator.describe()}: use another --db")
         runner = emu.make_emulated_runner(emulator, max_workers=os.cpu_count() or 1)
-        emu.write_mark(db_dir, key, mark)
+        emu.write_mark(db_dir, tuning_db.target_key(tvm_target), emu.Mark(emulator.describe()))
     except emu.EmulatedTuneError as exc:
         raise TuneError(str(exc)) from None
     return runner
-
-
-def _check_not_emulated(db_dir: Path, tvm_target: Any) -> None:
-    """Refuse to add measured times to records that are instruction counts."""
-    from mvcompile.backend import emulated_runner as emu
-
-    try:
-        mark = emu.read_marks(db_dir).get(tuning_db.target_key(tvm_target))
-    except emu.EmulatedTuneError as exc:
-        raise TuneError(str(exc)) from None
-    if mark is not None:
-        raise TuneError(f"{db_dir}: its records for this target are instruction counts under {mark.emulator}; "
-                        "tune with --emulate, or into another --db")
 
 
 @contextmanager

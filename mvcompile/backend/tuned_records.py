@@ -60,21 +60,21 @@ def from_database(path: str | Path, tvm_target: Any) -> Selection:
     if not best:
         notices.append(f"{db.path}: no tuned schedule in it beats mvcompile's default schedules; "
                        "the build uses the defaults")
-    selection = _selection("database", db, best, notices)
-    selection.emulated = _emulation_note(db.path, tvm_target)
-    return selection
+    return _marked(_selection("database", db, best, notices), tvm_target)
 
 
-def _emulation_note(db_dir: Path, tvm_target: Any) -> str | None:
-    """"tuned under emulation (instruction counts) under ..." if the database's records for
-    `tvm_target` were scored by emulated_runner, else None."""
+def _marked(selection: Selection, tvm_target: Any) -> Selection:
+    """`selection`, saying "tuned under emulation (instruction counts)" and naming the emulator as where
+    the records were measured if its database's records for `tvm_target` were scored by emulated_runner."""
     from mvcompile.backend import emulated_runner
 
     try:
-        mark = emulated_runner.read_marks(db_dir).get(tuning_db.target_key(tvm_target))
+        mark = emulated_runner.read_marks(selection.path).get(tuning_db.target_key(tvm_target))
     except emulated_runner.EmulatedTuneError as exc:
         raise tuning_db.DatabaseError(str(exc)) from None
-    return mark.note() if mark else None
+    if mark is not None:
+        selection.emulated, selection.measured_on = emulated_runner.EMULATED_NOTE, mark.emulator
+    return selection
 
 
 def shipped(target: TargetPreset, tvm_target: Any, root: Path = SHIPPED_DIR) -> list[Selection]:
@@ -83,9 +83,8 @@ def shipped(target: TargetPreset, tvm_target: Any, root: Path = SHIPPED_DIR) -> 
     for match in sorted(root.glob(f"*/{MATCH_FILE}")):
         if _matches(match, target, tvm_target):
             db = tuning_db.read_database(match.parent)
-            selection = _selection("shipped", db, db.improvements(), [], _rule(match).get("measured_on"))
-            selection.emulated = _emulation_note(db.path, tvm_target)
-            found.append(selection)
+            found.append(_marked(_selection("shipped", db, db.improvements(), [], _rule(match).get("measured_on")),
+                                 tvm_target))
     return found
 
 
