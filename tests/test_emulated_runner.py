@@ -84,6 +84,9 @@ def test_counted_and_timed_records_never_mix(rpi4_emulator: emu.Emulator, tmp_pa
     assert main([*tune, "--db", str(timed), "--emulate"]) == 2
     assert "holds timed records for rpi4; instruction counts cannot be compared" in capsys.readouterr().err
     assert not (timed / emu.MARK_FILE).exists()
+    emu.write_mark(timed, key, emu.Mark(rpi4_emulator.describe()))  # had they been counted: compacting keeps the mark
+    tuning_db.compact(timed, tmp_path / "compact")
+    assert emu.read_marks(tmp_path / "compact") == emu.read_marks(timed)
 
 
 @pytest.mark.slow

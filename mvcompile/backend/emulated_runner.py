@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from mvcompile.errors import MvcompileError
+from mvcompile.backend.tuning_db import MARK_FILE
 from mvcompile.runtime.cross import ARCHES, cross_dir
 from mvcompile.support.files import atomic_write
 
@@ -38,7 +39,6 @@ speed; only ratios between records of the same emulated CPU mean anything."""
 
 CALLS = (1, 3)  # calls in the two counted runs; the first call (thread pool, workspace set-up) is in both
 SOURCE = Path(__file__).with_name("candidate_runner.cc")
-MARK_FILE = "emulated.json"
 EMULATED_NOTE = "tuned under emulation (instruction counts)"
 PLUGIN_HINT = "run `make cross` (scripts/setup_cross.sh) to build it"
 _COUNT_LINE = re.compile(r"^insns: (\d+)$", re.MULTILINE)
