@@ -233,6 +233,7 @@ def cmd_import_weights(args: argparse.Namespace) -> int:
 def cmd_tune(args: argparse.Namespace) -> int:
     from mvcompile.backend.ms_setup import RPCSettings
     from mvcompile.backend.targets import load_target
+    from mvcompile.backend.emulated_runner import EMULATED_NOTE
     from mvcompile.backend.tune import TuneInterrupted, tune_model
     from mvcompile.backend.tvm_interrupt import interruptible_tvm
     from mvcompile.lower.pipeline import export_model
@@ -244,7 +245,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     try:
         with interruptible_tvm():
             report = tune_model(exported.onnx_model, target, args.db, trials=args.trials,
-                                budget_minutes=args.budget, rpc=rpc, progress=not args.quiet)
+                                budget_minutes=args.budget, rpc=rpc, emulate=args.emulate, progress=not args.quiet)
     except TuneInterrupted as err:  # Ctrl-C, with what the database kept
         raise interrupt.Interrupted(str(err), signal.SIGINT) from None
     for name in report.repaired:
@@ -254,6 +255,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
           f"{args.db} holds {report.records_after} records for {target.name} (was {report.records_before})",
           file=sys.stderr)
     kept, checked = report.verified
+    if report.emulated:
+        print(f"candidates were scored by guest instructions under qemu (deterministic: not measured again); "
+              f"builds with {args.db} say '{EMULATED_NOTE}'", file=sys.stderr)
     if checked:
         print(f"measured again beside their default schedules: {kept} of {checked} searched records that looked "
               "faster still are", file=sys.stderr)
@@ -453,6 +457,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--db", required=True, help="database directory; records are appended, a re-run continues")
     s.add_argument("--rpc-tracker", default=None, help="HOST:PORT of a TVM RPC tracker: measure on its boards")
     s.add_argument("--rpc-key", default=None, help="key the boards registered with at the tracker")
+    s.add_argument("--emulate", action="store_true",
+                   help="score candidates by guest instructions under qemu-user (the target's CPU, e.g. rpi4, rpi5) "
+                        "instead of timing them: tunes a board's code without the board (a proxy, blind to caches)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     s.set_defaults(func=cmd_tune)
 

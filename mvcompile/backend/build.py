@@ -87,6 +87,7 @@ def schedule_summary(options: dict[str, Any]) -> str:
     else:
         head = (f"tuning records ({tuning['source']}: {tuning['path']}"
                 + (f", measured on {tuning['measured_on']}" if tuning.get("measured_on") else "")
+                + (f", {tuning['emulated']}" if tuning.get("emulated") else "")
                 + f") scheduled {tuning.get('functions_tuned', 0)} of {tuning.get('functions_total', total)} functions")
     rules.pop("tuning record", None)
     if not rules:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import onnx
 
@@ -19,6 +19,9 @@ from mvcompile.errors import MvcompileError
 from mvcompile.backend import ms_setup, tuning_db
 from mvcompile.backend.compile import fuse, import_onnx
 from mvcompile.backend.targets import TargetPreset
+
+if TYPE_CHECKING:
+    from mvcompile.backend.emulated_runner import Emulator
 
 TRIALS_PER_ITER = 16
 MIN_TRIALS = 4  # fewer than this per task is not worth a search round
@@ -81,6 +84,7 @@ class TuneReport:
     seconds: float
     repaired: list[str] = field(default_factory=list)
     verified: tuple[int, int] = (0, 0)  # (searched records that still beat their default side by side, checked)
+    emulated: bool = False  # scored by instruction counts under qemu (emulated_runner), not timed
 
     @property
     def trials(self) -> int:
@@ -130,10 +134,12 @@ def tune_model(
     trials: int | None = None,
     budget_minutes: float | None = None,
     rpc: ms_setup.RPCSettings | None = None,
+    emulate: bool = False,
     seed: int | None = None,
     progress: bool = True,
 ) -> TuneReport:
-    """Tune `onnx_model` for `target`, appending records to the database in `db_dir`."""
+    """Tune `onnx_model` for `target`, appending records to the database in `db_dir`. With `emulate`,
+    candidates are scored by guest instructions under qemu-user (emulated_runner) instead of timed."""
     if (trials is None) == (budget_minutes is None):
         raise TuneError("give the number of trials (--trials N) or a time budget (--budget MINUTES), not both")
     if trials is not None and trials < 1:
@@ -142,6 +148,8 @@ def tune_model(
         raise TuneError(f"--budget must be a positive number of minutes, got {budget_minutes}")
     if target.kind != "llvm":
         raise TuneError(f"tuning supports CPU (llvm) targets; '{target.name}' compiles for {target.kind}")
+    if emulate and rpc:
+        raise TuneError("--emulate counts instructions under qemu on this machine; it cannot be combined with --rpc-tracker")
     ms_setup.preload_cpu_tensor_intrins()
     from tvm.s_tir import meta_schedule as ms
 
@@ -152,6 +160,7 @@ def tune_model(
     boards = rpc.free_boards() if rpc else 0
     if rpc and boards == 0:
         raise TuneError(f"no RPC server is registered with key '{rpc.key}' at {rpc.tracker_host}:{rpc.tracker_port}")
+    emulator = _scoring(target, tvm_target, db_dir, before, emulate)
     extracted = extract_tasks(onnx_model, tvm_target)
     if not extracted:
         raise TuneError("the model has no tunable tasks")
@@ -161,7 +170,10 @@ def tune_model(
     workers = max(1, boards) if rpc else 1
     builder = ms_setup.make_builder(target.cross_compiler, max_workers=max(2, workers))
     cores = int(tvm_target.attrs.get("num-cores", 1))
-    runner = ms_setup.make_rpc_runner(rpc, workers) if rpc else ms_setup.make_local_runner(cores)
+    if emulator is not None:
+        runner = _emulated_runner(emulator, db_dir, tvm_target)
+    else:
+        runner = ms_setup.make_rpc_runner(rpc, workers) if rpc else ms_setup.make_local_runner(cores)
     baseline = default_baseline(extracted, before, database, builder, runner, tvm_target)
     tasks = [Task(t.task_name, int(t.weight), secs * int(t.weight), ctx)
              for t, secs, ctx in zip(extracted, baseline, contexts)]
@@ -170,13 +182,14 @@ def tune_model(
     start = time.monotonic()
     interrupted: list[bool] = []
     try:
-        with _Progress(tasks, trials, budget_minutes, progress) as bar, _sigint_flag(interrupted):
+        with _Progress(tasks, trials, budget_minutes, progress, emulator is not None) as bar, _sigint_flag(interrupted):
             run_one = _task_runner(database, builder, runner, cost_model, bar, str(db_dir))
             if trials is not None:
                 _tune_trials(tasks, trials, run_one)
             else:
                 _tune_within_budget(tasks, budget_minutes * 60.0, run_one)
-            verified = verify_improvements(extracted, database, builder, runner, tvm_target)
+            # instruction counts are deterministic: measuring them again beside the default changes nothing
+            verified = (0, 0) if emulator else verify_improvements(extracted, database, builder, runner, tvm_target)
     except (KeyboardInterrupt, RuntimeError):
         if not interrupted:
             raise
@@ -185,7 +198,48 @@ def tune_model(
                               f"({kept - before.count_for(tvm_target)} new); run the same command to continue") from None
     after = tuning_db.read_database(db_dir)
     return TuneReport(db_dir, tasks, before.count_for(tvm_target), after.count_for(tvm_target),
-                      time.monotonic() - start, before.dropped_tail, verified)
+                      time.monotonic() - start, before.dropped_tail, verified, emulator is not None)
+
+
+def _scoring(target: TargetPreset, tvm_target: Any, db_dir: Path, before: tuning_db.Database,
+             emulate: bool) -> Emulator | None:
+    """The emulator that will count candidates (None: they are timed), after checking that the database
+    holds no records for the target scored the other way: counts and times cannot be compared."""
+    from mvcompile.backend import emulated_runner as emu
+
+    try:
+        marks = emu.read_marks(db_dir)
+        key = tuning_db.target_key(tvm_target)
+        if not emulate:
+            if key in marks:
+                raise TuneError(f"{db_dir}: its records for {target.name} are instruction counts under "
+                                f"{marks[key].emulator}; tune with --emulate, or into another --db")
+            return None
+        emulator = emu.emulator_for(target.arch, str(tvm_target.attrs.get("mcpu", "")) or None)
+    except emu.EmulatedTuneError as exc:
+        raise TuneError(str(exc)) from None
+    if before.count_for(tvm_target) and key not in marks:
+        raise TuneError(f"{db_dir} holds timed records for {target.name}; instruction counts cannot be "
+                        "compared with them: tune under emulation into another --db")
+    if key in marks and marks[key].emulator != emulator.describe():
+        raise TuneError(f"{db_dir}: its records for {target.name} were counted under {marks[key].emulator}, "
+                        f"not {emulator.describe()}: use another --db")
+    return emulator
+
+
+def _emulated_runner(emulator: Emulator, db_dir: Path, tvm_target: Any) -> Any:
+    """The instruction-counting runner, after marking the database's records for `tvm_target` as
+    instruction counts under `emulator`."""
+    import os
+
+    from mvcompile.backend import emulated_runner as emu
+
+    try:
+        runner = emu.make_emulated_runner(emulator, max_workers=os.cpu_count() or 1)
+        emu.write_mark(db_dir, tuning_db.target_key(tvm_target), emu.Mark(emulator.describe()))
+    except emu.EmulatedTuneError as exc:
+        raise TuneError(str(exc)) from None
+    return runner
 
 
 @contextmanager
@@ -382,8 +436,9 @@ def _task_runner(database: Any, builder: Any, runner: Any, cost_model: Any, bar:
 class _Progress:
     """A rich progress bar fed by a MetaSchedule measure callback."""
 
-    def __init__(self, tasks: list[Task], trials: int | None, budget_minutes: float | None, enabled: bool) -> None:
-        self.tasks, self.enabled = tasks, enabled
+    def __init__(self, tasks: list[Task], trials: int | None, budget_minutes: float | None, enabled: bool,
+                 emulated: bool = False) -> None:
+        self.tasks, self.enabled, self.emulated = tasks, enabled, emulated
         self.total = trials if trials is not None else None
         self.budget = budget_minutes * 60.0 if budget_minutes is not None else None
         self.current: Task | None = None
@@ -435,9 +490,17 @@ class _Progress:
         else:
             left = elapsed / self.done * (self.total - self.done) if self.done else float("nan")
         tuned = sum(t.weight * t.best_ms for t in self.tasks if t.best_ms < math.inf)
-        best = f"{self.current.best_ms:.3f} ms" if self.current.best_ms < math.inf else "-"
-        status = f"best {best} | tuned sum {tuned:.2f} ms | left {_clock(left)} | {self.current.name[:24]}"
+        best = self._amount(self.current.best_ms) if self.current.best_ms < math.inf else "-"
+        status = f"best {best} | tuned sum {self._amount(tuned)} | left {_clock(left)} | {self.current.name[:24]}"
         self._bar.update(self._id, completed=self.done, status=status)
+
+    def _amount(self, ms: float) -> str:
+        """A measured time, or under emulation the instruction count it stands for."""
+        if not self.emulated:
+            return f"{ms:.3f} ms"
+        from mvcompile.backend.emulated_runner import NOMINAL_INSTRUCTIONS_PER_SECOND
+
+        return f"{ms * 1e-3 * NOMINAL_INSTRUCTIONS_PER_SECOND / 1e6:.3f} M insn"
 
     def callback(self) -> Any:
         """A MetaSchedule measure callback reporting each measured batch to this bar."""

@@ -28,6 +28,7 @@ class Selection:
     count: int
     measured_on: str  # the CPU the records were measured on
     notices: list[str] = field(default_factory=list)
+    emulated: str | None = None  # how the records were scored if not timed: emulated_runner.Mark.note()
 
     def manifest(self, tuned: int, total: int) -> dict[str, Any]:
         """The manifest's `tuning` entry."""
@@ -40,6 +41,7 @@ class Selection:
             "records": self.count,
             "functions_tuned": tuned,
             "functions_total": total,
+            **({"emulated": self.emulated} if self.emulated else {}),
         }
 
 
@@ -58,7 +60,21 @@ def from_database(path: str | Path, tvm_target: Any) -> Selection:
     if not best:
         notices.append(f"{db.path}: no tuned schedule in it beats mvcompile's default schedules; "
                        "the build uses the defaults")
-    return _selection("database", db, best, notices)
+    return _marked(_selection("database", db, best, notices), tvm_target)
+
+
+def _marked(selection: Selection, tvm_target: Any) -> Selection:
+    """`selection`, saying "tuned under emulation (instruction counts)" and naming the emulator as where
+    the records were measured if its database's records for `tvm_target` were scored by emulated_runner."""
+    from mvcompile.backend import emulated_runner
+
+    try:
+        mark = emulated_runner.read_marks(selection.path).get(tuning_db.target_key(tvm_target))
+    except emulated_runner.EmulatedTuneError as exc:
+        raise tuning_db.DatabaseError(str(exc)) from None
+    if mark is not None:
+        selection.emulated, selection.measured_on = emulated_runner.EMULATED_NOTE, mark.emulator
+    return selection
 
 
 def shipped(target: TargetPreset, tvm_target: Any, root: Path = SHIPPED_DIR) -> list[Selection]:
@@ -67,7 +83,8 @@ def shipped(target: TargetPreset, tvm_target: Any, root: Path = SHIPPED_DIR) -> 
     for match in sorted(root.glob(f"*/{MATCH_FILE}")):
         if _matches(match, target, tvm_target):
             db = tuning_db.read_database(match.parent)
-            found.append(_selection("shipped", db, db.improvements(), [], _rule(match).get("measured_on")))
+            found.append(_marked(_selection("shipped", db, db.improvements(), [], _rule(match).get("measured_on")),
+                                 tvm_target))
     return found
 
 
@@ -91,6 +108,7 @@ def merge(selections: list[Selection]) -> Selection | None:
         "+".join(s.database_sha256 for s in selections), "+".join(s.records_sha256 for s in selections),
         memory, sum(s.count for s in selections), "; ".join(s.measured_on for s in selections),
         [n for s in selections for n in s.notices],
+        "; ".join(s.emulated for s in selections if s.emulated) or None,
     )
 
 

@@ -27,6 +27,7 @@ RECORDS = "database_tuning_record.json"
 FAILED_RUN_SECS = 1e9  # MetaSchedule stores 1e10 s for candidates that failed to build or run
 IGNORED_TARGET_KEYS = ("num-cores", "tag", "keys", "host")  # do not change what the code computes
 DEFAULT_MARK = "mvcompile.default_schedule"  # in the trace of a default-schedule record (cpu.schedules)
+MARK_FILE = "emulated.json"  # targets whose records are instruction counts (emulated_runner), not times
 
 
 class DatabaseError(MvcompileError, ValueError):
@@ -305,6 +306,8 @@ def compact(src: str | Path, dst: str | Path, target: Any | None = None, *, xz: 
         for extra in sorted(dst.iterdir()) if dst.is_dir() else []:
             if extra.name not in stored:
                 shutil.copy2(extra, work / extra.name)  # keep e.g. match.yaml next to the records
+        if (Path(src) / MARK_FILE).is_file():  # the records are instruction counts: they stay marked
+            shutil.copy2(Path(src) / MARK_FILE, work / MARK_FILE)
     return read_database(dst)
 
 
