@@ -11,12 +11,15 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from mvcompile.support import interrupt  # the only imports before the Ctrl-C trap: the rest load in the commands
+from mvcompile.errors import MvcompileError, UsageError  # the only imports before the Ctrl-C trap: the rest
+from mvcompile.support import interrupt  # load in the commands
 from mvcompile.support.text import literal, visible
 
-# ValueError covers the spec, weights, IR, target, artifact, output, frame and io-table errors (all
-# subclass it); OSError is the system refusing a file operation (permissions, a full disk).
-USER_ERRORS: tuple[type[Exception], ...] = (ValueError, OSError)
+# Printed as one line: mvcompile's own errors (bad input, damaged files, failed builds), and OSError, the
+# operating system refusing an operation on the user's files or devices (not found, no permission, disk
+# full): its message names the path and the reason, all a user can act on, and a traceback through our
+# code would not help them. Anything else (a ValueError, KeyError, ... from a bug) keeps its traceback.
+USER_ERRORS: tuple[type[Exception], ...] = (MvcompileError, OSError)
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -91,14 +94,14 @@ def _build_ensemble(args: argparse.Namespace, target: Any, output: Path, start: 
     common = dict(variant=args.variant, mode=args.mode, frames=args.frames, batch=args.batch, seed=args.seed)
     if args.temporal_ensemble:
         if bool(args.weights) != bool(args.weights2):
-            raise ValueError("--temporal-ensemble takes both --weights A and --weights2 B (or --seed S)")
+            raise UsageError("--temporal-ensemble takes both --weights A and --weights2 B (or --seed S)")
         weights = (args.weights, args.weights2) if args.weights else None
         ens = export_temporal_ensemble(args.spec, resolution=args.resolution, weights=weights, **common)
     else:
         if args.weights2:
-            raise ValueError("--weights2 is the second model of --temporal-ensemble")
+            raise UsageError("--weights2 is the second model of --temporal-ensemble")
         if args.resolution:
-            raise ValueError(f"{args.spec}: each ensemble member runs at its own spec's resolution; drop --resolution")
+            raise UsageError(f"{args.spec}: each ensemble member runs at its own spec's resolution; drop --resolution")
         ens = export_spec_ensemble(args.spec, weights=args.weights, **common)
     out = build_ensemble(ens, target, output, progress=not args.quiet)
     members = ", ".join(f"{visible(m['name'])} {m['resolution']} px at {m['frame_rate']:g} fps" for m in ens.info["members"])
@@ -145,9 +148,10 @@ def _run_video(args: argparse.Namespace) -> int:
     from mvcompile.runtime.driver import top5
     from mvcompile.runtime.ensemble import load_manifest
     from mvcompile.runtime.live import predict_video
+    from mvcompile.runtime.video import VideoError
 
     if args.emulate:
-        raise ValueError("--video runs natively; --emulate takes --frames or --input")
+        raise UsageError("--video runs natively; --emulate takes --frames or --input")
     labels = load_manifest(args.artifact).get("labels")
     console, last, ms = Console(), None, []
     for p in predict_video(args.artifact, args.video, num_threads=args.threads, timeout=args.timeout):
@@ -157,7 +161,7 @@ def _run_video(args: argparse.Namespace) -> int:
             console.print(f"frame {p.frames:5d}  {p.time:7.2f} s  {p.ms:7.2f} ms  top-5 "
                           f"{_top5_text(top5(p.logits)[0], labels)}", highlight=False)
     if last is None:
-        raise ValueError(f"{args.video}: too short: no model call's worth of frames at the model frame rate")
+        raise VideoError(f"{args.video}: too short: no model call's worth of frames at the model frame rate")
     if args.json:
         print(_json({"logits": last.logits.tolist(), "ms_per_call": statistics.median(ms), "calls": last.step,
                      "frames": last.frames, "seconds": last.time, "top5": top5(last.logits)}))
@@ -237,7 +241,7 @@ def cmd_compact_db(args: argparse.Namespace) -> int:
     keep = None
     if args.keep_model:
         if tvm_target is None:
-            raise ValueError("--keep-model needs --target (a model's tasks depend on the target)")
+            raise UsageError("--keep-model needs --target (a model's tasks depend on the target)")
         keep = set().union(*(_model_workloads(m, tvm_target) for m in args.keep_model))
     db = compact(args.db, args.output, tvm_target, xz=args.xz, workloads=keep)
     print(f"wrote {args.output}: {len(db.records)} records (best per workload) for {len(db.workloads)} workloads",
@@ -434,10 +438,17 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as err:  # noqa: BLE001 - user mistakes become one-line messages, bugs stay tracebacks
             if interrupt.requested() is not None:  # e.g. TVM's error for an interrupted callback
                 return _interrupted(err)
-            if not isinstance(err, USER_ERRORS) and not type(err).__module__.startswith("mvcompile."):
+            if not isinstance(err, USER_ERRORS):
                 raise
-            print(f"error: {visible(err, keep=chr(10))}", file=sys.stderr)  # names/paths in it stay inert text
+            print(f"error: {visible(_message(err), keep=chr(10))}", file=sys.stderr)  # names/paths stay inert text
             return 2
+
+
+def _message(err: Exception) -> str:
+    """The error's text; an OSError as `path: reason` (its errno adds nothing for a user)."""
+    if isinstance(err, OSError) and err.strerror and err.filename is not None:
+        return f"{err.filename}: {err.strerror}"
+    return str(err)
 
 
 def _interrupted(err: BaseException) -> int:

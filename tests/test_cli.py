@@ -221,3 +221,23 @@ def test_hostile_specs_are_one_line_errors_in_every_command(tmp_path, capsys) ->
             err = capsys.readouterr().err
             assert err.startswith(f"error: {spec}: ") and expected in err and err.count("\n") == 1, err
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(specs)  # nothing written
+
+
+def test_bugs_keep_their_traceback_while_user_errors_are_one_line(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    import mvcompile.spec.loader as loader
+
+    def broken(path: Path) -> None:
+        raise KeyError("a bug's KeyError")
+
+    def refused(path: Path) -> None:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(loader, "read_yaml", broken)
+    with pytest.raises(KeyError, match="a bug's KeyError"):  # not turned into a quiet line
+        main(["inspect", str(SPECS / "tiny.yaml")])
+    monkeypatch.setattr(loader, "read_yaml", refused)
+    assert main(["inspect", str(SPECS / "tiny.yaml")]) == 2
+    assert capsys.readouterr().err == f"error: {SPECS / 'tiny.yaml'}: Permission denied\n"
+    monkeypatch.undo()
+    assert main(["inspect", str(SPECS / "tiny.yaml"), "--variant", "nope"]) == 2
+    assert capsys.readouterr().err == "error: spec 'tiny' has no variant 'nope' (known: causal3d, stream)\n"
