@@ -7,7 +7,6 @@ import math
 import signal
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,7 +25,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from mvcompile.inspect import inspect_spec
+    from mvcompile.interface.compile import inspect_spec
 
     info = inspect_spec(args.spec, args.variant)
     if args.json:
@@ -48,85 +47,51 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_export(args: argparse.Namespace) -> int:
-    from mvcompile.lower.pipeline import export_model
+def _model(args: argparse.Namespace) -> Any:
+    from mvcompile.interface.compile import Model
 
-    exported = export_model(args.spec, variant=args.variant, mode=args.mode, frames=args.frames,
-                            resolution=args.resolution, batch=args.batch, weights=args.weights, seed=args.seed)
-    model_path, manifest_path = exported.save(args.output)
-    m = exported.manifest
+    return Model(args.spec, variant=args.variant, mode=args.mode, frames=args.frames, resolution=args.resolution,
+                 batch=args.batch, weights=getattr(args, "weights", None), seed=getattr(args, "seed", None))
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from mvcompile.interface.compile import export
+
+    m = export(_model(args), args.output).manifest
+    model_path = Path(args.output)
+    manifest_path = model_path.with_name(model_path.stem + ".manifest.json")
     print(f"wrote {visible(model_path)} and {visible(manifest_path)}: {m['mode']} mode, {len(m['states'])} states, "
           f"input {m['inputs'][0]['shape']}", file=sys.stderr)
     return 0
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from mvcompile.backend.build import build_artifact
-    from mvcompile.backend.targets import load_target
-    from mvcompile.lower.pipeline import export_model
+    from mvcompile.interface.compile import build
 
-    target = load_target(args.target)
-    output = args.output or Path("build") / f"{Path(args.spec).stem}-{args.variant or 'base'}-{args.mode}-{target.name}"
-    start = time.perf_counter()
-    if args.temporal_ensemble or args.weights2 or _is_ensemble_spec(args.spec):
-        return _build_ensemble(args, target, Path(output), start)
-    exported = export_model(args.spec, variant=args.variant, mode=args.mode, frames=args.frames,
-                            resolution=args.resolution, batch=args.batch, weights=args.weights, seed=args.seed)
-    out = build_artifact(exported.onnx_model, exported.manifest, target, output, progress=not args.quiet,
-                         db=args.db, shipped_records=not args.no_shipped_records)
-    m = exported.manifest
-    print(f"built {visible(out)} for {target.name} in {time.perf_counter() - start:.1f} s: {visible(m['spec']['name'])} "
-          f"{visible(m['variant'])} {m['mode']}, input {m['inputs'][0]['shape']}, {len(m['states'])} states", file=sys.stderr)
-    return 0
-
-
-def _is_ensemble_spec(path: str) -> bool:
-    from mvcompile.spec.loader import load_spec
-    from mvcompile.spec.model import EnsembleSpec
-
-    return isinstance(load_spec(path), EnsembleSpec)
-
-
-def _build_ensemble(args: argparse.Namespace, target: Any, output: Path, start: float) -> int:
-    from mvcompile.backend.ensemble import build_ensemble
-    from mvcompile.lower.ensemble_export import export_spec_ensemble, export_temporal_ensemble
-
-    common = dict(variant=args.variant, mode=args.mode, frames=args.frames, batch=args.batch, seed=args.seed)
-    if args.temporal_ensemble:
-        if bool(args.weights) != bool(args.weights2):
-            raise UsageError("--temporal-ensemble takes both --weights A and --weights2 B (or --seed S)")
-        weights = (args.weights, args.weights2) if args.weights else None
-        ens = export_temporal_ensemble(args.spec, resolution=args.resolution, weights=weights, **common)
+    result = build(_model(args), args.target, args.output, db=args.db, shipped_records=not args.no_shipped_records,
+                   temporal_ensemble=args.temporal_ensemble, weights2=args.weights2, progress=not args.quiet)
+    m = result.manifest
+    head = f"built {'ensemble ' if result.members else ''}{visible(result.path)} for {result.target} in {result.seconds:.1f} s"
+    if result.members:
+        members = ", ".join(f"{visible(e['name'])} {e['resolution']} px at {e['frame_rate']:g} fps" for e in m["members"])
+        print(f"{head}: {visible(m['name'])} ({m['routing']} routing; {members})", file=sys.stderr)
     else:
-        if args.weights2:
-            raise UsageError("--weights2 is the second model of --temporal-ensemble")
-        if args.resolution:
-            raise UsageError(f"{args.spec}: each ensemble member runs at its own spec's resolution; drop --resolution")
-        ens = export_spec_ensemble(args.spec, weights=args.weights, **common)
-    out = build_ensemble(ens, target, output, progress=not args.quiet)
-    members = ", ".join(f"{visible(m['name'])} {m['resolution']} px at {m['frame_rate']:g} fps" for m in ens.info["members"])
-    print(f"built ensemble {visible(out)} for {target.name} in {time.perf_counter() - start:.1f} s: {visible(ens.info['name'])} "
-          f"({ens.info['routing']} routing; {members})", file=sys.stderr)
+        print(f"{head}: {visible(m['spec']['name'])} {visible(m['variant'])} {m['mode']}, input {m['inputs'][0]['shape']}, "
+              f"{len(m['states'])} states", file=sys.stderr)
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from mvcompile.runtime.driver import load_video_array, random_frames, run_video, top5
-    from mvcompile.runtime.ensemble import load_manifest, require_frame_input
+    from mvcompile.interface.run import labels as artifact_labels
+    from mvcompile.interface.run import run, top5
 
     if args.video:
         return _run_video(args)
-    manifest = load_manifest(args.artifact)
-    require_frame_input(manifest, args.artifact)
-    if args.input:
-        frames = load_video_array(args.input, manifest)
-    else:
-        frames = random_frames(manifest, args.frames or manifest["inputs"][0]["shape"][1], args.seed)
-    result = run_video(args.artifact, frames, emulate=args.emulate, num_threads=args.threads,
-                       check_range=not args.no_range_check)
-    labels = manifest.get("labels")
+    result = run(args.artifact, frames=args.frames, input=args.input, seed=args.seed, emulate=args.emulate,
+                 num_threads=args.threads, check_range=not args.no_range_check)
+    labels = artifact_labels(args.artifact)
     if args.json:
         top = [[{"class": c, "label": labels[c] if labels else None, "p": p} for c, p in video]
                for video in top5(result.logits[-1])]
@@ -145,16 +110,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _run_video(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from mvcompile.runtime.driver import top5
-    from mvcompile.runtime.ensemble import load_manifest
-    from mvcompile.runtime.live import predict_video
-    from mvcompile.runtime.video import VideoError
+    from mvcompile.interface.run import labels as artifact_labels
+    from mvcompile.interface.run import VideoError, run_video_source, top5
 
     if args.emulate:
         raise UsageError("--video runs natively; --emulate takes --frames or --input")
-    labels = load_manifest(args.artifact).get("labels")
+    labels = artifact_labels(args.artifact)
     console, last, ms = Console(), None, []
-    for p in predict_video(args.artifact, args.video, num_threads=args.threads, timeout=args.timeout):
+    for p in run_video_source(args.artifact, args.video, num_threads=args.threads, timeout=args.timeout):
         last = p
         ms.append(p.ms)
         if not args.json and p.step % args.every == 0:
@@ -191,11 +154,10 @@ def _json(obj: Any) -> str:
 
 
 def cmd_import_weights(args: argparse.Namespace) -> int:
-    from mvcompile.importers import import_weights
-    from mvcompile.ir.weights import save_weights
+    from mvcompile.interface.compile import import_weights
 
-    imported = import_weights(args.spec, args.source, variant=args.variant, scheme=args.scheme, labels=args.labels)
-    save_weights(imported.values, args.output, labels=imported.labels)
+    imported = import_weights(args.spec, args.source, args.output, variant=args.variant, scheme=args.scheme,
+                              labels=args.labels)
     labels = f", {len(imported.labels)} class names" if imported.labels else ""
     print(f"wrote {visible(args.output)}: {len(imported.values)} weights from {visible(args.source)} "
           f"({imported.scheme} names){labels}",
@@ -204,27 +166,18 @@ def cmd_import_weights(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from mvcompile.backend.ms_setup import RPCSettings
-    from mvcompile.backend.targets import load_target
-    from mvcompile.backend.tune import TuneInterrupted, tune_model
-    from mvcompile.backend.tvm_interrupt import interruptible_tvm
-    from mvcompile.lower.pipeline import export_model
+    from mvcompile.interface.compile import TuneInterrupted, tune
 
-    rpc = RPCSettings.parse(args.rpc_tracker, args.rpc_key) if args.rpc_tracker else None
-    target = load_target(args.target)
-    exported = export_model(args.spec, variant=args.variant, mode=args.mode, frames=args.frames,
-                            resolution=args.resolution, batch=args.batch, seed=0)
     try:
-        with interruptible_tvm():
-            report = tune_model(exported.onnx_model, target, args.db, trials=args.trials,
-                                budget_minutes=args.budget, rpc=rpc, progress=not args.quiet)
+        report = tune(_model(args), args.target, args.db, trials=args.trials, budget_minutes=args.budget,
+                      rpc_tracker=args.rpc_tracker, rpc_key=args.rpc_key, progress=not args.quiet)
     except TuneInterrupted as err:  # Ctrl-C, with what the database kept
         raise interrupt.Interrupted(str(err), signal.SIGINT) from None
     for name in report.repaired:
         print(f"repaired {args.db}/{name}: dropped a cut-off last line left by an interrupted run", file=sys.stderr)
     tuned = sum(1 for t in report.tasks if t.trials)
     print(f"tuned {tuned} of {len(report.tasks)} tasks with {report.trials} trials in {report.seconds:.0f} s; "
-          f"{args.db} holds {report.records_after} records for {target.name} (was {report.records_before})",
+          f"{args.db} holds {report.records_after} records for {report.target} (was {report.records_before})",
           file=sys.stderr)
     kept, checked = report.verified
     if checked:
@@ -234,35 +187,19 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_compact_db(args: argparse.Namespace) -> int:
-    from mvcompile.backend.targets import load_target
-    from mvcompile.backend.tuning_db import compact
+    from mvcompile.interface.compile import compact_db
 
-    tvm_target = load_target(args.target).to_tvm() if args.target else None
-    keep = None
-    if args.keep_model:
-        if tvm_target is None:
-            raise UsageError("--keep-model needs --target (a model's tasks depend on the target)")
-        keep = set().union(*(_model_workloads(m, tvm_target) for m in args.keep_model))
-    db = compact(args.db, args.output, tvm_target, xz=args.xz, workloads=keep)
+    db = compact_db(args.db, args.output, target=args.target, xz=args.xz, keep_models=args.keep_model)
     print(f"wrote {args.output}: {len(db.records)} records (best per workload) for {len(db.workloads)} workloads",
           file=sys.stderr)
     return 0
-
-
-def _model_workloads(model: str, tvm_target: Any) -> set[str]:
-    """Workload hashes of `SPEC[:VARIANT]` in stream mode (the shipped records' mode)."""
-    from mvcompile.backend.tune import workload_hashes
-    from mvcompile.lower.pipeline import export_model
-
-    spec, _, variant = model.partition(":")
-    return workload_hashes(export_model(spec, variant=variant or None, mode="stream").onnx_model, tvm_target)
 
 
 def cmd_targets(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from mvcompile.backend.targets import list_targets
+    from mvcompile.interface.compile import list_targets
 
     table = Table(title="targets")
     for col in ("name", "arch", "TVM target", "cross compiler", "description"):

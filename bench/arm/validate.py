@@ -28,8 +28,10 @@ import numpy as np
 from bench import litert
 from bench.arm import insn, report_x86
 from bench.arm.artifact import count_artifact, x86_runner
-from bench.arm.run import agreement, build, calls_of, cases, export_onnx, inputs_of, meta, output_dir, reference
+from bench.arm.run import (REFERENCE, RESULTS, agreement, build, calls_of, cases, export_onnx, inputs_of, meta,
+                           reference)
 from bench.common import ROOT, BenchError, Case, case_json
+from bench.output import output_dir
 from mvcompile.runtime.cross import cross_dir
 
 PRESET = Path(__file__).with_name("x86-avx2.yaml")
@@ -250,7 +252,7 @@ def run(a: argparse.Namespace, command: str) -> list[Path]:
     import shutil
 
     start = time.monotonic()
-    out = output_dir(a)
+    out = output_dir(RESULTS, REFERENCE, out=a.out, reference=a.reference)
     shutil.rmtree(a.work, ignore_errors=True)
     a.work.mkdir(parents=True)
     insn.plugin_path()

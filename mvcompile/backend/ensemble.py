@@ -14,8 +14,10 @@ from mvcompile.support.files import staged_dir
 from mvcompile.support.names import check_name
 
 
-def build_ensemble(ens: EnsembleExport, target: TargetPreset, out_dir: Path, *, progress: bool = True) -> Path:
-    """Compile every member into `out_dir/<member>/` and write the ensemble manifest, atomically."""
+def build_ensemble(ens: EnsembleExport, target: TargetPreset, out_dir: Path, *, progress: bool = True,
+                   db: str | Path | None = None, shipped_records: bool = True) -> Path:
+    """Compile every member into `out_dir/<member>/` and write the ensemble manifest, atomically. Tuning
+    records (`db`, `shipped_records`) apply to every member as in `build_artifact`."""
     out_dir = Path(out_dir)
     names = [check_name(name, "ensemble member name") for name, _ in ens.members]
     if len(set(names)) != len(names):
@@ -24,7 +26,8 @@ def build_ensemble(ens: EnsembleExport, target: TargetPreset, out_dir: Path, *, 
         for name, exported in ens.members:
             if progress:
                 print(f"member {name}:", file=sys.stderr)
-            build_artifact(exported.onnx_model, exported.manifest, target, work / name, progress=progress)
+            build_artifact(exported.onnx_model, exported.manifest, target, work / name, progress=progress, db=db,
+                           shipped_records=shipped_records)
         manifest = {
             **ens.info,
             "members": [{**entry, "dir": entry["name"], "manifest_sha256": sha256_file(work / entry["name"] / MANIFEST)}

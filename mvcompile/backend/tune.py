@@ -81,6 +81,7 @@ class TuneReport:
     seconds: float
     repaired: list[str] = field(default_factory=list)
     verified: tuple[int, int] = (0, 0)  # (searched records that still beat their default side by side, checked)
+    target: str = ""  # the preset's name
 
     @property
     def trials(self) -> int:
@@ -185,7 +186,7 @@ def tune_model(
                               f"({kept - before.count_for(tvm_target)} new); run the same command to continue") from None
     after = tuning_db.read_database(db_dir)
     return TuneReport(db_dir, tasks, before.count_for(tvm_target), after.count_for(tvm_target),
-                      time.monotonic() - start, before.dropped_tail, verified)
+                      time.monotonic() - start, before.dropped_tail, verified, target.name)
 
 
 @contextmanager
