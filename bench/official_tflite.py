@@ -22,7 +22,6 @@ import json
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from bench.common import ROOT, SEED, BenchError, Case, make_clip, thread_env
+from mvcompile.support.files import STAGING_MARKER, staged_dir
 
 CACHE = ROOT / ".cache" / "official-tflite"
 SETUP = ROOT / "scripts" / "setup_tf_official.sh"
@@ -136,8 +136,8 @@ def _make(case: Case, tensors: dict[str, np.ndarray], key: dict[str, Any], entry
           source: dict[str, Any]) -> None:
     """Export, convert and check in a temp folder, then rename it to `entry` (a failed export is kept as its
     error; a crash or a mismatch leaves nothing behind)."""
-    tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{entry.name}."))
-    try:
+    # under the entry's lock and without meta.json, an existing entry is a damaged one: replaced
+    with staged_dir(entry, replaceable=lambda damaged: None, purpose="exporting") as tmp:
         np.savez(tmp / "weights_tf.npz", **tensors)
         np.save(tmp / "clip.npy", make_clip(case))
         args = ["-m", "bench.official_tf_worker", "export", str(case.spec), "--mode", case.mode,
@@ -152,13 +152,9 @@ def _make(case: Case, tensors: dict[str, np.ndarray], key: dict[str, Any], entry
         for path in tmp.iterdir():  # keep only the model (intermediate SavedModel, checkpoint, check files go)
             if path.is_dir():
                 shutil.rmtree(path)
-            elif path.name != "model.tflite":
+            elif path.name not in ("model.tflite", STAGING_MARKER):
                 path.unlink()
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        tmp.chmod(0o755)
-        tmp.rename(entry)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _worker(python: str, args: list[str]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import pytest
 import tvm
 from tvm import relax
 
-from mvcompile.backend.quiet import quiet_tvm_stderr
+from mvcompile.support.quiet import quiet_tvm_stderr
 from mvcompile.backend.tvm_interrupt import interruptible_tvm
 from mvcompile.support import interrupt
 

@@ -32,6 +32,7 @@ from bench.arm.run import (REFERENCE, RESULTS, agreement, build, calls_of, cases
                            reference)
 from bench.common import ROOT, BenchError, Case, case_json
 from bench.output import output_dir
+from mvcompile.support.files import staged_files
 from mvcompile.runtime.cross import cross_dir
 
 PRESET = Path(__file__).with_name("x86-avx2.yaml")
@@ -46,14 +47,11 @@ def mask_library() -> Path:
     key = hashlib.sha256(MASK_SOURCE.read_bytes()).hexdigest()[:16]
     lib = cross_dir() / "x86_64" / "lib" / f"libcpuid_mask-{key}.so"
     if not lib.is_file():
-        lib.parent.mkdir(parents=True, exist_ok=True)
-        tmp = lib.with_name(f".{lib.name}.{os.getpid()}.tmp")
-        proc = subprocess.run(["gcc", "-O2", "-shared", "-fPIC", str(MASK_SOURCE), "-o", str(tmp)],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            tmp.unlink(missing_ok=True)
-            raise BenchError(f"building {MASK_SOURCE.name} failed: {proc.stderr.strip()}")
-        tmp.replace(lib)
+        with staged_files([lib]) as (tmp,):  # renamed into place only once built
+            proc = subprocess.run(["gcc", "-O2", "-shared", "-fPIC", str(MASK_SOURCE), "-o", str(tmp)],
+                                  capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise BenchError(f"building {MASK_SOURCE.name} failed: {proc.stderr.strip()}")
     return lib
 
 

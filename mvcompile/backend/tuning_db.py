@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mvcompile.errors import MvcompileError
-from mvcompile.backend.quiet import error_line
+from mvcompile.support.quiet import error_line
 from mvcompile.support.files import OutputError, atomic_write, staged_dir
 
 WORKLOADS = "database_workload.json"

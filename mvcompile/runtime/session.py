@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from mvcompile.backend.artifact import LIBRARY, MANIFEST, ArtifactError, machine_arch, read_manifest
-from mvcompile.backend.quiet import error_line, quiet_tvm_stderr
+from mvcompile.support.quiet import error_line, quiet_tvm_stderr
 from mvcompile.runtime.frames import FrameError, FrameValueError, check_frame_values
 
 __all__ = ["FrameError", "FrameValueError", "StreamSession"]
