@@ -1,4 +1,4 @@
-"""The `mvcompile` command line: thin argument parsing over the library."""
+"""The `mvcompile` command line: parses the arguments, calls mvcompile.interface, prints the result."""
 from __future__ import annotations
 
 import argparse

@@ -1,20 +1,25 @@
 """Compiler-side entry points: spec → ONNX (`export`), → artifact (`build`), tuning (`tune`), weights and
-tuning databases. Each takes plain arguments, checks them, and returns a typed result."""
+tuning databases. Each takes plain arguments, checks them, and returns a typed result. The heavy parts
+(onnx, TVM) load when a function needs them, so `load_spec`, `list_targets` and `inspect_spec` stay quick."""
 from __future__ import annotations
 
 import json
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mvcompile.backend.targets import TargetPreset, list_targets, load_target
-from mvcompile.backend.tune import TuneInterrupted, TuneReport
 from mvcompile.errors import UsageError
-from mvcompile.inspect import inspect_spec
-from mvcompile.lower.pipeline import ExportedModel, Mode, export_model
 from mvcompile.spec.loader import load_spec
 from mvcompile.spec.model import EnsembleSpec
+
+if TYPE_CHECKING:
+    from mvcompile.backend.tune import TuneReport
+    from mvcompile.lower.pipeline import ExportedModel, Mode
+
+_LAZY = {"ExportedModel": "mvcompile.lower.pipeline", "TuneInterrupted": "mvcompile.backend.tune",
+         "TuneReport": "mvcompile.backend.tune"}
 
 __all__ = ["BuildResult", "ExportedModel", "build_exported", "Model", "TuneInterrupted", "TuneReport", "build", "compact_db", "default_output", "export",
            "import_weights", "inspect_spec", "list_targets", "load_spec", "load_target", "tune"]
@@ -52,9 +57,27 @@ class BuildResult:
         return {name: m["build_options"]["tuning"] for name, m in models.items()}
 
 
+def __getattr__(name: str) -> Any:
+    """The result and error types of the heavy modules, loaded on first use."""
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(_LAZY[name]), name)
+
+
+def inspect_spec(spec: str | Path, variant: str | None = None) -> dict[str, Any]:
+    """Per-layer costs and totals of a spec (what `mvcompile inspect --json` prints)."""
+    from mvcompile.inspect import inspect_spec as costs
+
+    return costs(spec, variant)
+
+
 def export(model: Model, output: str | Path | None = None) -> ExportedModel:
     """The model as ONNX plus its manifest; with `output` (a .onnx path) also written, with
     `<stem>.manifest.json` beside it, atomically."""
+    from mvcompile.lower.pipeline import export_model
+
     exported = export_model(model.spec, variant=model.variant, mode=model.mode, frames=model.frames,
                             resolution=model.resolution, batch=model.batch, weights=model.weights, seed=model.seed)
     if output is not None:
