@@ -60,7 +60,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     where.add_argument("--out", type=Path, default=None,
                        help="results folder; must not exist yet or be empty (default: bench/results/runs/<date-time>)")
     where.add_argument("--reference", action="store_true",
-                       help=f"write into {REFERENCE.relative_to(ROOT)}/, replacing the committed results the README quotes")
+                       help=f"write into {REFERENCE.relative_to(ROOT)}/, replacing the committed results the README "
+                            "quotes (a full run: not with --quick)")
     p.add_argument("--work", type=Path, default=ROOT / ".cache" / "bench-work", help="scratch folder (emptied)")
     a = p.parse_args(argv)
     if a.reference and a.quick:

@@ -71,13 +71,15 @@ def cmd_build(args: argparse.Namespace) -> int:
     result = build(_model(args), args.target, args.output, db=args.db, shipped_records=not args.no_shipped_records,
                    temporal_ensemble=args.temporal_ensemble, weights2=args.weights2, progress=not args.quiet)
     m = result.manifest
-    head = f"built {'ensemble ' if result.members else ''}{visible(result.path)} for {result.target} in {result.seconds:.1f} s"
+    head = (f"built {'ensemble ' if result.members else ''}{visible(result.path)} for {result.target} "
+            f"in {result.seconds:.1f} s")
     if result.members:
-        members = ", ".join(f"{visible(e['name'])} {e['resolution']} px at {e['frame_rate']:g} fps" for e in m["members"])
+        members = ", ".join(f"{visible(e['name'])} {e['resolution']} px at {e['frame_rate']:g} fps"
+                            for e in m["members"])
         print(f"{head}: {visible(m['name'])} ({m['routing']} routing; {members})", file=sys.stderr)
     else:
-        print(f"{head}: {visible(m['spec']['name'])} {visible(m['variant'])} {m['mode']}, input {m['inputs'][0]['shape']}, "
-              f"{len(m['states'])} states", file=sys.stderr)
+        print(f"{head}: {visible(m['spec']['name'])} {visible(m['variant'])} {m['mode']}, "
+              f"input {m['inputs'][0]['shape']}, {len(m['states'])} states", file=sys.stderr)
     return 0
 
 

@@ -21,8 +21,9 @@ if TYPE_CHECKING:
 _LAZY = {"ExportedModel": "mvcompile.lower.pipeline", "TuneInterrupted": "mvcompile.backend.tune",
          "TuneReport": "mvcompile.backend.tune"}
 
-__all__ = ["BuildResult", "ExportedModel", "build_exported", "Model", "TuneInterrupted", "TuneReport", "build", "compact_db", "default_output", "export",
-           "import_weights", "inspect_spec", "list_targets", "load_spec", "load_target", "tune"]
+__all__ = ["BuildResult", "ExportedModel", "Model", "TuneInterrupted", "TuneReport", "build", "build_exported",
+           "compact_db", "default_output", "export", "import_weights", "inspect_spec", "list_targets", "load_spec",
+           "load_target", "tune"]
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ from mvcompile.runtime.live import Prediction, predict_video
 from mvcompile.runtime.session import StreamSession
 from mvcompile.runtime.video import DEFAULT_TIMEOUT, VideoError
 
-__all__ = ["EnsembleSession", "Prediction", "RunResult", "StreamSession", "labels", "load_session", "run", "run_video_source",
-           "top5", "VideoError"]
+__all__ = ["EnsembleSession", "Prediction", "RunResult", "StreamSession", "VideoError", "labels", "load_session", "run",
+           "run_video_source", "top5"]
 
 
 def run(artifact: str | Path, *, frames: int | None = None, input: str | Path | None = None, seed: int = 0,
