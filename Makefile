@@ -25,7 +25,8 @@ test: setup cross
 test-slow: setup cross
 	$(PY) -m pytest -q -m slow
 
-# Benchmarks (bench/run.py): results in bench/results/. Options: make bench ARGS="--quick" or ARGS="--db DIR".
+# Benchmarks (bench/run.py): results in a new folder bench/results/runs/<date-time>/. ARGS="--quick", "--db DIR",
+# "--reference" (a full run that replaces the committed bench/results/ the README quotes).
 bench: setup
 	$(PY) -m pip install -q -c constraints.txt -e '.[bench]'
 	$(PY) -m bench.run $(ARGS)

@@ -44,7 +44,7 @@ def call_macs(case: Case) -> int:
     """Multiply-adds of one call of the case (one frame in stream mode, the clip in base mode)."""
     from mvcompile.ir.stats import total_macs
     from mvcompile.lower.pipeline import model_graph
-    from mvcompile.spec.loader import load_spec
+    from mvcompile.interface.compile import load_spec
 
     spec = load_spec(case.spec).with_variant(case.variant)
     return total_macs(model_graph(spec, case.mode, frames=case.frames, resolution=case.resolution))

@@ -14,7 +14,7 @@ def measure(artifact: Path, frames: int, stream: bool) -> dict[str, Any]:
     """Run a `frames`-long random video (in this fresh process); peak and pre-run RSS in MiB."""
     import psutil
 
-    from mvcompile.runtime.session import StreamSession
+    from mvcompile.interface.run import StreamSession
 
     session = StreamSession(artifact, num_threads=1)
     shape = session.manifest.frame_input.shape

@@ -22,7 +22,6 @@ import json
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from bench.common import ROOT, SEED, BenchError, Case, make_clip, thread_env
+from mvcompile.support.files import STAGING_MARKER, staged_dir
 
 CACHE = ROOT / ".cache" / "official-tflite"
 SETUP = ROOT / "scripts" / "setup_tf_official.sh"
@@ -66,6 +66,28 @@ def tf_python() -> tuple[str, float]:
     return proc.stdout.strip().splitlines()[-1], time.monotonic() - start
 
 
+def plan(choice: str, quick: bool, *, interpreter: str, host_litert: bool) -> tuple[str | None, str]:
+    """For a bench's `--litert-official on|off|auto` (auto: on, except with --quick): the TF venv's python if the
+    official column runs (None if not), and the status line its report shows. `interpreter` describes the LiteRT
+    interpreter that times the model; `host_litert`: it runs in this machine's LiteRT venv (set up here too)."""
+    from bench import litert
+
+    if choice == "off":
+        return None, "not run (--litert-official off)"
+    if choice == "auto" and quick:
+        return None, "not run (--quick; add --litert-official on to include it)"
+    try:
+        python, seconds = tf_python()
+        if host_litert:
+            litert.setup()
+    except BenchError as exc:
+        return None, f"unavailable: {exc}"
+    venv = f"created in {seconds:.0f} s" if seconds > 30 else "already in place"
+    return python, (f"ai-edge-litert Interpreter ({interpreter}) on the official TF Model Garden export of the same "
+                    "weights (export_saved_model.py, then TFLiteConverter; stream: states as signature inputs/outputs "
+                    f"fed back by name, one frame per call; exports cached in .cache/official-tflite); TF venv {venv}")
+
+
 def official_tflite(case: Case, *, seed: int | None = SEED, weights: Path | None = None, cache: Path = CACHE,
                     python: str | None = None) -> OfficialTflite:
     """The official TFLite model of `case` with `seed` weights (or the `weights` file), from the cache or made
@@ -73,7 +95,7 @@ def official_tflite(case: Case, *, seed: int | None = SEED, weights: Path | None
     from mvcompile.importers.tf_names import export_tf
     from mvcompile.ir.builder import build_graph
     from mvcompile.ir.weights import init_weights, load_weights, weights_hash
-    from mvcompile.spec.loader import load_spec
+    from mvcompile.interface.compile import load_spec
 
     if (weights is None) == (seed is None):
         raise BenchError("give a seed or a weights file, not both or neither")
@@ -114,8 +136,8 @@ def _make(case: Case, tensors: dict[str, np.ndarray], key: dict[str, Any], entry
           source: dict[str, Any]) -> None:
     """Export, convert and check in a temp folder, then rename it to `entry` (a failed export is kept as its
     error; a crash or a mismatch leaves nothing behind)."""
-    tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{entry.name}."))
-    try:
+    # under the entry's lock and without meta.json, an existing entry is a damaged one: replaced
+    with staged_dir(entry, replaceable=lambda damaged: None, purpose="exporting") as tmp:
         np.savez(tmp / "weights_tf.npz", **tensors)
         np.save(tmp / "clip.npy", make_clip(case))
         args = ["-m", "bench.official_tf_worker", "export", str(case.spec), "--mode", case.mode,
@@ -130,13 +152,9 @@ def _make(case: Case, tensors: dict[str, np.ndarray], key: dict[str, Any], entry
         for path in tmp.iterdir():  # keep only the model (intermediate SavedModel, checkpoint, check files go)
             if path.is_dir():
                 shutil.rmtree(path)
-            elif path.name != "model.tflite":
+            elif path.name not in ("model.tflite", STAGING_MARKER):
                 path.unlink()
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        tmp.chmod(0o755)
-        tmp.rename(entry)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _worker(python: str, args: list[str]) -> dict[str, Any]:
@@ -166,13 +184,12 @@ def check_against_ort(case: Case, folder: Path, python: str, source: dict[str, A
     """Logits of folder/model.tflite against ONNX Runtime's on our ONNX export of the same weights, on the bench
     clip folder/clip.npy: every frame in stream mode, the one call in base mode. Raises BenchError past TOLERANCE."""
     from bench.runtimes import onnxruntime_step
-    from mvcompile.lower.pipeline import export_model
+    from mvcompile.interface.compile import Model, export
 
     official = official_logits(python, folder / "model.tflite", folder / "clip.npy", case.mode,
                                folder / "official_logits.npy")
-    exported = export_model(case.spec, variant=case.variant, mode=case.mode, frames=case.frames,
-                            resolution=case.resolution, **source)
-    exported.save(folder / "ours.onnx")
+    export(Model(case.spec, variant=case.variant, mode=case.mode, frames=case.frames, resolution=case.resolution,
+                 **source), folder / "ours.onnx")
     step = onnxruntime_step(case, folder / "ours.onnx", threads=1)
     ort = np.concatenate([step(i) for i in range(official.shape[0])])
     per_call = np.abs(official - ort).max(axis=1)
@@ -214,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"no spec specs/{a.model}.yaml")
     if a.mode == "stream" and a.frames not in (None, 1):
         p.error("the official stream export takes one frame per call")
-    from mvcompile.spec.loader import load_spec
+    from mvcompile.interface.compile import load_spec
 
     resolution = a.resolution or load_spec(ROOT / "specs" / f"{a.model}.yaml").input.resolution
     case = Case(a.model, a.mode, 1 if a.mode == "stream" else (a.frames or BASE_FRAMES), resolution)

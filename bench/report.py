@@ -1,4 +1,4 @@
-"""Results → results.json, results.md, latency.png, memory.png (each written atomically)."""
+"""Results → results.json, results.md, latency.png, memory.png, written into a results folder."""
 from __future__ import annotations
 
 import io
@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.latency import RUNTIMES
-from mvcompile.support.files import atomic_write
+from bench.output import write_files
 
 LABELS = {"mvcompile": "mvcompile default", "mvcompile-tuned": "mvcompile tuned", "litert": "LiteRT (litert-torch)",
           "litert-official": "LiteRT official", "onnxruntime": "ONNX Runtime"}  # column names; others as is
@@ -18,13 +18,10 @@ def label(runtime: str | None) -> str:
     return "–" if runtime is None else LABELS.get(runtime, runtime)
 
 
-def write(results: dict[str, Any], out: Path) -> list[Path]:
-    """Write every result file into `out`; returns their paths."""
-    files = {"results.json": json.dumps(results, indent=2) + "\n", "results.md": markdown(results),
-             "latency.png": latency_plot(results), "memory.png": memory_plot(results)}
-    for name, data in files.items():
-        atomic_write(out / name, data)
-    return [out / name for name in files]
+def write(results: dict[str, Any], out: Path, *, replace: bool = False) -> list[Path]:
+    """Write every result file into `out` (see bench.output.write_files); returns their paths."""
+    return write_files({"results.json": json.dumps(results, indent=2) + "\n", "results.md": markdown(results),
+                        "latency.png": latency_plot(results), "memory.png": memory_plot(results)}, out, replace=replace)
 
 
 def _ms(row: dict[str, Any] | None) -> str:

@@ -1,6 +1,8 @@
 """`make bench` / `python -m bench.run`: latency against ONNX Runtime, LiteRT (on a litert-torch conversion and on
-the official TF export) and the torch reference, streaming memory, costs and compile times; results in
-bench/results/ (JSON, Markdown, PNG)."""
+the official TF export) and the torch reference, streaming memory, costs and compile times.
+
+Results (JSON, Markdown, PNG) go to a new folder bench/results/runs/<date-time>/ (or --out, which must not exist
+yet or be empty); only --reference replaces the committed results in bench/results/ that the README quotes."""
 from __future__ import annotations
 
 import argparse
@@ -18,13 +20,17 @@ from typing import Any, Callable
 
 from bench import costs, latency, litert, official_tflite, report
 from bench.common import ROOT, BenchError, Case, case_json, run_json
+from bench.output import check_out, output_dir
 
 Results = dict[str, dict[str, Any]]  # job or case key → what it returned ({"error": ...} when it failed)
+RESULTS = ROOT / "bench" / "results"
+REFERENCE = RESULTS  # the committed results the README quotes
 MEMORY_FRAMES = [10, 50, 200, 1000]  # the paper's Fig. 3 (right) lengths; --quick: the two ends
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="tiny spec only, for a smoke run (under 3 minutes)")
     p.add_argument("--models", nargs="+", default=None, help="spec stems (default: a0 a1 a2; quick: tiny)")
     p.add_argument("--db", type=Path, default=None,
@@ -50,9 +56,18 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=2,
                    help="interleave the timed calls in this many rounds of every runtime (default: 2)")
     p.add_argument("--jobs", type=int, default=2, help="builds (and memory runs) at a time (default: 2)")
-    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="results folder")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--out", type=Path, default=None,
+                       help="results folder; must not exist yet or be empty (default: bench/results/runs/<date-time>)")
+    where.add_argument("--reference", action="store_true",
+                       help=f"write into {REFERENCE.relative_to(ROOT)}/, replacing the committed results the README "
+                            "quotes (a full run: not with --quick)")
     p.add_argument("--work", type=Path, default=ROOT / ".cache" / "bench-work", help="scratch folder (emptied)")
     a = p.parse_args(argv)
+    if a.reference and a.quick:
+        p.error("--reference records a full run: not with --quick")
+    if problem := check_out(a.out):
+        p.error(problem)
     a.models = a.models or (["tiny"] if a.quick else ["a0", "a1", "a2"])
     a.base_frames = a.base_frames or (10 if a.quick else 4)
     a.memory_model = a.memory_model or ("tiny" if a.quick else "a0")
@@ -101,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _resolution(model: str) -> int:
-    from mvcompile.spec.loader import load_spec
+    from mvcompile.interface.compile import load_spec
 
     return load_spec(ROOT / "specs" / f"{model}.yaml").input.resolution
 
@@ -113,6 +128,7 @@ def _say(text: str) -> None:
 def run(a: argparse.Namespace, command: str) -> list[Path]:
     """The whole bench; returns the result files."""
     start = time.monotonic()
+    out = output_dir(RESULTS, REFERENCE, out=a.out, reference=a.reference)
     shutil.rmtree(a.work, ignore_errors=True)
     a.work.mkdir(parents=True)
     cases = [c for m in a.models for c in (Case(m, "stream", 1, _resolution(m)), Case(m, "base", a.base_frames, _resolution(m)))]
@@ -133,7 +149,8 @@ def run(a: argparse.Namespace, command: str) -> list[Path]:
     cost_rows = phase("costs", lambda: costs.table(sorted({*a.models, a.memory_model}) if a.quick else None))
     tunes = phase("tuning", lambda: _tune(a, cases)) if a.tune_trials else {}
     use_litert, litert_status = phase("LiteRT venv", lambda: _litert_plan(a))
-    tf_python, official_status = phase("TF venv", lambda: _official_plan(a))
+    tf_python, official_status = phase("TF venv", lambda: official_tflite.plan(
+        a.litert_official, a.quick, interpreter="XNNPACK", host_litert=True))
     built, conversions, officials = phase("builds and conversions",
                                           lambda: _prepare(a, cases, mem_stream + mem_base, use_litert, tf_python))
     if use_litert and all("error" in c for c in conversions.values()):
@@ -168,7 +185,7 @@ def run(a: argparse.Namespace, command: str) -> list[Path]:
         "litert_official": {"status": official_status, "conversions": officials},
     }
     results["meta"]["total_s"] = round(time.monotonic() - start, 1)
-    return report.write(results, a.out)
+    return report.write(results, out, replace=a.reference)
 
 
 def _litert_plan(a: argparse.Namespace) -> tuple[bool, str]:
@@ -182,24 +199,6 @@ def _litert_plan(a: argparse.Namespace) -> tuple[bool, str]:
     except BenchError as exc:
         return False, f"unavailable: {exc}"
     return True, f"ai-edge-litert Interpreter (XNNPACK) on litert-torch conversions ({', '.join(litert.REQUIREMENTS)})"
-
-
-def _official_plan(a: argparse.Namespace) -> tuple[str | None, str]:
-    """The TF venv's python if the official column runs (None if not), and the status line the report shows."""
-    if a.litert_official == "off":
-        return None, "not run (--litert-official off)"
-    if a.litert_official == "auto" and a.quick:
-        return None, "not run (--quick; add --litert-official on to include it)"
-    try:
-        python, seconds = official_tflite.tf_python()
-        litert.setup()  # the official .tflite is timed in the same LiteRT interpreter as the litert-torch one
-    except BenchError as exc:
-        return None, f"unavailable: {exc}"
-    venv = f"created in {seconds:.0f} s" if seconds > 30 else "already in place"
-    _say(f"TF venv (scripts/setup_tf_official.sh) {venv}")
-    return python, ("ai-edge-litert Interpreter (XNNPACK) on the official TF Model Garden export of the same weights "
-                    "(export_saved_model.py, then TFLiteConverter; stream: states as signature inputs/outputs, one "
-                    f"frame per call; exports cached in .cache/official-tflite); TF venv {venv}")
 
 
 def _prepare(a: argparse.Namespace, cases: list[Case], memory_cases: list[Case], use_litert: bool,

@@ -13,7 +13,7 @@ Step = Callable[[int], np.ndarray]
 
 def mvcompile_step(case: Case, artifact: Path, threads: int) -> Step:
     """StreamSession on a compiled artifact; stream states stay on the device between calls."""
-    from mvcompile.runtime.session import StreamSession
+    from mvcompile.interface.run import StreamSession
 
     session = StreamSession(artifact, num_threads=threads)
     clip = make_clip(case)
@@ -50,11 +50,11 @@ def torch_step(case: Case, threads: int, seed: int = SEED) -> Step:
     """The torch reference module (IR interpreter, eager, inference mode, `seed` weights); states carried."""
     import torch
 
-    from mvcompile.lower.pipeline import export_model
+    from mvcompile.interface.compile import Model, export
     from mvcompile.lower.torch import to_torch
 
     torch.set_num_threads(threads)
-    exported = export_model(case.spec, variant=case.variant, mode=case.mode, frames=case.frames, seed=seed)
+    exported = export(Model(case.spec, variant=case.variant, mode=case.mode, frames=case.frames, seed=seed))
     module = to_torch(exported.graph).eval()
     state: dict[str, Any] = {"s": module.initial_states()}
     clip = make_clip(case)

@@ -63,12 +63,12 @@ class Positional(nn.Module):
 
 def export_program(case: Case, out: Path, seed: int = SEED) -> dict[str, Any]:
     """torch.export the 2-D form of the case (`seed` weights) to a .pt2 file; checks it equals the reference."""
-    from mvcompile.lower.pipeline import export_model
+    from mvcompile.interface.compile import Model, export
     from mvcompile.lower.torch import to_torch
 
     from bench.common import make_clip
 
-    exported = export_model(case.spec, variant=case.variant, mode=case.mode, frames=case.frames, seed=seed)
+    exported = export(Model(case.spec, variant=case.variant, mode=case.mode, frames=case.frames, seed=seed))
     reference = to_torch(exported.graph).eval()
     names = [s.name for s in exported.graph.states]
     wrapped = Positional(to_torch(exported.graph, {"conv": conv_as_2d, "avgpool": avgpool_as_2d}), names).eval()

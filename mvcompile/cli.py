@@ -1,4 +1,4 @@
-"""The `mvcompile` command line: thin argument parsing over the library."""
+"""The `mvcompile` command line: parses the arguments, calls mvcompile.interface, prints the result."""
 from __future__ import annotations
 
 import argparse
@@ -7,18 +7,20 @@ import math
 import signal
 import statistics
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
-from mvcompile.support import interrupt  # the only imports before the Ctrl-C trap: the rest load in the commands
+from mvcompile.errors import MvcompileError, UsageError  # the only imports before the Ctrl-C trap: the rest
+from mvcompile.support import interrupt  # load in the commands
 from mvcompile.support.text import literal, visible
 
-# ValueError covers the spec, weights, IR, target, artifact, output, frame and io-table errors (all
-# subclass it); OSError is the system refusing a file operation (permissions, a full disk).
-USER_ERRORS: tuple[type[Exception], ...] = (ValueError, OSError)
+# Printed as one line: mvcompile's own errors (bad input, damaged files, failed builds), and OSError, the
+# operating system refusing an operation on the user's files or devices (not found, no permission, disk
+# full): its message names the path and the reason, all a user can act on, and a traceback through our
+# code would not help them. Anything else (a ValueError, KeyError, ... from a bug) keeps its traceback.
+USER_ERRORS: tuple[type[Exception], ...] = (MvcompileError, OSError)
 EXTRAS = {"torch": "compile", "onnx": "compile", "onnxruntime": "compile", "networkx": "compile",
           "safetensors": "compile", "av": "video"}  # modules of pyproject's extras, by the extra that installs them
 
@@ -27,7 +29,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from mvcompile.inspect import inspect_spec
+    from mvcompile.interface.compile import inspect_spec
 
     info = inspect_spec(args.spec, args.variant)
     if args.json:
@@ -49,39 +51,42 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model(args: argparse.Namespace) -> Any:
+    from mvcompile.interface.compile import Model
+
+    return Model(args.spec, variant=args.variant, mode=args.mode, frames=args.frames, resolution=args.resolution,
+                 batch=args.batch, weights=getattr(args, "weights", None), seed=getattr(args, "seed", None))
+
+
 def cmd_export(args: argparse.Namespace) -> int:
-    from mvcompile.lower.pipeline import export_model
+    from mvcompile.interface.compile import export
 
     with _ir_dump(args.dump_ir) as dump:
-        exported = export_model(args.spec, variant=args.variant, mode=args.mode, frames=args.frames,
-                                resolution=args.resolution, batch=args.batch, weights=args.weights, seed=args.seed,
-                                trace=dump and dump.graph)
-    model_path, manifest_path = exported.save(args.output)
-    m = exported.manifest
+        m = export(_model(args), args.output, trace=dump and dump.graph).manifest
+    model_path = Path(args.output)
+    manifest_path = model_path.with_name(model_path.stem + ".manifest.json")
     print(f"wrote {visible(model_path)} and {visible(manifest_path)}: {m['mode']} mode, {len(m['states'])} states, "
           f"input {m['inputs'][0]['shape']}", file=sys.stderr)
     return 0
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from mvcompile.backend.build import build_artifact
-    from mvcompile.backend.targets import load_target
-    from mvcompile.lower.pipeline import export_model
+    from mvcompile.interface.compile import build
 
-    target = load_target(args.target)
-    output = args.output or Path("build") / f"{Path(args.spec).stem}-{args.variant or 'base'}-{args.mode}-{target.name}"
-    start = time.perf_counter()
     with _ir_dump(args.dump_ir) as dump:
-        if args.temporal_ensemble or args.weights2 or _is_ensemble_spec(args.spec):
-            return _build_ensemble(args, target, Path(output), start, dump)
-        exported = export_model(args.spec, variant=args.variant, mode=args.mode, frames=args.frames,
-                                resolution=args.resolution, batch=args.batch, weights=args.weights, seed=args.seed,
-                                trace=dump and dump.graph)
-        out = build_artifact(exported.onnx_model, exported.manifest, target, output, progress=not args.quiet,
-                             db=args.db, shipped_records=not args.no_shipped_records, trace=dump and dump.module)
-    m = exported.manifest
-    print(f"built {visible(out)} for {target.name} in {time.perf_counter() - start:.1f} s: {visible(m['spec']['name'])} "
-          f"{visible(m['variant'])} {m['mode']}, input {m['inputs'][0]['shape']}, {len(m['states'])} states", file=sys.stderr)
+        result = build(_model(args), args.target, args.output, db=args.db, shipped_records=not args.no_shipped_records,
+                       temporal_ensemble=args.temporal_ensemble, weights2=args.weights2, progress=not args.quiet,
+                       dump=dump)
+    m = result.manifest
+    head = (f"built {'ensemble ' if result.members else ''}{visible(result.path)} for {result.target} "
+            f"in {result.seconds:.1f} s")
+    if result.members:
+        members = ", ".join(f"{visible(e['name'])} {e['resolution']} px at {e['frame_rate']:g} fps"
+                            for e in m["members"])
+        print(f"{head}: {visible(m['name'])} ({m['routing']} routing; {members})", file=sys.stderr)
+    else:
+        print(f"{head}: {visible(m['spec']['name'])} {visible(m['variant'])} {m['mode']}, "
+              f"input {m['inputs'][0]['shape']}, {len(m['states'])} states", file=sys.stderr)
     return 0
 
 
@@ -92,7 +97,6 @@ def _ir_dump(folder: str | None) -> Iterator[Any]:
     if folder is None:
         yield None
         return
-    from mvcompile.errors import MvcompileError
     from mvcompile.ir.dump import IRDump
 
     dump = IRDump(Path(folder))
@@ -107,54 +111,17 @@ def _ir_dump(folder: str | None) -> Iterator[Any]:
     print(f"wrote the IR after each of {len(dump.files)} steps to {visible(dump.out)}", file=sys.stderr)
 
 
-def _is_ensemble_spec(path: str) -> bool:
-    from mvcompile.spec.loader import load_spec
-    from mvcompile.spec.model import EnsembleSpec
-
-    return isinstance(load_spec(path), EnsembleSpec)
-
-
-def _build_ensemble(args: argparse.Namespace, target: Any, output: Path, start: float, dump: Any) -> int:
-    from mvcompile.backend.ensemble import build_ensemble
-    from mvcompile.lower.ensemble_export import export_spec_ensemble, export_temporal_ensemble
-
-    common = dict(variant=args.variant, mode=args.mode, frames=args.frames, batch=args.batch, seed=args.seed)
-    if args.temporal_ensemble:
-        if bool(args.weights) != bool(args.weights2):
-            raise ValueError("--temporal-ensemble takes both --weights A and --weights2 B (or --seed S)")
-        weights = (args.weights, args.weights2) if args.weights else None
-        ens = export_temporal_ensemble(args.spec, resolution=args.resolution, weights=weights,
-                                       trace=dump and dump.graph, **common)
-    else:
-        if args.weights2:
-            raise ValueError("--weights2 is the second model of --temporal-ensemble")
-        if args.resolution:
-            raise ValueError(f"{args.spec}: each ensemble member runs at its own spec's resolution; drop --resolution")
-        ens = export_spec_ensemble(args.spec, weights=args.weights, trace=dump and dump.graph, **common)
-    out = build_ensemble(ens, target, output, progress=not args.quiet, trace=dump and dump.module)
-    members = ", ".join(f"{visible(m['name'])} {m['resolution']} px at {m['frame_rate']:g} fps" for m in ens.info["members"])
-    print(f"built ensemble {visible(out)} for {target.name} in {time.perf_counter() - start:.1f} s: {visible(ens.info['name'])} "
-          f"({ens.info['routing']} routing; {members})", file=sys.stderr)
-    return 0
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from mvcompile.runtime.driver import load_video_array, random_frames, run_video, top5
-    from mvcompile.runtime.ensemble import load_manifest, require_frame_input
+    from mvcompile.interface.run import labels as artifact_labels
+    from mvcompile.interface.run import run, top5
 
     if args.video:
         return _run_video(args)
-    manifest = load_manifest(args.artifact)
-    frame_input = require_frame_input(manifest, args.artifact)
-    if args.input:
-        frames = load_video_array(args.input, frame_input)
-    else:
-        frames = random_frames(frame_input, args.frames or frame_input.shape[1], args.seed)
-    result = run_video(args.artifact, frames, emulate=args.emulate, num_threads=args.threads,
-                       check_range=not args.no_range_check)
-    labels = manifest.labels
+    result = run(args.artifact, frames=args.frames, input=args.input, seed=args.seed, emulate=args.emulate,
+                 num_threads=args.threads, check_range=not args.no_range_check)
+    labels = artifact_labels(args.artifact)
     if args.json:
         top = [[{"class": c, "label": labels[c] if labels else None, "p": p} for c, p in video]
                for video in top5(result.logits[-1])]
@@ -173,22 +140,21 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _run_video(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from mvcompile.runtime.driver import top5
-    from mvcompile.runtime.ensemble import load_manifest
-    from mvcompile.runtime.live import predict_video
+    from mvcompile.interface.run import labels as artifact_labels
+    from mvcompile.interface.run import VideoError, run_video_source, top5
 
     if args.emulate:
-        raise ValueError("--video runs natively; --emulate takes --frames or --input")
-    labels = load_manifest(args.artifact).labels
+        raise UsageError("--video runs natively; --emulate takes --frames or --input")
+    labels = artifact_labels(args.artifact)
     console, last, ms = Console(), None, []
-    for p in predict_video(args.artifact, args.video, num_threads=args.threads, timeout=args.timeout):
+    for p in run_video_source(args.artifact, args.video, num_threads=args.threads, timeout=args.timeout):
         last = p
         ms.append(p.ms)
         if not args.json and p.step % args.every == 0:
             console.print(f"frame {p.frames:5d}  {p.time:7.2f} s  {p.ms:7.2f} ms  top-5 "
                           f"{_top5_text(top5(p.logits)[0], labels)}", highlight=False)
     if last is None:
-        raise ValueError(f"{args.video}: too short: no model call's worth of frames at the model frame rate")
+        raise VideoError(f"{args.video}: too short: no model call's worth of frames at the model frame rate")
     if args.json:
         print(_json({"logits": last.logits.tolist(), "ms_per_call": statistics.median(ms), "calls": last.step,
                      "frames": last.frames, "seconds": last.time, "top5": top5(last.logits)}))
@@ -218,11 +184,10 @@ def _json(obj: Any) -> str:
 
 
 def cmd_import_weights(args: argparse.Namespace) -> int:
-    from mvcompile.importers import import_weights
-    from mvcompile.ir.weights import save_weights
+    from mvcompile.interface.compile import import_weights
 
-    imported = import_weights(args.spec, args.source, variant=args.variant, scheme=args.scheme, labels=args.labels)
-    save_weights(imported.values, args.output, labels=imported.labels)
+    imported = import_weights(args.spec, args.source, args.output, variant=args.variant, scheme=args.scheme,
+                              labels=args.labels)
     labels = f", {len(imported.labels)} class names" if imported.labels else ""
     print(f"wrote {visible(args.output)}: {len(imported.values)} weights from {visible(args.source)} "
           f"({imported.scheme} names){labels}",
@@ -231,28 +196,20 @@ def cmd_import_weights(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from mvcompile.backend.ms_setup import RPCSettings
-    from mvcompile.backend.targets import load_target
+    from mvcompile.interface.compile import TuneInterrupted, tune
     from mvcompile.backend.emulated_runner import EMULATED_NOTE
-    from mvcompile.backend.tune import TuneInterrupted, tune_model
-    from mvcompile.backend.tvm_interrupt import interruptible_tvm
-    from mvcompile.lower.pipeline import export_model
 
-    rpc = RPCSettings.parse(args.rpc_tracker, args.rpc_key) if args.rpc_tracker else None
-    target = load_target(args.target)
-    exported = export_model(args.spec, variant=args.variant, mode=args.mode, frames=args.frames,
-                            resolution=args.resolution, batch=args.batch, seed=0)
     try:
-        with interruptible_tvm():
-            report = tune_model(exported.onnx_model, target, args.db, trials=args.trials,
-                                budget_minutes=args.budget, rpc=rpc, emulate=args.emulate, progress=not args.quiet)
+        report = tune(_model(args), args.target, args.db, trials=args.trials, budget_minutes=args.budget,
+                      rpc_tracker=args.rpc_tracker, rpc_key=args.rpc_key, emulate=args.emulate,
+                      progress=not args.quiet)
     except TuneInterrupted as err:  # Ctrl-C, with what the database kept
         raise interrupt.Interrupted(str(err), signal.SIGINT) from None
     for name in report.repaired:
         print(f"repaired {args.db}/{name}: dropped a cut-off last line left by an interrupted run", file=sys.stderr)
     tuned = sum(1 for t in report.tasks if t.trials)
     print(f"tuned {tuned} of {len(report.tasks)} tasks with {report.trials} trials in {report.seconds:.0f} s; "
-          f"{args.db} holds {report.records_after} records for {target.name} (was {report.records_before})",
+          f"{args.db} holds {report.records_after} records for {report.target} (was {report.records_before})",
           file=sys.stderr)
     kept, checked = report.verified
     if report.emulated:
@@ -265,35 +222,19 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_compact_db(args: argparse.Namespace) -> int:
-    from mvcompile.backend.targets import load_target
-    from mvcompile.backend.tuning_db import compact
+    from mvcompile.interface.compile import compact_db
 
-    tvm_target = load_target(args.target).to_tvm() if args.target else None
-    keep = None
-    if args.keep_model:
-        if tvm_target is None:
-            raise ValueError("--keep-model needs --target (a model's tasks depend on the target)")
-        keep = set().union(*(_model_workloads(m, tvm_target) for m in args.keep_model))
-    db = compact(args.db, args.output, tvm_target, xz=args.xz, workloads=keep)
+    db = compact_db(args.db, args.output, target=args.target, xz=args.xz, keep_models=args.keep_model)
     print(f"wrote {args.output}: {len(db.records)} records (best per workload) for {len(db.workloads)} workloads",
           file=sys.stderr)
     return 0
-
-
-def _model_workloads(model: str, tvm_target: Any) -> set[str]:
-    """Workload hashes of `SPEC[:VARIANT]` in stream mode (the shipped records' mode)."""
-    from mvcompile.backend.tune import workload_hashes
-    from mvcompile.lower.pipeline import export_model
-
-    spec, _, variant = model.partition(":")
-    return workload_hashes(export_model(spec, variant=variant or None, mode="stream").onnx_model, tvm_target)
 
 
 def cmd_targets(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from mvcompile.backend.targets import list_targets
+    from mvcompile.interface.compile import list_targets
 
     table = Table(title="targets")
     for col in ("name", "arch", "TVM target", "cross compiler", "description"):
@@ -495,10 +436,17 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"error: {err}: this command needs mvcompile[{extra}] (pip install 'mvcompile[{extra}]')",
                       file=sys.stderr)
                 return 2
-            if not isinstance(err, USER_ERRORS) and not type(err).__module__.startswith("mvcompile."):
+            if not isinstance(err, USER_ERRORS):
                 raise
-            print(f"error: {visible(err, keep=chr(10))}", file=sys.stderr)  # names/paths in it stay inert text
+            print(f"error: {visible(_message(err), keep=chr(10))}", file=sys.stderr)  # names/paths stay inert text
             return 2
+
+
+def _message(err: Exception) -> str:
+    """The error's text; an OSError as `path: reason` (its errno adds nothing for a user)."""
+    if isinstance(err, OSError) and err.strerror and err.filename is not None:
+        return f"{err.filename}: {err.strerror}"
+    return str(err)
 
 
 def _interrupted(err: BaseException) -> int:

@@ -8,3 +8,7 @@ from __future__ import annotations
 
 class MvcompileError(Exception):
     """A user-facing error: bad input, a damaged file, a missing tool, a failed build."""
+
+
+class UsageError(MvcompileError, ValueError):
+    """A request that cannot be carried out as given: conflicting or out-of-range options."""

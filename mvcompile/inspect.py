@@ -7,7 +7,7 @@ from typing import Any
 from mvcompile.ir.stats import ScopeCost, per_scope, total_macs, trainable_params
 from mvcompile.lower.pipeline import model_graph
 from mvcompile.spec.loader import load_spec, member_paths
-from mvcompile.spec.model import EnsembleSpec, ModelSpec
+from mvcompile.spec.model import EnsembleSpec
 
 
 def inspect_spec(path: str | Path, variant: str | None = None) -> dict[str, Any]:
@@ -18,7 +18,7 @@ def inspect_spec(path: str | Path, variant: str | None = None) -> dict[str, Any]
         return {"name": spec.name, "variant": variant or "base", "params": sum(m["params"] for m in members),
                 "gmacs": sum(m["gmacs"] for m in members), "states": sum(m["states"] for m in members),
                 "input": [m["input"] for m in members], "note": spec.note, "members": members}
-    model = _variant(spec, variant)
+    model = spec.with_variant(variant)
     base = model_graph(model, "base")
     stream = model_graph(model, "stream")
     return {
@@ -34,13 +34,6 @@ def inspect_spec(path: str | Path, variant: str | None = None) -> dict[str, Any]
         "num_classes": model.num_classes,
         "layers": [_row(r) for r in per_scope(base)],
     }
-
-
-def _variant(spec: ModelSpec, variant: str | None) -> ModelSpec:
-    try:
-        return spec.with_variant(variant)
-    except KeyError as err:
-        raise ValueError(err.args[0]) from None
 
 
 def _row(r: ScopeCost) -> dict[str, Any]:

@@ -45,7 +45,7 @@ def ort_stepper(onnx_bytes: bytes, manifest: dict, threads: int) -> Callable[[np
 
 
 def tvm_stepper(artifact: Path) -> Callable[[np.ndarray], None]:
-    from mvcompile.runtime.session import StreamSession
+    from mvcompile.interface.run import StreamSession
 
     session = StreamSession(artifact)
     return lambda frame: session.push(frame)
@@ -70,9 +70,9 @@ def main() -> None:
     p.add_argument("--json", default=None)
     args = p.parse_args()
 
-    from mvcompile.lower.pipeline import export_model
+    from mvcompile.interface.compile import Model, export
 
-    exported = export_model(args.spec, variant=args.variant, mode="stream", seed=args.seed)
+    exported = export(Model(args.spec, variant=args.variant, mode="stream", seed=args.seed))
     onnx_bytes = exported.onnx_model.SerializeToString()
     shape = exported.manifest["inputs"][0]["shape"]
     frames = np.random.default_rng(0).random((args.frames + args.warmup, *shape), dtype=np.float32)

@@ -84,6 +84,33 @@ def test_bench_rejects_bad_options() -> None:
     assert proc.returncode == 2 and "no spec specs/nope.yaml" in proc.stderr
 
 
+def test_results_go_to_a_new_run_folder_and_only_reference_replaces_the_committed_ones(tmp_path: Path) -> None:
+    from bench.common import BenchError
+    from bench.output import output_dir, write_files
+    from bench.run import REFERENCE, RESULTS, parse
+
+    a = parse(["--quick"])  # what `make bench ARGS=--quick` runs
+    assert output_dir(RESULTS, REFERENCE, out=a.out, reference=a.reference).parent == RESULTS / "runs"
+    first = output_dir(tmp_path, tmp_path / "ref", out=None, reference=False)
+    assert write_files({"results.md": "one"}, first) == [first / "results.md"]
+    second = output_dir(tmp_path, tmp_path / "ref", out=None, reference=False)
+    assert second != first and second.parent == first.parent
+    with pytest.raises(BenchError, match="exists and is not empty"):
+        write_files({"results.md": "two"}, first)
+    assert (first / "results.md").read_text() == "one" and not list(first.parent.glob(".*"))
+    ref = output_dir(tmp_path, tmp_path / "ref", out=None, reference=True)
+    ref.mkdir()
+    (ref / "notes.txt").write_text("kept")
+    write_files({"results.md": "reference"}, ref, replace=True)
+    assert sorted(p.name for p in ref.iterdir()) == ["notes.txt", "results.md"]
+    proc = subprocess.run([sys.executable, "-m", "bench.run", "--quick", "--reference"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "--reference records a full run" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "bench.run", "--quick", "--out", str(first)], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "exists and is not an empty folder" in proc.stderr
+
+
 def test_litert_and_tf_workers_import_without_onnx_or_tvm() -> None:
     """The LiteRT worker runs in its own venv (torch and LiteRT), the official-TF worker in the TF venv: neither
     has onnx or TVM."""

@@ -16,7 +16,10 @@ from bench.arm import guest, insn
 from bench.arm.run import TARGET_CPUS
 from bench.common import Case
 from conftest import ROOT, SPECS
+from mvcompile.backend.artifact import machine_arch
 from mvcompile.cli import main as mvcompile
+
+QEMU_HERE = {"x86_64": "qemu-x86_64", "aarch64": "qemu-aarch64", "armv7": "qemu-arm"}.get(machine_arch(), "qemu-unknown")
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -48,15 +51,15 @@ def test_per_frame_is_the_difference_of_two_run_lengths() -> None:
 
 
 def test_count_is_deterministic_and_grows_with_work(plugin: Path) -> None:
-    short = insn.count(["qemu-x86_64", "/bin/sh", "-c", "true"]).instructions
-    again = insn.count(["qemu-x86_64", "/bin/sh", "-c", "true"]).instructions
-    longer = insn.count(["qemu-x86_64", "/bin/sh", "-c", "for i in 1 2 3 4 5 6 7 8; do :; done"]).instructions
+    short = insn.count([QEMU_HERE, "/bin/sh", "-c", "true"]).instructions
+    again = insn.count([QEMU_HERE, "/bin/sh", "-c", "true"]).instructions
+    longer = insn.count([QEMU_HERE, "/bin/sh", "-c", "for i in 1 2 3 4 5 6 7 8; do :; done"]).instructions
     assert 10_000 < short == again < longer
 
 
 def test_count_of_a_failing_program_is_an_error(plugin: Path) -> None:
     with pytest.raises(insn.CountError, match=r"failed under the counter \(exit 1\)"):
-        insn.count(["qemu-x86_64", "/bin/false"])
+        insn.count([QEMU_HERE, "/bin/false"])
     with pytest.raises(insn.CountError, match="expected a qemu-user command line"):
         insn.count(["/bin/true"])
 
@@ -235,6 +238,7 @@ def test_spearman_ranks_with_ties() -> None:
     assert spearman([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(0.9486833)  # ties get their average rank
 
 
+@pytest.mark.skipif(machine_arch() != "x86_64", reason="the x86 proxy check builds and links natively for x86_64")
 def test_x86_avx2_build_is_counted_under_qemu_x86_64(plugin: Path, tmp_path: Path) -> None:
     from bench.arm.artifact import count_artifact
     from bench.arm.validate import PRESET

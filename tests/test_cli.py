@@ -282,3 +282,23 @@ def test_a_pass_breaking_its_guarantee_is_one_named_error_and_the_dump_shows_the
                    "error: make_causal: node 'block0_layer1.feature.conv_temporal/conv': conv still pads 1 frame(s) "
                    "after the current one"]
     assert sorted(p.name for p in dump.iterdir()) == ["00-spec.txt", "index.txt"]
+
+
+def test_bugs_keep_their_traceback_while_user_errors_are_one_line(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    import mvcompile.spec.loader as loader
+
+    def broken(path: Path) -> None:
+        raise KeyError("a bug's KeyError")
+
+    def refused(path: Path) -> None:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(loader, "read_yaml", broken)
+    with pytest.raises(KeyError, match="a bug's KeyError"):  # not turned into a quiet line
+        main(["inspect", str(SPECS / "tiny.yaml")])
+    monkeypatch.setattr(loader, "read_yaml", refused)
+    assert main(["inspect", str(SPECS / "tiny.yaml")]) == 2
+    assert capsys.readouterr().err == f"error: {SPECS / 'tiny.yaml'}: Permission denied\n"
+    monkeypatch.undo()
+    assert main(["inspect", str(SPECS / "tiny.yaml"), "--variant", "nope"]) == 2
+    assert capsys.readouterr().err == "error: spec 'tiny' has no variant 'nope' (known: causal3d, stream)\n"

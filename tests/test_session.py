@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import SPECS
 from tiny_stream_model import FRAMES, SIZE, Exported, export_tiny, onnxruntime_stream
 
 from mvcompile.backend.build import build_artifact
@@ -149,6 +150,8 @@ def _symlinked_library(art: Path) -> None:
     (art / "model.so").symlink_to(art.parent / "elsewhere.so")
 
 
+HOST_ARCH = load_target("host").arch
+OTHER_ARCH = "x86_64" if HOST_ARCH == "aarch64" else "aarch64"
 DAMAGED = [  # (what is done to a copy of a good artifact, the error it gives)
     (lambda a: (a / "artifact.sha256").unlink(),
      "no artifact.sha256: made by an older mvcompile (or not by mvcompile); rebuild it with `mvcompile build`"),
@@ -180,8 +183,8 @@ DAMAGED = [  # (what is done to a copy of a good artifact, the error it gives)
      "manifest.json: artifact_format: Input should be 'mvcompile-artifact/1'"),
     (lambda a: ((a / "manifest.json").write_text((a / "manifest.json").read_text().replace('"batch": 1', '"batch": NaN')),
                 sign_artifact(a)), "manifest.json: cannot parse: non-finite number NaN"),
-    (lambda a: _edit(a, lambda m: m["target"].update(arch="aarch64")),
-     "model.so: built for x86_64, but the manifest says aarch64; rebuild the artifact"),
+    (lambda a: _edit(a, lambda m: m["target"].update(arch=OTHER_ARCH)),
+     f"model.so: built for {HOST_ARCH}, but the manifest says {OTHER_ARCH}; rebuild the artifact"),
     (lambda a: _edit(a, lambda m: m["states"].pop()), "manifest.json: lists 2 inputs, but model.so's main takes 3 "
                                                        "(first difference: argument 2 is 'total', the manifest says nothing)"),
     (lambda a: _edit(a, lambda m: m["states"][0].update(input="other")),
@@ -221,7 +224,7 @@ def test_the_runtime_does_not_import_the_compiler_side() -> None:
 def test_real_tiny_spec_streams_like_onnxruntime(tmp_path: Path) -> None:
     from mvcompile.lower.pipeline import export_model
 
-    model = export_model(spec="specs/tiny.yaml", variant="stream", mode="stream", seed=0)
+    model = export_model(spec=SPECS / "tiny.yaml", variant="stream", mode="stream", seed=0)
     art = build_artifact(model.onnx_model, model.manifest, load_target("host"), tmp_path / "tiny", progress=False)
     session = StreamSession(art)
     image = model.manifest["inputs"][0]

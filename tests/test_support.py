@@ -241,3 +241,17 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_progress_stays_on_the_real_stderr_while_tvm_output_is_filtered(capfd: pytest.CaptureFixture[str]) -> None:
+    from rich.progress import TextColumn
+
+    from mvcompile.support.progress import progress_display
+    from mvcompile.support.tvm_log import quiet_tvm_stderr
+
+    with progress_display(TextColumn("{task.description}")) as bar:
+        with quiet_tvm_stderr():  # as around TVM's calls in a build
+            bar.add_task("step one", total=1)
+            os.write(2, b"Scope Saving: constant 0\nreal warning\n")
+    err = capfd.readouterr().err
+    assert "step one" in err and "real warning" in err and "Scope Saving" not in err

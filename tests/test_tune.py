@@ -200,6 +200,22 @@ def test_tune_writes_a_database_that_builds_equal_to_reference(tuned_db: Path, t
     assert np.abs(got - expected).max() <= 1e-4
 
 
+def test_ensemble_builds_apply_the_database_or_shipped_records_like_single_builds(
+        tuned_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mvcompile.backend import tuned_records
+
+    here = tmp_path / "records" / "this-machine"  # records shipped for this machine, as a release would hold them
+    tuning_db.compact(tuned_db, here, load_target("host").to_tvm())
+    (here / tuned_records.MATCH_FILE).write_text("targets: [host]\n")
+    monkeypatch.setattr(tuned_records, "SHIPPED_DIR", tmp_path / "records")
+    build = ["build", TINY, "--variant", "stream", "--temporal-ensemble", "--seed", "1", "--target", "host", "-q"]
+    for extra, source in (([], "shipped"), (["--no-shipped-records"], "none"), (["--db", str(tuned_db)], "database")):
+        assert main([*build, *extra, "-o", str(tmp_path / source)]) == 0
+        for member in ("m0", "m1"):
+            manifest = json.loads((tmp_path / source / member / "manifest.json").read_text())
+            assert manifest["build_options"]["tuning"]["source"] == source, (extra, member)
+
+
 def test_compact_db_keeps_only_the_given_models_tasks(tuned_db: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "kept"
     assert main(["compact-db", str(tuned_db), "-o", str(out), "--target", "host", "--keep-model", f"{TINY}:stream"]) == 0
@@ -226,9 +242,12 @@ def test_second_tune_run_resumes_and_keeps_earlier_records(tuned_db: Path, tmp_p
     # appended after the earlier ones, which stay as they were
     assert len(after) > len(before) and after[: len(before)] == before
     assert _lines(db / tuning_db.WORKLOADS)[: len(workloads)] == workloads
-    # the trials went to the task that costs most now (untuned time, or its best record once tuned): a
-    # stored task continues from its records, another one is appended; nothing earlier is rewritten
-    assert len(tuning_db.read_database(db).workloads) >= len(workloads)
+    # a stored task continues from its records (same workload index); a task new to the database gets exactly one
+    # appended workload line: the file grows by the new tasks the new records name, and by nothing else
+    new_tasks = {json.loads(line)[0] for line in after[len(before):]} - set(range(len(workloads)))
+    grown = tuning_db.read_database(db).workloads
+    assert len(grown) == len(workloads) + len(new_tasks) and new_tasks == set(range(len(workloads), len(grown)))
+    assert len({w[0] for w in grown}) == len(grown)  # no task stored twice
 
 
 def test_a_default_measured_slow_by_accident_is_measured_again_beside_the_record_that_beat_it(

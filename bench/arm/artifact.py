@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import tempfile
 from dataclasses import asdict, dataclass
@@ -17,6 +16,7 @@ import numpy as np
 
 from bench.arm.insn import CountError, PerFrame, count, per_frame, single_thread_env
 from mvcompile.runtime.cross import RUNNER_SOURCE, cross_dir
+from mvcompile.support.files import staged_files
 
 if TYPE_CHECKING:
     from mvcompile.artifact.manifest import ModelManifest
@@ -99,13 +99,11 @@ def x86_runner() -> tuple[Path, str]:
     key = hashlib.sha256(RUNNER_SOURCE.read_bytes() + " ".join(cmd).encode()).hexdigest()[:16]
     exe = cross_dir() / "x86_64" / "bin" / f"mvcompile-runner-{key}"
     if not exe.is_file():
-        exe.parent.mkdir(parents=True, exist_ok=True)
-        tmp = exe.with_name(f".{exe.name}.{os.getpid()}.tmp")
-        proc = subprocess.run([*cmd, "-o", str(tmp)], capture_output=True, text=True)
-        if proc.returncode != 0:
-            tmp.unlink(missing_ok=True)
-            raise CountError(f"building the x86-64 runner failed:\n{' '.join(cmd)}\n{proc.stderr}")
-        tmp.replace(exe)
+        with staged_files([exe]) as (tmp,):  # renamed into place only once built
+            proc = subprocess.run([*cmd, "-o", str(tmp)], capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise CountError(f"building the x86-64 runner failed:\n{' '.join(cmd)}\n{proc.stderr}")
+            tmp.chmod(0o755)
     return exe, f"{tvm_lib}:{ffi / 'lib'}"
 
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import fcntl
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 from bench.arm.insn import CountError
 from bench.common import ROOT
 from mvcompile.runtime.cross import cross_dir
+from mvcompile.support.files import staged_dir
 
 SETUP = ROOT / "scripts" / "setup_arm64_python.sh"
 # /proc/cpuinfo fields of the cores qemu emulates for the boards (MIDR parts from the Arm TRMs).
@@ -65,15 +65,12 @@ def cpu_prefix(cpu: str) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (prefix / "proc" / "cpuinfo").is_file() and (prefix / "proc" / "cpuinfo").read_text() == text:
             return prefix
-        tmp = prefix.with_name(f".{prefix.name}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        (tmp / "proc").mkdir(parents=True)
-        for entry in root.iterdir():
-            if entry.name not in ("proc", "sys"):
-                (tmp / entry.name).symlink_to(entry)
-        (tmp / "proc" / "cpuinfo").write_text(text)
-        shutil.rmtree(prefix, ignore_errors=True)
-        tmp.rename(prefix)
+        with staged_dir(prefix, replaceable=lambda old: None, purpose="writing") as tmp:  # an older prefix: ours
+            (tmp / "proc").mkdir()
+            for entry in root.iterdir():
+                if entry.name not in ("proc", "sys"):
+                    (tmp / entry.name).symlink_to(entry)
+            (tmp / "proc" / "cpuinfo").write_text(text)
     return prefix
 
 

@@ -3,13 +3,10 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
-from bench.common import BenchError
-from mvcompile.support.files import atomic_write
+from bench.output import write_files
 
 RUNTIMES = ("mvcompile", "mvcompile-db", "litert", "litert-official", "onnxruntime")
 LABELS = {"mvcompile": "mvcompile", "mvcompile-db": "mvcompile --db", "litert": "LiteRT (litert-torch)",
@@ -22,27 +19,6 @@ def write(results: dict[str, Any], out: Path, *, replace: bool = False) -> list[
     """Write results.json, results.md and instructions.png into `out` (see write_files)."""
     return write_files({"results.json": json.dumps(results, indent=2) + "\n", "results.md": markdown(results),
                         "instructions.png": plot(results)}, out, replace=replace)
-
-
-def write_files(files: dict[str, str | bytes], out: Path, *, replace: bool = False) -> list[Path]:
-    """Write the files into `out`, a new (or empty) folder, made whole and then renamed into place; with
-    `replace`, into an existing folder, each file replaced atomically. Never writes over other results."""
-    if replace:
-        out.mkdir(parents=True, exist_ok=True)
-        for name, data in files.items():
-            atomic_write(out / name, data)
-        return [out / name for name in files]
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise BenchError(f"{out}: exists and is not empty; results are never written over")
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name, data in files.items():
-        (tmp / name).write_bytes(data.encode() if isinstance(data, str) else data)
-    if out.exists():
-        out.rmdir()  # empty, checked above
-    tmp.rename(out)
-    return [out / name for name in files]
 
 
 def _m(v: float | None) -> str:

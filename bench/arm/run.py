@@ -29,6 +29,7 @@ from bench import litert, official_tflite
 from bench.arm import guest, insn, report
 from bench.arm.artifact import count_artifact
 from bench.common import ROOT, SEED, BenchError, Case, call_input, case_json, make_clip, run_json
+from bench.output import check_out, output_dir
 
 TARGET_CPUS = {"rpi4": "cortex-a72", "rpi5": "cortex-a76"}  # qemu's model of each board's core
 RESULTS = ROOT / "bench" / "results" / "arm"
@@ -82,8 +83,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
             p.error(f"no spec specs/{model}.yaml")
     if a.db is not None and not a.db.is_dir():
         p.error(f"--db {a.db}: not a directory")
-    if a.out is not None and a.out.exists() and (not a.out.is_dir() or any(a.out.iterdir())):
-        p.error(f"--out {a.out}: exists and is not an empty folder (results are never written over)")
+    if problem := check_out(a.out):
+        p.error(problem)
     return a
 
 
@@ -93,7 +94,7 @@ def _say(text: str) -> None:
 
 def cases(a: argparse.Namespace) -> list[Case]:
     """Stream cases (one frame per call) and base-model cases (a clip of --base-frames per call)."""
-    from mvcompile.spec.loader import load_spec
+    from mvcompile.interface.compile import load_spec
 
     def res(m: str) -> int:
         return load_spec(ROOT / "specs" / f"{m}.yaml").input.resolution
@@ -164,22 +165,6 @@ def _litert_plan(a: argparse.Namespace) -> tuple[bool, str]:
     except BenchError as exc:
         return False, f"unavailable: {exc}"
     return True, "ai-edge-litert Interpreter (XNNPACK, 1 thread) on litert-torch conversions"
-
-
-def _official_plan(a: argparse.Namespace) -> tuple[str | None, str]:
-    """The TF venv's python if the official column runs (None if not), and the status line the report shows."""
-    if a.litert_official == "off":
-        return None, "not run (--litert-official off)"
-    if a.litert_official == "auto" and a.quick:
-        return None, "not run (--quick; add --litert-official on to include it)"
-    try:
-        python, seconds = official_tflite.tf_python()
-    except BenchError as exc:
-        return None, f"unavailable: {exc}"
-    venv = f"created in {seconds:.0f} s" if seconds > 30 else "already in place"
-    return python, ("ai-edge-litert Interpreter (XNNPACK, 1 thread) on the official TF Model Garden export of the same "
-                    "weights (export_saved_model.py, then TFLiteConverter; stream: states as signature inputs/outputs "
-                    f"fed back by name, one frame per call; cached in .cache/official-tflite); TF venv {venv}")
 
 
 def guest_requirements() -> list[str]:
@@ -345,20 +330,6 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def output_dir(a: argparse.Namespace) -> Path:
-    """Where this run's results go: --reference, --out (new or empty), or a new timestamped folder."""
-    if a.reference:
-        return REFERENCE
-    if a.out is not None:
-        return a.out
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    out, n = RESULTS / "runs" / stamp, 1
-    while out.exists():
-        n += 1
-        out = RESULTS / "runs" / f"{stamp}-{n}"
-    return out
-
-
 def _qemu_version() -> str:
     proc = subprocess.run(["qemu-aarch64", "--version"], capture_output=True, text=True)
     return proc.stdout.splitlines()[0] if proc.stdout else "unknown"
@@ -394,13 +365,14 @@ def run(a: argparse.Namespace, command: str) -> list[Path]:
         phases[name] = round(time.monotonic() - t, 1)
         return value
 
-    out = output_dir(a)
+    out = output_dir(RESULTS, REFERENCE, out=a.out, reference=a.reference)
     shutil.rmtree(a.work, ignore_errors=True)
     a.work.mkdir(parents=True)
     insn.plugin_path()  # fail early if `make cross` has not built the plugin
     all_cases = cases(a)
     use_litert, litert_status = phase("LiteRT venv", lambda: _litert_plan(a))
-    tf_python, official_status = phase("TF venv", lambda: _official_plan(a))
+    tf_python, official_status = phase("TF venv", lambda: official_tflite.plan(
+        a.litert_official, a.quick, interpreter="XNNPACK, 1 thread", host_litert=False))
     try:
         phase("arm64 Python", lambda: guest.setup(guest_requirements(), sys.executable))
         guest_status = "ok"

@@ -28,8 +28,11 @@ import numpy as np
 from bench import litert
 from bench.arm import insn, report_x86
 from bench.arm.artifact import count_artifact, x86_runner
-from bench.arm.run import agreement, build, calls_of, cases, export_onnx, inputs_of, meta, output_dir, reference
+from bench.arm.run import (REFERENCE, RESULTS, agreement, build, calls_of, cases, export_onnx, inputs_of, meta,
+                           reference)
 from bench.common import ROOT, BenchError, Case, case_json
+from bench.output import output_dir
+from mvcompile.support.files import staged_files
 from mvcompile.runtime.cross import cross_dir
 
 PRESET = Path(__file__).with_name("x86-avx2.yaml")
@@ -44,14 +47,11 @@ def mask_library() -> Path:
     key = hashlib.sha256(MASK_SOURCE.read_bytes()).hexdigest()[:16]
     lib = cross_dir() / "x86_64" / "lib" / f"libcpuid_mask-{key}.so"
     if not lib.is_file():
-        lib.parent.mkdir(parents=True, exist_ok=True)
-        tmp = lib.with_name(f".{lib.name}.{os.getpid()}.tmp")
-        proc = subprocess.run(["gcc", "-O2", "-shared", "-fPIC", str(MASK_SOURCE), "-o", str(tmp)],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            tmp.unlink(missing_ok=True)
-            raise BenchError(f"building {MASK_SOURCE.name} failed: {proc.stderr.strip()}")
-        tmp.replace(lib)
+        with staged_files([lib]) as (tmp,):  # renamed into place only once built
+            proc = subprocess.run(["gcc", "-O2", "-shared", "-fPIC", str(MASK_SOURCE), "-o", str(tmp)],
+                                  capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise BenchError(f"building {MASK_SOURCE.name} failed: {proc.stderr.strip()}")
     return lib
 
 
@@ -250,7 +250,7 @@ def run(a: argparse.Namespace, command: str) -> list[Path]:
     import shutil
 
     start = time.monotonic()
-    out = output_dir(a)
+    out = output_dir(RESULTS, REFERENCE, out=a.out, reference=a.reference)
     shutil.rmtree(a.work, ignore_errors=True)
     a.work.mkdir(parents=True)
     insn.plugin_path()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 from collections.abc import Callable, Iterator
@@ -23,6 +22,7 @@ from mvcompile.support.tvm_log import quiet_tvm_stderr
 from mvcompile.backend.relax_dump import ModuleTrace, dump
 from mvcompile.backend.tvm_interrupt import interruptible_tvm
 from mvcompile.support.files import staged_dir
+from mvcompile.support.progress import progress_display
 
 
 class BuildError(MvcompileError, RuntimeError):
@@ -194,12 +194,9 @@ def _steps(enabled: bool) -> Iterator[Step]:
     if not enabled:
         yield lambda label: None
         return
-    from rich.console import Console
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    stream = os.fdopen(os.dup(2), "w")  # the real stderr, even while TVM's noise is captured
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
-    with stream, Progress(*columns, console=Console(file=stream)) as bar:
+    with progress_display(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn()) as bar:
         current: list[Any] = []
 
         def step(label: str) -> None:

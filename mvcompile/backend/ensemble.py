@@ -16,9 +16,11 @@ from mvcompile.support.names import check_name
 
 
 def build_ensemble(ens: EnsembleExport, target: TargetPreset, out_dir: Path, *, progress: bool = True,
+                   db: str | Path | None = None, shipped_records: bool = True,
                    trace: ModuleTrace | None = None) -> Path:
-    """Compile every member into `out_dir/<member>/` and write the ensemble manifest, atomically.
-    `trace` sees each member's Relax steps, labelled `<member>.<step>`."""
+    """Compile every member into `out_dir/<member>/` and write the ensemble manifest, atomically. Tuning
+    records (`db`, `shipped_records`) apply to every member as in `build_artifact`; `trace` sees each
+    member's Relax steps, labelled `<member>.<step>`."""
     out_dir = Path(out_dir)
     names = [check_name(name, "ensemble member name") for name, _ in ens.members]
     if len(set(names)) != len(names):
@@ -28,8 +30,8 @@ def build_ensemble(ens: EnsembleExport, target: TargetPreset, out_dir: Path, *, 
             if progress:
                 print(f"member {name}:", file=sys.stderr)
             member_trace = (lambda step, text, name=name: trace(f"{name}.{step}", text)) if trace else None
-            build_artifact(exported.onnx_model, exported.manifest, target, work / name, progress=progress,
-                           trace=member_trace)
+            build_artifact(exported.onnx_model, exported.manifest, target, work / name, progress=progress, db=db,
+                           shipped_records=shipped_records, trace=member_trace)
         manifest = {
             **ens.info,
             "members": [{**entry, "dir": entry["name"], "manifest_sha256": sha256_file(work / entry["name"] / MANIFEST)}

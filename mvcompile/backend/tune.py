@@ -3,7 +3,6 @@ of the model's cost, measure locally or on RPC boards, and append the records to
 
 from __future__ import annotations
 
-import logging
 import math
 import signal
 import time
@@ -19,6 +18,8 @@ from mvcompile.errors import MvcompileError
 from mvcompile.backend import ms_setup, tuning_db
 from mvcompile.backend.compile import fuse, import_onnx
 from mvcompile.backend.targets import TargetPreset
+from mvcompile.support.progress import progress_display
+from mvcompile.support.tvm_log import quiet_meta_schedule_log
 
 if TYPE_CHECKING:
     from mvcompile.backend.emulated_runner import Emulator
@@ -85,6 +86,7 @@ class TuneReport:
     repaired: list[str] = field(default_factory=list)
     verified: tuple[int, int] = (0, 0)  # (searched records that still beat their default side by side, checked)
     emulated: bool = False  # scored by instruction counts under qemu (emulated_runner), not timed
+    target: str = ""  # the preset's name
 
     @property
     def trials(self) -> int:
@@ -164,7 +166,7 @@ def tune_model(
     extracted = extract_tasks(onnx_model, tvm_target)
     if not extracted:
         raise TuneError("the model has no tunable tasks")
-    with _quiet_console_log():
+    with quiet_meta_schedule_log():
         contexts, _ = ms.relax_integration.extracted_tasks_to_tune_contexts(extracted, work_dir=str(db_dir), seed=seed)
     database = tuning_db.open_json_database(before)
     workers = max(1, boards) if rpc else 1
@@ -198,7 +200,8 @@ def tune_model(
                               f"({kept - before.count_for(tvm_target)} new); run the same command to continue") from None
     after = tuning_db.read_database(db_dir)
     return TuneReport(db_dir, tasks, before.count_for(tvm_target), after.count_for(tvm_target),
-                      time.monotonic() - start, before.dropped_tail, verified, emulator is not None)
+                      time.monotonic() - start, before.dropped_tail, verified, emulator is not None,
+                      target.name)
 
 
 def _scoring(target: TargetPreset, tvm_target: Any, db_dir: Path, before: tuning_db.Database,
@@ -240,24 +243,6 @@ def _emulated_runner(emulator: Emulator, db_dir: Path, tvm_target: Any) -> Any:
     except emu.EmulatedTuneError as exc:
         raise TuneError(str(exc)) from None
     return runner
-
-
-@contextmanager
-def _quiet_console_log() -> Iterator[None]:
-    """MetaSchedule logs every round to stdout; keep that in DIR/logs only."""
-    logger = logging.getLogger("tvm.s_tir.meta_schedule")
-    for handler in list(logger.handlers):  # a previous run's (MetaSchedule re-lists them by name)
-        logger.removeHandler(handler)
-        handler.close()
-    drop_all = logging.Filter("-")  # matches no logger name: drops the set-up messages
-    logger.addFilter(drop_all)
-    try:
-        yield
-    finally:
-        logger.removeFilter(drop_all)
-    for handler in logging.getLogger("tvm.s_tir.meta_schedule").handlers:
-        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
-            handler.setLevel(logging.WARNING)
 
 
 def default_baseline(extracted: list[Any], before: tuning_db.Database, database: Any, builder: Any, runner: Any,
@@ -449,23 +434,18 @@ class _Progress:
 
     def __enter__(self) -> _Progress:
         if self.enabled:
-            import os
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self._stream = os.fdopen(os.dup(2), "w")
             columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                        TextColumn("{task.fields[status]}"))
-            self._bar = Progress(*columns, console=Console(file=self._stream))
-            self._bar.__enter__()
+            self._display = progress_display(*columns)
+            self._bar = self._display.__enter__()
             self._id = self._bar.add_task("tuning", total=self.total, status="")
         return self
 
     def __exit__(self, *exc: Any) -> None:
         if self._bar is not None:
-            self._bar.__exit__(*exc)
-            self._stream.close()
+            self._display.__exit__(*exc)
 
     def start_task(self, task: Task, n: int) -> None:
         self.current = task

@@ -77,10 +77,10 @@ def _marked(selection: Selection, tvm_target: Any) -> Selection:
     return selection
 
 
-def shipped(target: TargetPreset, tvm_target: Any, root: Path = SHIPPED_DIR) -> list[Selection]:
-    """The shipped record sets whose `match.yaml` fits the build target."""
+def shipped(target: TargetPreset, tvm_target: Any, root: Path | None = None) -> list[Selection]:
+    """The shipped record sets (in `root`, default SHIPPED_DIR) whose `match.yaml` fits the build target."""
     found = []
-    for match in sorted(root.glob(f"*/{MATCH_FILE}")):
+    for match in sorted((root or SHIPPED_DIR).glob(f"*/{MATCH_FILE}")):
         if _matches(match, target, tvm_target):
             db = tuning_db.read_database(match.parent)
             found.append(_marked(_selection("shipped", db, db.improvements(), [], _rule(match).get("measured_on")),

@@ -53,10 +53,7 @@ def _model_spec(path: Path, variant: str | None) -> ModelSpec:
     if isinstance(spec, EnsembleSpec):
         raise WeightImportError(f"{path}: an ensemble has no checkpoint of its own; import each member's "
                                 f"weights ({', '.join(m.spec for m in spec.ensemble)})")
-    try:
-        return spec.with_variant(variant)
-    except KeyError as err:
-        raise WeightImportError(err.args[0]) from None
+    return spec.with_variant(variant)
 
 
 def read_tensors(path: Path) -> dict[str, np.ndarray]:

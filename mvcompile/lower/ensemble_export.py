@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mvcompile.errors import UsageError
 from mvcompile.lower.pipeline import ExportedModel, Mode, export_member, labelled_trace
 from mvcompile.passes import Trace
 from mvcompile.spec.builtin import resolve_spec
+from mvcompile.spec.errors import SpecError
 from mvcompile.spec.loader import load_spec, member_paths
 from mvcompile.spec.model import EnsembleSpec, ModelSpec
 
@@ -36,12 +38,12 @@ def export_spec_ensemble(spec: str | Path, *, variant: str | None = None, mode: 
     spec_path = resolve_spec(spec)
     loaded = load_spec(spec_path)
     if not isinstance(loaded, EnsembleSpec):
-        raise ValueError(f"{spec_path}: not an ensemble spec (it has no 'ensemble:' list)")
+        raise SpecError(f"{spec_path}: not an ensemble spec (it has no 'ensemble:' list)")
     paths = member_paths(loaded, spec_path)
     specs: list[ModelSpec] = [load_spec(p) for p in paths]  # type: ignore[misc]  # loader checks members
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
-        raise ValueError(f"{spec_path}: ensemble members must have distinct names, got {names}")
+        raise SpecError(f"{spec_path}: ensemble members must have distinct names, got {names}")
     members = [(s.name, export_member(s, p, variant=variant, mode=mode, frames=frames, batch=batch,
                                       weights=weights, seed=seed, prefix=f"{s.name}/",
                                       trace=labelled_trace(trace, s.name)))
@@ -58,9 +60,9 @@ def export_temporal_ensemble(spec: str | Path, *, variant: str | None = None, mo
     spec_path = resolve_spec(spec)
     loaded = load_spec(spec_path)
     if isinstance(loaded, EnsembleSpec):
-        raise ValueError(f"{spec_path}: a temporal ensemble needs a single-model spec, not an ensemble")
+        raise SpecError(f"{spec_path}: a temporal ensemble needs a single-model spec, not an ensemble")
     if (weights is None) == (seed is None):
-        raise ValueError("a temporal ensemble needs two different models: give --weights A --weights2 B, or --seed S "
+        raise UsageError("a temporal ensemble needs two different models: give --weights A --weights2 B, or --seed S "
                          "(the second member gets seed S+1)")
     if mode != "stream" and frames is None:
         frames = max(1, loaded.input.frames // 2)  # half the frame rate over the same duration
@@ -85,7 +87,7 @@ def _info(name: str, spec_path: Path, routing: str, members: list[tuple[str, Exp
     for key in ("mode", "batch", "num_classes"):
         values = {str(m.manifest[key]) for _, m in members}
         if len(values) != 1:
-            raise ValueError(f"{spec_path}: ensemble members differ in {key}: {sorted(values)}")
+            raise SpecError(f"{spec_path}: ensemble members differ in {key}: {sorted(values)}")
     info: dict[str, Any] = {
         "name": name,
         "spec": {"path": str(spec_path), "sha256": hashlib.sha256(spec_path.read_bytes()).hexdigest()},

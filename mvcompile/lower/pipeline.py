@@ -12,7 +12,8 @@ import onnx
 
 from mvcompile.ir.builder import build_graph
 from mvcompile.ir.graph import Graph
-from mvcompile.ir.weights import bind, init_weights, load_labels, load_weights, weights_hash
+from mvcompile.errors import UsageError
+from mvcompile.ir.weights import WeightsError, bind, init_weights, load_labels, load_weights, weights_hash
 from mvcompile.lower.onnx import OPSET, to_onnx
 from mvcompile.passes import Trace
 from mvcompile.passes.pipelines import ENSEMBLE, INFERENCE, MODE_PIPELINES
@@ -74,10 +75,10 @@ def model_graph(spec: ModelSpec, mode: Mode, *, frames: int | None = None, resol
     """The unbound graph of a single model in a mode (stream: `frames` per call, default 1): the spec's
     graph run through the mode's pipeline. `trace` sees it as built ("spec") and after each pass."""
     if mode not in MODES:
-        raise ValueError(f"unknown mode '{mode}' (known: {', '.join(MODES)})")
+        raise UsageError(f"unknown mode '{mode}' (known: {', '.join(MODES)})")
     for label, value in (("frames", frames), ("resolution", resolution), ("batch", batch)):
         if value is not None and value < 1:
-            raise ValueError(f"--{label} must be >= 1, got {value}")
+            raise UsageError(f"--{label} must be >= 1, got {value}")
     if mode == "stream" and frames is None:
         frames = 1
     g = build_graph(spec, batch=batch, frames=frames, resolution=resolution)
@@ -93,14 +94,14 @@ def export_model(spec: str | Path, *, variant: str | None = None, mode: Mode = "
     `fold` folds BatchNorm and ReZero scales into the convolutions (inference form). `trace` sees the
     graph as built and after every pass (an ensemble's member steps labelled `<member>.<step>`)."""
     if weights is not None and seed is not None:
-        raise ValueError("give --weights or --seed, not both")
+        raise UsageError("give --weights or --seed, not both")
     spec_path = resolve_spec(spec)
     loaded = load_spec(spec_path)
     if not isinstance(loaded, EnsembleSpec):
         return export_member(loaded, spec_path, variant=variant, mode=mode, frames=frames, resolution=resolution,
                              batch=batch, weights=weights, seed=seed, fold=fold, trace=trace)
     members = [load_spec(p) for p in member_paths(loaded, spec_path)]
-    specs = [_with_variant(m, variant) for m in members]
+    specs = [m.with_variant(variant) for m in members]
     graphs = [_bound(s, model_graph(s, mode, frames=frames, batch=batch, trace=labelled_trace(trace, s.name)),
                      weights, seed, f"{s.name}/") for s in specs]
     g = ENSEMBLE(graphs, trace)
@@ -115,7 +116,7 @@ def export_member(spec: ModelSpec, spec_path: Path, *, variant: str | None = Non
                   weights: str | Path | None = None, seed: int | None = None, prefix: str = "",
                   fold: bool = True, trace: Trace | None = None) -> ExportedModel:
     """One model spec → ONNX model and manifest; `prefix` selects its weights from an ensemble's file."""
-    s = _with_variant(spec, variant)
+    s = spec.with_variant(variant)
     g = _bound(s, model_graph(s, mode, frames=frames, resolution=resolution, batch=batch, trace=trace),
                weights, seed, prefix)
     if fold:
@@ -129,13 +130,6 @@ def labelled_trace(trace: Trace | None, member: str) -> Trace | None:
     if trace is None:
         return None
     return lambda step, g: trace(f"{member}.{step}", g)
-
-
-def _with_variant(spec: ModelSpec, variant: str | None) -> ModelSpec:
-    try:
-        return spec.with_variant(variant)
-    except KeyError as err:
-        raise ValueError(err.args[0]) from None
 
 
 def _bound(spec: ModelSpec, g: Graph, weights: str | Path | None, seed: int | None, prefix: str) -> Graph:
@@ -186,7 +180,7 @@ def _labels(weights: str | Path | None, num_classes: int) -> dict[str, list[str]
     if labels is None:
         return {}
     if len(labels) != num_classes:
-        raise ValueError(f"{weights}: {len(labels)} class names for a model of {num_classes} classes")
+        raise WeightsError(f"{weights}: {len(labels)} class names for a model of {num_classes} classes")
     return {"labels": labels}
 
 

@@ -12,7 +12,7 @@ import numpy as np
 from mvcompile.artifact.format import ArtifactError, machine_arch
 from mvcompile.artifact.manifest import EnsembleManifest, Tensor
 from mvcompile.runtime.ensemble import load_manifest, load_session, require_frame_input
-from mvcompile.runtime.frames import check_frame_values
+from mvcompile.runtime.frames import FrameError, check_frame_values
 from mvcompile.support.npyfile import GiB, load_npy
 
 MAX_VIDEO_BYTES = 4 * GiB  # an input or random video held in memory at once
@@ -36,7 +36,7 @@ def random_frames(frame_input: Tensor, n_frames: int, seed: int) -> np.ndarray:
     """A deterministic random video [B, n_frames, H, W, 3] in [0, 1] for the artifact's frame input."""
     b, _, h, w, c = frame_input.shape
     if b * n_frames * h * w * c * 4 > MAX_VIDEO_BYTES:
-        raise ValueError(f"{n_frames} random frames of {b}x{h}x{w}x{c} float32 would take "
+        raise FrameError(f"{n_frames} random frames of {b}x{h}x{w}x{c} float32 would take "
                          f"{b * n_frames * h * w * c * 4 / GiB:.1f} GiB (limit {MAX_VIDEO_BYTES / GiB:.0f} GiB); "
                          f"use fewer frames, or --video to stream a long video")
     return np.random.default_rng(seed).random((b, n_frames, h, w, c), dtype=np.float32)
@@ -49,10 +49,10 @@ def load_video_array(path: str | Path, frame_input: Tensor) -> np.ndarray:
         frames = frames[None]
     b, _, h, w, c = frame_input.shape
     if frames.ndim != 5 or frames.shape[0] != b or frames.shape[2:] != (h, w, c):
-        raise ValueError(f"{path}: frames of shape {list(frames.shape)} do not fit the artifact's input "
+        raise FrameError(f"{path}: frames of shape {list(frames.shape)} do not fit the artifact's input "
                          f"[{b}, T, {h}, {w}, {c}]")
     if frames.dtype != np.float32:
-        raise ValueError(f"{path}: frames must be float32 in [0, 1], got {frames.dtype}")
+        raise FrameError(f"{path}: frames must be float32 in [0, 1], got {frames.dtype}")
     return frames
 
 
@@ -65,7 +65,7 @@ def run_video(artifact_dir: str | Path, frames: np.ndarray, *, emulate: bool = F
     per_call = require_frame_input(manifest, artifact_dir).shape[1]
     check_frame_values(frames, check_range=check_range, of="the input")
     if frames.shape[1] % per_call:
-        raise ValueError(f"{frames.shape[1]} frames do not split into calls of {per_call} frames "
+        raise FrameError(f"{frames.shape[1]} frames do not split into calls of {per_call} frames "
                          f"(the artifact was built for {per_call} frames per call)")
     calls = [frames[:, i:i + per_call] for i in range(0, frames.shape[1], per_call)]
     if emulate and (manifest.target is None or manifest.target.arch != machine_arch()):

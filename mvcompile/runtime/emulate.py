@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from mvcompile.artifact.format import IO_TABLE, MANIFEST, ArtifactError, machine_arch, read_manifest
+from mvcompile.runtime.frames import FrameError
 from mvcompile.runtime.cross import CrossArch, EmulationError, build_runner, get_arch
 from mvcompile.runtime.io_spec import IoSpec, IoSpecError, read_io_spec
 
@@ -82,7 +83,7 @@ def run_emulated(artifact_dir: Path | str, frames: np.ndarray,
     if frames.shape == io.input.shape:
         frames = frames[None]
     if frames.shape[1:] != io.input.shape or frames.shape[0] == 0:
-        raise ValueError(f"frames must have shape (N, {', '.join(map(str, io.input.shape))}) "
+        raise FrameError(f"frames must have shape (N, {', '.join(map(str, io.input.shape))}) "
                          f"for input {io.input.name!r}, got {frames.shape}")
     n_calls = frames.shape[0]
     with tempfile.TemporaryDirectory(prefix="mvcompile-emu-") as tmp:

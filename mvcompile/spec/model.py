@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from mvcompile.spec.errors import SpecError
 from mvcompile.support.names import check_name
 
 ConvType = Literal["3d", "2plus1d"]
@@ -198,7 +199,7 @@ class ModelSpec(_Strict):
             return self
         if variant not in self.variants:
             known = ", ".join(sorted(self.variants)) or "none"
-            raise KeyError(f"spec '{self.name}' has no variant '{variant}' (known: {known})")
+            raise SpecError(f"spec '{self.name}' has no variant '{variant}' (known: {known})")
         return self.model_copy(update={"options": self.variants[variant].apply(self.options)})
 
 

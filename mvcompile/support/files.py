@@ -71,17 +71,24 @@ def staged_files(paths: list[Path], *, replaceable: Check | None = None) -> Iter
             temp.unlink(missing_ok=True)
 
 
-def _check_file_target(path: Path, replaceable: Check | None) -> None:
-    if path.name in ("", ".", ".."):
-        raise OutputError(f"{path}: not a file name")
+def _lstat(path: Path) -> os.stat_result | None:
+    """What is at `path` (a symlink itself, not its target), None if nothing; OutputError if it cannot be checked."""
     try:
-        st = path.lstat()
+        return path.lstat()
     except FileNotFoundError:
-        return
+        return None
     except NotADirectoryError:
         raise OutputError(f"{path}: a part of this path is a file, not a folder") from None
     except OSError as exc:
         raise OutputError(f"{path}: cannot check it: {exc.strerror}") from None
+
+
+def _check_file_target(path: Path, replaceable: Check | None) -> None:
+    if path.name in ("", ".", ".."):
+        raise OutputError(f"{path}: not a file name")
+    st = _lstat(path)
+    if st is None:
+        return
     if stat.S_ISDIR(st.st_mode):
         raise OutputError(f"{path}: is a folder; give a file path")
     if not stat.S_ISREG(st.st_mode):
@@ -140,14 +147,9 @@ def output_folder(out: str | Path) -> Path:
 
 
 def _check_dir_target(out: Path, replaceable: Check) -> None:
-    try:
-        st = out.lstat()
-    except FileNotFoundError:
+    st = _lstat(out)
+    if st is None:
         return
-    except NotADirectoryError:
-        raise OutputError(f"{out}: a part of this path is a file, not a folder") from None
-    except OSError as exc:
-        raise OutputError(f"{out}: cannot check it: {exc.strerror}") from None
     if stat.S_ISLNK(st.st_mode):
         raise OutputError(f"{out}: is a symbolic link; not replacing it: give the folder it points to, or another path")
     if not stat.S_ISDIR(st.st_mode):

@@ -1,8 +1,9 @@
-"""Quiet TVM: filter its per-constant `Scope Saving:` / `Scope Loaded:` log lines from stderr, and
-shorten its error messages to one line."""
+"""Quiet TVM, in one place: filter its per-constant `Scope Saving:` / `Scope Loaded:` log lines from stderr,
+keep MetaSchedule's per-round log out of the console, and shorten TVM's error messages to one line."""
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import tempfile
@@ -12,6 +13,7 @@ from contextlib import contextmanager
 from mvcompile.support import interrupt
 
 NOISE = ("Scope Saving:", "Scope Loaded:")
+META_SCHEDULE_LOGGER = "tvm.s_tir.meta_schedule"
 
 
 @contextmanager
@@ -34,6 +36,25 @@ def quiet_tvm_stderr() -> Iterator[None]:
                 text = capture.read().decode(errors="replace")
                 kept = [line for line in text.splitlines(keepends=True) if not any(n in line for n in NOISE)]
                 sys.stderr.write("".join(kept))
+
+
+@contextmanager
+def quiet_meta_schedule_log() -> Iterator[None]:
+    """MetaSchedule logs every round to stdout: while setting up its tuning contexts, drop its set-up
+    messages; after, its console handlers show warnings only (the full log stays in the work dir's logs)."""
+    logger = logging.getLogger(META_SCHEDULE_LOGGER)
+    for handler in list(logger.handlers):  # a previous run's (MetaSchedule re-lists them by name)
+        logger.removeHandler(handler)
+        handler.close()
+    drop_all = logging.Filter("-")  # matches no logger name: drops the set-up messages
+    logger.addFilter(drop_all)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop_all)
+    for handler in logging.getLogger(META_SCHEDULE_LOGGER).handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            handler.setLevel(logging.WARNING)
 
 
 def error_line(exc: BaseException) -> str:

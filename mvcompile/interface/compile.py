@@ -1,0 +1,213 @@
+"""Compiler-side entry points: spec → ONNX (`export`), → artifact (`build`), tuning (`tune`), weights and
+tuning databases. Each takes plain arguments, checks them, and returns a typed result. The heavy parts
+(onnx, TVM) load when a function needs them, so `load_spec`, `list_targets` and `inspect_spec` stay quick."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mvcompile.backend.targets import TargetPreset, list_targets, load_target
+from mvcompile.errors import UsageError
+from mvcompile.spec.loader import load_spec
+from mvcompile.spec.model import EnsembleSpec
+
+if TYPE_CHECKING:
+    from mvcompile.backend.tune import TuneReport
+    from mvcompile.ir.dump import IRDump
+    from mvcompile.passes import Trace
+    from mvcompile.lower.pipeline import ExportedModel, Mode
+
+_LAZY = {"ExportedModel": "mvcompile.lower.pipeline", "TuneInterrupted": "mvcompile.backend.tune",
+         "TuneReport": "mvcompile.backend.tune"}
+
+__all__ = ["BuildResult", "ExportedModel", "Model", "TuneInterrupted", "TuneReport", "build", "build_exported",
+           "compact_db", "default_output", "export", "import_weights", "inspect_spec", "list_targets", "load_spec",
+           "load_target", "tune"]
+
+
+@dataclass(frozen=True)
+class Model:
+    """Which model to compile: a spec file (a single model or an ensemble) and how to shape and fill it.
+    Weights: a file, a seed (deterministic random weights), or neither (the official initialisation)."""
+
+    spec: str | Path
+    variant: str | None = None
+    mode: Mode = "stream"
+    frames: int | None = None  # per call (stream default 1, else the spec's clip length)
+    resolution: int | None = None
+    batch: int = 1
+    weights: str | Path | None = None
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """A built artifact folder and what went into it."""
+
+    path: Path
+    manifest: dict[str, Any]  # the artifact's manifest.json (an ensemble's: routing and members)
+    target: str
+    seconds: float
+    members: dict[str, dict[str, Any]] = field(default_factory=dict)  # ensemble: member name → its manifest
+
+    @property
+    def tuning(self) -> dict[str, dict[str, Any]]:
+        """Which tuning records scheduled the code, per compiled model ("" for a single model)."""
+        models = self.members or {"": self.manifest}
+        return {name: m["build_options"]["tuning"] for name, m in models.items()}
+
+
+def __getattr__(name: str) -> Any:
+    """The result and error types of the heavy modules, loaded on first use."""
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(_LAZY[name]), name)
+
+
+def inspect_spec(spec: str | Path, variant: str | None = None) -> dict[str, Any]:
+    """Per-layer costs and totals of a spec (what `mvcompile inspect --json` prints)."""
+    from mvcompile.inspect import inspect_spec as costs
+
+    return costs(spec, variant)
+
+
+def export(model: Model, output: str | Path | None = None, *, trace: Trace | None = None) -> ExportedModel:
+    """The model as ONNX plus its manifest; with `output` (a .onnx path) also written, with
+    `<stem>.manifest.json` beside it, atomically. `trace` sees the graph as built and after every pass."""
+    from mvcompile.lower.pipeline import export_model
+
+    exported = export_model(model.spec, variant=model.variant, mode=model.mode, frames=model.frames,
+                            resolution=model.resolution, batch=model.batch, weights=model.weights, seed=model.seed,
+                            trace=trace)
+    if output is not None:
+        exported.save(output)
+    return exported
+
+
+def default_output(model: Model, target: str) -> Path:
+    """`build/<spec>-<variant>-<mode>-<target>`, where `build` puts an artifact unless told otherwise."""
+    return Path("build") / f"{Path(model.spec).stem}-{model.variant or 'base'}-{model.mode}-{target}"
+
+
+def build(model: Model, target: str | Path | TargetPreset, output: str | Path | None = None, *,
+          db: str | Path | None = None, shipped_records: bool = True, temporal_ensemble: bool = False,
+          weights2: str | Path | None = None, progress: bool = False, dump: IRDump | None = None) -> BuildResult:
+    """Compile `model` for `target` (a preset name, a preset file or a TargetPreset) into an artifact folder
+    (default: `default_output`), atomically. Tuning records: `db` if given, else those shipped for the
+    target unless `shipped_records` is False. An ensemble spec, or `temporal_ensemble` (two models of the
+    spec, weights `model.weights` and `weights2`, or seeds S and S+1), builds one artifact per member.
+    `dump` (`--dump-ir`) collects the IR after every pass and the Relax module after every TVM step."""
+    preset = target if isinstance(target, TargetPreset) else load_target(target)
+    out = Path(output) if output is not None else default_output(model, preset.name)
+    start = time.perf_counter()
+    if temporal_ensemble or weights2 is not None or isinstance(load_spec(model.spec), EnsembleSpec):
+        return _build_ensemble(model, preset, out, start, db=db, shipped_records=shipped_records,
+                               temporal=temporal_ensemble, weights2=weights2, progress=progress, dump=dump)
+    result = build_exported(export(model, trace=dump and dump.graph), preset, out, db=db,
+                            shipped_records=shipped_records, progress=progress, trace=dump and dump.module)
+    return replace(result, seconds=time.perf_counter() - start)
+
+
+def build_exported(exported: ExportedModel, target: str | Path | TargetPreset, output: str | Path, *,
+                   db: str | Path | None = None, shipped_records: bool = True, progress: bool = False,
+                   trace: Any = None) -> BuildResult:
+    """`build` of a model already exported (e.g. to time the compilation alone); `seconds` is the compile time.
+    `trace` (a backend.relax_dump.ModuleTrace) sees the Relax module after import and after every TVM step."""
+    from mvcompile.backend.build import build_artifact
+
+    preset = target if isinstance(target, TargetPreset) else load_target(target)
+    start = time.perf_counter()
+    build_artifact(exported.onnx_model, exported.manifest, preset, Path(output), progress=progress, db=db,
+                   shipped_records=shipped_records, trace=trace)
+    return BuildResult(Path(output), _manifest(Path(output)), preset.name, time.perf_counter() - start)
+
+
+def _build_ensemble(model: Model, preset: TargetPreset, out: Path, start: float, *, db: str | Path | None,
+                    shipped_records: bool, temporal: bool, weights2: str | Path | None, progress: bool,
+                    dump: IRDump | None) -> BuildResult:
+    from mvcompile.backend.ensemble import build_ensemble
+    from mvcompile.lower.ensemble_export import export_spec_ensemble, export_temporal_ensemble
+
+    common: dict[str, Any] = dict(variant=model.variant, mode=model.mode, frames=model.frames, batch=model.batch,
+                                  seed=model.seed, trace=dump and dump.graph)
+    if temporal:
+        if (model.weights is None) != (weights2 is None):
+            raise UsageError("--temporal-ensemble takes both --weights A and --weights2 B (or --seed S)")
+        weights = (model.weights, weights2) if model.weights is not None else None
+        ens = export_temporal_ensemble(model.spec, resolution=model.resolution, weights=weights, **common)
+    else:
+        if weights2 is not None:
+            raise UsageError("--weights2 is the second model of --temporal-ensemble")
+        if model.resolution is not None:
+            raise UsageError(f"{model.spec}: each ensemble member runs at its own spec's resolution; drop --resolution")
+        ens = export_spec_ensemble(model.spec, weights=model.weights, **common)
+    build_ensemble(ens, preset, out, progress=progress, db=db, shipped_records=shipped_records,
+                   trace=dump and dump.module)
+    manifest = _manifest(out)
+    members = {m["name"]: _manifest(out / m["dir"]) for m in manifest["members"]}
+    return BuildResult(out, manifest, preset.name, time.perf_counter() - start, members)
+
+
+def _manifest(artifact: Path) -> dict[str, Any]:
+    return json.loads((artifact / "manifest.json").read_text())
+
+
+def tune(model: Model, target: str | Path | TargetPreset, db: str | Path, *, trials: int | None = None,
+         budget_minutes: float | None = None, rpc_tracker: str | None = None, rpc_key: str | None = None,
+         search_seed: int | None = None, emulate: bool = False, progress: bool = False) -> TuneReport:
+    """Tune `model`'s kernels for `target` with MetaSchedule, appending records to the database folder `db`
+    (a re-run continues). Give `trials` or `budget_minutes`; `rpc_tracker` (HOST:PORT) and `rpc_key`
+    measure on boards registered with a TVM RPC tracker; `emulate` scores candidates by guest instructions
+    under qemu-user instead (ARM targets); `search_seed` makes the search's choices repeatable.
+    Ctrl-C raises TuneInterrupted, the records measured so far kept."""
+    from mvcompile.backend.ms_setup import RPCSettings
+    from mvcompile.backend.tune import tune_model
+    from mvcompile.backend.tvm_interrupt import interruptible_tvm
+
+    rpc = RPCSettings.parse(rpc_tracker, rpc_key) if rpc_tracker else None
+    preset = target if isinstance(target, TargetPreset) else load_target(target)
+    exported = export(replace(model, weights=None, seed=0))  # a task does not depend on the weights
+    with interruptible_tvm():
+        return tune_model(exported.onnx_model, preset, db, trials=trials, budget_minutes=budget_minutes, rpc=rpc,
+                          seed=search_seed, emulate=emulate, progress=progress)
+
+
+def compact_db(db: str | Path, output: str | Path, *, target: str | Path | None = None, xz: bool = False,
+               keep_models: list[str] | None = None) -> Any:
+    """Write `output`: the best record per workload of the tuning database `db` (only `target`'s records,
+    if given; only the workloads of the `keep_models`, each `SPEC[:VARIANT]` in stream mode, if given).
+    Returns the written database (tuning_db.Database)."""
+    from mvcompile.backend.tuning_db import compact
+
+    tvm_target = load_target(target).to_tvm() if target is not None else None
+    keep = None
+    if keep_models:
+        if tvm_target is None:
+            raise UsageError("--keep-model needs --target (a model's tasks depend on the target)")
+        keep = set().union(*(_model_workloads(m, tvm_target) for m in keep_models))
+    return compact(db, output, tvm_target, xz=xz, workloads=keep)
+
+
+def _model_workloads(model: str, tvm_target: Any) -> set[str]:
+    """Workload hashes of `SPEC[:VARIANT]` in stream mode (the shipped records' mode)."""
+    from mvcompile.backend.tune import workload_hashes
+
+    spec, _, variant = model.partition(":")
+    return workload_hashes(export(Model(spec, variant or None, "stream")).onnx_model, tvm_target)
+
+
+def import_weights(spec: str | Path, source: str | Path, output: str | Path, *, variant: str | None = None,
+                   scheme: str = "auto", labels: str | None = None) -> Any:
+    """Convert an official TF checkpoint or PyTorch-port state dict to `spec`'s weight names and write
+    `output` (.safetensors or .npz); returns the importers' ImportedWeights (values, scheme, labels)."""
+    from mvcompile.importers import import_weights as convert
+    from mvcompile.ir.weights import save_weights
+
+    imported = convert(spec, source, variant=variant, scheme=scheme, labels=labels)
+    save_weights(imported.values, output, labels=imported.labels)
+    return imported

@@ -1,0 +1,43 @@
+"""Runtime-side entry points: run an artifact over frames or a video, or stream it clip by clip with a
+session. Imports nothing of the compiler (no onnx, no torch)."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from mvcompile.errors import UsageError
+from mvcompile.runtime.driver import RunResult, load_video_array, random_frames, run_video, top5
+from mvcompile.runtime.ensemble import EnsembleSession, load_manifest, load_session, require_frame_input
+from mvcompile.runtime.live import Prediction, predict_video
+from mvcompile.runtime.session import StreamSession
+from mvcompile.runtime.video import DEFAULT_TIMEOUT, VideoError
+
+__all__ = ["EnsembleSession", "Prediction", "RunResult", "StreamSession", "VideoError", "labels", "load_session", "run",
+           "run_video_source", "top5"]
+
+
+def run(artifact: str | Path, *, frames: int | None = None, input: str | Path | None = None, seed: int = 0,
+        emulate: bool = False, num_threads: int | None = None, check_range: bool = True) -> RunResult:
+    """Stream a video through `artifact`, one compiled call's worth of frames at a time: the frames of the
+    .npy file `input` ([T, H, W, 3] or [B, T, H, W, 3] float32 in [0, 1]), else `frames` random frames
+    (default: one call's worth) from `seed`. `emulate` runs an ARM artifact under qemu-user."""
+    if frames is not None and input is not None:
+        raise UsageError("give a number of random frames or an input file, not both")
+    frame_input = require_frame_input(load_manifest(artifact), artifact)
+    if input is not None:
+        video = load_video_array(input, frame_input)
+    else:
+        video = random_frames(frame_input, frames or frame_input.shape[1], seed)
+    return run_video(artifact, video, emulate=emulate, num_threads=num_threads, check_range=check_range)
+
+
+def run_video_source(artifact: str | Path, source: str, *, num_threads: int | None = None,
+                     timeout: float = DEFAULT_TIMEOUT) -> Iterator[Prediction]:
+    """Predictions (runtime.live.Prediction) per model call for a video file, camera or stream URL, decoded
+    and resampled to the artifact's frame rate and resolution; natively, never emulated."""
+    return predict_video(artifact, source, num_threads=num_threads, timeout=timeout)
+
+
+def labels(artifact: str | Path) -> list[str] | None:
+    """The class names stored with the artifact's weights, if any."""
+    return load_manifest(artifact).labels
