@@ -16,7 +16,7 @@ from bench.arm import guest, insn
 from bench.arm.run import TARGET_CPUS
 from bench.common import Case
 from conftest import ROOT, SPECS
-from mvcompile.backend.artifact import machine_arch
+from mvcompile.artifact.format import machine_arch
 from mvcompile.cli import main as mvcompile
 
 QEMU_HERE = {"x86_64": "qemu-x86_64", "aarch64": "qemu-aarch64", "armv7": "qemu-arm"}.get(machine_arch(), "qemu-unknown")
