@@ -17,7 +17,7 @@ import pytest
 from mvcompile.artifact.format import ArtifactError, sha256_file, sign_artifact
 from mvcompile.backend.build import build_artifact
 from mvcompile.backend.targets import load_target
-from mvcompile.runtime.cross import CXXFLAGS, RUNNER_SOURCE, cross_dir
+from mvcompile.support.cross import CXXFLAGS, RUNNER_SOURCE, cross_dir
 from mvcompile.runtime.emulate import EmulationError, emulated_command, run_emulated
 from mvcompile.runtime.session import StreamSession
 

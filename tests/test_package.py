@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-from mvcompile.runtime.cross import cross_dir
+from mvcompile.support.cross import cross_dir
 
 SOURCES = ("pyproject.toml", "README.md", "mvcompile")  # what the wheel is built from
 

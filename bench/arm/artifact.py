@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bench.arm.insn import CountError, PerFrame, count, per_frame, single_thread_env
-from mvcompile.runtime.cross import RUNNER_SOURCE, cross_dir
+from mvcompile.support.cross import RUNNER_SOURCE, cross_dir
 from mvcompile.support.files import staged_files
 
 if TYPE_CHECKING:

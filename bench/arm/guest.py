@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bench.arm.insn import CountError
 from bench.common import ROOT
-from mvcompile.runtime.cross import cross_dir
+from mvcompile.support.cross import cross_dir
 from mvcompile.support.files import staged_dir
 
 SETUP = ROOT / "scripts" / "setup_arm64_python.sh"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from mvcompile.runtime.cross import cross_dir
+from mvcompile.support.cross import cross_dir
 
 SETUP_HINT = "run `make cross` (scripts/setup_cross.sh) to build it"
 _COUNT_LINE = re.compile(r"^insns: (\d+)$", re.MULTILINE)

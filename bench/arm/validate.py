@@ -33,7 +33,7 @@ from bench.arm.run import (REFERENCE, RESULTS, agreement, build, calls_of, cases
 from bench.common import ROOT, BenchError, Case, case_json
 from bench.output import output_dir
 from mvcompile.support.files import staged_files
-from mvcompile.runtime.cross import cross_dir
+from mvcompile.support.cross import cross_dir
 
 PRESET = Path(__file__).with_name("x86-avx2.yaml")
 MASK_SOURCE = Path(__file__).with_name("cpuid_mask.c")

@@ -29,7 +29,7 @@ from typing import Any
 
 from mvcompile.errors import MvcompileError
 from mvcompile.backend.tuning_db import MARK_FILE
-from mvcompile.runtime.cross import ARCHES, cross_dir
+from mvcompile.support.cross import ARCHES, cross_dir
 from mvcompile.support.files import atomic_write
 
 NOMINAL_INSTRUCTIONS_PER_SECOND = 1e9
@@ -105,7 +105,7 @@ def candidate_program(arch: str) -> tuple[Path, list[str]]:
         libs = [Path(tvm.__file__).parent / "lib", Path(tvm_ffi.__file__).parent / "lib"]
         include, cxx, qemu_opts = Path(tvm_ffi.__file__).parent / "include", "g++", []
     else:
-        from mvcompile.runtime.cross import EmulationError, check_ready
+        from mvcompile.support.cross import EmulationError, check_ready
 
         cross = ARCHES[arch]
         try:

@@ -11,7 +11,7 @@ import numpy as np
 
 from mvcompile.artifact.format import IO_TABLE, MANIFEST, ArtifactError, machine_arch, read_manifest
 from mvcompile.runtime.frames import FrameError
-from mvcompile.runtime.cross import CrossArch, EmulationError, build_runner, get_arch
+from mvcompile.support.cross import CrossArch, EmulationError, build_runner, get_arch
 from mvcompile.runtime.io_spec import IoSpec, IoSpecError, read_io_spec
 
 __all__ = ["EmulationError", "artifact_arch", "emulated_command", "run_emulated"]
