@@ -8,13 +8,12 @@ import json
 import subprocess
 import tempfile
 from dataclasses import asdict, dataclass
-from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bench.arm.insn import CountError, PerFrame, count, per_frame, single_thread_env
+from bench.arm.insn import CountError, PerFrame, count, per_frame, qemu_cpus, single_thread_env
 from mvcompile.support.cross import RUNNER_SOURCE, cross_dir
 from mvcompile.support.files import staged_files
 
@@ -58,23 +57,6 @@ def _manifest(artifact_dir: Path) -> ModelManifest:
 
 
 QEMU = {"aarch64": "qemu-aarch64", "armv7": "qemu-arm", "x86_64": "qemu-x86_64"}
-
-
-@cache
-def qemu_cpus(qemu: str) -> frozenset[str]:
-    """CPU models a qemu-user binary emulates (`-cpu help`: one per line, x86 lines start with 'x86')."""
-    try:
-        out = subprocess.run([qemu, "-cpu", "help"], capture_output=True, text=True).stdout  # exits 1 after the list
-    except OSError as exc:
-        raise CountError(f"cannot run {qemu} ({exc}): run `make cross`") from None
-    if not out.startswith("Available CPUs"):
-        raise CountError(f"`{qemu} -cpu help` printed no CPU list: run `make cross`")
-    names = set()
-    for line in out.splitlines()[1:]:
-        words = line.split()
-        if words:
-            names.add(words[1] if words[0] == "x86" and len(words) > 1 else words[0])
-    return frozenset(names)
 
 
 def qemu_cpu(manifest: ModelManifest) -> str:

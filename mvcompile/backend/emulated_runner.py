@@ -17,13 +17,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import subprocess
-import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +28,7 @@ from mvcompile.errors import MvcompileError
 from mvcompile.backend.tuning_db import MARK_FILE
 from mvcompile.support.cross import ARCHES, cross_dir
 from mvcompile.support.files import atomic_write
+from mvcompile.support.qemu_count import SETUP_HINT, CountError, count, plugin_path, qemu_cpus, single_thread_env
 
 NOMINAL_INSTRUCTIONS_PER_SECOND = 1e9
 """The fixed rate that turns a guest instruction count into the `run_secs` MetaSchedule stores and
@@ -40,8 +38,6 @@ speed; only ratios between records of the same emulated CPU mean anything."""
 CALLS = (1, 3)  # calls in the two counted runs; the first call (thread pool, workspace set-up) is in both
 SOURCE = Path(__file__).with_name("candidate_runner.cc")
 EMULATED_NOTE = "tuned under emulation (instruction counts)"
-PLUGIN_HINT = "run `make cross` (scripts/setup_cross.sh) to build it"
-_COUNT_LINE = re.compile(r"^insns: (\d+)$", re.MULTILINE)
 QEMU = {"aarch64": "qemu-aarch64", "x86_64": "qemu-x86_64"}
 
 
@@ -70,29 +66,13 @@ def emulator_for(arch: str, mcpu: str | None) -> Emulator:
         raise EmulatedTuneError(f"cannot tune {arch} under emulation: supported are {', '.join(QEMU)}")
     qemu = QEMU[arch]
     if shutil.which(qemu) is None:
-        raise EmulatedTuneError(f"{qemu} not found: {PLUGIN_HINT}")
-    plugin_path()
-    return Emulator(arch, qemu, mcpu if mcpu and mcpu in _qemu_cpus(qemu) else "max")
-
-
-@cache
-def _qemu_cpus(qemu: str) -> frozenset[str]:
-    """CPU models a qemu-user binary emulates (`-cpu help`, which exits 1 after the list)."""
-    out = subprocess.run([qemu, "-cpu", "help"], capture_output=True, text=True).stdout
-    names = set()
-    for line in out.splitlines()[1:]:
-        words = line.split()
-        if words:
-            names.add(words[1] if words[0] == "x86" and len(words) > 1 else words[0])
-    return frozenset(names)
-
-
-def plugin_path() -> Path:
-    """qemu's insn plugin, built by `make cross`."""
-    path = cross_dir() / "qemu-plugin" / "libinsn.so"
-    if not path.is_file():
-        raise EmulatedTuneError(f"qemu's insn plugin {path} is missing: {PLUGIN_HINT}")
-    return path
+        raise EmulatedTuneError(f"{qemu} not found: {SETUP_HINT}")
+    try:
+        plugin_path()
+        cpus = qemu_cpus(qemu)
+    except CountError as exc:
+        raise EmulatedTuneError(str(exc)) from None
+    return Emulator(arch, qemu, mcpu if mcpu and mcpu in cpus else "max")
 
 
 def candidate_program(arch: str) -> tuple[Path, list[str]]:
@@ -131,22 +111,10 @@ def candidate_program(arch: str) -> tuple[Path, list[str]]:
 
 def count_instructions(qemu_cmd: list[str], timeout: float) -> int:
     """Guest instructions of one whole qemu-user run (`qemu_cmd`: qemu first), one TVM thread."""
-    env = {**os.environ, "TVM_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-    with tempfile.TemporaryDirectory(prefix="mvcompile-insn-") as tmp:
-        log = Path(tmp) / "insn.log"
-        cmd = [qemu_cmd[0], "-plugin", f"{plugin_path()},inline=on", "-d", "plugin", "-D", str(log), *qemu_cmd[1:]]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise EmulatedTuneError(f"took longer than {timeout:.0f} s under {qemu_cmd[0]}") from None
-        report = log.read_text() if log.exists() else ""
-    if proc.returncode != 0:
-        tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
-        raise EmulatedTuneError(f"failed under {qemu_cmd[0]} (exit {proc.returncode}): {tail}")
-    found = _COUNT_LINE.findall(report)
-    if len(found) != 1:
-        raise EmulatedTuneError(f"the insn plugin printed no single count: {report.strip()[:200]!r}")
-    return int(found[0])
+    try:
+        return count(qemu_cmd, env=single_thread_env(), timeout=timeout).instructions
+    except CountError as exc:
+        raise EmulatedTuneError(str(exc)) from None
 
 
 def tensor_args(args_info: list[Any]) -> list[str]:
