@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, SPECS
+from conftest import ROOT, SPECS, tiny_rpi4_and_host_logits
 from mvcompile.backend import emulated_runner as emu
 from mvcompile.backend import tuning_db
 from mvcompile.backend.targets import load_target
@@ -123,16 +123,7 @@ def test_tune_rpi4_under_emulation(rpi4_emulator: emu.Emulator, tmp_path: Path, 
     assert counts[0] == counts[1]
     assert counts[0] / emu.NOMINAL_INSTRUCTIONS_PER_SECOND == pytest.approx(best.seconds, rel=1e-6)
 
-    logits = {}
-    for target, extra in (("rpi4", ["--db", str(db)]), ("host", ["--no-shipped-records"])):
-        art = tmp_path / target
-        assert main(["build", str(SPECS / "tiny.yaml"), *tiny, "--target", target, "--seed", "1", *extra,
-                     "-o", str(art)]) == 0
-        run = subprocess.run([sys.executable, "-m", "mvcompile.cli", "run", str(art), "--frames", "4", "--json",
-                              *(["--emulate"] if target == "rpi4" else [])], capture_output=True, text=True, cwd=ROOT)
-        assert run.returncode == 0, run.stderr
-        logits[target] = json.loads(run.stdout)["logits"]
-    tuning = json.loads((tmp_path / "rpi4" / "manifest.json").read_text())["build_options"]["tuning"]
+    logits, tuning = tiny_rpi4_and_host_logits(tmp_path, ["--db", str(db)])
     assert tuning["emulated"] == emu.EMULATED_NOTE and tuning["measured_on"] == "qemu-aarch64 -cpu cortex-a72"
     assert tuning["functions_tuned"] == len(loaded.improvements()) >= 1
-    assert max(abs(a - b) for a, b in zip(logits["rpi4"][0], logits["host"][0])) <= 1e-4
+    assert max(abs(a - b) for a, b in zip(logits["rpi4"], logits["host"])) <= 1e-4

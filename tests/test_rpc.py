@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, SPECS
+from conftest import ROOT, SPECS, tiny_rpi4_and_host_logits
 from mvcompile.backend import tuning_db
 from mvcompile.backend.tune import VERIFY_ROUNDS
 from mvcompile.backend.ms_setup import RPCConfigError, RPCSettings
@@ -136,15 +136,6 @@ def test_tune_rpi4_on_an_emulated_aarch64_board(emulated_board: tuple[RPCSetting
     assert loaded.count_for(load_target("rpi4").to_tvm()) == len(loaded.records)
     assert all(r.seconds < 1.0 for r in loaded.records)
     assert logs[0].read_text().count("load_module") == len(loaded.records)  # all measured on the aarch64 server
-    logits = {}
-    for target, extra in (("rpi4", ["--db", str(db)]), ("host", ["--no-shipped-records"])):
-        art = tmp_path / target
-        assert main(["build", str(SPECS / "tiny.yaml"), *tiny, "--target", target, "--seed", "1", *extra,
-                     "-o", str(art)]) == 0
-        run = subprocess.run([sys.executable, "-m", "mvcompile.cli", "run", str(art), "--frames", "4", "--json",
-                              *(["--emulate"] if target == "rpi4" else [])], capture_output=True, text=True, cwd=ROOT)
-        assert run.returncode == 0, run.stderr
-        logits[target] = json.loads(run.stdout)["logits"]
-    tuning = json.loads((tmp_path / "rpi4" / "manifest.json").read_text())["build_options"]["tuning"]
+    logits, tuning = tiny_rpi4_and_host_logits(tmp_path, ["--db", str(db)])
     assert tuning.get("functions_tuned", 0) == len(loaded.improvements())
-    assert max(abs(a - b) for a, b in zip(logits["rpi4"][0], logits["host"][0])) <= 1e-4
+    assert max(abs(a - b) for a, b in zip(logits["rpi4"], logits["host"])) <= 1e-4
