@@ -409,8 +409,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", required=True, help="directory to write")
     s.add_argument("--target", default=None, help="keep only this target's records")
     s.add_argument("--xz", action="store_true", help="xz-compress the files (as the shipped records are)")
-    s.add_argument("--keep-model", action="append", metavar="SPEC[:VARIANT]",
-                   help="keep only the workloads of this model in stream mode (repeatable; drops stale records)")
+    s.add_argument("--keep-model", action="append", metavar="SPEC[:VARIANT][@MODE[/FRAMES]]",
+                   help="keep only the workloads of this model, e.g. a0:stream (stream mode, one frame per call) or "
+                        "a0@base/4 (base model, 4-frame clips); repeatable; drops stale records")
     s.set_defaults(func=cmd_compact_db)
 
     s = sub.add_parser("targets", help="list the target presets")

@@ -20,6 +20,8 @@ from mvcompile.backend import tuning_db
 from mvcompile.backend.targets import load_target
 from mvcompile.backend.tune import allocate, extract_tasks, workload_hashes
 from mvcompile.cli import main
+from mvcompile.errors import UsageError
+from mvcompile.interface.compile import Model, model_workloads, parse_model_key
 from mvcompile.lower.pipeline import export_model
 from mvcompile.support.files import OutputError
 from mvcompile.runtime.session import StreamSession
@@ -214,6 +216,15 @@ def test_ensemble_builds_apply_the_database_or_shipped_records_like_single_build
         for member in ("m0", "m1"):
             manifest = json.loads((tmp_path / source / member / "manifest.json").read_text())
             assert manifest["build_options"]["tuning"]["source"] == source, (extra, member)
+
+
+def test_model_keys_name_variant_mode_and_frames() -> None:
+    assert parse_model_key("a0:stream") == Model("a0", "stream", "stream", None)
+    assert parse_model_key("a1@base/4") == Model("a1", None, "base", 4)
+    assert parse_model_key("specs/a2.yaml:stream@causal") == Model("specs/a2.yaml", "stream", "causal", None)
+    for bad in ["", ":stream", "a0@clip", "a0@base/0", "a0@base/x", "a0@base/-1"]:
+        with pytest.raises(UsageError, match="model key"):
+            parse_model_key(bad)
 
 
 def test_compact_db_keeps_only_the_given_models_tasks(tuned_db: Path, tmp_path: Path, capsys) -> None:
@@ -449,10 +460,7 @@ def test_every_shipped_record_applies_to_its_models_with_any_weights(folder: Pat
     shipped = {w[0] for w in db.workloads}
     target = load_target("host").to_tvm()
     models = yaml.safe_load((folder / tuned_records.MATCH_FILE).read_text())["tuned_for"]  # ["a0:stream", ...]
-    tasks = set()
-    for model in models:
-        spec, variant = model.split(":")
-        tasks |= workload_hashes(export_model(SPECS / f"{spec}.yaml", variant=variant, seed=3).onnx_model, target)
+    tasks = set().union(*(model_workloads(key, target, seed=3) for key in models))
     assert shipped and shipped <= tasks, f"{folder.name}: {len(shipped - tasks)} workloads are no task of {models}"
 
 

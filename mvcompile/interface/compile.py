@@ -25,7 +25,7 @@ _LAZY = {"ExportedModel": "mvcompile.lower.pipeline", "TuneInterrupted": "mvcomp
 
 __all__ = ["BuildResult", "ExportedModel", "Model", "TuneInterrupted", "TuneReport", "build", "build_exported",
            "compact_db", "default_output", "export", "import_weights", "inspect_spec", "list_targets", "load_spec",
-           "load_target", "tune"]
+           "load_target", "model_workloads", "parse_model_key", "tune"]
 
 
 @dataclass(frozen=True)
@@ -180,7 +180,7 @@ def tune(model: Model, target: str | Path | TargetPreset, db: str | Path, *, tri
 def compact_db(db: str | Path, output: str | Path, *, target: str | Path | None = None, xz: bool = False,
                keep_models: list[str] | None = None) -> Any:
     """Write `output`: the best record per workload of the tuning database `db` (only `target`'s records,
-    if given; only the workloads of the `keep_models`, each `SPEC[:VARIANT]` in stream mode, if given).
+    if given; only the workloads of the `keep_models`, each a `parse_model_key` key, if given).
     Returns the written database (tuning_db.Database)."""
     from mvcompile.backend.tuning_db import compact
 
@@ -189,16 +189,30 @@ def compact_db(db: str | Path, output: str | Path, *, target: str | Path | None 
     if keep_models:
         if tvm_target is None:
             raise UsageError("--keep-model needs --target (a model's tasks depend on the target)")
-        keep = set().union(*(_model_workloads(m, tvm_target) for m in keep_models))
+        keep = set().union(*(model_workloads(m, tvm_target) for m in keep_models))
     return compact(db, output, tvm_target, xz=xz, workloads=keep)
 
 
-def _model_workloads(model: str, tvm_target: Any) -> set[str]:
-    """Workload hashes of `SPEC[:VARIANT]` in stream mode (the shipped records' mode)."""
+def parse_model_key(key: str) -> Model:
+    """The model a key names: `SPEC[:VARIANT][@MODE[/FRAMES]]`, e.g. `a0:stream` (the stream variant, one
+    frame per call) or `a1@base/4` (the base model on 4-frame clips). Stream mode and the mode's default
+    frames unless the key says otherwise. Used by `compact-db --keep-model` and shipped records' `tuned_for`."""
+    head, _, shape = key.partition("@")
+    spec, _, variant = head.partition(":")
+    mode, _, frames = shape.partition("/")
+    if not spec or (shape and mode not in ("base", "causal", "stream")) or (frames and not frames.isdigit()) \
+            or (frames and int(frames) < 1):
+        raise UsageError(f"model key {key!r}: expected SPEC[:VARIANT][@MODE[/FRAMES]], MODE one of base, causal, "
+                         "stream and FRAMES a positive number (e.g. a0:stream, a1@base/4)")
+    return Model(spec, variant or None, mode or "stream", int(frames) if frames else None)
+
+
+def model_workloads(key: str, tvm_target: Any, seed: int = 0) -> set[str]:
+    """Workload hashes (tuning tasks) of the model `key` names (`parse_model_key`) for `tvm_target`, its
+    weights drawn with `seed` (tasks do not depend on the weights)."""
     from mvcompile.backend.tune import workload_hashes
 
-    spec, _, variant = model.partition(":")
-    return workload_hashes(export(Model(spec, variant or None, "stream")).onnx_model, tvm_target)
+    return workload_hashes(export(replace(parse_model_key(key), seed=seed)).onnx_model, tvm_target)
 
 
 def import_weights(spec: str | Path, source: str | Path, output: str | Path, *, variant: str | None = None,
