@@ -255,3 +255,30 @@ def test_progress_stays_on_the_real_stderr_while_tvm_output_is_filtered(capfd: p
             os.write(2, b"Scope Saving: constant 0\nreal warning\n")
     err = capfd.readouterr().err
     assert "step one" in err and "real warning" in err and "Scope Saving" not in err
+
+
+def test_pool_teardown_error_after_ctrl_c_is_not_printed_but_others_are() -> None:
+    """TVM's worker pool, torn down from its own thread after Ctrl-C, reports "cannot join current thread";
+    `ignore_pool_teardown_errors` drops exactly that report."""
+    script = """if True:
+        from mvcompile.support.tvm_log import ignore_pool_teardown_errors
+        ignore_pool_teardown_errors()
+        ignore_pool_teardown_errors()  # once is enough: installing again changes nothing
+        class PopenPoolExecutor:  # as TVM's, whose __del__ joins its threads
+            def __init__(self, error):
+                self.error = error
+            def __del__(self):
+                raise self.error
+        class Other:
+            def __init__(self, error):
+                self.error = error
+            def __del__(self):
+                raise self.error
+        PopenPoolExecutor(RuntimeError("cannot join current thread"))
+        Other(RuntimeError("cannot join current thread"))
+        PopenPoolExecutor(ValueError("a real bug"))
+    """
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("cannot join current thread") == 1, done.stderr  # Other's
+    assert "ValueError: a real bug" in done.stderr, done.stderr

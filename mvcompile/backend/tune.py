@@ -19,7 +19,7 @@ from mvcompile.backend import ms_setup, tuning_db
 from mvcompile.backend.compile import fuse, import_onnx
 from mvcompile.backend.targets import TargetPreset
 from mvcompile.support.progress import progress_display
-from mvcompile.support.tvm_log import quiet_meta_schedule_log
+from mvcompile.support.tvm_log import ignore_pool_teardown_errors, quiet_meta_schedule_log
 
 if TYPE_CHECKING:
     from mvcompile.backend.emulated_runner import Emulator
@@ -153,6 +153,7 @@ def tune_model(
     if emulate and rpc:
         raise TuneError("--emulate counts instructions under qemu on this machine; it cannot be combined with --rpc-tracker")
     ms_setup.preload_cpu_tensor_intrins()
+    ignore_pool_teardown_errors()
     from tvm.s_tir import meta_schedule as ms
 
     db_dir = Path(db_dir)

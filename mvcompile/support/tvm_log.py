@@ -1,5 +1,6 @@
 """Quiet TVM, in one place: filter its per-constant `Scope Saving:` / `Scope Loaded:` log lines from stderr,
-keep MetaSchedule's per-round log out of the console, and shorten TVM's error messages to one line."""
+keep MetaSchedule's per-round log out of the console, drop the error its worker pools report when torn
+down from their own thread, and shorten TVM's error messages to one line."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from mvcompile.support import interrupt
 
@@ -55,6 +57,24 @@ def quiet_meta_schedule_log() -> Iterator[None]:
     for handler in logging.getLogger(META_SCHEDULE_LOGGER).handlers:
         if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
             handler.setLevel(logging.WARNING)
+
+
+def ignore_pool_teardown_errors() -> None:
+    """TVM's `PopenPoolExecutor.__del__` joins the pool's threads; when the last reference to a pool dies in
+    one of those threads (after Ctrl-C in the middle of a tuning round), Python prints "Exception ignored
+    in ... cannot join current thread" with a traceback after our one-line message. Drop that report (the
+    threads end with the process); every other unraisable error goes to the hook that was there before."""
+    if getattr(sys.unraisablehook, "_mvcompile_pool_filter", False):
+        return
+    previous = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        if not (isinstance(unraisable.exc_value, RuntimeError) and "cannot join current thread" in str(unraisable.exc_value)
+                and "PopenPoolExecutor" in repr(unraisable.object)):
+            previous(unraisable)
+
+    hook._mvcompile_pool_filter = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
 
 
 def error_line(exc: BaseException) -> str:
