@@ -18,7 +18,7 @@ import yaml
 from conftest import ROOT, SPECS
 from mvcompile.backend import tuning_db
 from mvcompile.backend.targets import load_target
-from mvcompile.backend.tune import allocate, extract_tasks, workload_hashes
+from mvcompile.backend.tune import DEFAULT_POPULATION, allocate, extract_tasks, search_strategy, workload_hashes
 from mvcompile.cli import main
 from mvcompile.errors import UsageError
 from mvcompile.interface.compile import Model, model_workloads, parse_model_key
@@ -426,6 +426,15 @@ def test_rounds_follow_the_time_left_in_each_task_after_tuning() -> None:
     _tune_trials(tasks, 200, run_one)
     assert order[:2] == ["big", "small"] and order[2] == "small"  # now the costliest: it goes first
     assert tasks[1].trials > tasks[0].trials and sum(t.trials for t in tasks) == 200
+
+
+def test_search_population_follows_the_trials_asked_for() -> None:
+    """A run measuring a few candidates per task evolves a small population (the default one costs
+    minutes of search per task); a budget run, or many trials per task, keeps MetaSchedule's default."""
+    assert search_strategy(None, 61).population_size == DEFAULT_POPULATION == 512
+    assert search_strategy(8, 61).population_size == 64
+    assert search_strategy(61 * 5, 61).population_size == 160
+    assert search_strategy(61 * 64, 61).population_size == 512
 
 
 def test_trials_a_task_cannot_use_go_to_the_others() -> None:

@@ -29,6 +29,9 @@ MIN_TRIALS = 4  # fewer than this per task is not worth a search round
 ROUND_TRIALS = 64  # most trials a task gets per round; shares are re-planned from the best records between rounds
 INITIAL_SECONDS_PER_TRIAL = 3.0  # first guess for --budget, refined as trials complete
 VERIFY_ROUNDS = 3  # side-by-side measurements of a default and the searched record that seems to beat it
+DEFAULT_POPULATION = 512  # MetaSchedule's EvolutionarySearch default: what --budget runs use
+POPULATION_PER_TRIAL = 32  # with --trials: schedules evolved per trial of an average task ...
+MIN_POPULATION = 64  # ... but at least this many
 
 
 class TuneError(MvcompileError, ValueError):
@@ -168,7 +171,8 @@ def tune_model(
     if not extracted:
         raise TuneError("the model has no tunable tasks")
     with quiet_meta_schedule_log():
-        contexts, _ = ms.relax_integration.extracted_tasks_to_tune_contexts(extracted, work_dir=str(db_dir), seed=seed)
+        contexts, _ = ms.relax_integration.extracted_tasks_to_tune_contexts(
+            extracted, work_dir=str(db_dir), seed=seed, strategy=search_strategy(trials, len(extracted)))
     database = tuning_db.open_json_database(before)
     workers = max(1, boards) if rpc else 1
     builder = ms_setup.make_builder(target.cross_compiler, max_workers=max(2, workers))
@@ -203,6 +207,23 @@ def tune_model(
     return TuneReport(db_dir, tasks, before.count_for(tvm_target), after.count_for(tvm_target),
                       time.monotonic() - start, before.dropped_tail, verified, emulator is not None,
                       target.name)
+
+
+def search_strategy(trials: int | None, tasks: int) -> Any:
+    """MetaSchedule's evolutionary search, its population sized to the candidates a run measures.
+
+    The default population (512 schedules, evolved 4 times, scored by the cost model) costs about
+    1.5 minutes of search per task round on this 2-vCPU VM, even for a task of the tiny spec, whatever
+    the number of candidates measured. A run given `trials` for `tasks` tasks evolves
+    POPULATION_PER_TRIAL schedules per trial of an average task, at least MIN_POPULATION; budget runs
+    (`trials` None) keep the default."""
+    from tvm.s_tir import meta_schedule as ms
+
+    if trials is None:
+        return ms.search_strategy.EvolutionarySearch()
+    population = min(DEFAULT_POPULATION, max(MIN_POPULATION, POPULATION_PER_TRIAL * math.ceil(trials / max(1, tasks))))
+    return ms.search_strategy.EvolutionarySearch(population_size=population,
+                                                 init_min_unmeasured=min(50, population // 2))
 
 
 def _scoring(target: TargetPreset, tvm_target: Any, db_dir: Path, before: tuning_db.Database,
