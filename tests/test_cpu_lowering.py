@@ -9,7 +9,7 @@ from tvm import relax
 
 from conftest import SPECS
 from mvcompile.backend.compile import import_onnx, signature
-from mvcompile.backend.cpu import pipeline
+from mvcompile.backend.cpu import pipeline, tiles
 from mvcompile.backend.cpu.channels_last import TO_CL, LayoutError, to_channels_last
 from mvcompile.backend.cpu.hardware import CPU, cpu_of
 from mvcompile.backend.cpu.schedules import UNSCHEDULED, rule_counts
@@ -149,3 +149,16 @@ def _calls(func: relax.Function) -> list[relax.Call]:
     relax.analysis.post_order_visit(func, lambda e: found.append(e) if isinstance(e, relax.Call)
                                     and isinstance(e.op, tvm.ir.Op) else None)
     return found
+
+
+def test_arm_pointwise_tiles_load_input_panels_and_fit_the_registers() -> None:
+    """ARM 1x1 convs whose depth is a multiple of PANEL_DEPTH load inputs as vector panels; the tile then leaves
+    registers for the panel's weight vectors; x86 and other depths keep the one-load-per-step tile."""
+    arm, x86 = CPU(128, 32, 1, arm=True), CPU(256, 16, 1)
+    assert tiles.input_panel(arm, 96) and not tiles.input_panel(arm, 6) and not tiles.input_panel(arm, None)
+    assert not tiles.input_panel(x86, 96)
+    for width, channels in [(56, 16), (28, 48), (7, 96), (12, 8)]:
+        t = tiles.matmul_tile(arm, width, channels, depth=96)
+        assert t.pixels * t.vectors + tiles.PANEL_DEPTH * t.vectors + 1 <= arm.registers
+        assert channels % t.channels == 0
+        assert tiles.matmul_tile(x86, width, channels, depth=96) == tiles.matmul_tile(x86, width, channels)

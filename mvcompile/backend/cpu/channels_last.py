@@ -267,7 +267,7 @@ def _conv3d(rw: Rewriter, call: relax.Call) -> Value | None:
         if np.prod(_shape(src.expr)[:4]) <= GEMV_ROWS and panel > 1:
             packed = relax.const(kernels.pack_panels(matrix, panel))
             return Value(rw.emit_te(kernels.pointwise_packed, src.expr, packed, name="gemv"), cl=True)
-        tile = tiles.matmul_tile(rw.cpu, _shape(src.expr)[3], out_c)
+        tile = tiles.matmul_tile(rw.cpu, _shape(src.expr)[3], out_c, depth=matrix.shape[0])
         return Value(rw.emit_te(partial(kernels.pointwise, tile=tile), src.expr, relax.const(matrix), name="pointwise"),
                      cl=True)
     out_w = int(call.ty.shape[4])

@@ -16,6 +16,13 @@ from mvcompile.backend.cpu.hardware import CPU
 MAX_ROWS = 12
 MAX_VECTORS = 8
 LOOP_OVERHEAD = 3  # instructions per reduction step besides the multiply-adds and loads
+PANEL_DEPTH = 4  # ARM 1x1 convs: reduction steps whose inputs one vector load per pixel brings (lanes of 128 bits)
+
+
+def input_panel(cpu: CPU, depth: int | None) -> bool:
+    """Whether a 1x1 convolution over `depth` input channels loads each pixel's inputs PANEL_DEPTH at a
+    time into a vector register (ARM, whose multiply-add takes a lane) instead of one scalar per step."""
+    return cpu.arm and depth is not None and depth % PANEL_DEPTH == 0
 
 
 @dataclass(frozen=True)
@@ -46,21 +53,26 @@ def _lane_options(cpu: CPU, channels: int) -> list[int]:
     return options or [1]
 
 
-def matmul_tile(cpu: CPU, width: int, channels: int) -> Tile:
+def matmul_tile(cpu: CPU, width: int, channels: int, depth: int | None = None) -> Tile:
     """Tile of a 1x1 convolution over rows of `width` pixels into `channels` outputs (the tile's
-    channels divide `channels`; the row is rounded up to whole tiles).
+    channels divide `channels`; the row is rounded up to whole tiles) and `depth` input channels
+    (None: a general convolution, whose inputs are not loaded as panels).
 
     Model, per step of the reduction: pixels × vectors multiply-adds, `vectors` weight loads, and on
     ARM one load per pixel (multiplied in by lane; x86 folds the broadcast input into the
-    multiply-add); divided by the useful multiply-adds, the rounded-up pixels counted as waste."""
+    multiply-add), or one vector per pixel every PANEL_DEPTH steps with an input panel (`input_panel`,
+    whose PANEL_DEPTH steps' weight vectors then stay in registers across the pixels); divided by the
+    useful multiply-adds, the rounded-up pixels counted as waste."""
+    panel = input_panel(cpu, depth)
     best: tuple[float, int, Tile] | None = None
     for lanes in _lane_options(cpu, channels):
         per_row = channels // lanes
         for vectors in (v for v in range(1, MAX_VECTORS + 1) if per_row % v == 0):
             for pixels in range(1, min(width, MAX_ROWS) + 1):
-                if pixels * vectors + vectors + 1 > cpu.registers:
+                if pixels * vectors + (PANEL_DEPTH * vectors + 1 if panel else vectors + 1) > cpu.registers:
                     break
-                step = pixels * vectors + vectors + (pixels if cpu.arm else 0) + LOOP_OVERHEAD
+                loads = pixels / PANEL_DEPTH if panel else (pixels if cpu.arm else 0)
+                step = pixels * vectors + vectors + loads + LOOP_OVERHEAD
                 useful = pixels * vectors * lanes
                 cost = step / useful * (round_up(width, pixels) / width)
                 key = (cost, -useful, Tile(pixels, vectors, lanes))

@@ -3,7 +3,8 @@
 Output [B, T, H, W, N] is tiled as mr consecutive pixels of one row × nr output channels (the tile
 the lowering shaped the kernel for, `tiles.matmul_tile`); the mr × nr accumulators live in registers
 (a local cache, fully unrolled) across the whole K loop, each step broadcasting one input value per
-pixel and loading nr/vec weight vectors. The crop to the model's width, bias, activation and
+pixel and loading nr/vec weight vectors (on ARM, each pixel's next 4 inputs come as one vector,
+multiplied in by lane, `tiles.input_panel`). The crop to the model's width, bias, activation and
 residual adds after the multiply are folded into the write-back of the tile.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 from tvm import s_tir
 
 from mvcompile.backend.cpu.hardware import CPU
-from mvcompile.backend.cpu.tiles import matmul_tile
+from mvcompile.backend.cpu.tiles import PANEL_DEPTH, input_panel, matmul_tile
 from mvcompile.backend.cpu.kernels import BLOCK_GEMM
 from mvcompile.backend.cpu.schedules import common
 
@@ -28,7 +29,8 @@ class Pointwise(common.CPURule):
             return False
         common.inline_producers(sch, anchor)
         b, t, h, w, n, k = sch.get_loops(anchor)
-        tile = common.tile_of(sch, anchor) or matmul_tile(cpu, common.extent(sch, w), common.extent(sch, n))
+        depth = common.extent(sch, k)
+        tile = common.tile_of(sch, anchor) or matmul_tile(cpu, common.extent(sch, w), common.extent(sch, n), depth)
         mr, nv, vec = tile.pixels, tile.vectors, tile.lanes
         if common.extent(sch, w) % mr or common.extent(sch, n) % (nv * vec):
             return False
@@ -36,10 +38,13 @@ class Pointwise(common.CPURule):
         wo, wi = sch.split(w, [None, mr])
         no, ni = sch.split(n, [None, nv * vec])
         nio, nii = sch.split(ni, [None, vec])
-        steps = sch.split(k, [None, 4]) if cpu.arm and common.extent(sch, k) % 4 == 0 else [k]
-        sch.reorder(b, t, h, wo, no, *steps, wi, nio, nii)
-        if len(steps) == 2:
+        steps = sch.split(k, [None, PANEL_DEPTH]) if input_panel(cpu, depth) else [k]
+        if len(steps) == 2:  # each pixel's input panel, then its PANEL_DEPTH steps
+            sch.reorder(b, t, h, wo, no, steps[0], wi, steps[1], nio, nii)
             sch.unroll(steps[1])
+            _vector_input_panel(sch, anchor, wi)
+        else:
+            sch.reorder(b, t, h, wo, no, *steps, wi, nio, nii)
         write_back, rest = common.accumulate_in_registers(sch, anchor)
         sch.reverse_compute_at(write_back, no)
         if vec > 1:
@@ -56,3 +61,12 @@ class Pointwise(common.CPURule):
         common.vectorize_innermost(sch, write_back, cpu)
         common.finish_rest(sch, rest, cpu)
         return True
+
+
+def _vector_input_panel(sch: s_tir.Schedule, anchor: s_tir.SBlockRV, pixel: s_tir.LoopRV) -> None:
+    """ARM: load each pixel's PANEL_DEPTH inputs as one vector before its PANEL_DEPTH reduction steps
+    (the multiply-adds take them by lane) instead of one scalar load per step."""
+    index = next(i for i, r in enumerate(sch.get(anchor).reads) if len(r.source.shape) == 5)
+    panel = sch.cache_read(anchor, index, "local")
+    sch.compute_at(panel, pixel)
+    sch.vectorize(sch.get_loops(panel)[-1])
