@@ -420,10 +420,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    func: Callable[[argparse.Namespace], int] = args.func
     with interrupt.trap(quiet=True):
         try:
+            args = parser().parse_args(argv)  # inside: reading a spec argument imports pydantic, yaml
+            func: Callable[[argparse.Namespace], int] = args.func
             code = func(args)
             interrupt.check()  # a stop that a library swallowed still ends as an interruption
             return code

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -224,6 +225,20 @@ def test_a_signal_inside_a_commit_takes_effect_when_it_is_done(tmp_path: Path) -
     assert (tmp_path / "committed").read_text() == "whole"
     assert interrupt.exit_code(signal.SIGINT) == 130
     assert signal.getsignal(signal.SIGINT) is before  # the trap puts back the handler it found
+
+
+def test_a_signal_during_an_import_is_raised_once_the_import_is_done(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A C++ extension's module init aborts the process on an exception from its Python callbacks."""
+    (tmp_path / "mv_slow_module.py").write_text(
+        "import os, signal\nos.kill(os.getpid(), signal.SIGINT)\nfor _ in range(1000):\n    pass\nDONE = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with interrupt.trap():
+        with pytest.raises(interrupt.Interrupted, match=r"Ctrl-C \(SIGINT\)"):
+            import mv_slow_module  # noqa: F401
+            time.sleep(5 * interrupt.RETRY_SECONDS)  # raised here, after the import
+        assert sys.modules["mv_slow_module"].DONE
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
 
 
 def test_quiet_trap_mutes_library_noise_after_the_signal_but_not_the_report(capfd) -> None:

@@ -4,6 +4,11 @@ Python turns SIGINT into a KeyboardInterrupt, but a library may swallow it: TVM'
 calls back into Python to build small functions and treats any error from them, this one included,
 as "cannot fold" and carries on. So our handler also records the request, and writers check it
 (`check`) right before they rename their output into place, and commit inside `deferred` sections.
+
+Nor is it raised while a module is being imported: the module-init code of a C++ extension (torch's
+pybind11, onnx's nanobind) calls back into Python, and an exception there ends in std::terminate, a
+SIGABRT with no message. A signal during an import is retried every RETRY_SECONDS (SIGALRM) until
+the import is done.
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from pathlib import Path
 from types import FrameType
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+RETRY_SECONDS = 0.02
 _NAMES = {signal.SIGINT: "Ctrl-C (SIGINT)", signal.SIGTERM: "SIGTERM"}
 
 
@@ -47,12 +53,31 @@ def exit_code(signum: int) -> int:
     return 128 + int(signum)
 
 
+def _importing(frame: FrameType | None) -> bool:
+    """Whether `frame` runs inside an import (importlib's bootstrap is on the stack)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _handle(signum: int, frame: FrameType | None) -> None:
     if _State.requested is None:
         _State.requested = signum
         mute_stderr()
-    if not _State.critical:
-        raise Interrupted(signum=signum)
+    if _State.critical:
+        return  # `deferred` raises when its section ends
+    if _importing(frame):
+        signal.setitimer(signal.ITIMER_REAL, RETRY_SECONDS)  # raise once the import is done
+        return
+    raise Interrupted(signum=signum)
+
+
+def _retry(signum: int, frame: FrameType | None) -> None:
+    """SIGALRM: a stop that arrived during an import, raised now if the import is done."""
+    if _State.requested is not None:
+        _handle(_State.requested, frame)
 
 
 @contextmanager
@@ -66,7 +91,7 @@ def trap(*, quiet: bool = False) -> Iterator[None]:
     if _State.installed or threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {s: signal.getsignal(s) for s in SIGNALS}
+    previous = {s: signal.getsignal(s) for s in (*SIGNALS, signal.SIGALRM)}
     _State.requested, _State.installed, _State.written = None, True, []
     if quiet:
         sys.stderr.flush()
@@ -74,8 +99,10 @@ def trap(*, quiet: bool = False) -> Iterator[None]:
     try:
         for s in SIGNALS:
             signal.signal(s, _handle)
+        signal.signal(signal.SIGALRM, _retry)
         yield
     finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
         for s, handler in previous.items():
             signal.signal(s, handler)
         _end_quiet()
