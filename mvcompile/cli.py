@@ -60,7 +60,10 @@ def _model(args: argparse.Namespace) -> Any:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from mvcompile.interface.compile import export
+    from mvcompile.support.files import check_apart
 
+    if args.dump_ir is not None:
+        check_apart(args.dump_ir, args.output, "--dump-ir and -o")
     with _ir_dump(args.dump_ir) as dump:
         m = export(_model(args), args.output, trace=dump and dump.graph).manifest
     model_path = Path(args.output)

@@ -265,6 +265,19 @@ def test_dump_ir_leaves_a_user_folder_alone(tmp_path: Path, capsys) -> None:
     assert [p.name for p in mine.iterdir()] == ["todo.txt"] and not (tmp_path / "m.onnx").exists()
 
 
+@pytest.mark.parametrize(("command", "dump", "out"), [("build", "art", "art"), ("build", "art/ir", "art"),
+                                                     ("build", "ir", "ir/art"), ("export", "ir", "ir/m.onnx"),
+                                                     ("export", "m.onnx", "m.onnx")])
+def test_dump_ir_and_output_in_the_same_place_are_refused_before_any_work(tmp_path: Path, capsys, command: str,
+                                                                           dump: str, out: str) -> None:
+    argv = [command, str(SPECS / "tiny.yaml"), "--seed", "1", "--dump-ir", str(tmp_path / dump), "-o", str(tmp_path / out)]
+    if command == "build":
+        argv += ["--target", "host", "-q"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.startswith("error: --dump-ir and ")
+    assert list(tmp_path.iterdir()) == []  # refused before anything was built or written
+
+
 def test_a_pass_breaking_its_guarantee_is_one_named_error_and_the_dump_shows_the_steps_before(
         tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
     from mvcompile.passes import MakeCausal, Pipeline, insert_stream_buffers

@@ -13,6 +13,7 @@ from mvcompile.backend.targets import TargetPreset, list_targets, load_target
 from mvcompile.errors import UsageError
 from mvcompile.spec.loader import load_spec
 from mvcompile.spec.model import EnsembleSpec
+from mvcompile.support.files import check_apart
 
 if TYPE_CHECKING:
     from mvcompile.backend.tune import TuneReport
@@ -104,6 +105,8 @@ def build(model: Model, target: str | Path | TargetPreset, output: str | Path | 
     `dump` (`--dump-ir`) collects the IR after every pass and the Relax module after every TVM step."""
     preset = target if isinstance(target, TargetPreset) else load_target(target)
     out = Path(output) if output is not None else default_output(model, preset.name)
+    if dump is not None:
+        check_apart(dump.out, out, "--dump-ir and the artifact folder")  # refused before the build, not after
     start = time.perf_counter()
     if temporal_ensemble or weights2 is not None or isinstance(load_spec(model.spec), EnsembleSpec):
         return _build_ensemble(model, preset, out, start, db=db, shipped_records=shipped_records,

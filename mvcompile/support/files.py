@@ -138,6 +138,14 @@ def check_output_folder(out: str | Path, replaceable: Check) -> Path:
     return out
 
 
+def check_apart(first: str | Path, second: str | Path, what: str) -> None:
+    """Raise OutputError if two outputs are the same path or one lies inside the other (`what` names
+    them, e.g. "--dump-ir and -o"): the second written would refuse to replace the first, or delete it."""
+    a, b = output_folder(first), output_folder(second)
+    if a == b or a in b.parents or b in a.parents:
+        raise OutputError(f"{what}: {first} and {second} overlap; give them separate places")
+
+
 def output_folder(out: str | Path) -> Path:
     """The absolute path of an output folder (the parent's symlinks resolved, the last part kept)."""
     raw = Path(out)
