@@ -34,6 +34,7 @@ class StateSpec:
     shape: Shape
     dtype: str
     layout: str
+    fill: int | float = 0  # every element's value in a fresh stream (an int8 state: its zero point, i.e. 0.0)
 
 
 @dataclass
@@ -62,7 +63,7 @@ class Graph:
                         scope=scope, shape=(), dtype="float32")
         for src in inputs:
             self.g.add_edge(src, name)
-        self._infer(name)
+        self.infer(name)
         return name
 
     def add_weight(self, name: str, shape: Shape, kind: str) -> str:
@@ -111,6 +112,11 @@ class Graph:
         image = [n for n in self.g.nodes if self.g.nodes[n]["op"] == "input" and not self.g.nodes[n]["attrs"].get("state")]
         return image + [s.input for s in self.states]
 
+    def users(self, name: str) -> list[str]:
+        """The nodes that read `name`, in graph order."""
+        readers = set(self.g.successors(name))
+        return [n for n in self.order() if n in readers]
+
     def shape(self, name: str) -> Shape:
         return self.g.nodes[name]["shape"]
 
@@ -118,7 +124,8 @@ class Graph:
         return copy.deepcopy(self)
 
     # --- shapes ------------------------------------------------------------------------------
-    def _infer(self, name: str) -> None:
+    def infer(self, name: str) -> None:
+        """Recompute one node's shape and dtype from its inputs and attributes."""
         node = self.g.nodes[name]
         in_shapes = [self.g.nodes[s]["shape"] for s in node["inputs"]]
         in_dtypes = [self.g.nodes[s]["dtype"] for s in node["inputs"]]
@@ -127,4 +134,4 @@ class Graph:
 
     def infer_all(self) -> None:
         for name in self.order():
-            self._infer(name)
+            self.infer(name)
