@@ -14,9 +14,10 @@ exact), then an estimator picks [lo, hi] from it:
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,6 +26,9 @@ from mvcompile.errors import MvcompileError
 from mvcompile.ir.graph import Graph
 from mvcompile.ir.quant import QMAX, QMIN
 from mvcompile.lower.torch import to_torch
+from mvcompile.passes import Trace
+from mvcompile.passes.pipelines import quantize_pipeline
+from mvcompile.passes.quantize import is_frames, quantization_points
 
 METHODS = ("mse", "percentile", "minmax")
 DEFAULT_METHOD = "mse"
@@ -35,6 +39,31 @@ PERCENTILE = 99.99
 
 class CalibrationError(MvcompileError, ValueError):
     """The calibration clips cannot calibrate this model (wrong shape, empty, or non-finite activations)."""
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How to quantize an export: the clips to calibrate on ([T, H, W, 3] float32 in [0, 1], read once),
+    the range estimator, and a description of the clips for the manifest (called after they were read)."""
+
+    clips: Callable[[], Iterable[np.ndarray]]
+    method: str = DEFAULT_METHOD
+    describe: Callable[[], dict[str, Any]] = dict
+
+
+def quantize_graph(g: Graph, calibration: Calibration, trace: Trace | None = None) -> tuple[Graph, dict[str, Any]]:
+    """The int8 form of the inference graph `g`, calibrated on `calibration`'s clips, and the manifest's
+    record of how (estimator, clips, how many tensors are int8)."""
+    if calibration.method not in METHODS:
+        raise CalibrationError(f"unknown range estimator '{calibration.method}' (known: {', '.join(METHODS)})")
+    points = [p for p in quantization_points(g) if not is_frames(g, p)]
+    hists = calibrate(g, calibration.clips(), points)
+    ranges = {n: choose_range(hists[n], calibration.method) for n in points}
+    quantized = quantize_pipeline(ranges)(g, trace)
+    record = {"dtype": "int8", "weights": "int8, symmetric, per output channel",
+              "activations": "int8, per tensor, asymmetric (zero point)", "estimator": calibration.method,
+              "int8_tensors": len(quantization_points(g)), "calibration": calibration.describe()}
+    return quantized, record
 
 
 @dataclass
