@@ -20,6 +20,8 @@ from tvm import te, tirx
 from mvcompile.backend.cpu.tiles import Tile, round_up
 
 BLOCK_GEMM = "mv_gemm"
+BLOCK_QGEMM = "mv_qgemm"  # an int8 matrix multiply in dot-product layout (int32 accumulators)
+BLOCK_DEQUANT = "mv_dequant"  # int32 accumulators (+ per-channel correction) x per-channel scale: float32
 BLOCK_GEMV = "mv_gemv"
 BLOCK_CONV = "mv_conv"
 BLOCK_DEPTHWISE = "mv_dwconv"
@@ -29,6 +31,7 @@ BLOCK_PAD = "mv_pad"
 BLOCK_CROP = "mv_crop"
 
 Pads = Sequence[tuple[int, int]]
+Dequant = tuple[te.Tensor, te.Tensor]  # per output channel: int32 correction, float32 scale
 Reader = Callable[..., Any]
 TILE_ATTR = "mvcompile.tile"  # block annotation: the register tile (pixels, vectors, lanes) the output was shaped for
 
@@ -59,20 +62,75 @@ def pointwise(x: te.Tensor, w: te.Tensor, tile: Tile) -> te.Tensor:
     return _crop(full, wd)
 
 
+def pointwise_int8(x: te.Tensor, w: te.Tensor, correction: te.Tensor, scale: te.Tensor, tile: Tile) -> te.Tensor:
+    """An int8 1x1x1 convolution, [B, T, H, W, K] (int8 or uint8) x weights, either in a dot product's
+    layout [N / L, K / G, L, G] (`pack_dot`: G consecutive inputs of L consecutive outputs together, as
+    one instruction takes them) or plain [K, N]; summed in int32, then (sum + correction[n]) x scale[n]
+    in float32 (the correction holds the bias and the input's zero point, the scale is input scale x
+    weight scale)."""
+    b, t, h, wd, k = (int(d) for d in x.shape)
+    if len(w.shape) == 4:
+        lanes, group = int(w.shape[2]), int(w.shape[3])
+        n = int(w.shape[0]) * lanes
+        weight = lambda r, c: w[c // lanes, r // group, c % lanes, r % group]  # noqa: E731
+    else:
+        n = int(w.shape[1])
+        weight = lambda r, c: w[r, c]  # noqa: E731
+    width = round_up(wd, tile.pixels)
+    r = te.reduce_axis((0, k), name="k")
+    last = wd - 1
+    col = (lambda xx: tirx.min(xx, last)) if width > wd else (lambda xx: xx)
+    total = te.compute((b, t, h, width, n), lambda i, j, y, xx, c: te.sum(
+        product(x[i, j, y, col(xx), r], weight(r, c)), axis=r), name=BLOCK_QGEMM,
+        attrs=_tile_attrs(tile))
+    return _crop(dequantized(total, correction, scale), wd)
+
+
+def dequantized(total: te.Tensor, correction: te.Tensor, scale: te.Tensor) -> te.Tensor:
+    """(total + correction[c]) x scale[c] in float32, c the last axis."""
+    return te.compute(total.shape, lambda *i: (total[i] + correction[i[-1]]).astype("float32") * scale[i[-1]],
+                      name=BLOCK_DEQUANT)
+
+
+def pack_dot(w: np.ndarray, lanes: int, group: int) -> np.ndarray:
+    """[K, N] int8 weights as [N / lanes, K / group, lanes, group] (K and N must divide)."""
+    k, n = w.shape
+    return np.ascontiguousarray(w.reshape(k // group, group, n // lanes, lanes).transpose(2, 0, 3, 1))
+
+
+def quantize(x: te.Tensor, inv_scale: float, zero_point: int, dtype: str) -> te.Tensor:
+    """round(x / scale) + zero_point saturated to `dtype` (int8 or uint8), rounding half to even (as ONNX
+    QuantizeLinear); x times the reciprocal scale, so it vectorises without a division."""
+    lo, hi = (-128, 127) if dtype == "int8" else (0, 255)
+    return te.compute(x.shape, lambda *i: tirx.max(tirx.min(
+        tirx.nearbyint(x[i] * tirx.const(inv_scale, "float32")) + tirx.const(float(zero_point), "float32"),
+        tirx.const(float(hi), "float32")), tirx.const(float(lo), "float32")).astype(dtype), name="mv_quantize")
+
+
+def dequantize(x: te.Tensor, scale: float, zero_point: int) -> te.Tensor:
+    """(x − zero_point) x scale as float32."""
+    return te.compute(x.shape, lambda *i: (x[i].astype("int32") - zero_point).astype("float32")
+                      * tirx.const(scale, "float32"), name="mv_dequantize")
+
+
 def pack_panels(w: np.ndarray, panel: int) -> np.ndarray:
     """[K, N] weights as [N / panel, K, panel]: each panel of `panel` output channels contiguous."""
     k, n = w.shape
     return np.ascontiguousarray(w.reshape(k, n // panel, panel).transpose(1, 0, 2))
 
 
-def pointwise_packed(x: te.Tensor, w: te.Tensor) -> te.Tensor:
+def pointwise_packed(x: te.Tensor, w: te.Tensor, scale: te.Tensor | None = None) -> te.Tensor:
     """A 1x1x1 convolution of a few pixels (a pooled vector: SE, classifier), weights packed by
-    `pack_panels` so each output panel streams its weights from memory in order."""
+    `pack_panels` so each output panel streams its weights from memory in order. int8 weights (a quarter
+    of the memory to stream) are multiplied in as float and each output scaled by `scale` [N]."""
     panels, k, panel = (int(d) for d in w.shape)
     r = te.reduce_axis((0, k), name="k")
-    return te.compute((*x.shape[:4], panels * panel),
-                      lambda b, t, h, x_, j: te.sum(x[b, t, h, x_, r] * w[j // panel, r, j % panel], axis=r),
-                      name=BLOCK_GEMV)
+    out = te.compute((*x.shape[:4], panels * panel),
+                     lambda b, t, h, x_, j: te.sum(x[b, t, h, x_, r] * w[j // panel, r, j % panel].astype(x.dtype),
+                                                   axis=r), name=BLOCK_GEMV)
+    if scale is None:
+        return out
+    return te.compute(out.shape, lambda *i: out[i] * scale[i[-1]], name="mv_weight_scale")
 
 
 def frames_of(segments: Sequence[te.Tensor]) -> tuple[int, Reader]:
@@ -97,11 +155,11 @@ def _out_size(n: int, k: int, stride: int, pad: tuple[int, int]) -> int:
     return (n + pad[0] + pad[1] - k) // stride + 1
 
 
-def _window_input(read: Reader, shape: Sequence[int], pads: Pads, dtype: str, columns: int) -> Reader:
-    """`read` as a sliding window sees it: zero outside the input along (t, h, w), and columns past the
-    padded right edge (read by a whole tile's extra pixels; `columns` counts the padded columns read)
-    clamped. With padding, a padded copy (block `mv_pad`) is computed once, so the window's unrolled
-    loops read it without conditions."""
+def _window_input(read: Reader, shape: Sequence[int], pads: Pads, dtype: str, columns: int, fill: int = 0) -> Reader:
+    """`read` as a sliding window sees it: `fill` (zero; an int8 input's zero point) outside the input
+    along (t, h, w), and columns past the padded right edge (read by a whole tile's extra pixels;
+    `columns` counts the padded columns read) clamped. With padding, a padded copy (block `mv_pad`) is
+    computed once, so the window's unrolled loops read it without conditions."""
     b, t, h, w, c = shape
     (t0, t1), (h0, h1), (w0, w1) = pads
     width = w + w0 + w1
@@ -112,7 +170,7 @@ def _window_input(read: Reader, shape: Sequence[int], pads: Pads, dtype: str, co
     def value(n: Any, tt: Any, y: Any, x: Any, ch: Any) -> Any:
         inside = [cond for idx, size, (before, after) in zip((tt, y, x), (t, h, w), pads)
                   for cond in ((idx >= 0) if before else None, (idx < size) if after else None) if cond is not None]
-        return tirx.if_then_else(tirx.all(*inside), read(n, tt, y, x, ch), tirx.const(0.0, dtype))
+        return tirx.if_then_else(tirx.all(*inside), read(n, tt, y, x, ch), tirx.const(fill, dtype))
 
     padded = te.compute((b, t + t0 + t1, h + h0 + h1, width, c),
                         lambda n, tt, y, x, ch: value(n, tt - t0, y - h0, x - w0, ch), name=BLOCK_PAD)
@@ -120,40 +178,43 @@ def _window_input(read: Reader, shape: Sequence[int], pads: Pads, dtype: str, co
 
 
 def depthwise(segments: Sequence[te.Tensor], w: te.Tensor, strides: Sequence[int], pads: Pads,
-              tile: Tile) -> te.Tensor:
+              tile: Tile, fill: int = 0, dequant: Dequant | None = None) -> te.Tensor:
     """Depthwise (kt, kh, kw) convolution over [B, T, H, W, C] (the time-concatenation of `segments`),
-    kernel [kt, kh, kw, C], zero padding; rows computed in whole tiles of `tile.pixels`."""
+    kernel [kt, kh, kw, C], padding with `fill`; rows computed in whole tiles of `tile.pixels`. int8
+    inputs and weights (padded with the input's zero point) are summed in int32 and `dequant`
+    (correction, scale per channel) makes the float32 result."""
     b, _, h, wd, c = (int(d) for d in segments[0].shape)
     frames, read = frames_of(segments)
     kt, kh, kw, _ = (int(d) for d in w.shape)
     out_w = _out_size(wd, kw, strides[2], pads[2])
     out = (b, _out_size(frames, kt, strides[0], pads[0]), _out_size(h, kh, strides[1], pads[1]),
            round_up(out_w, tile.pixels), c)
-    value = _window_input(read, (b, frames, h, wd, c), pads, segments[0].dtype, (out[3] - 1) * strides[2] + kw)
+    value = _window_input(read, (b, frames, h, wd, c), pads, segments[0].dtype, (out[3] - 1) * strides[2] + kw, fill)
     rt, rh, rw = te.reduce_axis((0, kt), "rt"), te.reduce_axis((0, kh), "rh"), te.reduce_axis((0, kw), "rw")
     st, sh, sw = strides
     (t0, _), (h0, _), (w0, _) = pads
     full = te.compute(
         out,
         lambda n, t, y, x, ch: te.sum(
-            value(n, t * st + rt - t0, y * sh + rh - h0, x * sw + rw - w0, ch) * w[rt, rh, rw, ch],
+            product(value(n, t * st + rt - t0, y * sh + rh - h0, x * sw + rw - w0, ch), w[rt, rh, rw, ch]),
             axis=[rt, rh, rw],
         ),
         name=BLOCK_DEPTHWISE,
         attrs=_tile_attrs(tile),
     )
-    return _crop(full, out_w)
+    return _crop(full if dequant is None else dequantized(full, *dequant), out_w)
 
 
-def conv(x: te.Tensor, w: te.Tensor, strides: Sequence[int], pads: Pads, tile: Tile) -> te.Tensor:
-    """Dense (groups = 1) (kt, kh, kw) convolution over [B, T, H, W, Cin], kernel [kt, kh, kw, Cin, Cout];
-    rows computed in whole tiles of `tile.pixels`."""
+def conv(x: te.Tensor, w: te.Tensor, strides: Sequence[int], pads: Pads, tile: Tile, fill: int = 0,
+         dequant: Dequant | None = None) -> te.Tensor:
+    """Dense (groups = 1) (kt, kh, kw) convolution over [B, T, H, W, Cin], kernel [kt, kh, kw, Cin, Cout],
+    padding with `fill`; rows computed in whole tiles of `tile.pixels`. int8 as `depthwise`."""
     b, t_in, h, wd, c = (int(d) for d in x.shape)
     kt, kh, kw, cin, cout = (int(d) for d in w.shape)
     out_w = _out_size(wd, kw, strides[2], pads[2])
     out = (b, _out_size(t_in, kt, strides[0], pads[0]), _out_size(h, kh, strides[1], pads[1]),
            round_up(out_w, tile.pixels), cout)
-    value = _window_input(lambda *i: x[i], (b, t_in, h, wd, c), pads, x.dtype, (out[3] - 1) * strides[2] + kw)
+    value = _window_input(lambda *i: x[i], (b, t_in, h, wd, c), pads, x.dtype, (out[3] - 1) * strides[2] + kw, fill)
     rt, rh, rw = te.reduce_axis((0, kt), "rt"), te.reduce_axis((0, kh), "rh"), te.reduce_axis((0, kw), "rw")
     rc = te.reduce_axis((0, cin), "rc")
     st, sh, sw = strides
@@ -161,32 +222,52 @@ def conv(x: te.Tensor, w: te.Tensor, strides: Sequence[int], pads: Pads, tile: T
     full = te.compute(
         out,
         lambda n, t, y, xx, o: te.sum(
-            value(n, t * st + rt - t0, y * sh + rh - h0, xx * sw + rw - w0, rc) * w[rt, rh, rw, rc, o],
+            product(value(n, t * st + rt - t0, y * sh + rh - h0, xx * sw + rw - w0, rc), w[rt, rh, rw, rc, o]),
             axis=[rt, rh, rw, rc],
         ),
         name=BLOCK_CONV,
         attrs=_tile_attrs(tile),
     )
-    return _crop(full, out_w)
+    return _crop(full if dequant is None else dequantized(full, *dequant), out_w)
 
 
 def avg_pool(x: te.Tensor, inv_count: te.Tensor, kernel: Sequence[int], strides: Sequence[int],
-             pads: Pads) -> te.Tensor:
+             pads: Pads, encoding: tuple[float, int] | None = None) -> te.Tensor:
     """Average pooling over [B, T, H, W, C]; `inv_count` [To, Ho, Wo] holds 1 / (cells inside the input)
-    of each window, so padded cells are excluded from the average."""
+    of each window, so padded cells are excluded from the average. An int8 input with `encoding`
+    (scale, zero point) is summed in int32 and its average returned as float32."""
     b, t_in, h, wd, c = (int(d) for d in x.shape)
     out = (b, *(int(d) for d in inv_count.shape), c)
     value = _window_input(lambda *i: x[i], (b, t_in, h, wd, c), pads, x.dtype, (out[3] - 1) * strides[2] + kernel[2])
+    acc = accumulator(x.dtype)
     rt, rh, rw = (te.reduce_axis((0, k), name) for k, name in zip(kernel, ("rt", "rh", "rw")))
     st, sh, sw = strides
     (t0, _), (h0, _), (w0, _) = pads
     total = te.compute(
         out,
-        lambda n, t, y, xx, ch: te.sum(value(n, t * st + rt - t0, y * sh + rh - h0, xx * sw + rw - w0, ch),
+        lambda n, t, y, xx, ch: te.sum(value(n, t * st + rt - t0, y * sh + rh - h0, xx * sw + rw - w0, ch).astype(acc),
                                        axis=[rt, rh, rw]),
         name=BLOCK_POOL,
     )
-    return te.compute(out, lambda n, t, y, xx, ch: total[n, t, y, xx, ch] * inv_count[t, y, xx], name="mv_pool_scale")
+    if encoding is None:
+        return te.compute(out, lambda n, t, y, xx, ch: total[n, t, y, xx, ch] * inv_count[t, y, xx], name="mv_pool_scale")
+    scale, zero_point = (tirx.const(float(v), "float32") for v in encoding)
+    return te.compute(out, lambda n, t, y, xx, ch: (total[n, t, y, xx, ch].astype("float32") * inv_count[t, y, xx]
+                                                    - zero_point) * scale, name="mv_pool_scale")
+
+
+def accumulator(dtype: Any) -> str:
+    """What values of `dtype` are summed in: int32 for 8-bit integers, else the type itself."""
+    return "int32" if str(dtype) in ("int8", "uint8") else str(dtype)
+
+
+def product(a: Any, b: Any) -> Any:
+    """a x b as a kernel sums it: 8-bit integers multiplied in int16 (exact: weights are -127..127, so
+    |u8 x s8| <= 32385) and widened to int32, which instructions take in one step (smull, pmullw,
+    pmaddwd, and the dot products of `intrinsics`); floats as they are."""
+    if str(a.dtype) in ("int8", "uint8"):
+        return (a.astype("int16") * b.astype("int16")).astype("int32")
+    return a * b
 
 
 def sigmoid(x: te.Tensor) -> te.Tensor:

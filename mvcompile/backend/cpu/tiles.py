@@ -107,3 +107,27 @@ def window_tile(cpu: CPU, width: int, channels: int, window: tuple[int, int, int
                     best = key
     assert best is not None
     return best[2]
+
+
+def int8_tile(cpu: CPU, width: int, channels: int, lanes: int) -> Tile:
+    """Tile of an int8 1x1 convolution in a dot product's layout (`lanes` int32 outputs per instruction,
+    which must divide `channels`), over rows of `width` pixels.
+
+    Model, per step of the reduction (one group of inputs): pixels × vectors dot products, `vectors`
+    weight loads and, unless the multiply reads its broadcast input from memory (x86), one load per
+    pixel; the accumulators, the weight vectors and one input register must fit the registers."""
+    per_row = channels // lanes
+    best: tuple[float, int, Tile] | None = None
+    for vectors in (v for v in range(1, MAX_VECTORS + 1) if per_row % v == 0):
+        for pixels in range(1, min(width, MAX_ROWS) + 1):
+            if pixels * vectors + vectors + 1 > cpu.registers:
+                break
+            loads = vectors + (0 if not cpu.arm else pixels)
+            step = pixels * vectors + loads + LOOP_OVERHEAD
+            useful = pixels * vectors * lanes
+            cost = step / useful * (round_up(width, pixels) / width)
+            key = (cost, -useful, Tile(pixels, vectors, lanes))
+            if best is None or key[:2] < best[:2]:
+                best = key
+    assert best is not None
+    return best[2]

@@ -1,0 +1,207 @@
+"""The int8 rules of the channels-last lowering: a quantized (QDQ) model's convolutions and pools run on
+int8 data with int32 sums, instead of on dequantized floats.
+
+The ONNX import of a QDQ model reads `conv3d(dequantize(x), dequantize(W))` with the bias an `add` of a
+dequantized int32 constant, and each int8 tensor is made by a `quantize`. Here:
+- `quantize` → `kernels.quantize` in whichever layout its input has, stored as the CPU's dot-product
+  activation type (uint8 on x86, whose vpdpbusd multiplies u8 by s8: the zero point moves up by 128, the
+  same values) unless something other than a dequantize reads it (a stream buffer's concatenation,
+  which must keep the state's int8);
+- `dequantize` of an int8 activation → `kernels.dequantize` (for the float readers: means, gates, adds),
+  remembering the stored tensor (`Quant`), which the int8 kernels read instead;
+- `conv3d` of a dequantized activation by dequantized int8 weights → an int8 kernel (1x1x1: a matrix
+  multiply in the target's dot-product layout; depthwise: a window kernel padded with the zero point;
+  the stem: a dense window kernel), its int32 sums turned into floats by one per-channel correction
+  (the int32 bias, folded from the `add` after the conv, minus zero point x Σ weights) and scale (input
+  scale x weight scale); the activation and the next `quantize` fuse into the same function;
+- `conv3d` of a float pooled vector by dequantized int8 weights (SE, classifier) → the packed
+  matrix-vector kernel with int8 weights and a per-output scale;
+- `avg_pool3d` of a dequantized activation → the pooling kernel summing int8 in int32.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+from tvm import relax
+from tvm.ir.expr import Constant
+
+from mvcompile.backend.cpu import kernels, tiles
+from mvcompile.backend.cpu.channels_last import (GEMV_ROWS, RULES, Quant, Rewriter, Rule, Value, _avg_pool3d,
+                                                 _conv3d, _inverse_counts, _is_cl, _shape)
+from mvcompile.backend.cpu.intrinsics import layout_for
+
+INT8_ZERO_SHIFT = 128  # int8 value v is stored as uint8 v + 128
+
+
+def _scalar(expr: relax.Expr) -> float | None:
+    if isinstance(expr, Constant) and expr.value.numpy().size == 1:
+        return expr.value.numpy().reshape(()).item()
+    return None
+
+
+def _dequantized_constant(rw: Rewriter, expr: relax.Expr) -> tuple[np.ndarray, np.ndarray] | None:
+    """(integer values, scale per element of the quantized axis) of a dequantized constant, seen through
+    the reshapes the ONNX import puts around a bias; None for anything else."""
+    while isinstance(expr, relax.Var) and expr in rw.producers:
+        call = rw.producers[expr]
+        if not isinstance(call, relax.Call):
+            return None
+        if call.op.name == "relax.reshape":
+            expr = call.args[0]
+            continue
+        if call.op.name != "relax.dequantize" or not isinstance(call.args[0], Constant):
+            return None
+        data, scale, zero = (a.value.numpy() if isinstance(a, Constant) else None for a in call.args)
+        if scale is None or zero is None or np.any(zero != 0):
+            return None
+        axis = int(call.attrs.axis) % data.ndim
+        return data, np.broadcast_to(scale.astype(np.float32).reshape(-1), (data.shape[axis],)).copy()
+    return None
+
+
+def _quantize(rw: Rewriter, call: relax.Call) -> Value | None:
+    data, scale, zero = call.args
+    s, z = _scalar(scale), _scalar(zero)
+    if s is None or z is None or str(call.attrs.out_dtype) != "int8" or not isinstance(data, relax.Var):
+        return None
+    v = rw.value(data)
+    stored = _storage(rw)
+    zp = int(z) + (INT8_ZERO_SHIFT if stored == "uint8" else 0)
+    return Value(rw.emit_te(kernels.quantize, v.expr, float(np.float32(1.0) / np.float32(s)), zp, stored,
+                            name="quantize"), cl=v.cl)
+
+
+def _storage(rw: Rewriter) -> str:
+    """How the tensor being quantized is stored: uint8 where the CPU's dot product wants it and only
+    dequantizes read it, else int8."""
+    layout = layout_for(rw.cpu.dots)
+    readers = [rw.producers[u] for u in rw.users.get(rw.current, [])]
+    only_dequantized = bool(readers) and all(isinstance(r, relax.Call) and r.op.name == "relax.dequantize"
+                                             for r in readers)
+    return layout.activation if layout is not None and only_dequantized else "int8"
+
+
+def _dequantize(rw: Rewriter, call: relax.Call) -> Value | None:
+    data, scale, zero = call.args
+    s, z = _scalar(scale), _scalar(zero)
+    if s is None or z is None or not isinstance(data, relax.Var):
+        return None
+    v = rw.value(data)
+    stored = str(v.expr.ty.dtype)
+    if stored not in ("int8", "uint8"):
+        return None
+    zp = int(z) + (INT8_ZERO_SHIFT if stored == "uint8" and str(data.ty.dtype) == "int8" else 0)
+    expr = rw.emit_te(kernels.dequantize, v.expr, float(s), zp, name="dequantize")
+    return Value(expr, cl=v.cl, quant=Quant(v.expr, float(s), zp, list(v.segments)))
+
+
+def _bias(rw: Rewriter, conv: relax.Var, channels: int) -> tuple[np.ndarray, relax.Var | None]:
+    """The int32 bias that the `add` right after `conv` (its only reader) adds, and that add's variable
+    (whose value the int8 kernel then computes); zeros and None if there is none."""
+    readers = rw.users.get(conv, [])
+    if len(readers) == 1:
+        add = rw.producers[readers[0]]
+        if isinstance(add, relax.Call) and add.op.name == "relax.add":
+            other = [a for a in add.args if not a.same_as(conv)]
+            found = _dequantized_constant(rw, other[0]) if len(other) == 1 else None
+            if found is not None and found[0].dtype == np.int32 and found[0].size == channels:
+                return found[0].reshape(-1).astype(np.int64), readers[0]
+    return np.zeros(channels, np.int64), None
+
+
+def _conv3d_int8(rw: Rewriter, call: relax.Call) -> Value | None:
+    data, weight = call.args
+    found = _dequantized_constant(rw, weight)
+    if found is None or found[0].dtype != np.int8 or any(int(d) != 1 for d in call.attrs.dilation):
+        return _conv3d(rw, call)
+    w, w_scale = found
+    src = rw.value(data) if isinstance(data, relax.Var) else None
+    if src is None or not src.cl:
+        return None
+    if src.quant is None:
+        return _gemv_int8_weights(rw, call, src, w, w_scale)
+    q = src.quant
+    a = call.attrs
+    out_c, in_per_group, kt, kh, kw = w.shape
+    channels = _shape(q.data)[4]
+    groups = int(a.groups)
+    strides = [int(x) for x in a.strides]
+    p = [int(x) for x in a.padding]
+    pads = [(p[0], p[3]), (p[1], p[4]), (p[2], p[5])]
+    bias, add_var = _bias(rw, rw.current, out_c)
+    wide = w.astype(np.int64)
+    correction = relax.const((bias - q.zero_point * wide.reshape(out_c, -1).sum(axis=1)).astype(np.int32))
+    scale = relax.const((np.float32(q.scale) * w_scale).astype(np.float32))
+    out_w = int(call.ty.shape[4])
+    if groups == 1 and (kt, kh, kw) == (1, 1, 1) and strides == [1, 1, 1] and not any(p):
+        result = _pointwise_int8(rw, q, w[:, :, 0, 0, 0].T, correction, scale)
+    elif groups == channels == out_c and in_per_group == 1:
+        kernel = relax.const(np.ascontiguousarray(w[:, 0].transpose(1, 2, 3, 0)))
+        tile = tiles.window_tile(rw.cpu, out_w, channels, (kt, kh, kw), strides[2])
+        result = rw.emit_te(partial(kernels.depthwise, strides=strides, pads=pads, tile=tile, fill=q.zero_point),
+                            q.segments or [q.data], kernel, (correction, scale), name="depthwise")
+    elif groups == 1:
+        kernel = relax.const(np.ascontiguousarray(w.transpose(2, 3, 4, 1, 0)))
+        tile = tiles.matmul_tile(rw.cpu, out_w, out_c)
+        result = rw.emit_te(partial(kernels.conv, strides=strides, pads=pads, tile=tile, fill=q.zero_point),
+                            q.data, kernel, (correction, scale), name="conv")
+    else:
+        return None
+    value = Value(result, cl=True)
+    if add_var is not None:
+        rw.folded[add_var] = value
+    return value
+
+
+def _pointwise_int8(rw: Rewriter, q: Quant, matrix: np.ndarray, correction: relax.Expr,
+                    scale: relax.Expr) -> relax.Expr:
+    """[K, N] int8 weights: in the dot-product layout of the CPU when K and N fit it, else plain."""
+    k, n = matrix.shape
+    width = _shape(q.data)[3]
+    layout = layout_for(rw.cpu.dots)
+    if layout is not None and str(q.data.ty.dtype) == layout.activation and k % layout.group == 0 \
+            and n % layout.lanes == 0:
+        tile = tiles.int8_tile(rw.cpu, width, n, layout.lanes)
+        weights = relax.const(kernels.pack_dot(matrix, layout.lanes, layout.group))
+    else:
+        tile = tiles.matmul_tile(rw.cpu, width, n)
+        weights = relax.const(np.ascontiguousarray(matrix))
+    return rw.emit_te(partial(kernels.pointwise_int8, tile=tile), q.data, weights, correction, scale, name="qgemm")
+
+
+def _gemv_int8_weights(rw: Rewriter, call: relax.Call, src: Value, w: np.ndarray, w_scale: np.ndarray) -> Value | None:
+    """A float pooled vector times int8 weights (SE, classifier): packed int8 panels, scaled per output."""
+    out_c, _, kt, kh, kw = w.shape
+    panel = rw.cpu.vector_for(out_c)
+    if (kt, kh, kw) != (1, 1, 1) or int(call.attrs.groups) != 1 or panel == 1 \
+            or np.prod(_shape(src.expr)[:4]) > GEMV_ROWS:
+        return None
+    packed = relax.const(kernels.pack_panels(np.ascontiguousarray(w[:, :, 0, 0, 0].T), panel))
+    return Value(rw.emit_te(kernels.pointwise_packed, src.expr, packed, relax.const(w_scale), name="gemv"), cl=True)
+
+
+def _avg_pool3d_int8(rw: Rewriter, call: relax.Call) -> Value | None:
+    (data,) = call.args
+    src = rw.value(data) if isinstance(data, relax.Var) else None
+    if src is None or src.quant is None or not _is_cl(rw, data):
+        return _avg_pool3d(rw, call)
+    a = call.attrs
+    if a.ceil_mode or any(int(d) != 1 for d in a.dilation) or a.layout != "NCDHW":
+        return None
+    q = src.quant
+    kernel = [int(k) for k in a.pool_size]
+    strides = [int(s) for s in a.strides]
+    p = [int(x) for x in a.padding]
+    pads = [(p[0], p[3]), (p[1], p[4]), (p[2], p[5])]
+    inv = _inverse_counts(_shape(q.data)[1:4], kernel, strides, pads, bool(a.count_include_pad))
+    if bool(a.count_include_pad):
+        return None  # padded cells would count as the zero point's value, not as 0.0
+    return Value(rw.emit_te(partial(kernels.avg_pool, encoding=(q.scale, q.zero_point)), q.data, relax.const(inv),
+                            kernel, strides, pads, name="avg_pool"), cl=True)
+
+
+#: RULES with the int8 rules: what the CPU pipeline uses.
+INT8_RULES: dict[str, Rule] = {**RULES, "relax.quantize": _quantize, "relax.dequantize": _dequantize,
+                               "relax.nn.conv3d": _conv3d_int8, "relax.nn.avg_pool3d": _avg_pool3d_int8}

@@ -1,0 +1,72 @@
+"""int8 1x1 convolutions (`kernels.pointwise_int8`): a register-blocked matrix multiply on the CPU's
+int8 dot product.
+
+As `pointwise`, output [B, T, H, W, N] is tiled as mr pixels × nr channels whose int32 accumulators stay
+in registers through the whole reduction. With weights in a dot product's layout ([N/L, K/G, L, G],
+`intrinsics.DotLayout`), each step of the reduction takes G inputs of a pixel and one instruction per
+vector of L channels (`tensorize` with the layout's intrinsic: vpdpbusd on x86 with VNNI, vpmaddwd on
+AVX2, sdot on ARM with dotprod). With plain [K, N] weights (no dot product, or shapes that do not fit
+one), each step multiplies one input in int16 and widens into the int32 vectors. The dequantization
+(correction, scale), the activation and the next quantize are folded into the tile's write-back.
+"""
+
+from __future__ import annotations
+
+from tvm import s_tir
+
+from mvcompile.backend.cpu.hardware import CPU
+from mvcompile.backend.cpu.intrinsics import layout_for
+from mvcompile.backend.cpu.kernels import BLOCK_QGEMM
+from mvcompile.backend.cpu.schedules import common
+
+
+class QuantizedPointwise(common.CPURule):
+    """`mv_qgemm` blocks, with their dequantizing epilogue."""
+
+    name = "int8-pointwise"
+
+    def schedule(self, sch: s_tir.Schedule, cpu: CPU) -> bool:
+        anchor = common.find_anchor(sch, [BLOCK_QGEMM])
+        if anchor is None:
+            return False
+        common.inline_producers(sch, anchor)
+        weights = next(r.source for r in sch.get(anchor).reads if len(r.source.shape) in (2, 4))
+        dot = len(weights.shape) == 4
+        layout = layout_for(cpu.dots) if dot else None
+        if dot and (layout is None or (int(weights.shape[2]), int(weights.shape[3])) != (layout.lanes, layout.group)):
+            return False
+        b, t, h, w, n, k = sch.get_loops(anchor)
+        tile = common.tile_of(sch, anchor)
+        if tile is None:
+            return False
+        mr, nv, vec = tile.pixels, tile.vectors, tile.lanes
+        if common.extent(sch, w) % mr or common.extent(sch, n) % (nv * vec):
+            return False
+        work = common.block_work(sch, anchor)
+        wo, wi = sch.split(w, [None, mr])
+        no, ni = sch.split(n, [None, nv * vec])
+        nio, nii = sch.split(ni, [None, vec])
+        if dot:
+            ko, ki = sch.split(k, [None, layout.group])
+            sch.reorder(b, t, h, wo, no, ko, wi, nio, nii, ki)
+        else:
+            ko = k
+            sch.reorder(b, t, h, wo, no, ko, wi, nio, nii)
+        write_back, rest = common.accumulate_in_registers(sch, anchor)
+        sch.reverse_compute_at(write_back, no)
+        outer = sch.fuse(b, t, h)
+        if common.extent(sch, outer) * common.extent(sch, wo) == 1:
+            outer = no
+        if common.worth_parallel(cpu, work, common.extent(sch, outer)):
+            sch.parallel(outer)
+        init = sch.decompose_reduction(anchor, ko)
+        common.vectorize_innermost(sch, init, cpu)
+        if dot:
+            sch.tensorize(nii, layout.name)
+        elif vec > 1:
+            sch.vectorize(nii)
+        sch.unroll(nio)
+        sch.unroll(wi)
+        common.vectorize_innermost(sch, write_back, cpu)
+        common.finish_rest(sch, rest, cpu)
+        return True
