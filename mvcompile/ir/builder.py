@@ -108,8 +108,8 @@ class _Builder:
             pooled = g.add(f"{name}/concat", "concat", [pooled, spatial], scope=scope, axis=1)
         if self.o.positional_encoding:
             channels = g.shape(pooled)[1]
-            pos = g.add(f"{name}/positions", "frame_positions", [pooled], scope=scope, start=0, temporal=Temporal.POS_ENC,
-                        precision="float64")
+            pos = g.add(f"{name}/positions", "frame_positions", [pooled], scope=scope, start=0,
+                        temporal=Temporal.POS_ENC, precision="float64")
             pe = g.add(f"{name}/pos_encoding", "pos_encoding", [pos], scope=scope, channels=channels)
             scale = g.add_weight(f"{name}.pos_enc.scale", (), "scale")
             pe = g.add(f"{name}/pos_enc_scale", "scale", [pe], scope=scope, params={"scale": scale})
