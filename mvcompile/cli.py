@@ -19,7 +19,8 @@ from mvcompile.support.text import literal, visible
 # Printed as one line: mvcompile's own errors (bad input, damaged files, failed builds), and OSError, the
 # operating system refusing an operation on the user's files or devices (not found, no permission, disk
 # full): its message names the path and the reason, all a user can act on, and a traceback through our
-# code would not help them. Anything else (a ValueError, KeyError, ... from a bug) keeps its traceback.
+# code would not help them. Anything else (an InternalError: a broken guarantee of the compiler; a KeyError, ...
+# from a bug) keeps its traceback.
 USER_ERRORS: tuple[type[Exception], ...] = (MvcompileError, OSError)
 EXTRAS = {"torch": "compile", "onnx": "compile", "onnxruntime": "compile", "networkx": "compile",
           "safetensors": "compile", "av": "video"}  # modules of pyproject's extras, by the extra that installs them
@@ -99,7 +100,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 @contextmanager
 def _ir_dump(folder: str | None) -> Iterator[Any]:
     """With `--dump-ir DIR`: an IRDump that the compiler's steps fill, written to DIR at the end (also
-    when a step fails with a user-facing error, to show what led up to it); else None."""
+    when a step fails, with a user-facing error or a compiler bug, to show what led up to it); else None."""
     if folder is None:
         yield None
         return
@@ -108,7 +109,7 @@ def _ir_dump(folder: str | None) -> Iterator[Any]:
     dump = IRDump(Path(folder))
     try:
         yield dump
-    except MvcompileError:
+    except Exception:  # noqa: BLE001 - re-raised as it is, after writing what led up to it
         if dump.files:
             dump.write()
             print(f"wrote the IR before the error to {visible(dump.out)}", file=sys.stderr)

@@ -1,8 +1,10 @@
-"""The root of every error mvcompile raises for a user's input, files, machine or interruption.
+"""The root of every error mvcompile raises for a user's input, files, machine or interruption, and the
+root of the errors that report its own bugs.
 
-A `MvcompileError` names the problem and where; the CLI prints it as one line. Anything else that
-escapes is a bug and keeps its traceback. Subclasses also derive from the builtin class that fits
-(`ValueError`, `RuntimeError`, ...) so `except ValueError` in callers keeps working."""
+A `MvcompileError` names the problem and where; the CLI prints it as one line. An `InternalError` (a
+broken guarantee of the compiler) and anything else that escapes is a bug and keeps its traceback.
+Subclasses also derive from the builtin class that fits (`ValueError`, `RuntimeError`, ...) so
+`except ValueError` in callers keeps working."""
 from __future__ import annotations
 
 
@@ -12,3 +14,8 @@ class MvcompileError(Exception):
 
 class UsageError(MvcompileError, ValueError):
     """A request that cannot be carried out as given: conflicting or out-of-range options."""
+
+
+class InternalError(RuntimeError):
+    """A guarantee of the compiler did not hold: a bug in mvcompile, whatever the input. Deliberately not
+    an `MvcompileError`, so that the command line shows its traceback instead of one line."""

@@ -278,23 +278,56 @@ def test_dump_ir_and_output_in_the_same_place_are_refused_before_any_work(tmp_pa
     assert list(tmp_path.iterdir()) == []  # refused before anything was built or written
 
 
-def test_a_pass_breaking_its_guarantee_is_one_named_error_and_the_dump_shows_the_steps_before(
+def test_a_pass_breaking_its_guarantee_is_a_bug_and_the_dump_shows_the_steps_before(
         tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mvcompile.passes import MakeCausal, Pipeline, insert_stream_buffers
+    from mvcompile.passes import MakeCausal, Pipeline, PostconditionError, insert_stream_buffers
     from mvcompile.passes import pipelines
-    
+
     class LeakyCausal(MakeCausal):  # its conv rule leaves the symmetric temporal padding
         RULES = {**MakeCausal.RULES, "conv": lambda g, n: None}
 
     monkeypatch.setitem(pipelines.MODE_PIPELINES, "stream", Pipeline("stream", (LeakyCausal(), insert_stream_buffers), ""))
     dump = tmp_path / "ir"
-    assert main(["export", str(SPECS / "tiny.yaml"), "--variant", "stream", "--seed", "1", "--dump-ir", str(dump),
-                 "-o", str(tmp_path / "m.onnx")]) == 2
-    err = capsys.readouterr().err.splitlines()
-    assert err == [f"wrote the IR before the error to {dump}",
-                   "error: make_causal: node 'block0_layer1.feature.conv_temporal/conv': conv still pads 1 frame(s) "
-                   "after the current one"]
+    with pytest.raises(PostconditionError, match=r"^make_causal: node 'block0_layer1\.feature\.conv_temporal/conv': "
+                                                 r"conv still pads 1 frame\(s\) after the current one \(pipeline "
+                                                 r"'stream', passes before it: none\)$"):
+        main(["export", str(SPECS / "tiny.yaml"), "--variant", "stream", "--seed", "1", "--dump-ir", str(dump),
+              "-o", str(tmp_path / "m.onnx")])
+    assert capsys.readouterr().err.splitlines() == [f"wrote the IR before the error to {dump}"]
     assert sorted(p.name for p in dump.iterdir()) == ["00-spec.txt", "index.txt"]
+    assert not (tmp_path / "m.onnx").exists()
+
+
+#: `mvcompile.cli.main` with the stream pipeline replaced by `sys.argv[1]`'s passes.
+PATCHED_CLI = """
+import sys
+from mvcompile.cli import main
+from mvcompile.passes import InsertStreamBuffers, Pipeline, make_causal, pipelines
+
+class LeakyStream(InsertStreamBuffers):  # its conv rule does nothing: temporal convs keep their tag
+    def __init__(self):
+        super().__init__()
+        self.rules = {**self.rules, "conv": lambda g, n: []}
+
+passes = {"leaky": (make_causal, LeakyStream()), "twice": (make_causal, make_causal)}[sys.argv[1]]
+pipelines.MODE_PIPELINES["stream"] = Pipeline("stream", passes, "")
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_a_broken_guarantee_prints_a_traceback_naming_the_pass_and_a_refused_input_one_line(tmp_path: Path) -> None:
+    """Through the command line's own error handling (a fresh interpreter, so the traceback is the one printed)."""
+    argv = ["export", str(SPECS / "tiny.yaml"), "--variant", "stream", "--seed", "1", "-o", str(tmp_path / "m.onnx")]
+    bug = subprocess.run([sys.executable, "-c", PATCHED_CLI, "leaky", *argv], capture_output=True, text=True)
+    assert bug.returncode == 1 and bug.stderr.startswith("Traceback (most recent call last):"), bug.stderr
+    assert bug.stderr.rstrip().splitlines()[-1] == (
+        "mvcompile.passes.base.PostconditionError: insert_stream_buffers: node "
+        "'block0_layer1.feature.conv_temporal/conv': temporal op (tag 'conv') was left unconverted "
+        "(pipeline 'stream', passes before it: make_causal)")
+    assert "in ensures" in bug.stderr  # the check that failed, in the chained traceback
+    refused = subprocess.run([sys.executable, "-c", PATCHED_CLI, "twice", *argv], capture_output=True, text=True)
+    assert (refused.returncode, refused.stderr) == (2, "error: make_causal: expects a base model, got mode 'causal'\n")
+    assert not (tmp_path / "m.onnx").exists()
 
 
 def test_bugs_keep_their_traceback_while_user_errors_are_one_line(monkeypatch: pytest.MonkeyPatch, capsys) -> None:

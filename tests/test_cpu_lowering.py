@@ -11,7 +11,7 @@ from conftest import SPECS
 from mvcompile.backend.compile import import_onnx, signature
 from mvcompile.backend.cpu import pipeline, tiles
 from mvcompile.backend.cpu.channels_last import TO_CL, LayoutError, to_channels_last
-from mvcompile.backend.cpu.hardware import CPU, cpu_of
+from mvcompile.backend.cpu.hardware import cpu_of
 from mvcompile.backend.cpu.schedules import UNSCHEDULED, rule_counts
 from mvcompile.lower.pipeline import export_model
 
@@ -24,6 +24,7 @@ CASES = {  # (variant, mode, frames per call, batch)
 }
 X86_AVX2 = {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "haswell", "num-cores": 2}
 X86_SSE = {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "x86-64", "num-cores": 1}
+AVX2 = cpu_of(tvm.target.Target(X86_AVX2))  # the CPU the lowering tests shape their kernels for
 
 
 def _module(case: str) -> tuple[tvm.IRModule, list[np.ndarray]]:
@@ -65,7 +66,7 @@ def _assert_close(got: list[np.ndarray], expected: list[np.ndarray]) -> None:
 @pytest.mark.parametrize("case", list(CASES))
 def test_channels_last_computes_the_same_model(case: str) -> None:
     mod, inputs = _module(case)
-    rewritten, stats = to_channels_last(mod)
+    rewritten, stats = to_channels_last(mod, AVX2)
     ops = {c.op.name for c in _calls(rewritten["main"])}
     assert "relax.nn.conv3d" not in ops and "relax.nn.avg_pool3d" not in ops
     assert stats["relax.nn.conv3d"] >= 5
@@ -80,7 +81,7 @@ def test_channels_last_computes_the_same_model(case: str) -> None:
 def test_stream_buffers_are_read_in_place() -> None:
     """A temporal conv reads its buffer and the new frame directly: no concatenation is computed."""
     mod, _ = _module("stream-1")
-    rewritten = relax.transform.DeadCodeElimination()(to_channels_last(mod)[0])
+    rewritten = relax.transform.DeadCodeElimination()(to_channels_last(mod, AVX2)[0])
     ops = [c.op.name for c in _calls(rewritten["main"])]
     assert "relax.concat" in {c.op.name for c in _calls(mod["main"])}
     concats = [c for c in _calls(rewritten["main"]) if c.op.name == "relax.concat"]
@@ -95,7 +96,7 @@ def test_an_op_without_a_rule_still_computes_the_same(monkeypatch: pytest.Monkey
     mod, inputs = _module("stream-1")
     monkeypatch.setitem(channels_last.REDUCE, "relax.mean", None)
     monkeypatch.delitem(channels_last.REDUCE, "relax.mean")
-    rewritten, stats = to_channels_last(mod)
+    rewritten, stats = to_channels_last(mod, AVX2)
     assert "relax.mean" not in stats
     assert "relax.permute_dims" in {c.op.name for c in _calls(rewritten["main"])}
     _assert_close(_run(_compile_default(rewritten), _to_cl(inputs)), _to_cl(_run(_compile_default(mod), inputs)))
@@ -107,7 +108,7 @@ def test_a_module_not_from_the_importer_is_refused() -> None:
     with bb.function("main", [x]):
         bb.emit_func_output(relax.op.add(x, x))
     with pytest.raises(LayoutError, match="expected one dataflow block"):
-        to_channels_last(bb.get())
+        to_channels_last(bb.get(), AVX2)
 
 
 SCHEDULE_CASES = [(case, None) for case in CASES] + [("stream-3x2", X86_AVX2), ("causal3d-2", X86_AVX2),
@@ -130,14 +131,6 @@ def test_default_schedules_compute_the_same_model(case: str, target: dict | None
     _assert_close(got, _to_cl(expected))
 
 
-def test_cpu_facts_follow_the_target() -> None:
-    assert cpu_of(tvm.target.Target(X86_AVX2)) == CPU(256, 16, 2)
-    assert cpu_of(tvm.target.Target(X86_SSE)) == CPU(128, 16, 1)
-    assert cpu_of(tvm.target.Target("raspberry-pi/4b-aarch64")) == CPU(128, 32, 4, arm=True)
-    assert CPU(512, 32, 1).vector_for(24) == 8 and CPU(512, 32, 1).vector_for(64) == 16
-    assert CPU(128, 32, 1).vector_for(6) == 1
-
-
 def _host() -> tvm.target.Target:
     from mvcompile.backend.targets import load_target
 
@@ -154,7 +147,7 @@ def _calls(func: relax.Function) -> list[relax.Call]:
 def test_arm_pointwise_tiles_load_input_panels_and_fit_the_registers() -> None:
     """ARM 1x1 convs whose depth is a multiple of PANEL_DEPTH load inputs as vector panels; the tile then leaves
     registers for the panel's weight vectors; x86 and other depths keep the one-load-per-step tile."""
-    arm, x86 = CPU(128, 32, 1, arm=True), CPU(256, 16, 1)
+    arm, x86 = cpu_of(tvm.target.Target("raspberry-pi/4b-aarch64")), AVX2
     assert tiles.input_panel(arm, 96) and not tiles.input_panel(arm, 6) and not tiles.input_panel(arm, None)
     assert not tiles.input_panel(x86, 96)
     for width, channels in [(56, 16), (28, 48), (7, 96), (12, 8)]:

@@ -10,10 +10,14 @@ from conftest import SPECS
 from mvcompile.ir import build_graph
 from mvcompile.ir.weights import bind, init_weights
 from mvcompile.lower.onnx import to_onnx
+from mvcompile.passes.folding import foldable
 from mvcompile.passes.insert_stream_buffers import MAX_POSITION, MEAN_FRAMES
 from mvcompile.lower.torch import stream, to_torch
-from mvcompile.passes import (PIPELINES, FoldBatchNorm, InsertStreamBuffers, MakeCausal, PassError, ensemble,
-                              fold_batchnorm, fold_conv_scale, insert_stream_buffers, make_causal)
+from mvcompile.errors import InternalError, MvcompileError
+from mvcompile.ir.ops import IRError, Temporal
+from mvcompile.passes import (PIPELINES, FoldBatchNorm, InsertStreamBuffers, MakeCausal, Pass, Pipeline,
+                              PostconditionError, PreconditionError, ensemble, fold_batchnorm, fold_conv_scale,
+                              insert_stream_buffers, make_causal)
 from mvcompile.spec import load_spec
 
 
@@ -53,7 +57,7 @@ def _head_features(g, clip: torch.Tensor) -> torch.Tensor:
 
 def test_make_causal_rejects_non_base() -> None:
     _, base = _tiny()
-    with pytest.raises(PassError, match="make_causal: expects a base model, got mode 'causal'"):
+    with pytest.raises(PreconditionError, match="make_causal: expects a base model, got mode 'causal'"):
         make_causal(make_causal(base))
 
 
@@ -80,7 +84,7 @@ def test_3d_stream_buffer_holds_frames_before_the_strided_conv() -> None:
 
 def test_stream_pass_requires_causal() -> None:
     _, base = _tiny()
-    with pytest.raises(PassError, match="insert_stream_buffers: expects a causal model, got mode 'base'"):
+    with pytest.raises(PreconditionError, match="insert_stream_buffers: expects a causal model, got mode 'base'"):
         insert_stream_buffers(base)
 
 
@@ -90,7 +94,7 @@ def test_a_pass_that_breaks_its_guarantee_is_named_with_the_node() -> None:
         RULES = {**MakeCausal.RULES, "conv": lambda g, n: None}
 
     _, base = _tiny()
-    with pytest.raises(PassError, match=r"^make_causal: node 'block0_layer1\.feature\.conv_temporal/conv': conv still "
+    with pytest.raises(PostconditionError, match=r"^make_causal: node 'block0_layer1\.feature\.conv_temporal/conv': conv still "
                                         r"pads 1 frame\(s\) after the current one$"):
         LeakyCausal()(base)
 
@@ -101,7 +105,7 @@ def test_a_graph_breaking_a_precondition_is_named_with_the_node() -> None:
     causal = make_causal(base)
     conv = "block1_layer0.feature.conv_temporal/conv"  # kt = 5
     causal.node(conv)["attrs"]["pads"] = base.node(conv)["attrs"]["pads"]
-    with pytest.raises(PassError, match=r"^insert_stream_buffers: node 'block1_layer0\.feature\.conv_temporal/conv': "
+    with pytest.raises(PreconditionError, match=r"^insert_stream_buffers: node 'block1_layer0\.feature\.conv_temporal/conv': "
                                         r"conv is not causal \(temporal pads \(2, 2\), expected \(4, 0\)\)$"):
         insert_stream_buffers(causal)
 
@@ -111,8 +115,79 @@ def test_a_fold_that_folds_nothing_fails_its_guarantee() -> None:
         def rewrite(self, g):
             return g
 
-    with pytest.raises(PassError, match=r"^fold_batchnorm: node 'stem\.bn/bn': was not folded into its conv$"):
+    with pytest.raises(PostconditionError, match=r"^fold_batchnorm: node 'stem\.bn/bn': was not folded into its conv$"):
         NoFold()(_bound_stream())
+
+
+def test_a_refused_input_is_a_user_error_and_a_broken_guarantee_a_bug() -> None:
+    """The command line prints an MvcompileError as one line; an InternalError keeps its traceback."""
+    assert issubclass(PreconditionError, MvcompileError) and issubclass(PreconditionError, ValueError)
+    assert issubclass(PostconditionError, InternalError) and not issubclass(PostconditionError, MvcompileError)
+
+
+class _LeakyStream(InsertStreamBuffers):
+    """Its conv rule does nothing, so temporal convs keep their tag (and their padding)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rules = {**self.rules, Temporal.CONV: lambda g, n: []}
+
+
+class _Crashing(Pass):
+    name = "crashing"
+
+    def rewrite(self, g):
+        return g.values["no such weight"]
+
+
+def test_a_pipeline_names_the_failed_pass_and_the_passes_before_it() -> None:
+    _, base = _tiny()
+    pipeline = Pipeline("leaky", (make_causal, _LeakyStream()), "")
+    with pytest.raises(PostconditionError) as err:
+        pipeline(base)
+    assert str(err.value) == ("insert_stream_buffers: node 'block0_layer1.feature.conv_temporal/conv': temporal op "
+                              "(tag 'conv') was left unconverted (pipeline 'leaky', passes before it: make_causal)")
+    assert isinstance(err.value.__cause__, PostconditionError)  # the check that failed, with its traceback
+    with pytest.raises(PostconditionError, match=r"^crashing: failed with KeyError: 'no such weight' \(pipeline "
+                                                 r"'crash', passes before it: make_causal, insert_stream_buffers\)$"):
+        Pipeline("crash", (make_causal, insert_stream_buffers, _Crashing()), "")(base)
+    with pytest.raises(PreconditionError, match=r"^make_causal: expects a base model, got mode 'causal'$"):
+        Pipeline("twice", (make_causal, make_causal), "")(base)  # the input's fault: as the pass said it
+
+
+def test_temporal_tags_are_a_declared_vocabulary() -> None:
+    """Every tag the builder and make_causal set is declared; each pass has rules only for declared tags."""
+    _, base = _tiny()
+    tags = {t for g in (base, make_causal(base)) for n in g.order() if (t := g.node(n)["attrs"].get("temporal"))}
+    assert tags == set(Temporal)
+    assert set(MakeCausal.RULES) | set(InsertStreamBuffers().rules) == set(Temporal)
+    with pytest.raises(IRError, match=r"node 'x': unknown temporal tag 'futures' \(known: conv, se, "):
+        base.add("x", "act", ["image/ncthw"], fn="relu", temporal="futures")
+
+
+def test_users_are_the_nodes_reading_a_node() -> None:
+    _, base = _tiny()
+    assert base.users("stem.conv/conv") == ["stem.bn/bn"]
+    assert base.users("logits") == [] and "image/ncthw" in base.users("image")
+
+
+def test_passes_share_the_weight_arrays_they_do_not_change() -> None:
+    """Each pass rewrites a copy of the graph but not of its weights: an array a pass leaves alone is the
+    same object after it; the arrays a fold changes are new ones, and its input keeps its own."""
+    spec, base = _tiny(frames=2)
+    bound = bind(base, init_weights(base, seed=4))
+    streamed = PIPELINES["stream"](bound)
+    assert streamed.values.keys() == bound.values.keys()
+    assert all(streamed.values[k] is v for k, v in bound.values.items())
+    for fold, op in ((fold_batchnorm, "batchnorm"), (fold_conv_scale, "scale")):
+        before = dict(streamed.values)
+        folded = fold(streamed)
+        convs = [streamed.node(n)["inputs"][0] for n in streamed.nodes_of(op) if foldable(streamed, n)]
+        refit = {w.removesuffix("weight") + end for c in convs for w in [streamed.node(c)["params"]["weight"]]
+                 for end in ("weight", "bias")}
+        assert refit and all((v is before.get(k)) == (k not in refit) for k, v in folded.values.items())
+        assert all(streamed.values[k] is v for k, v in before.items())
+        streamed = folded
 
 
 def test_named_pipelines_run_their_passes_in_order() -> None:
@@ -160,7 +235,7 @@ def test_fold_conv_scale_removes_rezero_scales_and_keeps_outputs() -> None:
 @pytest.mark.parametrize("fold", [fold_batchnorm, fold_conv_scale])
 def test_folds_need_values(fold) -> None:
     _, base = _tiny()
-    with pytest.raises(PassError, match=f"{fold.name}: needs bound weight values"):
+    with pytest.raises(PreconditionError, match=f"{fold.name}: needs bound weight values"):
         fold(base)
 
 
@@ -176,7 +251,7 @@ def test_ensemble_averages_member_logits() -> None:
         l2, _ = to_torch(g2)(clip)
         env = _run_env(to_torch(merged), {"a/image": clip, "b/image": clip})
     assert (env["logits"] - (l1 + l2) / 2).abs().max() < 1e-5
-    with pytest.raises(PassError, match=r"^ensemble: needs two or more members with distinct names, got \['a', 'a'\]$"):
+    with pytest.raises(PreconditionError, match=r"^ensemble: needs two or more members with distinct names, got \['a', 'a'\]$"):
         ensemble([g1, g1])
 
 
@@ -262,5 +337,5 @@ def test_past_mean_frames_each_frame_weighs_one_over_mean_frames() -> None:
     assert all(int(v[0]) == (40 if "pos_enc" in k else 4) for k, v in after.items() if k.endswith("frame_count"))
     reference = _run_float64(capped, clip, _zero_states(capped))
     assert np.abs(got - reference).max() <= 1e-5 * np.abs(reference).max()
-    with pytest.raises(PassError, match=r"insert_stream_buffers: mean_frames must be 1..65536, got 0"):
+    with pytest.raises(PreconditionError, match=r"insert_stream_buffers: mean_frames must be 1..65536, got 0"):
         InsertStreamBuffers(mean_frames=0)

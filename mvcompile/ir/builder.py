@@ -7,6 +7,7 @@ TensorFlow "SAME"; temporal padding is symmetric "same" (the causal pass moves i
 from __future__ import annotations
 
 from mvcompile.ir.graph import Graph
+from mvcompile.ir.ops import TEMPORAL, Temporal
 from mvcompile.spec.model import ModelSpec, Options
 
 BN_EPSILON = 1e-3
@@ -46,7 +47,7 @@ def build_graph(spec: ModelSpec, *, batch: int = 1, frames: int | None = None,
             x = b.bottleneck(x, f"block{bi}_layer{li}", layer.expand, stage.out, tuple(layer.kernel), tuple(layer.stride))
     x = b.conv_bn_act(x, "head", "head.project", spec.head.project_filters, (1, 1, 1), (1, 1, 1))
     x = g.add("head/spatial_mean", "reduce_mean", [x], scope="head", axes=(3, 4))
-    x = g.add("head/pool", "reduce_mean", [x], scope="head", axes=(2,), temporal="head")
+    x = g.add("head/pool", "reduce_mean", [x], scope="head", axes=(2,), temporal=Temporal.HEAD)
     x = b.conv(x, "classifier", "classifier.hidden", spec.head.classifier_width, (1, 1, 1), (1, 1, 1), bias=True)
     x = b.act(x, "classifier", "classifier.hidden", "swish")
     x = b.conv(x, "classifier", "classifier.logits", spec.num_classes, (1, 1, 1), (1, 1, 1), bias=True)
@@ -71,7 +72,7 @@ class _Builder:
             params["bias"] = self.g.add_weight(f"{name}.bias", (out_c,), "bias")
         kt = kernel[0]
         pads = (((kt - 1) // 2, kt - 1 - (kt - 1) // 2), same_pads(h, kernel[1], stride[1]), same_pads(w, kernel[2], stride[2]))
-        attrs = {"temporal": "conv"} if kt > 1 else {}
+        attrs = {TEMPORAL: Temporal.CONV} if kt > 1 else {}
         return self.g.add(f"{name}/conv", "conv", [x], scope=scope, params=params, kernel=kernel, stride=stride,
                           groups=groups, pads=pads, **attrs)
 
@@ -101,14 +102,14 @@ class _Builder:
     def squeeze_excite(self, x: str, scope: str, expand: int) -> str:
         g, name = self.g, f"{scope}.se"
         spatial = g.add(f"{name}/spatial_mean", "reduce_mean", [x], scope=scope, axes=(3, 4))
-        pooled = g.add(f"{name}/pool", "reduce_mean", [spatial], scope=scope, axes=(2,), temporal="se")
+        pooled = g.add(f"{name}/pool", "reduce_mean", [spatial], scope=scope, axes=(2,), temporal=Temporal.SE)
         if self.o.se_type == "2plus3d":
             pooled = g.add(f"{name}/pool_frames", "broadcast_to", [pooled, spatial], scope=scope)
             pooled = g.add(f"{name}/concat", "concat", [pooled, spatial], scope=scope, axis=1)
         if self.o.positional_encoding:
             channels = g.shape(pooled)[1]
-            pos = g.add(f"{name}/positions", "frame_positions", [pooled], scope=scope, start=0, temporal="pos_enc",
-                        precision="float64")
+            pos = g.add(f"{name}/positions", "frame_positions", [pooled], scope=scope, start=0,
+                        temporal=Temporal.POS_ENC, precision="float64")
             pe = g.add(f"{name}/pos_encoding", "pos_encoding", [pos], scope=scope, channels=channels)
             scale = g.add_weight(f"{name}.pos_enc.scale", (), "scale")
             pe = g.add(f"{name}/pos_enc_scale", "scale", [pe], scope=scope, params={"scale": scale})

@@ -84,14 +84,14 @@ class Graph:
     def replace_uses(self, old: str, new: str, *, skip: set[str] | None = None) -> None:
         """Make every consumer of `old` (except those in `skip`) read `new` instead."""
         skip = skip or set()
-        for user in list(self.g.successors(old)):
+        for user in self.users(old):
             if user in skip or user == new:
                 continue
             self.set_inputs(user, [new if s == old else s for s in self.g.nodes[user]["inputs"]])
         self.outputs = [new if o == old else o for o in self.outputs]
 
     def remove(self, name: str) -> None:
-        if any(True for _ in self.g.successors(name)) or name in self.outputs:
+        if self.users(name) or name in self.outputs:
             raise ValueError(f"cannot remove '{name}': it is still used")
         self.g.remove_node(name)
 
@@ -113,15 +113,16 @@ class Graph:
         return image + [s.input for s in self.states]
 
     def users(self, name: str) -> list[str]:
-        """The nodes that read `name`, in graph order."""
-        readers = set(self.g.successors(name))
-        return [n for n in self.order() if n in readers]
+        """The nodes that read `name` (each once, in the order they were wired to it)."""
+        return list(self.g.successors(name))
 
     def shape(self, name: str) -> Shape:
         return self.g.nodes[name]["shape"]
 
     def copy(self) -> "Graph":
-        return copy.deepcopy(self)
+        """A copy whose structure is its own and whose weight arrays are the same objects: arrays are never
+        written in place (a rewrite that changes a weight binds a new array), so copying them is waste."""
+        return copy.deepcopy(self, memo={id(a): a for a in self.values.values()})
 
     # --- shapes ------------------------------------------------------------------------------
     def infer(self, name: str) -> None:

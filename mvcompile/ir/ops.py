@@ -1,4 +1,4 @@
-"""Op kinds of the IR: their shape/dtype inference and multiply-add counts.
+"""Op kinds of the IR: their shape/dtype inference and multiply-add counts, and the tags nodes carry.
 
 Tensors are channels-first [B, C, T, H, W] except the `image` input, which is channels-last
 [B, T, H, W, 3], and frame counters, which are int32 [1]. A quantized model (passes/quantize.py) also
@@ -7,12 +7,13 @@ them back, and a conv's weights may be int8 with a float32 scale per output chan
 """
 from __future__ import annotations
 
-from mvcompile.errors import MvcompileError
-
 import math
+from enum import StrEnum
 from typing import Any, Callable
 
 import numpy as np
+
+from mvcompile.errors import MvcompileError
 
 Shape = tuple[int, ...]
 ShapeFn = Callable[[list[Shape], list[str], dict[str, Shape], dict[str, Any]], tuple[Shape, str]]
@@ -20,6 +21,24 @@ ShapeFn = Callable[[list[Shape], list[str], dict[str, Shape], dict[str, Any]], t
 
 class IRError(MvcompileError, ValueError):
     """An op was given inputs it cannot take; the message names the node."""
+
+
+#: The node attribute that says what a node does across frames (a `Temporal` tag).
+TEMPORAL = "temporal"
+
+
+class Temporal(StrEnum):
+    """The vocabulary of the `temporal` attribute. The builder tags every op that looks across frames,
+    so that the passes changing how time is handled find them all: `make_causal` and
+    `insert_stream_buffers` each have one rule per tag they accept (a tag without a rule is a
+    precondition error), and each removes or replaces the tags it handles."""
+
+    CONV = "conv"  # a convolution with more than one frame in its kernel (builder)
+    SE = "se"  # an SE block's mean over the clip's frames (builder; make_causal makes it cumulative)
+    SE_CUMSUM = "se_cumsum"  # a causal SE mean's cumulative sum over frames (make_causal)
+    SE_COUNT = "se_count"  # the frame counts that divide it (make_causal)
+    POS_ENC = "pos_enc"  # the frame positions of a positional encoding (builder)
+    HEAD = "head"  # the head's mean over the clip's frames (builder)
 
 
 def _broadcast(shapes: list[Shape], dtypes: list[str], *_: Any) -> tuple[Shape, str]:
@@ -189,6 +208,8 @@ def infer_shape(op: str, shapes: list[Shape], dtypes: list[str], weights: dict[s
     """Output shape and dtype of a node; raises IRError naming the node on a mismatch."""
     if op == "act" and attrs.get("fn") not in ACTIVATIONS:
         raise IRError(f"node '{name}': unknown activation '{attrs.get('fn')}'")
+    if TEMPORAL in attrs and attrs[TEMPORAL] not in set(Temporal):
+        raise IRError(f"node '{name}': unknown temporal tag '{attrs[TEMPORAL]}' (known: {', '.join(Temporal)})")
     try:
         return SHAPES[op](shapes, dtypes, weights, attrs)
     except IRError as err:

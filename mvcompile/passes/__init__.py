@@ -1,5 +1,5 @@
 """IR → IR passes, each a named object whose precondition and guarantee are checked when it runs."""
-from mvcompile.passes.base import Pass, PassError, Pipeline, Trace
+from mvcompile.passes.base import Pass, PassError, Pipeline, PostconditionError, PreconditionError, Trace
 from mvcompile.passes.ensemble import Ensemble, ensemble
 from mvcompile.passes.fold_batchnorm import FoldBatchNorm, fold_batchnorm
 from mvcompile.passes.fold_conv_scale import FoldConvScale, fold_conv_scale
@@ -8,5 +8,5 @@ from mvcompile.passes.make_causal import MakeCausal, make_causal
 from mvcompile.passes.pipelines import MODE_PIPELINES, PIPELINES
 
 __all__ = ["MODE_PIPELINES", "PIPELINES", "Ensemble", "FoldBatchNorm", "FoldConvScale", "InsertStreamBuffers",
-           "MakeCausal", "Pass", "PassError", "Pipeline", "Trace", "ensemble", "fold_batchnorm", "fold_conv_scale",
-           "insert_stream_buffers", "make_causal"]
+           "MakeCausal", "Pass", "PassError", "Pipeline", "PostconditionError", "PreconditionError", "Trace",
+           "ensemble", "fold_batchnorm", "fold_conv_scale", "insert_stream_buffers", "make_causal"]

@@ -19,11 +19,11 @@ class Ensemble(Pass[list[Graph]]):
     def requires(self, members: list[Graph]) -> None:
         names = [m.meta.get("name") for m in members]
         if len(members) < 2 or len(set(names)) != len(names):
-            self.fail(f"needs two or more members with distinct names, got {names}")
+            self.refuse(f"needs two or more members with distinct names, got {names}")
         for key in ("mode", "batch", "num_classes"):
             values = {m.meta[key] for m in members}
             if len(values) != 1:
-                self.fail(f"members differ in {key}: {sorted(map(str, values))}")
+                self.refuse(f"members differ in {key}: {sorted(map(str, values))}")
 
     def rewrite(self, members: list[Graph]) -> Graph:
         prefixes = [f"{m.meta['name']}/" for m in members]

@@ -5,12 +5,7 @@ import numpy as np
 
 from mvcompile.ir.graph import Graph
 from mvcompile.passes.base import Pass
-
-
-def _foldable(g: Graph, bn: str) -> bool:
-    """`bn` reads a conv that has no other user and is not a graph output."""
-    (conv,) = g.node(bn)["inputs"]
-    return g.node(conv)["op"] == "conv" and g.g.out_degree(conv) == 1 and conv not in g.outputs
+from mvcompile.passes.folding import foldable
 
 
 class FoldBatchNorm(Pass[Graph]):
@@ -25,17 +20,17 @@ class FoldBatchNorm(Pass[Graph]):
 
     def requires(self, g: Graph) -> None:
         if not g.values:
-            self.fail("needs bound weight values (graph.values is empty)")
+            self.refuse("needs bound weight values (graph.values is empty)")
 
     def rewrite(self, g: Graph) -> Graph:
-        for bn in [n for n in g.nodes_of("batchnorm") if _foldable(g, n)]:
+        for bn in [n for n in g.nodes_of("batchnorm") if foldable(g, n)]:
             _fold(g, g.node(bn)["inputs"][0], bn)
         g.meta["batchnorm_folded"] = True
         return g
 
     def ensures(self, g: Graph) -> None:
         for bn in g.nodes_of("batchnorm"):
-            if _foldable(g, bn):
+            if foldable(g, bn):
                 self.fail("was not folded into its conv", bn)
         for name in sorted(set(g.weights) - set(g.values)):
             self.fail(f"weight '{name}' has no value")

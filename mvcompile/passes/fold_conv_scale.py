@@ -5,12 +5,7 @@ import numpy as np
 
 from mvcompile.ir.graph import Graph
 from mvcompile.passes.base import Pass
-
-
-def _foldable(g: Graph, scale: str) -> bool:
-    """`scale` reads a conv that has no other user and is not a graph output."""
-    (conv,) = g.node(scale)["inputs"]
-    return g.node(conv)["op"] == "conv" and g.g.out_degree(conv) == 1 and conv not in g.outputs
+from mvcompile.passes.folding import foldable
 
 
 class FoldConvScale(Pass[Graph]):
@@ -26,22 +21,22 @@ class FoldConvScale(Pass[Graph]):
 
     def requires(self, g: Graph) -> None:
         if not g.values:
-            self.fail("needs bound weight values (graph.values is empty)")
+            self.refuse("needs bound weight values (graph.values is empty)")
         for n in g.nodes_of("scale"):
             weight = g.node(n)["params"]["scale"]
             if weight not in g.values:
-                self.fail(f"scale weight '{weight}' has no value", n)
+                self.refuse(f"scale weight '{weight}' has no value", n)
             if np.size(g.values[weight]) != 1:
-                self.fail(f"scale weight '{weight}' is not a scalar (shape {np.shape(g.values[weight])})", n)
+                self.refuse(f"scale weight '{weight}' is not a scalar (shape {np.shape(g.values[weight])})", n)
 
     def rewrite(self, g: Graph) -> Graph:
-        for scale in [n for n in g.nodes_of("scale") if _foldable(g, n)]:
+        for scale in [n for n in g.nodes_of("scale") if foldable(g, n)]:
             _fold(g, g.node(scale)["inputs"][0], scale)
         return g
 
     def ensures(self, g: Graph) -> None:
         for scale in g.nodes_of("scale"):
-            if _foldable(g, scale):
+            if foldable(g, scale):
                 self.fail("was not folded into its conv", scale)
         for name in sorted(set(g.weights) - set(g.values)):
             self.fail(f"weight '{name}' has no value")

@@ -5,6 +5,7 @@ from collections.abc import Callable
 from functools import partial
 
 from mvcompile.ir.graph import Graph, StateSpec
+from mvcompile.ir.ops import TEMPORAL, Temporal
 from mvcompile.passes.base import Pass
 
 # Order of a layer's states in the manifest (as the official export lists them).
@@ -42,30 +43,31 @@ class InsertStreamBuffers(Pass[Graph]):
 
     def __init__(self, mean_frames: int = MEAN_FRAMES) -> None:
         if not 1 <= mean_frames <= MEAN_FRAMES:
-            self.fail(f"mean_frames must be 1..{MEAN_FRAMES}, got {mean_frames}")
+            self.refuse(f"mean_frames must be 1..{MEAN_FRAMES}, got {mean_frames}")
         se_mean, head_mean = partial(_carry_se_mean, cap=mean_frames), partial(_carry_head_mean, cap=mean_frames)
-        self.rules: dict[str, Rule] = {"conv": _buffer_conv, "se_cumsum": se_mean, "se_count": se_mean,
-                                       "pos_enc": _carry_positions, "head": head_mean}
+        self.rules: dict[Temporal, Rule] = {Temporal.CONV: _buffer_conv, Temporal.SE_CUMSUM: se_mean,
+                                            Temporal.SE_COUNT: se_mean, Temporal.POS_ENC: _carry_positions,
+                                            Temporal.HEAD: head_mean}
 
     def requires(self, g: Graph) -> None:
         if g.meta.get("mode") != "causal":
-            self.fail(f"expects a causal model, got mode '{g.meta.get('mode')}'")
+            self.refuse(f"expects a causal model, got mode '{g.meta.get('mode')}'")
         for n in g.order():
             node = g.node(n)
-            tag = node["attrs"].get("temporal")
+            tag = node["attrs"].get(TEMPORAL)
             if tag is not None and tag not in self.rules:
-                self.fail(f"no streaming rule for temporal tag '{tag}'", n)
-            if tag == "conv":
+                self.refuse(f"no streaming rule for temporal tag '{tag}'", n)
+            if tag == Temporal.CONV:
                 kt = g.weights[node["params"]["weight"]].shape[2]
                 if node["attrs"]["pads"][0] != (kt - 1, 0):
-                    self.fail(f"conv is not causal (temporal pads {node['attrs']['pads'][0]}, "
+                    self.refuse(f"conv is not causal (temporal pads {node['attrs']['pads'][0]}, "
                               f"expected {(kt - 1, 0)})", n)
 
     def rewrite(self, g: Graph) -> Graph:
         states: list[tuple[int, int, StateSpec]] = []
         scopes = {s: i for i, s in enumerate(dict.fromkeys(g.node(n)["scope"] for n in g.order()))}
         for n in list(g.order()):
-            tag = g.node(n)["attrs"].get("temporal")
+            tag = g.node(n)["attrs"].get(TEMPORAL)
             if tag is None:
                 continue
             scope = scopes[g.node(n)["scope"]]
@@ -81,8 +83,8 @@ class InsertStreamBuffers(Pass[Graph]):
     def ensures(self, g: Graph) -> None:
         for n in g.order():
             node = g.node(n)
-            if "temporal" in node["attrs"]:
-                self.fail(f"temporal op (tag '{node['attrs']['temporal']}') was left unconverted", n)
+            if TEMPORAL in node["attrs"]:
+                self.fail(f"temporal op (tag '{node['attrs'][TEMPORAL]}') was left unconverted", n)
             if node["op"] == "conv" and node["attrs"]["pads"][0] != (0, 0):
                 self.fail(f"conv still pads in time {node['attrs']['pads'][0]}", n)
         names = [s.name for s in g.states]
@@ -113,14 +115,14 @@ def _buffer_conv(g: Graph, n: str) -> list[StateSpec]:
     cat = g.add(f"{n}/with_buffer", "concat", [buf, x], scope=node["scope"], axis=2)
     g.set_inputs(n, [cat])
     node["attrs"]["pads"] = ((0, 0), *node["attrs"]["pads"][1:])
-    del node["attrs"]["temporal"]
+    del node["attrs"][TEMPORAL]
     new = g.add(f"{name}_out", "slice", [cat], scope=node["scope"], axis=2, start=-(kt - 1))
     return [StateSpec(name, name, new, (b, c, kt - 1, h, w), "float32", "NCTHW")]
 
 
 def _carry_se_mean(g: Graph, n: str, cap: int) -> list[StateSpec]:
     """One SE cumulative mean, div(cumsum, divisors), reached from either tagged node."""
-    mean = next(m for m in g.nodes_of("div") if n in g.node(m)["inputs"])
+    mean = next(m for m in g.users(n) if g.node(m)["op"] == "div")
     cumsum, divisors = g.node(mean)["inputs"]
     scope = g.node(mean)["scope"]
     spatial = g.node(cumsum)["inputs"][0]
@@ -133,7 +135,7 @@ def _carry_se_mean(g: Graph, n: str, cap: int) -> list[StateSpec]:
     g.set_inputs(mean, [total, divisors])
     g.set_inputs(divisors, [spatial, seen])
     for node in (cumsum, divisors):
-        del g.node(node)["attrs"]["temporal"]
+        del g.node(node)["attrs"][TEMPORAL]
     new_buf, new_count = _next_mean_state(g, buf_name, count_name, seen, spatial, total, scope, cap, last=True)
     return [StateSpec(buf_name, buf_name, new_buf, (b, c, 1, 1, 1), "float32", "NCTHW"),
             StateSpec(count_name, count_name, new_count, (1,), "int32", "C")]
@@ -145,7 +147,7 @@ def _carry_positions(g: Graph, n: str) -> list[StateSpec]:
     count = _state_input(g, name, (1,), "int32", node["scope"])
     position = g.add(f"{name}/capped", "cap_count", [count], scope=node["scope"], cap=MAX_POSITION)
     g.set_inputs(n, [*node["inputs"], position])
-    del node["attrs"]["temporal"]
+    del node["attrs"][TEMPORAL]
     moved = g.add(f"{name}/advanced", "advance_count", [position, node["inputs"][0]], scope=node["scope"])
     new = g.add(f"{name}_out", "cap_count", [moved], scope=node["scope"], cap=MAX_POSITION)
     return [StateSpec(name, name, new, (1,), "int32", "C")]

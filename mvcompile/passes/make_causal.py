@@ -5,6 +5,7 @@ from collections.abc import Callable
 from typing import ClassVar
 
 from mvcompile.ir.graph import Graph
+from mvcompile.ir.ops import TEMPORAL, Temporal
 from mvcompile.passes.base import Pass
 
 Rule = Callable[[Graph, str], None]
@@ -22,8 +23,8 @@ def _cumulative_mean(g: Graph, n: str) -> None:
     node = g.node(n)
     (spatial,) = node["inputs"]
     scope, base = node["scope"], n.rsplit("/", 1)[0]
-    cs = g.add(f"{base}/cumsum", "cumsum", [spatial], scope=scope, axis=2, temporal="se_cumsum")
-    count = g.add(f"{base}/divisors", "frame_positions", [spatial], scope=scope, start=1, temporal="se_count")
+    cs = g.add(f"{base}/cumsum", "cumsum", [spatial], scope=scope, axis=2, temporal=Temporal.SE_CUMSUM)
+    count = g.add(f"{base}/divisors", "frame_positions", [spatial], scope=scope, start=1, temporal=Temporal.SE_COUNT)
     mean = g.add(f"{base}/cumulative_mean", "div", [cs, count], scope=scope)
     g.replace_uses(n, mean)
     g.remove(n)
@@ -46,20 +47,20 @@ class MakeCausal(Pass[Graph]):
     """
 
     name = "make_causal"
-    RULES: ClassVar[dict[str, Rule]] = {"conv": _pad_in_front, "se": _cumulative_mean, "pos_enc": _keep,
-                                        "head": _keep}
+    RULES: ClassVar[dict[Temporal, Rule]] = {Temporal.CONV: _pad_in_front, Temporal.SE: _cumulative_mean,
+                                             Temporal.POS_ENC: _keep, Temporal.HEAD: _keep}
 
     def requires(self, g: Graph) -> None:
         if g.meta.get("mode") != "base":
-            self.fail(f"expects a base model, got mode '{g.meta.get('mode')}'")
+            self.refuse(f"expects a base model, got mode '{g.meta.get('mode')}'")
         for n in g.order():
-            tag = g.node(n)["attrs"].get("temporal")
+            tag = g.node(n)["attrs"].get(TEMPORAL)
             if tag is not None and tag not in self.RULES:
-                self.fail(f"no causal rule for temporal tag '{tag}'", n)
+                self.refuse(f"no causal rule for temporal tag '{tag}'", n)
 
     def rewrite(self, g: Graph) -> Graph:
         for n in list(g.order()):
-            tag = g.node(n)["attrs"].get("temporal")
+            tag = g.node(n)["attrs"].get(TEMPORAL)
             if tag is not None:
                 self.RULES[tag](g, n)
         for n in list(g.nodes_of("broadcast_to")):
@@ -77,7 +78,7 @@ class MakeCausal(Pass[Graph]):
             node = g.node(n)
             if node["op"] == "conv" and node["attrs"]["pads"][0][1] != 0:
                 self.fail(f"conv still pads {node['attrs']['pads'][0][1]} frame(s) after the current one", n)
-            if node["attrs"].get("temporal") == "se":
+            if node["attrs"].get(TEMPORAL) == Temporal.SE:
                 self.fail("SE pool is still a global temporal mean", n)
 
 

@@ -40,8 +40,6 @@ from mvcompile.errors import MvcompileError
 from mvcompile.backend.cpu import kernels, tiles
 from mvcompile.backend.cpu.hardware import CPU
 
-DEFAULT_CPU = CPU(256, 16, 1)  # an AVX2 core, when no target is given
-
 # cl[i] = orig[TO_CL[i]]: [B, C, T, H, W] -> [B, T, H, W, C]; orig axis d sits at cl axis AXIS_IN_CL[d].
 TO_CL = (0, 2, 3, 4, 1)
 TO_ORIG = (0, 4, 1, 2, 3)
@@ -418,7 +416,7 @@ RULES: dict[str, Rule] = {
 }
 
 
-def to_channels_last(mod: tvm.IRModule, cpu: CPU = DEFAULT_CPU, func_name: str = "main",
+def to_channels_last(mod: tvm.IRModule, cpu: CPU, func_name: str = "main",
                      rules: dict[str, Rule] | None = None) -> tuple[tvm.IRModule, dict[str, int]]:
     """Rewrite `func_name` of `mod` channels-last. Its first parameter is the frames; every later 5-D
     parameter is a state whose new value is the matching result after the first. `cpu` sizes the

@@ -4,6 +4,7 @@ A tile is the block of outputs whose accumulators stay in vector registers throu
 Both the lowering (which shapes a kernel's output to whole tiles, computing a few extra pixels or
 channels that are then dropped) and the schedule rules (which tile the loops) ask here, so they agree.
 Tiles are whole, so no hot loop carries a bounds check: the cost of the extra work is in the model.
+Every tile and accumulator budget of the schedules is here; the target's facts come from `hardware.CPU`.
 """
 
 from __future__ import annotations
@@ -16,13 +17,18 @@ from mvcompile.backend.cpu.hardware import CPU
 MAX_ROWS = 12
 MAX_VECTORS = 8
 LOOP_OVERHEAD = 3  # instructions per reduction step besides the multiply-adds and loads
-PANEL_DEPTH = 4  # ARM 1x1 convs: reduction steps whose inputs one vector load per pixel brings (lanes of 128 bits)
+PANEL_DEPTH = 4  # input panels: reduction steps whose inputs one vector load per pixel brings (lanes of 128 bits)
+#: Accumulator vectors of a matrix-vector tile (`gemv_panels`): the product is bound by the weights it
+#: streams, so a few accumulators suffice; 8 leave room for the weight vectors in 16 registers.
+GEMV_ACCUMULATORS = 8
+#: Accumulator vectors of a mean or sum over pixels or frames (`reduction_tile`), for the same reason.
+REDUCTION_ACCUMULATORS = 4
 
 
 def input_panel(cpu: CPU, depth: int | None) -> bool:
     """Whether a 1x1 convolution over `depth` input channels loads each pixel's inputs PANEL_DEPTH at a
-    time into a vector register (ARM, whose multiply-add takes a lane) instead of one scalar per step."""
-    return cpu.arm and depth is not None and depth % PANEL_DEPTH == 0
+    time into a vector register (a target whose multiply-add takes a lane) instead of one scalar per step."""
+    return cpu.lane_multiply and depth is not None and depth % PANEL_DEPTH == 0
 
 
 @dataclass(frozen=True)
@@ -42,36 +48,25 @@ def round_up(n: int, m: int) -> int:
     return -(-n // m) * m
 
 
-def _lane_options(cpu: CPU, channels: int) -> list[int]:
-    """Vector widths (at least 4 lanes, at most the target's) that divide `channels`; [1] if none does."""
-    options = []
-    lanes = cpu.lanes
-    while lanes >= 4:
-        if channels % lanes == 0:
-            options.append(lanes)
-        lanes //= 2
-    return options or [1]
-
-
 def matmul_tile(cpu: CPU, width: int, channels: int, depth: int | None = None) -> Tile:
     """Tile of a 1x1 convolution over rows of `width` pixels into `channels` outputs (the tile's
     channels divide `channels`; the row is rounded up to whole tiles) and `depth` input channels
     (None: a general convolution, whose inputs are not loaded as panels).
 
-    Model, per step of the reduction: pixels × vectors multiply-adds, `vectors` weight loads, and on
-    ARM one load per pixel (multiplied in by lane; x86 folds the broadcast input into the
-    multiply-add), or one vector per pixel every PANEL_DEPTH steps with an input panel (`input_panel`,
-    whose PANEL_DEPTH steps' weight vectors then stay in registers across the pixels); divided by the
-    useful multiply-adds, the rounded-up pixels counted as waste."""
+    Model, per step of the reduction: pixels × vectors multiply-adds, `vectors` weight loads, and one
+    load per pixel unless the multiply-add reads its broadcast input from memory (`broadcast_operand`),
+    or one vector per pixel every PANEL_DEPTH steps with an input panel (`input_panel`, whose
+    PANEL_DEPTH steps' weight vectors then stay in registers across the pixels); divided by the useful
+    multiply-adds, the rounded-up pixels counted as waste."""
     panel = input_panel(cpu, depth)
     best: tuple[float, int, Tile] | None = None
-    for lanes in _lane_options(cpu, channels):
+    for lanes in cpu.vector_widths(channels) or [1]:
         per_row = channels // lanes
         for vectors in (v for v in range(1, MAX_VECTORS + 1) if per_row % v == 0):
             for pixels in range(1, min(width, MAX_ROWS) + 1):
                 if pixels * vectors + (PANEL_DEPTH * vectors + 1 if panel else vectors + 1) > cpu.registers:
                     break
-                loads = pixels / PANEL_DEPTH if panel else (pixels if cpu.arm else 0)
+                loads = pixels / PANEL_DEPTH if panel else (0 if cpu.broadcast_operand else pixels)
                 step = pixels * vectors + vectors + loads + LOOP_OVERHEAD
                 useful = pixels * vectors * lanes
                 cost = step / useful * (round_up(width, pixels) / width)
@@ -91,7 +86,7 @@ def window_tile(cpu: CPU, width: int, channels: int, window: tuple[int, int, int
     accumulators get at most half the registers."""
     _, _, kw = window
     best: tuple[float, int, Tile] | None = None
-    for lanes in _lane_options(cpu, channels):
+    for lanes in cpu.vector_widths(channels) or [1]:
         per_row = channels // lanes
         for vectors in (v for v in (1, 2, 4) if per_row % v == 0):
             for pixels in range(1, min(width, MAX_ROWS) + 1):
@@ -109,6 +104,33 @@ def window_tile(cpu: CPU, width: int, channels: int, window: tuple[int, int, int
     return best[2]
 
 
+def pool_tile(cpu: CPU, width: int, channels: int) -> Tile:
+    """Tile of an average pooling over rows of `width` pixels (its kernel is not shaped to tiles): one
+    vector, as many pixels as a quarter of the registers hold and divide the row."""
+    pixels = max(d for d in range(1, cpu.registers // 4 + 1) if width % d == 0)
+    return Tile(pixels, 1, cpu.vector_for(channels))
+
+
+def gemv_panels(cpu: CPU, panel: int, panels: int, rows: int) -> int:
+    """How many of a matrix-vector product's `panels` packed weight panels (of `panel` outputs each) one
+    tile computes for `rows` pooled vectors: the most that divides them with at most GEMV_ACCUMULATORS
+    accumulator vectors (1 when no vector divides the panel)."""
+    vec = cpu.vector_for(panel)
+    if vec == 1:
+        return 1
+    per_panel = panel // vec
+    return max(q for q in range(1, GEMV_ACCUMULATORS + 1)
+               if panels % q == 0 and q * per_panel * rows <= GEMV_ACCUMULATORS)
+
+
+def reduction_tile(cpu: CPU, channels: int) -> Tile:
+    """Tile of a mean or sum over pixels or frames that keeps `channels`: the widest vector dividing them,
+    and as many vectors (at most REDUCTION_ACCUMULATORS) as divide the channels."""
+    lanes = cpu.vector_for(channels)
+    per_row = channels // lanes
+    return Tile(1, max(d for d in range(1, REDUCTION_ACCUMULATORS + 1) if per_row % d == 0), lanes)
+
+
 def int8_tile(cpu: CPU, width: int, channels: int, lanes: int) -> Tile:
     """Tile of an int8 1x1 convolution in a dot product's layout (`lanes` int32 outputs per instruction,
     which must divide `channels`), over rows of `width` pixels.
@@ -122,7 +144,7 @@ def int8_tile(cpu: CPU, width: int, channels: int, lanes: int) -> Tile:
         for pixels in range(1, min(width, MAX_ROWS) + 1):
             if pixels * vectors + vectors + 1 > cpu.registers:
                 break
-            loads = vectors + (0 if not cpu.arm else pixels)
+            loads = vectors + (0 if cpu.broadcast_operand else pixels)
             step = pixels * vectors + loads + LOOP_OVERHEAD
             useful = pixels * vectors * lanes
             cost = step / useful * (round_up(width, pixels) / width)

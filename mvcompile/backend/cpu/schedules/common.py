@@ -1,5 +1,5 @@
-"""Shared pieces of the CPU schedule rules: finding a function's main block, folding the element-wise
-blocks around it into it, and the vector/parallel treatment every block gets."""
+"""Shared pieces of the CPU schedule rules: the rule class, finding a function's main block, folding the
+element-wise blocks around it into it, and the vector/parallel treatment every block gets."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from tvm import s_tir, tirx
-from tvm.s_tir import dlight as dl
+from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 
 from mvcompile.backend.cpu.hardware import CPU, cpu_of
 from mvcompile.backend.cpu.kernels import BLOCK_CROP, BLOCK_PAD, TILE_ATTR
@@ -20,22 +20,35 @@ LoopRV = s_tir.schedule.LoopRV
 PARALLEL_MIN_WORK = 1 << 15
 
 
-class CPURule(dl.ScheduleRule):
-    """A schedule rule for CPU (llvm) targets; `name` is what `build` reports it as."""
+class Declined(Exception):
+    """A rule does not fit a function; the message says why. Any other exception a rule raises is a bug."""
+
+
+class CPURule(CPUScheduleRule):
+    """A dlight schedule rule for CPU targets (`is_target_available`: llvm); `name` is what `build` reports
+    it as."""
 
     name = "cpu"
 
     def apply(self, func: tirx.PrimFunc, target: Any, tunable: bool) -> s_tir.Schedule | None:
-        if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
-            return None
+        found = self.attempt(func, target)
+        return found if isinstance(found, s_tir.Schedule) else None
+
+    def attempt(self, func: tirx.PrimFunc, target: Any) -> s_tir.Schedule | Declined:
+        """`func` scheduled by this rule, or why the rule declined it."""
+        if not self.is_target_available(target):
+            return Declined(f"not a CPU target ({target.kind.name})")
+        if not isinstance(func, tirx.PrimFunc):
+            return Declined("not a PrimFunc")
         sch = s_tir.Schedule(func)
         try:
-            return sch if self.schedule(sch, cpu_of(target)) else None
-        except RuntimeError:  # a schedule primitive refused (ScheduleError, TVM's internal checks)
-            return None
+            self.schedule(sch, cpu_of(target))
+        except Declined as why:
+            return why
+        return sch
 
-    def schedule(self, sch: s_tir.Schedule, cpu: CPU) -> bool:
-        """Schedule `sch` in place; False if the rule does not fit the function."""
+    def schedule(self, sch: s_tir.Schedule, cpu: CPU) -> None:
+        """Schedule `sch` in place, or raise `Declined` if the rule does not fit the function."""
         raise NotImplementedError
 
 
@@ -57,10 +70,13 @@ def extent(sch: s_tir.Schedule, loop: LoopRV) -> int:
     return int(sch.get(loop).extent)
 
 
-def find_anchor(sch: s_tir.Schedule, prefixes: Iterable[str]) -> SBlockRV | None:
-    """The single reduction block whose name starts with one of `prefixes`, if there is exactly one."""
+def find_anchor(sch: s_tir.Schedule, prefixes: Iterable[str]) -> SBlockRV:
+    """The single reduction block whose name starts with one of `prefixes` (else the rule declines)."""
     found = [b for b in blocks(sch) if is_reduction(sch, b) and name(sch, b).startswith(tuple(prefixes))]
-    return found[0] if len(found) == 1 else None
+    if len(found) != 1:
+        kind = f"{'/'.join(prefixes)}* reduction block"
+        raise Declined(f"{len(found)} {kind}s, not one" if found else f"no {kind}")
+    return found[0]
 
 
 def inline_producers(sch: s_tir.Schedule, anchor: SBlockRV) -> None:
@@ -167,5 +183,5 @@ def finish_rest(sch: s_tir.Schedule, rest: list[SBlockRV], cpu: CPU) -> None:
     """Blocks that could not be folded into the main block: each gets the injective treatment."""
     for block in rest:
         if is_reduction(sch, block):
-            raise s_tir.ScheduleError(f"unexpected reduction '{name(sch, block)}' after the main block")
+            raise Declined(f"a second reduction '{name(sch, block)}' after the main block")
         schedule_injective(sch, block, cpu)

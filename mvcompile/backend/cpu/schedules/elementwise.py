@@ -14,9 +14,10 @@ class Injective(common.CPURule):
 
     name = "elementwise"
 
-    def schedule(self, sch: s_tir.Schedule, cpu: CPU) -> bool:
-        if any(common.is_reduction(sch, b) for b in common.blocks(sch)):
-            return False
+    def schedule(self, sch: s_tir.Schedule, cpu: CPU) -> None:
+        reductions = [common.name(sch, b) for b in common.blocks(sch) if common.is_reduction(sch, b)]
+        if reductions:
+            raise common.Declined(f"has a reduction '{reductions[0]}'")
         for block in common.blocks(sch)[:-1]:
             try:
                 sch.compute_inline(block)
@@ -24,7 +25,6 @@ class Injective(common.CPURule):
                 pass
         for block in common.blocks(sch):
             common.schedule_injective(sch, block, cpu)
-        return True
 
 
 class Fallback(common.CPURule):
@@ -33,7 +33,7 @@ class Fallback(common.CPURule):
 
     name = "fallback"
 
-    def schedule(self, sch: s_tir.Schedule, cpu: CPU) -> bool:
+    def schedule(self, sch: s_tir.Schedule, cpu: CPU) -> None:
         for block in common.blocks(sch):
             if not common.is_reduction(sch, block):
                 common.schedule_injective(sch, block, cpu)
@@ -43,4 +43,3 @@ class Fallback(common.CPURule):
             if loops and spatial and common.worth_parallel(cpu, common.block_work(sch, block),
                                                            common.extent(sch, loops[0])):
                 sch.parallel(loops[0])
-        return True

@@ -9,8 +9,7 @@ from tvm import s_tir
 from mvcompile.backend.cpu.hardware import CPU
 from mvcompile.backend.cpu.kernels import BLOCK_GEMV
 from mvcompile.backend.cpu.schedules import common
-
-MAX_ACCUMULATORS = 8
+from mvcompile.backend.cpu.tiles import gemv_panels
 
 
 class Gemv(common.CPURule):
@@ -18,19 +17,14 @@ class Gemv(common.CPURule):
 
     name = "gemv"
 
-    def schedule(self, sch: s_tir.Schedule, cpu: CPU) -> bool:
+    def schedule(self, sch: s_tir.Schedule, cpu: CPU) -> None:
         anchor = common.find_anchor(sch, [BLOCK_GEMV])
-        if anchor is None:
-            return False
         panel = next(int(r.source.shape[2]) for r in sch.get(anchor).reads if len(r.source.shape) == 3)
         common.inline_producers(sch, anchor)
         b, t, h, w, j, k = sch.get_loops(anchor)
         rows = sch.fuse(b, t, h, w)
         vec = cpu.vector_for(panel)
-        per_panel = panel // vec if vec > 1 else panel
-        panels = common.extent(sch, j) // panel
-        per_tile = max(q for q in range(1, 9) if panels % q == 0
-                       and q * per_panel * common.extent(sch, rows) <= MAX_ACCUMULATORS) if vec > 1 else 1
+        per_tile = gemv_panels(cpu, panel, common.extent(sch, j) // panel, common.extent(sch, rows))
         work = common.block_work(sch, anchor)
         jo, ji = sch.split(j, [None, panel * per_tile])
         jio, jii = sch.split(ji, [None, vec if vec > 1 else panel * per_tile])
@@ -47,4 +41,3 @@ class Gemv(common.CPURule):
         common.vectorize_innermost(sch, init, cpu)
         common.vectorize_innermost(sch, write_back, cpu)
         common.finish_rest(sch, rest, cpu)
-        return True

@@ -3,9 +3,10 @@
 Output [B, T, H, W, N] is tiled as mr consecutive pixels of one row × nr output channels (the tile
 the lowering shaped the kernel for, `tiles.matmul_tile`); the mr × nr accumulators live in registers
 (a local cache, fully unrolled) across the whole K loop, each step broadcasting one input value per
-pixel and loading nr/vec weight vectors (on ARM, each pixel's next 4 inputs come as one vector,
-multiplied in by lane, `tiles.input_panel`). The crop to the model's width, bias, activation and
-residual adds after the multiply are folded into the write-back of the tile.
+pixel and loading nr/vec weight vectors (on a target whose multiply-add takes a lane, ARM, each
+pixel's next 4 inputs come as one vector, multiplied in by lane, `tiles.input_panel`). The crop to the
+model's width, bias, activation and residual adds after the multiply are folded into the write-back of
+the tile.
 """
 
 from __future__ import annotations
@@ -23,17 +24,16 @@ class Pointwise(common.CPURule):
 
     name = "pointwise"
 
-    def schedule(self, sch: s_tir.Schedule, cpu: CPU) -> bool:
+    def schedule(self, sch: s_tir.Schedule, cpu: CPU) -> None:
         anchor = common.find_anchor(sch, [BLOCK_GEMM])
-        if anchor is None:
-            return False
         common.inline_producers(sch, anchor)
         b, t, h, w, n, k = sch.get_loops(anchor)
         depth = common.extent(sch, k)
         tile = common.tile_of(sch, anchor) or matmul_tile(cpu, common.extent(sch, w), common.extent(sch, n), depth)
         mr, nv, vec = tile.pixels, tile.vectors, tile.lanes
         if common.extent(sch, w) % mr or common.extent(sch, n) % (nv * vec):
-            return False
+            raise common.Declined(f"its tile {tile} does not divide {common.extent(sch, w)} pixels x "
+                                  f"{common.extent(sch, n)} channels")
         work = common.block_work(sch, anchor)
         wo, wi = sch.split(w, [None, mr])
         no, ni = sch.split(n, [None, nv * vec])
@@ -60,12 +60,11 @@ class Pointwise(common.CPURule):
         common.vectorize_innermost(sch, init, cpu)
         common.vectorize_innermost(sch, write_back, cpu)
         common.finish_rest(sch, rest, cpu)
-        return True
 
 
 def _vector_input_panel(sch: s_tir.Schedule, anchor: s_tir.SBlockRV, pixel: s_tir.LoopRV) -> None:
-    """ARM: load each pixel's PANEL_DEPTH inputs as one vector before its PANEL_DEPTH reduction steps
-    (the multiply-adds take them by lane) instead of one scalar load per step."""
+    """Load each pixel's PANEL_DEPTH inputs as one vector before its PANEL_DEPTH reduction steps (the
+    multiply-adds take them by lane) instead of one scalar load per step."""
     index = next(i for i, r in enumerate(sch.get(anchor).reads) if len(r.source.shape) == 5)
     panel = sch.cache_read(anchor, index, "local")
     sch.compute_at(panel, pixel)

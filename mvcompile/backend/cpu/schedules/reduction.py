@@ -7,8 +7,7 @@ from tvm import s_tir
 
 from mvcompile.backend.cpu.hardware import CPU
 from mvcompile.backend.cpu.schedules import common
-
-ACCUMULATORS = 4
+from mvcompile.backend.cpu.tiles import reduction_tile
 
 
 class ChannelReduction(common.CPURule):
@@ -16,22 +15,22 @@ class ChannelReduction(common.CPURule):
 
     name = "reduction"
 
-    def schedule(self, sch: s_tir.Schedule, cpu: CPU) -> bool:
+    def schedule(self, sch: s_tir.Schedule, cpu: CPU) -> None:
         reductions = [b for b in common.blocks(sch) if common.is_reduction(sch, b)]
         if len(reductions) != 1:
-            return False
+            raise common.Declined(f"{len(reductions)} reduction blocks, not one" if reductions
+                                  else "no reduction block")
         anchor = reductions[0]
         kinds = [iv.iter_type == iv.CommReduce for iv in sch.get(anchor).iter_vars]
         n_spatial = kinds.index(True) if True in kinds else len(kinds)
         loops = sch.get_loops(anchor)
         if n_spatial == 0 or any(not r for r in kinds[n_spatial:]) or len(loops) != len(kinds):
-            return False  # the channel axis must be the last spatial one, the reduced axes after it
+            raise common.Declined(f"'{common.name(sch, anchor)}' does not keep its last axis and reduce the ones after")
         common.inline_producers(sch, anchor)
         loops = sch.get_loops(anchor)
         outer_spatial, channel, reduced = loops[: n_spatial - 1], loops[n_spatial - 1], loops[n_spatial:]
-        vec = cpu.vector_for(common.extent(sch, channel))
-        per = common.extent(sch, channel) // vec if vec > 1 else common.extent(sch, channel)
-        group = max(d for d in range(1, ACCUMULATORS + 1) if per % d == 0)
+        tile = reduction_tile(cpu, common.extent(sch, channel))
+        group, vec = tile.vectors, tile.lanes
         co, ci = sch.split(channel, [None, group * vec])
         cio, cii = sch.split(ci, [None, vec])
         sch.reorder(*outer_spatial, co, *reduced, cio, cii)
@@ -45,4 +44,3 @@ class ChannelReduction(common.CPURule):
         common.vectorize_innermost(sch, init, cpu)
         common.vectorize_innermost(sch, write_back, cpu)
         common.finish_rest(sch, rest, cpu)
-        return True

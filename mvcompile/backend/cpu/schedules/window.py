@@ -2,7 +2,7 @@
 convolution and average pooling (`kernels.depthwise`, `kernels.conv`, `kernels.avg_pool`).
 
 Output [B, T, H, W, C] is tiled as wr consecutive pixels of one row × a few channel vectors (the tile
-the lowering shaped the kernel for, `tiles.window_tile`; pooling takes a divisor of the width); the
+the lowering shaped the kernel for, `tiles.window_tile`; pooling's, `tiles.pool_tile`, divides the width); the
 window loops (and the input channels of a dense convolution) are unrolled inside the tile, so each
 weight vector is loaded once per tile and reused for wr pixels. A padded input is copied once (the
 kernel's `mv_pad` block, vectorised) so the window loops run without conditions, and element-wise
@@ -16,7 +16,7 @@ from tvm import s_tir
 from mvcompile.backend.cpu.hardware import CPU
 from mvcompile.backend.cpu.kernels import BLOCK_CONV, BLOCK_DEPTHWISE, BLOCK_PAD, BLOCK_POOL
 from mvcompile.backend.cpu.schedules import common
-from mvcompile.backend.cpu.tiles import Tile
+from mvcompile.backend.cpu.tiles import pool_tile
 
 MAX_UNROLLED_WINDOW = 64
 
@@ -26,23 +26,19 @@ class Window(common.CPURule):
 
     name = "window"
 
-    def schedule(self, sch: s_tir.Schedule, cpu: CPU) -> bool:
+    def schedule(self, sch: s_tir.Schedule, cpu: CPU) -> None:
         anchor = common.find_anchor(sch, [BLOCK_DEPTHWISE, BLOCK_CONV, BLOCK_POOL])
-        if anchor is None:
-            return False
         for block in common.blocks(sch):
             if common.name(sch, block).startswith(BLOCK_PAD):
                 common.schedule_injective(sch, block, cpu)  # the padded copy: once, before the window loops
         common.inline_producers(sch, anchor)
         b, t, h, w, c, *window = sch.get_loops(anchor)
         channels = common.extent(sch, c)
-        tile = common.tile_of(sch, anchor)
-        if tile is None:  # pooling: one vector, as many pixels as a quarter of the registers hold
-            lanes = cpu.vector_for(channels)
-            tile = Tile(max(d for d in range(1, cpu.registers // 4 + 1) if common.extent(sch, w) % d == 0), 1, lanes)
+        tile = common.tile_of(sch, anchor) or pool_tile(cpu, common.extent(sch, w), channels)  # pooling: no tile
         wr, vectors, vec = tile.pixels, tile.vectors, tile.lanes
         if common.extent(sch, w) % wr or channels % (vectors * vec):
-            return False
+            raise common.Declined(f"its tile {tile} does not divide {common.extent(sch, w)} pixels x "
+                                  f"{channels} channels")
         work = common.block_work(sch, anchor)
         wo, wi = sch.split(w, [None, wr])
         co, ci = sch.split(c, [None, vectors * vec])
@@ -67,4 +63,3 @@ class Window(common.CPURule):
         common.vectorize_innermost(sch, init, cpu)
         common.vectorize_innermost(sch, write_back, cpu)
         common.finish_rest(sch, rest, cpu)
-        return True
