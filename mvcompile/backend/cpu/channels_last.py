@@ -188,8 +188,8 @@ class Rewriter:
             return relax.Tuple([self._fallback_arg(f) for f in arg.fields])
         return arg
 
-    def emit_te(self, func: Callable[..., Any], *args: Any, name: str) -> relax.Expr:
-        return self.bb.emit_te(func, *args, primfunc_name_hint=name)
+    def emit_te(self, func: Callable[..., Any], *args: Any, name: str, **kwargs: Any) -> relax.Expr:
+        return self.bb.emit_te(func, *args, primfunc_name_hint=name, **kwargs)
 
 
 Rule = Callable[[Rewriter, relax.Call], Value | None]

@@ -141,12 +141,12 @@ def _conv3d_int8(rw: Rewriter, call: relax.Call) -> Value | None:
         kernel = relax.const(np.ascontiguousarray(w[:, 0].transpose(1, 2, 3, 0)))
         tile = tiles.window_tile(rw.cpu, out_w, channels, (kt, kh, kw), strides[2])
         result = rw.emit_te(partial(kernels.depthwise, strides=strides, pads=pads, tile=tile, fill=q.zero_point),
-                            q.segments or [q.data], kernel, (correction, scale), name="depthwise")
+                            q.segments or [q.data], kernel, dequant=(correction, scale), name="depthwise")
     elif groups == 1:
         kernel = relax.const(np.ascontiguousarray(w.transpose(2, 3, 4, 1, 0)))
         tile = tiles.matmul_tile(rw.cpu, out_w, out_c)
         result = rw.emit_te(partial(kernels.conv, strides=strides, pads=pads, tile=tile, fill=q.zero_point),
-                            q.data, kernel, (correction, scale), name="conv")
+                            q.data, kernel, dequant=(correction, scale), name="conv")
     else:
         return None
     value = Value(result, cl=True)

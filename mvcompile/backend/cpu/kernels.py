@@ -265,9 +265,14 @@ def product(a: Any, b: Any) -> Any:
     """a x b as a kernel sums it: 8-bit integers multiplied in int16 (exact: weights are -127..127, so
     |u8 x s8| <= 32385) and widened to int32, which instructions take in one step (smull, pmullw,
     pmaddwd, and the dot products of `intrinsics`); floats as they are."""
-    if str(a.dtype) in ("int8", "uint8"):
+    if _dtype(a) in ("int8", "uint8"):
         return (a.astype("int16") * b.astype("int16")).astype("int32")
     return a * b
+
+
+def _dtype(e: Any) -> str:
+    """The element type of a tensor-expression value (a call such as if_then_else has only its type)."""
+    return str(e.dtype) if hasattr(e, "dtype") else str(e.ty)
 
 
 def sigmoid(x: te.Tensor) -> te.Tensor:

@@ -25,23 +25,22 @@ class QuantizedPointwise(common.CPURule):
 
     name = "int8-pointwise"
 
-    def schedule(self, sch: s_tir.Schedule, cpu: CPU) -> bool:
+    def schedule(self, sch: s_tir.Schedule, cpu: CPU) -> None:
         anchor = common.find_anchor(sch, [BLOCK_QGEMM])
-        if anchor is None:
-            return False
         common.inline_producers(sch, anchor)
         weights = next(r.source for r in sch.get(anchor).reads if len(r.source.shape) in (2, 4))
         dot = len(weights.shape) == 4
         layout = layout_for(cpu.dots) if dot else None
         if dot and (layout is None or (int(weights.shape[2]), int(weights.shape[3])) != (layout.lanes, layout.group)):
-            return False
+            raise common.Declined(f"its weights' dot-product layout {list(weights.shape[2:])} is not this CPU's")
         b, t, h, w, n, k = sch.get_loops(anchor)
         tile = common.tile_of(sch, anchor)
         if tile is None:
-            return False
+            raise common.Declined("its block carries no tile")
         mr, nv, vec = tile.pixels, tile.vectors, tile.lanes
         if common.extent(sch, w) % mr or common.extent(sch, n) % (nv * vec):
-            return False
+            raise common.Declined(f"its tile {tile} does not divide {common.extent(sch, w)} pixels x "
+                                  f"{common.extent(sch, n)} channels")
         work = common.block_work(sch, anchor)
         wo, wi = sch.split(w, [None, mr])
         no, ni = sch.split(n, [None, nv * vec])
@@ -59,14 +58,13 @@ class QuantizedPointwise(common.CPURule):
             outer = no
         if common.worth_parallel(cpu, work, common.extent(sch, outer)):
             sch.parallel(outer)
+        if not dot and vec > 1:
+            sch.vectorize(nii)  # before decompose_reduction, which leaves the update block non-compact
         init = sch.decompose_reduction(anchor, ko)
         common.vectorize_innermost(sch, init, cpu)
         if dot:
             sch.tensorize(nii, layout.name)
-        elif vec > 1:
-            sch.vectorize(nii)
         sch.unroll(nio)
         sch.unroll(wi)
         common.vectorize_innermost(sch, write_back, cpu)
         common.finish_rest(sch, rest, cpu)
-        return True
