@@ -76,6 +76,7 @@ class Value:
     cl: bool = False
     segments: list[relax.Expr] = field(default_factory=list)  # a time-concatenation's parts (cl)
     quant: Quant | None = None  # a dequantized int8 tensor: int8 kernels read the stored data instead
+    per_use: Callable[[], relax.Expr] | None = None  # emits `expr` afresh for each reader (see Rewriter.value)
 
 
 def _shape(expr: relax.Expr) -> tuple[int, ...]:
@@ -107,8 +108,12 @@ class Rewriter:
 
     # --- conversions ---------------------------------------------------------------------------
     def value(self, expr: relax.Expr) -> Value:
+        """The rewritten value of an argument. A value made per use (a dequantize) is emitted again for each
+        reader, so that fusion puts it in the reader's function: every reader then reads the int8 tensor,
+        and the float copy is never stored."""
         if isinstance(expr, relax.Var):
-            return self.env[expr]
+            v = self.env[expr]
+            return v if v.per_use is None else Value(v.per_use(), v.cl, v.segments, v.quant)
         if isinstance(expr, relax.Tuple):
             return Value(relax.Tuple([self.orig(f) for f in expr.fields]))
         return Value(expr)

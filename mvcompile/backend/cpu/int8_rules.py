@@ -93,8 +93,8 @@ def _dequantize(rw: Rewriter, call: relax.Call) -> Value | None:
     if stored not in ("int8", "uint8"):
         return None
     zp = int(z) + (INT8_ZERO_SHIFT if stored == "uint8" and str(data.ty.dtype) == "int8" else 0)
-    expr = rw.emit_te(kernels.dequantize, v.expr, float(s), zp, name="dequantize")
-    return Value(expr, cl=v.cl, quant=Quant(v.expr, float(s), zp, list(v.segments)))
+    emit = partial(rw.emit_te, kernels.dequantize, v.expr, float(s), zp, name="dequantize")
+    return Value(emit(), cl=v.cl, quant=Quant(v.expr, float(s), zp, list(v.segments)), per_use=emit)
 
 
 def _bias(rw: Rewriter, conv: relax.Var, channels: int) -> tuple[np.ndarray, relax.Var | None]:
@@ -160,9 +160,8 @@ def _pointwise_int8(rw: Rewriter, q: Quant, matrix: np.ndarray, correction: rela
     """[K, N] int8 weights: in the dot-product layout of the CPU when K and N fit it, else plain."""
     k, n = matrix.shape
     width = _shape(q.data)[3]
-    layout = layout_for(rw.cpu.dots)
-    if layout is not None and str(q.data.ty.dtype) == layout.activation and k % layout.group == 0 \
-            and n % layout.lanes == 0:
+    layout = layout_for(rw.cpu.dots, n, k)
+    if layout is not None and str(q.data.ty.dtype) == layout.activation:
         tile = tiles.int8_tile(rw.cpu, width, n, layout.lanes)
         weights = relax.const(kernels.pack_dot(matrix, layout.lanes, layout.group))
     else:

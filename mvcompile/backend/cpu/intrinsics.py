@@ -39,12 +39,27 @@ LAYOUTS: dict[Dot, DotLayout] = {
 }
 
 
-def layout_for(dots: tuple[Dot, ...]) -> DotLayout | None:
-    """The layout of the first family in `dots` (the CPU's preferred first) that has an intrinsic here."""
+def layout_for(dots: tuple[Dot, ...], outputs: int | None = None, inputs: int | None = None) -> DotLayout | None:
+    """The layout of the first family in `dots` (the CPU's preferred first) that has an intrinsic here and,
+    when given, whose lanes divide `outputs` and group divides `inputs` (so a 40-channel layer takes the
+    8-lane vpdpbusd rather than none)."""
     for dot in dots:
-        if dot in LAYOUTS:
+        layout = LAYOUTS.get(dot)
+        if layout is None or (outputs is not None and outputs % layout.lanes) or (inputs is not None and inputs % layout.group):
+            continue
+        register(dot)
+        return layout
+    return None
+
+
+def layout_with(dots: tuple[Dot, ...], lanes: int, group: int) -> DotLayout | None:
+    """The layout of the family in `dots` with exactly `lanes` x `group` (how a kernel's weights were
+    packed), registered; None if the CPU has none."""
+    for dot in dots:
+        layout = LAYOUTS.get(dot)
+        if layout is not None and (layout.lanes, layout.group) == (lanes, group):
             register(dot)
-            return LAYOUTS[dot]
+            return layout
     return None
 
 

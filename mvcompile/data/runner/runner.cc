@@ -59,8 +59,8 @@ struct TensorSpec {
   std::string state_out;   // for states: name of the output that carries the new state
   std::string dtype_name;  // float32, int32, int64 or int8 (states only)
   DLDataType dtype{};
-  int fill = 0;            // every element's start value (an int8 state's zero point)
   std::vector<int64_t> shape;
+  int fill = 0;  // every element's start value (an int8 state's zero point)
 
   size_t numel() const {
     size_t n = 1;

@@ -15,7 +15,7 @@ from __future__ import annotations
 from tvm import s_tir
 
 from mvcompile.backend.cpu.hardware import CPU
-from mvcompile.backend.cpu.intrinsics import layout_for
+from mvcompile.backend.cpu.intrinsics import layout_with
 from mvcompile.backend.cpu.kernels import BLOCK_QGEMM
 from mvcompile.backend.cpu.schedules import common
 
@@ -30,9 +30,12 @@ class QuantizedPointwise(common.CPURule):
         common.inline_producers(sch, anchor)
         weights = next(r.source for r in sch.get(anchor).reads if len(r.source.shape) in (2, 4))
         dot = len(weights.shape) == 4
-        layout = layout_for(cpu.dots) if dot else None
-        if dot and (layout is None or (int(weights.shape[2]), int(weights.shape[3])) != (layout.lanes, layout.group)):
-            raise common.Declined(f"its weights' dot-product layout {list(weights.shape[2:])} is not this CPU's")
+        layout = None
+        if dot:
+            lanes, group = int(weights.shape[2]), int(weights.shape[3])
+            layout = layout_with(cpu.dots, lanes, group)
+            if layout is None:
+                raise common.Declined(f"no dot product of this CPU takes its weights' layout [{lanes}, {group}]")
         b, t, h, w, n, k = sch.get_loops(anchor)
         tile = common.tile_of(sch, anchor)
         if tile is None:
