@@ -49,6 +49,7 @@ class Calibration:
     clips: Callable[[], Iterable[np.ndarray]]
     method: str = DEFAULT_METHOD
     describe: Callable[[], dict[str, Any]] = dict
+    vectors: bool = True  # the SE and classifier 1x1 convs read int8 too (else float, with int8 weights)
 
 
 def quantize_graph(g: Graph, calibration: Calibration, trace: Trace | None = None) -> tuple[Graph, dict[str, Any]]:
@@ -56,13 +57,15 @@ def quantize_graph(g: Graph, calibration: Calibration, trace: Trace | None = Non
     record of how (estimator, clips, how many tensors are int8)."""
     if calibration.method not in METHODS:
         raise CalibrationError(f"unknown range estimator '{calibration.method}' (known: {', '.join(METHODS)})")
-    points = [p for p in quantization_points(g) if not is_frames(g, p)]
+    points = [p for p in quantization_points(g, calibration.vectors) if not is_frames(g, p)]
     hists = calibrate(g, calibration.clips(), points)
     ranges = {n: choose_range(hists[n], calibration.method) for n in points}
-    quantized = quantize_pipeline(ranges)(g, trace)
+    quantized = quantize_pipeline(ranges, calibration.vectors)(g, trace)
     record = {"dtype": "int8", "weights": "int8, symmetric, per output channel",
               "activations": "int8, per tensor, asymmetric (zero point)", "estimator": calibration.method,
-              "int8_tensors": len(quantization_points(g)), "calibration": calibration.describe()}
+              "int8_tensors": len(quantization_points(g, calibration.vectors)),
+              "pooled_vectors": "int8" if calibration.vectors else "float32 (int8 weights)",
+              "calibration": calibration.describe()}
     return quantized, record
 
 

@@ -25,9 +25,9 @@ ENSEMBLE = Pipeline("ensemble", (ensemble,), "bound member graphs merged into on
 
 
 
-def quantize_pipeline(ranges: dict[str, Range]) -> Pipeline:
+def quantize_pipeline(ranges: dict[str, Range], vectors: bool = True) -> Pipeline:
     """`quantize`: the inference graph in int8 (QDQ) form, given every quantization point's calibrated range."""
-    return Pipeline("quantize", (Quantize(ranges),), "spatial convs and pools read int8; weights int8 per channel")
+    return Pipeline("quantize", (Quantize(ranges, vectors),), "convs and pools read int8; weights int8 per channel")
 
 
 PIPELINES: dict[str, Pipeline] = {p.name: p for p in (BASE, CAUSAL, STREAM, INFERENCE, ENSEMBLE)}

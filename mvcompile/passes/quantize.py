@@ -37,9 +37,10 @@ def pooled_vector_conv(g: Graph, n: str) -> bool:
     return node["op"] == "conv" and tuple(node["attrs"]["kernel"]) == (1, 1, 1) and h == w == 1
 
 
-def int8_ops(g: Graph) -> list[str]:
-    """The ops that read int8 inputs: spatial convolutions and average pools."""
-    return [n for n in g.order() if (g.node(n)["op"] == "conv" and not pooled_vector_conv(g, n))
+def int8_ops(g: Graph, vectors: bool = True) -> list[str]:
+    """The ops that read int8 inputs: convolutions (those over pooled vectors unless `vectors` is False)
+    and average pools."""
+    return [n for n in g.order() if (g.node(n)["op"] == "conv" and (vectors or not pooled_vector_conv(g, n)))
             or g.node(n)["op"] == "avgpool"]
 
 
@@ -47,18 +48,18 @@ def _state_inputs(g: Graph) -> set[str]:
     return {s.input for s in g.states}
 
 
-def quantization_points(g: Graph) -> list[str]:
+def quantization_points(g: Graph, vectors: bool = True) -> list[str]:
     """The float tensors the pass turns into int8, in graph order: the calibration must give a range for
     each (except the frames, whose range is fixed)."""
     states = _state_inputs(g)
     points: list[str] = []
-    for n in int8_ops(g):
+    for n in int8_ops(g, vectors):
         (x,) = g.node(n)["inputs"]
         if g.node(x)["op"] == "concat" and any(s in states for s in g.node(x)["inputs"]):
             points += [s for s in g.node(x)["inputs"] if s not in states]
         else:
             points.append(x)
-        if g.node(n)["op"] == "conv":
+        if g.node(n)["op"] == "conv" and not pooled_vector_conv(g, n):
             users = g.users(n)
             if len(users) == 1 and g.node(users[0])["op"] == "act":
                 points.append(users[0])
@@ -86,8 +87,9 @@ class Quantize(Pass[Graph]):
 
     name = "quantize"
 
-    def __init__(self, ranges: Mapping[str, Range]) -> None:
+    def __init__(self, ranges: Mapping[str, Range], vectors: bool = True) -> None:
         self.ranges = dict(ranges)
+        self.vectors = vectors  # pooled-vector convs (SE, classifier) read int8 too; else float, int8 weights only
 
     def requires(self, g: Graph) -> None:
         if not g.values:
@@ -96,7 +98,7 @@ class Quantize(Pass[Graph]):
             if g.node(n)["op"] in ("batchnorm", "quantize", "dequantize"):
                 self.fail(f"expects an inference graph (batchnorms folded) not yet quantized, "
                           f"found a {g.node(n)['op']}", n)
-        for p in quantization_points(g):
+        for p in quantization_points(g, self.vectors):
             if is_frames(g, p):
                 continue
             if p not in self.ranges:
@@ -109,10 +111,10 @@ class Quantize(Pass[Graph]):
     def rewrite(self, g: Graph) -> Graph:
         states = _state_inputs(g)
         encodings: dict[str, QParams] = {}
-        for p in quantization_points(g):
+        for p in quantization_points(g, self.vectors):
             encodings[p] = qparams_for_range(*(FRAMES_RANGE if is_frames(g, p) else self.ranges[p]))
             _insert_qdq(g, p, encodings[p])
-        for n in int8_ops(g):
+        for n in int8_ops(g, self.vectors):
             (x,) = g.node(n)["inputs"]
             if g.node(x)["op"] == "concat" and any(s in states for s in g.node(x)["inputs"]):
                 _int8_buffer(g, x, states)
@@ -123,7 +125,7 @@ class Quantize(Pass[Graph]):
         return g
 
     def ensures(self, g: Graph) -> None:
-        for n in int8_ops(g):
+        for n in int8_ops(g, self.vectors):
             if g.node(g.node(n)["inputs"][0])["op"] != "dequantize":
                 self.fail("does not read a dequantized int8 tensor", n)
         for n in g.nodes_of("conv"):
@@ -134,7 +136,7 @@ class Quantize(Pass[Graph]):
             if scale is None or not (np.all(np.isfinite(scale)) and np.all(scale > 0)):
                 self.fail("weight scales are missing, not finite or not positive", n)
             bias = g.values.get(p.get("bias", ""))
-            want = np.float32 if pooled_vector_conv(g, n) else np.int32
+            want = np.int32 if g.node(g.node(n)["inputs"][0])["op"] == "dequantize" else np.float32
             if bias is not None and bias.dtype != want:
                 self.fail(f"bias is {bias.dtype}, expected {np.dtype(want)}", n)
         for s in g.states:

@@ -11,9 +11,10 @@ dequantized int32 constant, and each int8 tensor is made by a `quantize`. Here:
   remembering the stored tensor (`Quant`), which the int8 kernels read instead;
 - `conv3d` of a dequantized activation by dequantized int8 weights → an int8 kernel (1x1x1: a matrix
   multiply in the target's dot-product layout; depthwise: a window kernel padded with the zero point;
-  the stem: a dense window kernel), its int32 sums turned into floats by one per-channel correction
-  (the int32 bias, folded from the `add` after the conv, minus zero point x Σ weights) and scale (input
-  scale x weight scale); the activation and the next `quantize` fuse into the same function;
+  the stem: a dense window kernel), its int32 sums turned into floats by one multiply-add per channel:
+  the scale (input scale x weight scale) and the offset (the int32 bias, folded from the `add` after the
+  conv, minus zero point x Σ weights, scaled); the activation and the next `quantize` fuse into the same
+  function, the quantize computing a hard swish or relu before it in one expression;
 - `conv3d` of a float pooled vector by dequantized int8 weights (SE, classifier) → the packed
   matrix-vector kernel with int8 weights and a per-output scale;
 - `avg_pool3d` of a dequantized activation → the pooling kernel summing int8 in int32.
@@ -24,12 +25,13 @@ from __future__ import annotations
 from functools import partial
 
 import numpy as np
+import tvm
 from tvm import relax
 from tvm.ir.expr import Constant
 
 from mvcompile.backend.cpu import kernels, tiles
 from mvcompile.backend.cpu.channels_last import (GEMV_ROWS, RULES, Quant, Rewriter, Rule, Value, _avg_pool3d,
-                                                 _conv3d, _inverse_counts, _is_cl, _shape)
+                                                 _conv3d, _inverse_counts, _is_cl, _shape, _unbroadcast)
 from mvcompile.backend.cpu.intrinsics import layout_for
 
 INT8_ZERO_SHIFT = 128  # int8 value v is stored as uint8 v + 128
@@ -66,11 +68,62 @@ def _quantize(rw: Rewriter, call: relax.Call) -> Value | None:
     s, z = _scalar(scale), _scalar(zero)
     if s is None or z is None or str(call.attrs.out_dtype) != "int8" or not isinstance(data, relax.Var):
         return None
-    v = rw.value(data)
     stored = _storage(rw)
     zp = int(z) + (INT8_ZERO_SHIFT if stored == "uint8" else 0)
-    return Value(rw.emit_te(kernels.quantize, v.expr, float(np.float32(1.0) / np.float32(s)), zp, stored,
-                            name="quantize"), cl=v.cl)
+    activation, source = _activation_of(rw, data)
+    v = rw.value(source)
+    return Value(rw.emit_te(partial(kernels.quantize, activation=activation), v.expr,
+                            float(np.float32(1.0) / np.float32(s)), zp, stored, name="quantize"), cl=v.cl)
+
+
+def _activation_of(rw: Rewriter, var: relax.Var) -> tuple[str | None, relax.Var]:
+    """("hard_swish", x) when `var` is the ONNX import's hard swish of x (x · min(relu(x + 3), 6) · (1/6)),
+    ("relu", x) for relu(x), else (None, var): the quantize then computes the activation itself, in
+    one expression (the activation's own ops, already rewritten, are left unused)."""
+    call = rw.producers.get(var)
+    if _is_op(call, "relax.nn.relu") and isinstance(call.args[0], relax.Var):
+        return "relu", call.args[0]
+    if not _is_op(call, "relax.multiply") or _scalar(_const_of(rw, call.args[1])) is None \
+            or not np.isclose(_scalar(_const_of(rw, call.args[1])), 1 / 6, rtol=1e-6):
+        return None, var
+    product = rw.producers.get(call.args[0])
+    if not _is_op(product, "relax.multiply"):
+        return None, var
+    for x, gate in (product.args, product.args[::-1]):
+        if isinstance(x, relax.Var) and _is_relu6_of_plus3(rw, gate, x):
+            return "hard_swish", x
+    return None, var
+
+
+def _is_relu6_of_plus3(rw: Rewriter, gate: relax.Expr, x: relax.Var) -> bool:
+    """`gate` is min(relu(x + 3), 6), as the ONNX import writes Min: a min over a stack of broadcasts."""
+    call = rw.producers.get(gate)
+    if _is_op(call, "relax.minimum"):
+        parts = list(call.args)
+    elif _is_op(call, "relax.min") and _is_op(rw.producers.get(call.args[0]), "relax.stack"):
+        stack = rw.producers[call.args[0]].args[0]
+        parts = [_unbroadcast(rw, f) for f in stack.fields] if isinstance(stack, relax.Tuple) else []
+    else:
+        return False
+    six = [p for p in parts if _scalar(_const_of(rw, p)) == 6.0]
+    rest = [p for p in parts if _scalar(_const_of(rw, p)) != 6.0]
+    if len(six) != 1 or len(rest) != 1:
+        return False
+    relu = rw.producers.get(rest[0])
+    if not _is_op(relu, "relax.nn.relu"):
+        return False
+    plus = rw.producers.get(relu.args[0])
+    return _is_op(plus, "relax.add") and any(a.same_as(x) for a in plus.args) \
+        and any(_scalar(_const_of(rw, a)) == 3.0 for a in plus.args)
+
+
+def _is_op(call: relax.Expr | None, name: str) -> bool:
+    return isinstance(call, relax.Call) and isinstance(call.op, tvm.ir.Op) and call.op.name == name
+
+
+def _const_of(rw: Rewriter, expr: relax.Expr) -> relax.Expr:
+    """A constant seen through the broadcasts the import puts around one."""
+    return _unbroadcast(rw, expr)
 
 
 def _storage(rw: Rewriter) -> str:
@@ -132,21 +185,23 @@ def _conv3d_int8(rw: Rewriter, call: relax.Call) -> Value | None:
     pads = [(p[0], p[3]), (p[1], p[4]), (p[2], p[5])]
     bias, add_var = _bias(rw, rw.current, out_c)
     wide = w.astype(np.int64)
-    correction = relax.const((bias - q.zero_point * wide.reshape(out_c, -1).sum(axis=1)).astype(np.int32))
-    scale = relax.const((np.float32(q.scale) * w_scale).astype(np.float32))
+    scales = (np.float32(q.scale) * w_scale).astype(np.float32)
+    correction = bias - q.zero_point * wide.reshape(out_c, -1).sum(axis=1)  # bias minus the zero point's share
+    offset = relax.const((correction * scales.astype(np.float64)).astype(np.float32))
+    scale = relax.const(scales)
     out_w = int(call.ty.shape[4])
     if groups == 1 and (kt, kh, kw) == (1, 1, 1) and strides == [1, 1, 1] and not any(p):
-        result = _pointwise_int8(rw, q, w[:, :, 0, 0, 0].T, correction, scale)
+        result = _pointwise_int8(rw, q, w[:, :, 0, 0, 0].T, offset, scale)
     elif groups == channels == out_c and in_per_group == 1:
         kernel = relax.const(np.ascontiguousarray(w[:, 0].transpose(1, 2, 3, 0)))
         tile = tiles.window_tile(rw.cpu, out_w, channels, (kt, kh, kw), strides[2])
         result = rw.emit_te(partial(kernels.depthwise, strides=strides, pads=pads, tile=tile, fill=q.zero_point),
-                            q.segments or [q.data], kernel, dequant=(correction, scale), name="depthwise")
+                            q.segments or [q.data], kernel, dequant=(offset, scale), name="depthwise")
     elif groups == 1:
         kernel = relax.const(np.ascontiguousarray(w.transpose(2, 3, 4, 1, 0)))
         tile = tiles.matmul_tile(rw.cpu, out_w, out_c)
         result = rw.emit_te(partial(kernels.conv, strides=strides, pads=pads, tile=tile, fill=q.zero_point),
-                            q.data, kernel, dequant=(correction, scale), name="conv")
+                            q.data, kernel, dequant=(offset, scale), name="conv")
     else:
         return None
     value = Value(result, cl=True)
@@ -155,7 +210,7 @@ def _conv3d_int8(rw: Rewriter, call: relax.Call) -> Value | None:
     return value
 
 
-def _pointwise_int8(rw: Rewriter, q: Quant, matrix: np.ndarray, correction: relax.Expr,
+def _pointwise_int8(rw: Rewriter, q: Quant, matrix: np.ndarray, offset: relax.Expr,
                     scale: relax.Expr) -> relax.Expr:
     """[K, N] int8 weights: in the dot-product layout of the CPU when K and N fit it, else plain."""
     k, n = matrix.shape
@@ -167,7 +222,7 @@ def _pointwise_int8(rw: Rewriter, q: Quant, matrix: np.ndarray, correction: rela
     else:
         tile = tiles.matmul_tile(rw.cpu, width, n)
         weights = relax.const(np.ascontiguousarray(matrix))
-    return rw.emit_te(partial(kernels.pointwise_int8, tile=tile), q.data, weights, correction, scale, name="qgemm")
+    return rw.emit_te(partial(kernels.pointwise_int8, tile=tile), q.data, weights, offset, scale, name="qgemm")
 
 
 def _gemv_int8_weights(rw: Rewriter, call: relax.Call, src: Value, w: np.ndarray, w_scale: np.ndarray) -> Value | None:

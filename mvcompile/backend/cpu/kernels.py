@@ -21,7 +21,7 @@ from mvcompile.backend.cpu.tiles import Tile, round_up
 
 BLOCK_GEMM = "mv_gemm"
 BLOCK_QGEMM = "mv_qgemm"  # an int8 matrix multiply in dot-product layout (int32 accumulators)
-BLOCK_DEQUANT = "mv_dequant"  # int32 accumulators (+ per-channel correction) x per-channel scale: float32
+BLOCK_DEQUANT = "mv_dequant"  # int32 sums x per-channel scale + per-channel offset: float32
 BLOCK_GEMV = "mv_gemv"
 BLOCK_CONV = "mv_conv"
 BLOCK_DEPTHWISE = "mv_dwconv"
@@ -31,7 +31,7 @@ BLOCK_PAD = "mv_pad"
 BLOCK_CROP = "mv_crop"
 
 Pads = Sequence[tuple[int, int]]
-Dequant = tuple[te.Tensor, te.Tensor]  # per output channel: int32 correction, float32 scale
+Dequant = tuple[te.Tensor, te.Tensor]  # per output channel: float32 offset, float32 scale
 Reader = Callable[..., Any]
 TILE_ATTR = "mvcompile.tile"  # block annotation: the register tile (pixels, vectors, lanes) the output was shaped for
 
@@ -62,12 +62,12 @@ def pointwise(x: te.Tensor, w: te.Tensor, tile: Tile) -> te.Tensor:
     return _crop(full, wd)
 
 
-def pointwise_int8(x: te.Tensor, w: te.Tensor, correction: te.Tensor, scale: te.Tensor, tile: Tile) -> te.Tensor:
+def pointwise_int8(x: te.Tensor, w: te.Tensor, offset: te.Tensor, scale: te.Tensor, tile: Tile) -> te.Tensor:
     """An int8 1x1x1 convolution, [B, T, H, W, K] (int8 or uint8) x weights, either in a dot product's
     layout [N / L, K / G, L, G] (`pack_dot`: G consecutive inputs of L consecutive outputs together, as
-    one instruction takes them) or plain [K, N]; summed in int32, then (sum + correction[n]) x scale[n]
-    in float32 (the correction holds the bias and the input's zero point, the scale is input scale x
-    weight scale)."""
+    one instruction takes them) or plain [K, N]; summed in int32, then sum x scale[n] + offset[n] in
+    float32 (the scale is input scale x weight scale, the offset the bias less the input zero point's
+    share of the sum, scaled)."""
     b, t, h, wd, k = (int(d) for d in x.shape)
     if len(w.shape) == 4:
         lanes, group = int(w.shape[2]), int(w.shape[3])
@@ -83,12 +83,12 @@ def pointwise_int8(x: te.Tensor, w: te.Tensor, correction: te.Tensor, scale: te.
     total = te.compute((b, t, h, width, n), lambda i, j, y, xx, c: te.sum(
         product(x[i, j, y, col(xx), r], weight(r, c)), axis=r), name=BLOCK_QGEMM,
         attrs=_tile_attrs(tile))
-    return _crop(dequantized(total, correction, scale), wd)
+    return dequantized(_crop(total, wd), offset, scale)
 
 
-def dequantized(total: te.Tensor, correction: te.Tensor, scale: te.Tensor) -> te.Tensor:
-    """(total + correction[c]) x scale[c] in float32, c the last axis."""
-    return te.compute(total.shape, lambda *i: (total[i] + correction[i[-1]]).astype("float32") * scale[i[-1]],
+def dequantized(total: te.Tensor, offset: te.Tensor, scale: te.Tensor) -> te.Tensor:
+    """total x scale[c] + offset[c] in float32 (c the last axis): one conversion and one multiply-add."""
+    return te.compute(total.shape, lambda *i: total[i].astype("float32") * scale[i[-1]] + offset[i[-1]],
                       name=BLOCK_DEQUANT)
 
 
@@ -98,13 +98,32 @@ def pack_dot(w: np.ndarray, lanes: int, group: int) -> np.ndarray:
     return np.ascontiguousarray(w.reshape(k // group, group, n // lanes, lanes).transpose(2, 0, 3, 1))
 
 
-def quantize(x: te.Tensor, inv_scale: float, zero_point: int, dtype: str) -> te.Tensor:
-    """round(x / scale) + zero_point saturated to `dtype` (int8 or uint8), rounding half to even (as ONNX
-    QuantizeLinear); x times the reciprocal scale, so it vectorises without a division."""
-    lo, hi = (-128, 127) if dtype == "int8" else (0, 255)
-    return te.compute(x.shape, lambda *i: tirx.max(tirx.min(
-        tirx.nearbyint(x[i] * tirx.const(inv_scale, "float32")) + tirx.const(float(zero_point), "float32"),
-        tirx.const(float(hi), "float32")), tirx.const(float(lo), "float32")).astype(dtype), name="mv_quantize")
+def requantize(value: Any, inv_scale: float, zero_point: int, dtype: str) -> Any:
+    """value / scale + zero_point, rounded half to even (as ONNX QuantizeLinear) and saturated to `dtype`
+    (int8 or uint8). Written so LLVM emits few instructions: one multiply-add by the reciprocal scale, the
+    rounding of the current mode (`llvm.rint`: nearest-even unless changed; vcvtps2dq / frintx), a float
+    clamp, and an int32 conversion narrowed in one step (vpmovdb; tbl)."""
+    lo, hi = (-128.0, 127.0) if dtype == "int8" else (0.0, 255.0)
+    shifted = value * tirx.const(inv_scale, "float32") + tirx.const(float(zero_point), "float32")
+    rounded = tirx.call_llvm_pure_intrin("float32", "llvm.rint", shifted)
+    clamped = tirx.max(tirx.min(rounded, tirx.const(hi, "float32")), tirx.const(lo, "float32"))
+    return clamped.astype("int32").astype(dtype)
+
+
+def quantize(x: te.Tensor, inv_scale: float, zero_point: int, dtype: str,
+             activation: str | None = None) -> te.Tensor:
+    """`requantize` of x, or of `activation`(x) computed in the same expression: "hard_swish"
+    (x · clamp(x + 3, 0, 6) / 6, the 1/6 folded into the scale) or "relu"."""
+    def value(*i: Any) -> Any:
+        v = x[i]
+        if activation == "hard_swish":
+            three, six, zero = (tirx.const(c, "float32") for c in (3.0, 6.0, 0.0))
+            return v * tirx.min(tirx.max(v + three, zero), six)
+        if activation == "relu":
+            return tirx.max(v, tirx.const(0.0, "float32"))
+        return v
+    factor = float(np.float32(inv_scale) / np.float32(6.0)) if activation == "hard_swish" else inv_scale
+    return te.compute(x.shape, lambda *i: requantize(value(*i), factor, zero_point, dtype), name="mv_quantize")
 
 
 def dequantize(x: te.Tensor, scale: float, zero_point: int) -> te.Tensor:
@@ -182,7 +201,7 @@ def depthwise(segments: Sequence[te.Tensor], w: te.Tensor, strides: Sequence[int
     """Depthwise (kt, kh, kw) convolution over [B, T, H, W, C] (the time-concatenation of `segments`),
     kernel [kt, kh, kw, C], padding with `fill`; rows computed in whole tiles of `tile.pixels`. int8
     inputs and weights (padded with the input's zero point) are summed in int32 and `dequant`
-    (correction, scale per channel) makes the float32 result."""
+    (offset, scale per channel) makes the float32 result."""
     b, _, h, wd, c = (int(d) for d in segments[0].shape)
     frames, read = frames_of(segments)
     kt, kh, kw, _ = (int(d) for d in w.shape)
@@ -202,7 +221,7 @@ def depthwise(segments: Sequence[te.Tensor], w: te.Tensor, strides: Sequence[int
         name=BLOCK_DEPTHWISE,
         attrs=_tile_attrs(tile),
     )
-    return _crop(full if dequant is None else dequantized(full, *dequant), out_w)
+    return _crop(full, out_w) if dequant is None else dequantized(_crop(full, out_w), *dequant)
 
 
 def conv(x: te.Tensor, w: te.Tensor, strides: Sequence[int], pads: Pads, tile: Tile, fill: int = 0,
@@ -228,7 +247,7 @@ def conv(x: te.Tensor, w: te.Tensor, strides: Sequence[int], pads: Pads, tile: T
         name=BLOCK_CONV,
         attrs=_tile_attrs(tile),
     )
-    return _crop(full if dequant is None else dequantized(full, *dequant), out_w)
+    return _crop(full, out_w) if dequant is None else dequantized(_crop(full, out_w), *dequant)
 
 
 def avg_pool(x: te.Tensor, inv_count: te.Tensor, kernel: Sequence[int], strides: Sequence[int],

@@ -69,5 +69,18 @@ class QuantizedPointwise(common.CPURule):
             sch.tensorize(nii, layout.name)
         sch.unroll(nio)
         sch.unroll(wi)
-        common.vectorize_innermost(sch, write_back, cpu)
+        store_whole_tile(sch, write_back, no)
         common.finish_rest(sch, rest, cpu)
+
+
+def store_whole_tile(sch: s_tir.Schedule, write_back: s_tir.SBlockRV, tile: s_tir.LoopRV) -> None:
+    """The tile's write-back as one vector per pixel across all the tile's channels (the int8 results of 16
+    channels narrow and store together: a register, not lanes inserted one vector at a time), each
+    channel's parameters (scale, offset) read once per tile into registers."""
+    *_, channel = sch.get_loops(write_back)
+    sch.vectorize(channel)
+    for index, region in reversed(list(enumerate(sch.get(write_back).reads))):
+        if len(region.source.shape) == 1:  # a per-channel parameter
+            cached = sch.cache_read(write_back, index, "local")
+            sch.compute_at(cached, tile)
+            sch.vectorize(sch.get_loops(cached)[-1])
