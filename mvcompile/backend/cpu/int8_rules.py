@@ -23,6 +23,7 @@ dequantized int32 constant, and each int8 tensor is made by a `quantize`. Here:
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 import numpy as np
 import tvm
@@ -193,10 +194,15 @@ def _conv3d_int8(rw: Rewriter, call: relax.Call) -> Value | None:
     if groups == 1 and (kt, kh, kw) == (1, 1, 1) and strides == [1, 1, 1] and not any(p):
         result = _pointwise_int8(rw, q, w[:, :, 0, 0, 0].T, offset, scale)
     elif groups == channels == out_c and in_per_group == 1:
-        kernel = relax.const(np.ascontiguousarray(w[:, 0].transpose(1, 2, 3, 0)))
-        tile = tiles.window_tile(rw.cpu, out_w, channels, (kt, kh, kw), strides[2])
-        result = rw.emit_te(partial(kernels.depthwise, strides=strides, pads=pads, tile=tile, fill=q.zero_point),
+        taps = np.ascontiguousarray(w[:, 0].transpose(1, 2, 3, 0))
+        paired = str(q.data.ty.dtype) == "int8"  # u8 x s8 pairs could overflow int16
+        tile = tiles.window_tile(rw.cpu, out_w, channels, (kt, kh, kw), strides[2], bits=16 if paired else 32)
+        kernel = relax.const(kernels.pair_taps(taps) if paired else taps)
+        result = rw.emit_te(partial(kernels.depthwise, strides=strides, pads=pads, tile=tile, fill=q.zero_point,
+                                    window=(kt, kh, kw) if paired else None),
                             q.segments or [q.data], kernel, dequant=(offset, scale), name="depthwise")
+    elif groups == 1 and _row_layout(rw, q, kw * channels, out_c) is not None:
+        result = _conv_rows(rw, q, w, offset, scale, strides, pads, out_w)
     elif groups == 1:
         kernel = relax.const(np.ascontiguousarray(w.transpose(2, 3, 4, 1, 0)))
         tile = tiles.matmul_tile(rw.cpu, out_w, out_c)
@@ -208,6 +214,35 @@ def _conv3d_int8(rw: Rewriter, call: relax.Call) -> Value | None:
     if add_var is not None:
         rw.folded[add_var] = value
     return value
+
+
+MAX_ROW_SPAN = 32  # a dense conv whose window rows hold at most this many inputs (the stem: 3 x 3) reads them in place
+
+
+def _row_layout(rw: Rewriter, q: Quant, row_inputs: int, outputs: int) -> Any:
+    """The dot-product layout a dense conv over few channels can read its window rows in place with
+    (`kernels.conv_rows`), or None (no dot product for it, or rows too long: the window kernel then)."""
+    layout = layout_for(rw.cpu.dots, outputs)
+    if layout is None or row_inputs > MAX_ROW_SPAN or str(q.data.ty.dtype) != layout.activation:
+        return None
+    return layout
+
+
+def _conv_rows(rw: Rewriter, q: Quant, w: np.ndarray, offset: relax.Expr, scale: relax.Expr,
+               strides: list[int], pads: list[tuple[int, int]], out_w: int) -> relax.Expr:
+    """`kernels.conv_rows` of q's data viewed as rows of pixels, weights [O, C, kt, kh, kw] packed
+    (rt, rh, j) with each window row's kw·C inputs padded to the layout's group."""
+    out_c, channels, kt, kh, kw = w.shape
+    layout = _row_layout(rw, q, kw * channels, out_c)
+    span = -(-kw * channels // layout.group) * layout.group
+    matrix = np.zeros((kt, kh, span, out_c), np.int8)
+    matrix[:, :, : kw * channels] = w.transpose(2, 3, 4, 1, 0).reshape(kt, kh, kw * channels, out_c)
+    packed = relax.const(kernels.pack_dot(matrix.reshape(-1, out_c), layout.lanes, layout.group))
+    b, t, h, wd, c = _shape(q.data)
+    rows = rw.bb.emit(relax.op.reshape(q.data, [b, t, h, wd * c]))
+    tile = tiles.int8_tile(rw.cpu, out_w, out_c, layout.lanes)
+    return rw.emit_te(partial(kernels.conv_rows, channels=channels, window=(kt, kh, kw), strides=strides, pads=pads,
+                              tile=tile, fill=q.zero_point), rows, packed, offset, scale, name="conv_rows")
 
 
 def _pointwise_int8(rw: Rewriter, q: Quant, matrix: np.ndarray, offset: relax.Expr,

@@ -86,6 +86,38 @@ def pointwise_int8(x: te.Tensor, w: te.Tensor, offset: te.Tensor, scale: te.Tens
     return dequantized(_crop(total, wd), offset, scale)
 
 
+def conv_rows(rows: te.Tensor, w: te.Tensor, offset: te.Tensor, scale: te.Tensor, channels: int,
+              window: Sequence[int], strides: Sequence[int], pads: Pads, tile: Tile, fill: int) -> te.Tensor:
+    """A dense int8 convolution over few input channels (the stem's 3) as dot products read in place.
+
+    `rows` is the input [B, T, H, W·C] with each row's pixels flattened (channels last, so a window row's
+    kw·C inputs are consecutive); each window row is read J = kw·C rounded up to the dot product's group
+    at a time (the extra inputs, the next pixel's, meet zero weights). Weights in dot layout
+    [N / L, kt·kh·J / G, L, G], ordered (rt, rh, j). No im2col copy: the padded rows are copied once."""
+    b, t_in, h, flat = (int(d) for d in rows.shape)
+    wd = flat // channels
+    kt, kh, kw = window
+    lanes, group = int(w.shape[2]), int(w.shape[3])
+    n = int(w.shape[0]) * lanes
+    span = round_up(kw * channels, group)
+    st, sh, sw = strides
+    (t0, t1), (h0, h1), (w0, w1) = pads
+    out_w = _out_size(wd, kw, sw, pads[2])
+    out = (b, _out_size(t_in, kt, st, pads[0]), _out_size(h, kh, sh, pads[1]), round_up(out_w, tile.pixels), n)
+    length = round_up(max((out[3] - 1) * sw * channels + span, (wd + w0 + w1) * channels), 16)  # copied in vectors
+    padded = te.compute((b, t_in + t0 + t1, h + h0 + h1, length), lambda i, tt, y, q: tirx.if_then_else(
+        tirx.all(tt >= t0, tt < t_in + t0, y >= h0, y < h + h0, q >= w0 * channels, q < (wd + w0) * channels),
+        rows[i, tt - t0, y - h0, q - w0 * channels], tirx.const(fill, rows.dtype)), name=BLOCK_PAD)
+    rt, rh = te.reduce_axis((0, kt), "rt"), te.reduce_axis((0, kh), "rh")
+    jo, ji = te.reduce_axis((0, span // group), "jo"), te.reduce_axis((0, group), "ji")
+    steps = span // group
+    total = te.compute(out, lambda i, t, y, xx, c: te.sum(product(
+        padded[i, t * st + rt, y * sh + rh, xx * sw * channels + jo * group + ji],
+        w[c // lanes, (rt * kh + rh) * steps + jo, c % lanes, ji]), axis=[rt, rh, jo, ji]),
+        name=BLOCK_QGEMM, attrs=_tile_attrs(tile))
+    return dequantized(_crop(total, out_w), offset, scale)
+
+
 def dequantized(total: te.Tensor, offset: te.Tensor, scale: te.Tensor) -> te.Tensor:
     """total x scale[c] + offset[c] in float32 (c the last axis): one conversion and one multiply-add."""
     return te.compute(total.shape, lambda *i: total[i].astype("float32") * scale[i[-1]] + offset[i[-1]],
@@ -197,31 +229,53 @@ def _window_input(read: Reader, shape: Sequence[int], pads: Pads, dtype: str, co
 
 
 def depthwise(segments: Sequence[te.Tensor], w: te.Tensor, strides: Sequence[int], pads: Pads,
-              tile: Tile, fill: int = 0, dequant: Dequant | None = None) -> te.Tensor:
+              tile: Tile, fill: int = 0, dequant: Dequant | None = None,
+              window: tuple[int, int, int] | None = None) -> te.Tensor:
     """Depthwise (kt, kh, kw) convolution over [B, T, H, W, C] (the time-concatenation of `segments`),
     kernel [kt, kh, kw, C], padding with `fill`; rows computed in whole tiles of `tile.pixels`. int8
     inputs and weights (padded with the input's zero point) are summed in int32 and `dequant`
-    (offset, scale per channel) makes the float32 result."""
+    (offset, scale per channel) makes the float32 result. With `window`, the kernel comes as pairs of taps
+    ([P, 2, C], `pair_taps`) and int8 (signed) inputs: each pair's two products are summed in int16 (exact:
+    2 x 128 x 127 < 2^15) before widening, as widening multiply-accumulates take them (smull + smlal, then
+    saddw), half the widening work of one tap at a time."""
     b, _, h, wd, c = (int(d) for d in segments[0].shape)
     frames, read = frames_of(segments)
-    kt, kh, kw, _ = (int(d) for d in w.shape)
+    kt, kh, kw = window if window is not None else (int(d) for d in w.shape[:3])
     out_w = _out_size(wd, kw, strides[2], pads[2])
     out = (b, _out_size(frames, kt, strides[0], pads[0]), _out_size(h, kh, strides[1], pads[1]),
            round_up(out_w, tile.pixels), c)
     value = _window_input(read, (b, frames, h, wd, c), pads, segments[0].dtype, (out[3] - 1) * strides[2] + kw, fill)
-    rt, rh, rw = te.reduce_axis((0, kt), "rt"), te.reduce_axis((0, kh), "rh"), te.reduce_axis((0, kw), "rw")
     st, sh, sw = strides
     (t0, _), (h0, _), (w0, _) = pads
-    full = te.compute(
-        out,
-        lambda n, t, y, x, ch: te.sum(
-            product(value(n, t * st + rt - t0, y * sh + rh - h0, x * sw + rw - w0, ch), w[rt, rh, rw, ch]),
-            axis=[rt, rh, rw],
-        ),
-        name=BLOCK_DEPTHWISE,
-        attrs=_tile_attrs(tile),
-    )
+
+    def tap(n: Any, t: Any, y: Any, x: Any, ch: Any, rt: Any, rh: Any, rw: Any) -> Any:
+        return value(n, t * st + rt - t0, y * sh + rh - h0, x * sw + rw - w0, ch)
+
+    if window is None:
+        rt, rh, rw = te.reduce_axis((0, kt), "rt"), te.reduce_axis((0, kh), "rh"), te.reduce_axis((0, kw), "rw")
+        body = lambda n, t, y, x, ch: te.sum(product(tap(n, t, y, x, ch, rt, rh, rw), w[rt, rh, rw, ch]),  # noqa: E731
+                                              axis=[rt, rh, rw])
+    else:
+        taps = kt * kh * kw
+        r = te.reduce_axis((0, int(w.shape[0])), "rp")
+
+        def pair(n: Any, t: Any, y: Any, x: Any, ch: Any, j: int) -> Any:
+            k = tirx.min(r * 2 + j, taps - 1)  # an odd window's last pair repeats a tap, with weight 0
+            return (tap(n, t, y, x, ch, k // (kh * kw), k // kw % kh, k % kw).astype("int16")
+                    * w[r, j, ch].astype("int16"))
+
+        body = lambda n, t, y, x, ch: te.sum((pair(n, t, y, x, ch, 0) + pair(n, t, y, x, ch, 1)).astype("int32"),  # noqa: E731
+                                              axis=[r])
+    full = te.compute(out, body, name=BLOCK_DEPTHWISE, attrs=_tile_attrs(tile))
     return _crop(full, out_w) if dequant is None else dequantized(_crop(full, out_w), *dequant)
+
+
+def pair_taps(w: np.ndarray) -> np.ndarray:
+    """A depthwise kernel [kt, kh, kw, C] as pairs of taps [ceil(taps / 2), 2, C] (an odd count padded with 0)."""
+    flat = w.reshape(-1, w.shape[-1])
+    if flat.shape[0] % 2:
+        flat = np.concatenate([flat, np.zeros((1, flat.shape[1]), flat.dtype)])
+    return np.ascontiguousarray(flat.reshape(-1, 2, flat.shape[1]))
 
 
 def conv(x: te.Tensor, w: te.Tensor, strides: Sequence[int], pads: Pads, tile: Tile, fill: int = 0,

@@ -77,20 +77,24 @@ def matmul_tile(cpu: CPU, width: int, channels: int, depth: int | None = None) -
     return best[2]
 
 
-def window_tile(cpu: CPU, width: int, channels: int, window: tuple[int, int, int], stride: int) -> Tile:
+def window_tile(cpu: CPU, width: int, channels: int, window: tuple[int, int, int], stride: int,
+                bits: int = 32) -> Tile:
     """Tile of a depthwise window (kt, kh, kw) with spatial stride `stride`, over rows of `width`
-    pixels and `channels` channels (not padded: a vector width must divide them).
+    pixels and `channels` channels (not padded: a vector width must divide them). `bits`: the width of
+    the products a vector holds (16 for int8 pairs summed in int16, whose int32 accumulators then take
+    two registers a vector).
 
     Model, per window tap: pixels × vectors multiply-adds, the input loads of distinct columns (the
     unrolled window shares them between neighbouring pixels), one weight load per vector; the
     accumulators get at most half the registers."""
     _, _, kw = window
+    per_vector = 32 // bits  # accumulator registers of one vector of products
     best: tuple[float, int, Tile] | None = None
-    for lanes in cpu.vector_widths(channels) or [1]:
+    for lanes in cpu.vector_widths(channels, bits) or [1]:
         per_row = channels // lanes
         for vectors in (v for v in (1, 2, 4) if per_row % v == 0):
             for pixels in range(1, min(width, MAX_ROWS) + 1):
-                if pixels * vectors > cpu.registers // 2:
+                if pixels * vectors * per_vector > cpu.registers // 2:
                     break
                 columns = (pixels - 1) * stride + kw
                 loads = math.ceil(columns / kw) * vectors

@@ -16,7 +16,7 @@ from tvm import s_tir
 
 from mvcompile.backend.cpu.hardware import CPU
 from mvcompile.backend.cpu.intrinsics import layout_with
-from mvcompile.backend.cpu.kernels import BLOCK_QGEMM
+from mvcompile.backend.cpu.kernels import BLOCK_PAD, BLOCK_QGEMM
 from mvcompile.backend.cpu.schedules import common
 
 
@@ -27,8 +27,11 @@ class QuantizedPointwise(common.CPURule):
 
     def schedule(self, sch: s_tir.Schedule, cpu: CPU) -> None:
         anchor = common.find_anchor(sch, [BLOCK_QGEMM])
+        for block in common.blocks(sch):
+            if common.name(sch, block).startswith(BLOCK_PAD):
+                common.schedule_injective(sch, block, cpu)  # a padded copy of the input (conv_rows): once
         common.inline_producers(sch, anchor)
-        weights = next(r.source for r in sch.get(anchor).reads if len(r.source.shape) in (2, 4))
+        weights = sch.get(anchor).reads[-1].source  # the kernels multiply input x weight: the weights read last
         dot = len(weights.shape) == 4
         layout = None
         if dot:
@@ -36,7 +39,8 @@ class QuantizedPointwise(common.CPURule):
             layout = layout_with(cpu.dots, lanes, group)
             if layout is None:
                 raise common.Declined(f"no dot product of this CPU takes its weights' layout [{lanes}, {group}]")
-        b, t, h, w, n, k = sch.get_loops(anchor)
+        b, t, h, w, n, *reduction = sch.get_loops(anchor)
+        *outer_reduction, k = reduction  # conv_rows: the window rows (rt, rh) before the row's inputs
         tile = common.tile_of(sch, anchor)
         if tile is None:
             raise common.Declined("its block carries no tile")
@@ -49,11 +53,14 @@ class QuantizedPointwise(common.CPURule):
         no, ni = sch.split(n, [None, nv * vec])
         nio, nii = sch.split(ni, [None, vec])
         if dot:
-            ko, ki = sch.split(k, [None, layout.group])
-            sch.reorder(b, t, h, wo, no, ko, wi, nio, nii, ki)
+            ki = k if common.extent(sch, k) == layout.group else None
+            ko = outer_reduction.pop() if ki is not None else None
+            if ki is None:
+                ko, ki = sch.split(k, [None, layout.group])
+            sch.reorder(b, t, h, wo, no, *outer_reduction, ko, wi, nio, nii, ki)
         else:
             ko = k
-            sch.reorder(b, t, h, wo, no, ko, wi, nio, nii)
+            sch.reorder(b, t, h, wo, no, *outer_reduction, ko, wi, nio, nii)
         write_back, rest = common.accumulate_in_registers(sch, anchor)
         sch.reverse_compute_at(write_back, no)
         outer = sch.fuse(b, t, h)
@@ -63,7 +70,7 @@ class QuantizedPointwise(common.CPURule):
             sch.parallel(outer)
         if not dot and vec > 1:
             sch.vectorize(nii)  # before decompose_reduction, which leaves the update block non-compact
-        init = sch.decompose_reduction(anchor, ko)
+        init = sch.decompose_reduction(anchor, (outer_reduction or [ko])[0])
         common.vectorize_innermost(sch, init, cpu)
         if dot:
             sch.tensorize(nii, layout.name)
