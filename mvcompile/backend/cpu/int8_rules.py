@@ -11,10 +11,10 @@ dequantized int32 constant, and each int8 tensor is made by a `quantize`. Here:
   remembering the stored tensor (`Quant`), which the int8 kernels read instead;
 - `conv3d` of a dequantized activation by dequantized int8 weights → an int8 kernel (1x1x1: a matrix
   multiply in the target's dot-product layout; depthwise: a window kernel padded with the zero point;
-  the stem: a dense window kernel), its int32 sums turned into floats by one multiply-add per channel:
-  the scale (input scale x weight scale) and the offset (the int32 bias, folded from the `add` after the
-  conv, minus zero point x Σ weights, scaled); the activation and the next `quantize` fuse into the same
-  function, the quantize computing a hard swish or relu before it in one expression;
+  the stem: dot products over its window rows), its int32 sums starting from a per-channel correction
+  (the int32 bias, folded from the `add` after the conv, minus zero point x Σ weights) and turned into
+  floats by one multiply per channel (input scale x weight scale); the activation and the next
+  `quantize` fuse into the same function, the quantize computing a hard swish or relu in one expression;
 - `conv3d` of a float pooled vector by dequantized int8 weights (SE, classifier) → the packed
   matrix-vector kernel with int8 weights and a per-output scale;
 - `avg_pool3d` of a dequantized activation → the pooling kernel summing int8 in int32.
@@ -186,13 +186,11 @@ def _conv3d_int8(rw: Rewriter, call: relax.Call) -> Value | None:
     pads = [(p[0], p[3]), (p[1], p[4]), (p[2], p[5])]
     bias, add_var = _bias(rw, rw.current, out_c)
     wide = w.astype(np.int64)
-    scales = (np.float32(q.scale) * w_scale).astype(np.float32)
-    correction = bias - q.zero_point * wide.reshape(out_c, -1).sum(axis=1)  # bias minus the zero point's share
-    offset = relax.const((correction * scales.astype(np.float64)).astype(np.float32))
-    scale = relax.const(scales)
+    scale = relax.const((np.float32(q.scale) * w_scale).astype(np.float32))
+    correction = relax.const((bias - q.zero_point * wide.reshape(out_c, -1).sum(axis=1)).astype(np.int32))
     out_w = int(call.ty.shape[4])
     if groups == 1 and (kt, kh, kw) == (1, 1, 1) and strides == [1, 1, 1] and not any(p):
-        result = _pointwise_int8(rw, q, w[:, :, 0, 0, 0].T, offset, scale)
+        result = _pointwise_int8(rw, q, w[:, :, 0, 0, 0].T, correction, scale)
     elif groups == channels == out_c and in_per_group == 1:
         taps = np.ascontiguousarray(w[:, 0].transpose(1, 2, 3, 0))
         paired = str(q.data.ty.dtype) == "int8"  # u8 x s8 pairs could overflow int16
@@ -200,14 +198,14 @@ def _conv3d_int8(rw: Rewriter, call: relax.Call) -> Value | None:
         kernel = relax.const(kernels.pair_taps(taps) if paired else taps)
         result = rw.emit_te(partial(kernels.depthwise, strides=strides, pads=pads, tile=tile, fill=q.zero_point,
                                     window=(kt, kh, kw) if paired else None),
-                            q.segments or [q.data], kernel, dequant=(offset, scale), name="depthwise")
+                            q.segments or [q.data], kernel, dequant=(correction, scale), name="depthwise")
     elif groups == 1 and _row_layout(rw, q, kw * channels, out_c) is not None:
-        result = _conv_rows(rw, q, w, offset, scale, strides, pads, out_w)
+        result = _conv_rows(rw, q, w, correction, scale, strides, pads, out_w)
     elif groups == 1:
         kernel = relax.const(np.ascontiguousarray(w.transpose(2, 3, 4, 1, 0)))
         tile = tiles.matmul_tile(rw.cpu, out_w, out_c)
         result = rw.emit_te(partial(kernels.conv, strides=strides, pads=pads, tile=tile, fill=q.zero_point),
-                            q.data, kernel, dequant=(offset, scale), name="conv")
+                            q.data, kernel, dequant=(correction, scale), name="conv")
     else:
         return None
     value = Value(result, cl=True)
@@ -228,7 +226,7 @@ def _row_layout(rw: Rewriter, q: Quant, row_inputs: int, outputs: int) -> Any:
     return layout
 
 
-def _conv_rows(rw: Rewriter, q: Quant, w: np.ndarray, offset: relax.Expr, scale: relax.Expr,
+def _conv_rows(rw: Rewriter, q: Quant, w: np.ndarray, correction: relax.Expr, scale: relax.Expr,
                strides: list[int], pads: list[tuple[int, int]], out_w: int) -> relax.Expr:
     """`kernels.conv_rows` of q's data viewed as rows of pixels, weights [O, C, kt, kh, kw] packed
     (rt, rh, j) with each window row's kw·C inputs padded to the layout's group."""
@@ -242,10 +240,10 @@ def _conv_rows(rw: Rewriter, q: Quant, w: np.ndarray, offset: relax.Expr, scale:
     rows = rw.bb.emit(relax.op.reshape(q.data, [b, t, h, wd * c]))
     tile = tiles.int8_tile(rw.cpu, out_w, out_c, layout.lanes)
     return rw.emit_te(partial(kernels.conv_rows, channels=channels, window=(kt, kh, kw), strides=strides, pads=pads,
-                              tile=tile, fill=q.zero_point), rows, packed, offset, scale, name="conv_rows")
+                              tile=tile, fill=q.zero_point), rows, packed, correction, scale, name="conv_rows")
 
 
-def _pointwise_int8(rw: Rewriter, q: Quant, matrix: np.ndarray, offset: relax.Expr,
+def _pointwise_int8(rw: Rewriter, q: Quant, matrix: np.ndarray, correction: relax.Expr,
                     scale: relax.Expr) -> relax.Expr:
     """[K, N] int8 weights: in the dot-product layout of the CPU when K and N fit it, else plain."""
     k, n = matrix.shape
@@ -257,7 +255,7 @@ def _pointwise_int8(rw: Rewriter, q: Quant, matrix: np.ndarray, offset: relax.Ex
     else:
         tile = tiles.matmul_tile(rw.cpu, width, n)
         weights = relax.const(np.ascontiguousarray(matrix))
-    return rw.emit_te(partial(kernels.pointwise_int8, tile=tile), q.data, weights, offset, scale, name="qgemm")
+    return rw.emit_te(partial(kernels.pointwise_int8, tile=tile), q.data, weights, correction, scale, name="qgemm")
 
 
 def _gemv_int8_weights(rw: Rewriter, call: relax.Call, src: Value, w: np.ndarray, w_scale: np.ndarray) -> Value | None:

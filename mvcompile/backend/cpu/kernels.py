@@ -21,7 +21,7 @@ from mvcompile.backend.cpu.tiles import Tile, round_up
 
 BLOCK_GEMM = "mv_gemm"
 BLOCK_QGEMM = "mv_qgemm"  # an int8 matrix multiply in dot-product layout (int32 accumulators)
-BLOCK_DEQUANT = "mv_dequant"  # int32 sums x per-channel scale + per-channel offset: float32
+BLOCK_DEQUANT = "mv_dequant"  # int32 sums x per-channel scale: float32
 BLOCK_GEMV = "mv_gemv"
 BLOCK_CONV = "mv_conv"
 BLOCK_DEPTHWISE = "mv_dwconv"
@@ -31,7 +31,7 @@ BLOCK_PAD = "mv_pad"
 BLOCK_CROP = "mv_crop"
 
 Pads = Sequence[tuple[int, int]]
-Dequant = tuple[te.Tensor, te.Tensor]  # per output channel: float32 offset, float32 scale
+Dequant = tuple[te.Tensor, te.Tensor]  # per output channel: int32 correction (the sums' start), float32 scale
 Reader = Callable[..., Any]
 TILE_ATTR = "mvcompile.tile"  # block annotation: the register tile (pixels, vectors, lanes) the output was shaped for
 
@@ -62,12 +62,12 @@ def pointwise(x: te.Tensor, w: te.Tensor, tile: Tile) -> te.Tensor:
     return _crop(full, wd)
 
 
-def pointwise_int8(x: te.Tensor, w: te.Tensor, offset: te.Tensor, scale: te.Tensor, tile: Tile) -> te.Tensor:
+def pointwise_int8(x: te.Tensor, w: te.Tensor, correction: te.Tensor, scale: te.Tensor, tile: Tile) -> te.Tensor:
     """An int8 1x1x1 convolution, [B, T, H, W, K] (int8 or uint8) x weights, either in a dot product's
     layout [N / L, K / G, L, G] (`pack_dot`: G consecutive inputs of L consecutive outputs together, as
-    one instruction takes them) or plain [K, N]; summed in int32, then sum x scale[n] + offset[n] in
-    float32 (the scale is input scale x weight scale, the offset the bias less the input zero point's
-    share of the sum, scaled)."""
+    one instruction takes them) or plain [K, N]; summed in int32 from correction[n] (the bias less the
+    input zero point's share of the sum: the accumulators start there, so the epilogue adds nothing),
+    then times scale[n] (input scale x weight scale) in float32."""
     b, t, h, wd, k = (int(d) for d in x.shape)
     if len(w.shape) == 4:
         lanes, group = int(w.shape[2]), int(w.shape[3])
@@ -81,12 +81,12 @@ def pointwise_int8(x: te.Tensor, w: te.Tensor, offset: te.Tensor, scale: te.Tens
     last = wd - 1
     col = (lambda xx: tirx.min(xx, last)) if width > wd else (lambda xx: xx)
     total = te.compute((b, t, h, width, n), lambda i, j, y, xx, c: te.sum(
-        product(x[i, j, y, col(xx), r], weight(r, c)), axis=r), name=BLOCK_QGEMM,
+        product(x[i, j, y, col(xx), r], weight(r, c)), axis=r, init=correction[c]), name=BLOCK_QGEMM,
         attrs=_tile_attrs(tile))
-    return dequantized(_crop(total, wd), offset, scale)
+    return dequantized(_crop(total, wd), scale)
 
 
-def conv_rows(rows: te.Tensor, w: te.Tensor, offset: te.Tensor, scale: te.Tensor, channels: int,
+def conv_rows(rows: te.Tensor, w: te.Tensor, correction: te.Tensor, scale: te.Tensor, channels: int,
               window: Sequence[int], strides: Sequence[int], pads: Pads, tile: Tile, fill: int) -> te.Tensor:
     """A dense int8 convolution over few input channels (the stem's 3) as dot products read in place.
 
@@ -113,15 +113,14 @@ def conv_rows(rows: te.Tensor, w: te.Tensor, offset: te.Tensor, scale: te.Tensor
     steps = span // group
     total = te.compute(out, lambda i, t, y, xx, c: te.sum(product(
         padded[i, t * st + rt, y * sh + rh, xx * sw * channels + jo * group + ji],
-        w[c // lanes, (rt * kh + rh) * steps + jo, c % lanes, ji]), axis=[rt, rh, jo, ji]),
+        w[c // lanes, (rt * kh + rh) * steps + jo, c % lanes, ji]), axis=[rt, rh, jo, ji], init=correction[c]),
         name=BLOCK_QGEMM, attrs=_tile_attrs(tile))
-    return dequantized(_crop(total, out_w), offset, scale)
+    return dequantized(_crop(total, out_w), scale)
 
 
-def dequantized(total: te.Tensor, offset: te.Tensor, scale: te.Tensor) -> te.Tensor:
-    """total x scale[c] + offset[c] in float32 (c the last axis): one conversion and one multiply-add."""
-    return te.compute(total.shape, lambda *i: total[i].astype("float32") * scale[i[-1]] + offset[i[-1]],
-                      name=BLOCK_DEQUANT)
+def dequantized(total: te.Tensor, scale: te.Tensor) -> te.Tensor:
+    """total x scale[c] in float32 (c the last axis): one conversion and one multiply."""
+    return te.compute(total.shape, lambda *i: total[i].astype("float32") * scale[i[-1]], name=BLOCK_DEQUANT)
 
 
 def pack_dot(w: np.ndarray, lanes: int, group: int) -> np.ndarray:
@@ -132,14 +131,15 @@ def pack_dot(w: np.ndarray, lanes: int, group: int) -> np.ndarray:
 
 def requantize(value: Any, inv_scale: float, zero_point: int, dtype: str) -> Any:
     """value / scale + zero_point, rounded half to even (as ONNX QuantizeLinear) and saturated to `dtype`
-    (int8 or uint8). Written so LLVM emits few instructions: one multiply-add by the reciprocal scale, the
+    (int8 or uint8). Written so LLVM emits few instructions: one multiply by the reciprocal scale, the
     rounding of the current mode (`llvm.rint`: nearest-even unless changed; vcvtps2dq / frintx), a float
-    clamp, and an int32 conversion narrowed in one step (vpmovdb; tbl)."""
+    clamp to the range less the zero point, an int32 conversion narrowed in one step (vpmovdb; tbl), and
+    the zero point added to the 8-bit result (wrapping arithmetic: exact, the sum is in range)."""
     lo, hi = (-128.0, 127.0) if dtype == "int8" else (0.0, 255.0)
-    shifted = value * tirx.const(inv_scale, "float32") + tirx.const(float(zero_point), "float32")
-    rounded = tirx.call_llvm_pure_intrin("float32", "llvm.rint", shifted)
-    clamped = tirx.max(tirx.min(rounded, tirx.const(hi, "float32")), tirx.const(lo, "float32"))
-    return clamped.astype("int32").astype(dtype)
+    rounded = tirx.call_llvm_pure_intrin("float32", "llvm.rint", value * tirx.const(inv_scale, "float32"))
+    clamped = tirx.max(tirx.min(rounded, tirx.const(hi - zero_point, "float32")),
+                       tirx.const(lo - zero_point, "float32"))
+    return clamped.astype("int32").astype(dtype) + tirx.const(zero_point % 256 if dtype == "uint8" else zero_point, dtype)
 
 
 def quantize(x: te.Tensor, inv_scale: float, zero_point: int, dtype: str,
@@ -148,9 +148,9 @@ def quantize(x: te.Tensor, inv_scale: float, zero_point: int, dtype: str,
     (x · clamp(x + 3, 0, 6) / 6, the 1/6 folded into the scale) or "relu"."""
     def value(*i: Any) -> Any:
         v = x[i]
-        if activation == "hard_swish":
-            three, six, zero = (tirx.const(c, "float32") for c in (3.0, 6.0, 0.0))
-            return v * tirx.min(tirx.max(v + three, zero), six)
+        if activation == "hard_swish":  # x · relu6(x + 3) = x · clamp(x, -3, 3) + 3x: no constant to add
+            three = tirx.const(3.0, "float32")
+            return v * tirx.min(tirx.max(v, -three), three) + v * three
         if activation == "relu":
             return tirx.max(v, tirx.const(0.0, "float32"))
         return v
@@ -233,8 +233,8 @@ def depthwise(segments: Sequence[te.Tensor], w: te.Tensor, strides: Sequence[int
               window: tuple[int, int, int] | None = None) -> te.Tensor:
     """Depthwise (kt, kh, kw) convolution over [B, T, H, W, C] (the time-concatenation of `segments`),
     kernel [kt, kh, kw, C], padding with `fill`; rows computed in whole tiles of `tile.pixels`. int8
-    inputs and weights (padded with the input's zero point) are summed in int32 and `dequant`
-    (offset, scale per channel) makes the float32 result. With `window`, the kernel comes as pairs of taps
+    inputs and weights (padded with the input's zero point) are summed in int32 from `dequant`'s
+    correction, then times its scale (per channel) in float32. With `window`, the kernel comes as pairs of taps
     ([P, 2, C], `pair_taps`) and int8 (signed) inputs: each pair's two products are summed in int16 (exact:
     2 x 128 x 127 < 2^15) before widening, as widening multiply-accumulates take them (smull + smlal, then
     saddw), half the widening work of one tap at a time."""
@@ -251,10 +251,12 @@ def depthwise(segments: Sequence[te.Tensor], w: te.Tensor, strides: Sequence[int
     def tap(n: Any, t: Any, y: Any, x: Any, ch: Any, rt: Any, rh: Any, rw: Any) -> Any:
         return value(n, t * st + rt - t0, y * sh + rh - h0, x * sw + rw - w0, ch)
 
+    start = (lambda ch: dequant[0][ch]) if dequant is not None else (lambda ch: None)  # noqa: E731
+
     if window is None:
         rt, rh, rw = te.reduce_axis((0, kt), "rt"), te.reduce_axis((0, kh), "rh"), te.reduce_axis((0, kw), "rw")
         body = lambda n, t, y, x, ch: te.sum(product(tap(n, t, y, x, ch, rt, rh, rw), w[rt, rh, rw, ch]),  # noqa: E731
-                                              axis=[rt, rh, rw])
+                                              axis=[rt, rh, rw], init=start(ch))
     else:
         taps = kt * kh * kw
         r = te.reduce_axis((0, int(w.shape[0])), "rp")
@@ -265,9 +267,9 @@ def depthwise(segments: Sequence[te.Tensor], w: te.Tensor, strides: Sequence[int
                     * w[r, j, ch].astype("int16"))
 
         body = lambda n, t, y, x, ch: te.sum((pair(n, t, y, x, ch, 0) + pair(n, t, y, x, ch, 1)).astype("int32"),  # noqa: E731
-                                              axis=[r])
+                                              axis=[r], init=start(ch))
     full = te.compute(out, body, name=BLOCK_DEPTHWISE, attrs=_tile_attrs(tile))
-    return _crop(full, out_w) if dequant is None else dequantized(_crop(full, out_w), *dequant)
+    return _crop(full, out_w) if dequant is None else dequantized(_crop(full, out_w), dequant[1])
 
 
 def pair_taps(w: np.ndarray) -> np.ndarray:
@@ -296,12 +298,12 @@ def conv(x: te.Tensor, w: te.Tensor, strides: Sequence[int], pads: Pads, tile: T
         out,
         lambda n, t, y, xx, o: te.sum(
             product(value(n, t * st + rt - t0, y * sh + rh - h0, xx * sw + rw - w0, rc), w[rt, rh, rw, rc, o]),
-            axis=[rt, rh, rw, rc],
+            axis=[rt, rh, rw, rc], init=dequant[0][o] if dequant is not None else None,
         ),
         name=BLOCK_CONV,
         attrs=_tile_attrs(tile),
     )
-    return _crop(full, out_w) if dequant is None else dequantized(_crop(full, out_w), *dequant)
+    return _crop(full, out_w) if dequant is None else dequantized(_crop(full, out_w), dequant[1])
 
 
 def avg_pool(x: te.Tensor, inv_count: te.Tensor, kernel: Sequence[int], strides: Sequence[int],
