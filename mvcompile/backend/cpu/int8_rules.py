@@ -33,7 +33,8 @@ from tvm.ir.expr import Constant
 from mvcompile.backend.cpu import kernels, tiles
 from mvcompile.backend.cpu.channels_last import (GEMV_ROWS, RULES, Quant, Rewriter, Rule, Value, _avg_pool3d,
                                                  _conv3d, _inverse_counts, _is_cl, _shape, _unbroadcast)
-from mvcompile.backend.cpu.intrinsics import layout_for
+from mvcompile.backend.cpu.hardware import Dot
+from mvcompile.backend.cpu.intrinsics import WIDENING_GROUP, layout_for
 
 INT8_ZERO_SHIFT = 128  # int8 value v is stored as uint8 v + 128
 
@@ -252,6 +253,10 @@ def _pointwise_int8(rw: Rewriter, q: Quant, matrix: np.ndarray, correction: rela
     if layout is not None and str(q.data.ty.dtype) == layout.activation:
         tile = tiles.int8_tile(rw.cpu, width, n, layout.lanes)
         weights = relax.const(kernels.pack_dot(matrix, layout.lanes, layout.group))
+    elif Dot.NEON_WIDENING in rw.cpu.dots and k % WIDENING_GROUP == 0 and str(q.data.ty.dtype) == "int8":
+        tile = tiles.partials_tile(rw.cpu, width, n)
+        return rw.emit_te(partial(kernels.pointwise_int8_partials, tile=tile), q.data,
+                          relax.const(np.ascontiguousarray(matrix.T)), correction, scale, name="qgemm")
     else:
         tile = tiles.matmul_tile(rw.cpu, width, n)
         weights = relax.const(np.ascontiguousarray(matrix))

@@ -139,6 +139,48 @@ def _sdot(a: T.handle, b: T.handle, c: T.handle) -> None:
             dtype="int32x4")
 
 
+WIDENING_GROUP = 8  # inputs one widening multiply takes (smull: 8 int8 x 8 int8 -> 8 int16)
+WIDENING_PARTIALS = 4  # int32 partial sums per output it accumulates into (sadalp: adjacent int16 pairs)
+WIDENING = "mvcompile.dot_neon_widening"
+
+
+@T.prim_func(s_tir=True)
+def _widening_desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+    A = T.match_buffer(a, (8,), "int8", offset_factor=1)
+    B = T.match_buffer(b, (8,), "int8", offset_factor=1)
+    C = T.match_buffer(c, (4,), "int32", offset_factor=1, scope="local")
+    with T.sblock("root"):
+        T.reads(C[0:4], A[0:8], B[0:8])
+        T.writes(C[0:4])
+        for j, q in T.grid(4, 2):
+            with T.sblock("update"):
+                vj, vq = T.axis.remap("SR", [j, q])
+                C[vj] = C[vj] + T.Cast("int32", T.Cast("int16", A[vj * 2 + vq]) * T.Cast("int16", B[vj * 2 + vq]))
+
+
+@T.prim_func(s_tir=True)
+def _widening(a: T.handle, b: T.handle, c: T.handle) -> None:
+    """smull (8 int16 products of one output's 8 inputs) then sadalp (adjacent pairs added into its 4 int32
+    partial sums): the no-dotprod CPUs' (Cortex-A72's) int8 dot product, 2 instructions per 8 products."""
+    A = T.match_buffer(a, (8,), "int8", offset_factor=1)
+    B = T.match_buffer(b, (8,), "int8", offset_factor=1)
+    C = T.match_buffer(c, (4,), "int32", offset_factor=1, scope="local")
+    with T.sblock("root"):
+        T.reads(C[0:4], A[0:8], B[0:8])
+        T.writes(C[0:4])
+        C[T.ramp(T.int32(0), 1, 4)] = C.vload([0], dtype="int32x4") + T.call_llvm_pure_intrin(
+            "int32x4", "llvm.aarch64.neon.saddlp.v4i32.v8i16",
+            T.call_llvm_pure_intrin("int16x8", "llvm.aarch64.neon.smull.v8i16",
+                                    A.vload([0], dtype="int8x8"), B.vload([0], dtype="int8x8")))
+
+
+@cache
+def widening() -> str:
+    """Register the widening intrinsic once (CPUs with `Dot.NEON_WIDENING` and no dot product); its name."""
+    TensorIntrin.register(WIDENING, _widening_desc, _widening)
+    return WIDENING
+
+
 @cache
 def register(dot: Dot) -> str:
     """Register `dot`'s intrinsic with TVM once; returns its name."""

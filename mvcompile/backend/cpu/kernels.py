@@ -21,6 +21,8 @@ from mvcompile.backend.cpu.tiles import Tile, round_up
 
 BLOCK_GEMM = "mv_gemm"
 BLOCK_QGEMM = "mv_qgemm"  # an int8 matrix multiply in dot-product layout (int32 accumulators)
+BLOCK_QPARTIALS = "mv_qpartials"  # an int8 matrix multiply into partial sums, 4 per output (widening NEON)
+BLOCK_QSUM = "mv_qsum"  # the partial sums of one output added up
 BLOCK_DEQUANT = "mv_dequant"  # int32 sums x per-channel scale: float32
 BLOCK_GEMV = "mv_gemv"
 BLOCK_CONV = "mv_conv"
@@ -83,6 +85,26 @@ def pointwise_int8(x: te.Tensor, w: te.Tensor, correction: te.Tensor, scale: te.
     total = te.compute((b, t, h, width, n), lambda i, j, y, xx, c: te.sum(
         product(x[i, j, y, col(xx), r], weight(r, c)), axis=r, init=correction[c]), name=BLOCK_QGEMM,
         attrs=_tile_attrs(tile))
+    return dequantized(_crop(total, wd), scale)
+
+
+def pointwise_int8_partials(x: te.Tensor, w: te.Tensor, correction: te.Tensor, scale: te.Tensor,
+                            tile: Tile) -> te.Tensor:
+    """An int8 1x1x1 convolution for CPUs without a dot product: weights [N, K] (K a multiple of 8), each
+    output accumulated as 4 int32 partial sums of int16 products (partial j holds inputs 8b + 2j and
+    8b + 2j + 1 of every block b of 8: smull then sadalp, `intrinsics.widening`), then the partials added
+    from correction[n] and scaled as `pointwise_int8`."""
+    b, t, h, wd, k = (int(d) for d in x.shape)
+    n = int(w.shape[0])
+    width = round_up(wd, tile.pixels)
+    kb, q = te.reduce_axis((0, k // 8), "kb"), te.reduce_axis((0, 2), "q")
+    col = (lambda xx: tirx.min(xx, wd - 1)) if width > wd else (lambda xx: xx)
+    partial = te.compute((b, t, h, width, n, 4), lambda i, j, y, xx, c, l: te.sum(
+        product(x[i, j, y, col(xx), kb * 8 + l * 2 + q], w[c, kb * 8 + l * 2 + q]), axis=[kb, q]),
+        name=BLOCK_QPARTIALS, attrs=_tile_attrs(tile))
+    total = te.compute((b, t, h, width, n), lambda i, j, y, xx, c: correction[c] + partial[i, j, y, xx, c, 0]
+                       + partial[i, j, y, xx, c, 1] + partial[i, j, y, xx, c, 2] + partial[i, j, y, xx, c, 3],
+                       name=BLOCK_QSUM)
     return dequantized(_crop(total, wd), scale)
 
 

@@ -157,3 +157,24 @@ def int8_tile(cpu: CPU, width: int, channels: int, lanes: int) -> Tile:
                 best = key
     assert best is not None
     return best[2]
+
+
+def partials_tile(cpu: CPU, width: int, channels: int) -> Tile:
+    """Tile of an int8 1x1 convolution summed in partials (`kernels.pointwise_int8_partials`: one register
+    of 4 partial sums per output) over rows of `width` pixels: `pixels` × `vectors` outputs (lanes 1).
+
+    Model, per block of 8 inputs: pixels × channels widening multiply-accumulates (2 instructions each), one
+    load per pixel and per channel; the accumulators and those loads must fit the registers."""
+    best: tuple[float, int, Tile] | None = None
+    for outputs in (v for v in range(1, 17) if channels % v == 0):
+        for pixels in range(1, min(width, MAX_ROWS) + 1):
+            if pixels * outputs + outputs + pixels > cpu.registers:
+                break
+            step = 2 * pixels * outputs + outputs + pixels + LOOP_OVERHEAD
+            useful = pixels * outputs
+            cost = step / useful * (round_up(width, pixels) / width)
+            key = (cost, -useful, Tile(pixels, outputs, 1))
+            if best is None or key[:2] < best[:2]:
+                best = key
+    assert best is not None
+    return best[2]

@@ -15,8 +15,8 @@ from __future__ import annotations
 from tvm import s_tir
 
 from mvcompile.backend.cpu.hardware import CPU
-from mvcompile.backend.cpu.intrinsics import layout_with
-from mvcompile.backend.cpu.kernels import BLOCK_PAD, BLOCK_QGEMM
+from mvcompile.backend.cpu.intrinsics import layout_with, widening
+from mvcompile.backend.cpu.kernels import BLOCK_PAD, BLOCK_QGEMM, BLOCK_QPARTIALS
 from mvcompile.backend.cpu.schedules import common
 
 
@@ -91,3 +91,50 @@ def store_whole_tile(sch: s_tir.Schedule, write_back: s_tir.SBlockRV, tile: s_ti
             cached = sch.cache_read(write_back, index, "local")
             sch.compute_at(cached, tile)
             sch.vectorize(sch.get_loops(cached)[-1])
+
+
+class PartialsPointwise(common.CPURule):
+    """`mv_qpartials` blocks (no dot product: NEON widening multiply-accumulates into 4 partial sums per
+    output): each tile's partials accumulate in registers, are added up, dequantized, and the epilogue is
+    folded into that sum."""
+
+    name = "int8-pointwise"
+
+    def schedule(self, sch: s_tir.Schedule, cpu: CPU) -> None:
+        anchor = common.find_anchor(sch, [BLOCK_QPARTIALS])
+        common.inline_producers(sch, anchor)
+        *_, w, n, _, kb, _ = sch.get_loops(anchor)
+        tile = common.tile_of(sch, anchor)
+        if tile is None:
+            raise common.Declined("its block carries no tile")
+        mr, nr = tile.pixels, tile.vectors
+        if common.extent(sch, w) % mr or common.extent(sch, n) % nr:
+            raise common.Declined(f"its tile {tile} does not divide {common.extent(sch, w)} pixels x "
+                                  f"{common.extent(sch, n)} channels")
+        work = common.block_work(sch, anchor)
+        extents = {"pixel": mr, "channel": nr, "lane": 4, "blocks": common.extent(sch, kb), "pair": 2}
+        accumulators = sch.cache_write(anchor, 0, "local")
+        total = sch.get_consumers(accumulators)[0]
+        sch.compute_inline(accumulators)  # the sum of the partials reads the accumulators directly
+        b, t, h, w, n = sch.get_loops(total)
+        wo, wi = sch.split(w, [None, mr])
+        no, ni = sch.split(n, [None, nr])
+        sch.reorder(b, t, h, wo, no, wi, ni)
+        sch.compute_at(anchor, no)  # the tile's partials, accumulated in registers, then summed
+        loops = dict(zip([k for k, e in extents.items() if e > 1], sch.get_loops(anchor)[5:]))  # unit loops vanish
+        sch.reorder(*(loops[k] for k in ("blocks", "pixel", "channel", "lane", "pair") if k in loops))
+        rest = common.inline_consumers(sch, total)
+        outer = sch.fuse(b, t, h)
+        if common.extent(sch, outer) * common.extent(sch, wo) == 1:
+            outer = no
+        if common.worth_parallel(cpu, work, common.extent(sch, outer)):
+            sch.parallel(outer)
+        init = sch.decompose_reduction(anchor, next(loops[k] for k in ("blocks", "pixel", "channel", "lane")
+                                                    if k in loops))
+        sch.vectorize(sch.get_loops(init)[-1])
+        sch.tensorize(loops["lane"], widening())
+        for k in ("channel", "pixel"):
+            if k in loops:
+                sch.unroll(loops[k])
+        sch.vectorize(sch.get_loops(total)[-1])
+        common.finish_rest(sch, rest, cpu)
