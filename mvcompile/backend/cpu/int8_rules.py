@@ -215,6 +215,7 @@ def _conv3d_int8(rw: Rewriter, call: relax.Call) -> Value | None:
     return value
 
 
+MIN_PARTIALS_DEPTH = 24  # fewer inputs: summing 4 partials per output costs more than one widening multiply per input
 MAX_ROW_SPAN = 32  # a dense conv whose window rows hold at most this many inputs (the stem: 3 x 3) reads them in place
 
 
@@ -253,7 +254,8 @@ def _pointwise_int8(rw: Rewriter, q: Quant, matrix: np.ndarray, correction: rela
     if layout is not None and str(q.data.ty.dtype) == layout.activation:
         tile = tiles.int8_tile(rw.cpu, width, n, layout.lanes)
         weights = relax.const(kernels.pack_dot(matrix, layout.lanes, layout.group))
-    elif Dot.NEON_WIDENING in rw.cpu.dots and k % WIDENING_GROUP == 0 and str(q.data.ty.dtype) == "int8":
+    elif Dot.NEON_WIDENING in rw.cpu.dots and k % WIDENING_GROUP == 0 and k >= MIN_PARTIALS_DEPTH \
+            and str(q.data.ty.dtype) == "int8":
         tile = tiles.partials_tile(rw.cpu, width, n)
         return rw.emit_te(partial(kernels.pointwise_int8_partials, tile=tile), q.data,
                           relax.const(np.ascontiguousarray(matrix.T)), correction, scale, name="qgemm")
