@@ -11,9 +11,9 @@ dequantized int32 constant, and each int8 tensor is made by a `quantize`. Here:
   remembering the stored tensor (`Quant`), which the int8 kernels read instead;
 - `conv3d` of a dequantized activation by dequantized int8 weights → an int8 kernel (1x1x1: a matrix
   multiply in the target's dot-product layout; depthwise: a window kernel padded with the zero point;
-  the stem: dot products over its window rows), its int32 sums starting from a per-channel correction
-  (the int32 bias, folded from the `add` after the conv, minus zero point x Σ weights) and turned into
-  floats by one multiply per channel (input scale x weight scale); the activation and the next
+  the stem: dot products over its window rows), its int32 sums plus a per-channel correction (the int32
+  bias, folded from the `add` after the conv, minus zero point x Σ weights) turned into floats by one
+  multiply per channel (input scale x weight scale); the activation and the next
   `quantize` fuse into the same function, the quantize computing a hard swish or relu in one expression;
 - `conv3d` of a float pooled vector by dequantized int8 weights (SE, classifier) → the packed
   matrix-vector kernel with int8 weights and a per-output scale;

@@ -23,7 +23,7 @@ BLOCK_GEMM = "mv_gemm"
 BLOCK_QGEMM = "mv_qgemm"  # an int8 matrix multiply in dot-product layout (int32 accumulators)
 BLOCK_QPARTIALS = "mv_qpartials"  # an int8 matrix multiply into partial sums, 4 per output (widening NEON)
 BLOCK_QSUM = "mv_qsum"  # the partial sums of one output added up
-BLOCK_DEQUANT = "mv_dequant"  # int32 sums x per-channel scale: float32
+BLOCK_DEQUANT = "mv_dequant"  # (int32 sums + per-channel correction) x per-channel scale: float32
 BLOCK_GEMV = "mv_gemv"
 BLOCK_CONV = "mv_conv"
 BLOCK_DEPTHWISE = "mv_dwconv"
@@ -33,7 +33,7 @@ BLOCK_PAD = "mv_pad"
 BLOCK_CROP = "mv_crop"
 
 Pads = Sequence[tuple[int, int]]
-Dequant = tuple[te.Tensor, te.Tensor]  # per output channel: int32 correction (the sums' start), float32 scale
+Dequant = tuple[te.Tensor, te.Tensor]  # per output channel: int32 correction, float32 scale
 Reader = Callable[..., Any]
 TILE_ATTR = "mvcompile.tile"  # block annotation: the register tile (pixels, vectors, lanes) the output was shaped for
 
@@ -67,9 +67,8 @@ def pointwise(x: te.Tensor, w: te.Tensor, tile: Tile) -> te.Tensor:
 def pointwise_int8(x: te.Tensor, w: te.Tensor, correction: te.Tensor, scale: te.Tensor, tile: Tile) -> te.Tensor:
     """An int8 1x1x1 convolution, [B, T, H, W, K] (int8 or uint8) x weights, either in a dot product's
     layout [N / L, K / G, L, G] (`pack_dot`: G consecutive inputs of L consecutive outputs together, as
-    one instruction takes them) or plain [K, N]; summed in int32 from correction[n] (the bias less the
-    input zero point's share of the sum: the accumulators start there, so the epilogue adds nothing),
-    then times scale[n] (input scale x weight scale) in float32."""
+    one instruction takes them) or plain [K, N]; summed in int32, plus correction[n] (the bias less the
+    input zero point's share of the sum), times scale[n] (input scale x weight scale) in float32."""
     b, t, h, wd, k = (int(d) for d in x.shape)
     if len(w.shape) == 4:
         lanes, group = int(w.shape[2]), int(w.shape[3])
@@ -83,9 +82,9 @@ def pointwise_int8(x: te.Tensor, w: te.Tensor, correction: te.Tensor, scale: te.
     last = wd - 1
     col = (lambda xx: tirx.min(xx, last)) if width > wd else (lambda xx: xx)
     total = te.compute((b, t, h, width, n), lambda i, j, y, xx, c: te.sum(
-        product(x[i, j, y, col(xx), r], weight(r, c)), axis=r, init=correction[c]), name=BLOCK_QGEMM,
+        product(x[i, j, y, col(xx), r], weight(r, c)), axis=r), name=BLOCK_QGEMM,
         attrs=_tile_attrs(tile))
-    return dequantized(_crop(total, wd), scale)
+    return dequantized(_crop(total, wd), correction, scale)
 
 
 def pointwise_int8_partials(x: te.Tensor, w: te.Tensor, correction: te.Tensor, scale: te.Tensor,
@@ -93,7 +92,7 @@ def pointwise_int8_partials(x: te.Tensor, w: te.Tensor, correction: te.Tensor, s
     """An int8 1x1x1 convolution for CPUs without a dot product: weights [N, K] (K a multiple of 8), each
     output accumulated as 4 int32 partial sums of int16 products (partial j holds inputs 8b + 2j and
     8b + 2j + 1 of every block b of 8: smull then sadalp, `intrinsics.widening`), then the partials added
-    from correction[n] and scaled as `pointwise_int8`."""
+    up, corrected and scaled as `pointwise_int8`."""
     b, t, h, wd, k = (int(d) for d in x.shape)
     n = int(w.shape[0])
     width = round_up(wd, tile.pixels)
@@ -105,7 +104,7 @@ def pointwise_int8_partials(x: te.Tensor, w: te.Tensor, correction: te.Tensor, s
     total = te.compute((b, t, h, width, n), lambda i, j, y, xx, c: correction[c] + partial[i, j, y, xx, c, 0]
                        + partial[i, j, y, xx, c, 1] + partial[i, j, y, xx, c, 2] + partial[i, j, y, xx, c, 3],
                        name=BLOCK_QSUM)
-    return dequantized(_crop(total, wd), scale)
+    return dequantized(_crop(total, wd), correction, scale)
 
 
 def conv_rows(rows: te.Tensor, w: te.Tensor, correction: te.Tensor, scale: te.Tensor, channels: int,
@@ -135,14 +134,16 @@ def conv_rows(rows: te.Tensor, w: te.Tensor, correction: te.Tensor, scale: te.Te
     steps = span // group
     total = te.compute(out, lambda i, t, y, xx, c: te.sum(product(
         padded[i, t * st + rt, y * sh + rh, xx * sw * channels + jo * group + ji],
-        w[c // lanes, (rt * kh + rh) * steps + jo, c % lanes, ji]), axis=[rt, rh, jo, ji], init=correction[c]),
+        w[c // lanes, (rt * kh + rh) * steps + jo, c % lanes, ji]), axis=[rt, rh, jo, ji]),
         name=BLOCK_QGEMM, attrs=_tile_attrs(tile))
-    return dequantized(_crop(total, out_w), scale)
+    return dequantized(_crop(total, out_w), correction, scale)
 
 
-def dequantized(total: te.Tensor, scale: te.Tensor) -> te.Tensor:
-    """total x scale[c] in float32 (c the last axis): one conversion and one multiply."""
-    return te.compute(total.shape, lambda *i: total[i].astype("float32") * scale[i[-1]], name=BLOCK_DEQUANT)
+def dequantized(total: te.Tensor, correction: te.Tensor, scale: te.Tensor) -> te.Tensor:
+    """(total + correction[c]) x scale[c] in float32 (c the last axis). (The correction cannot be the
+    sums' start: TE's reductions ignore `init`.)"""
+    return te.compute(total.shape, lambda *i: (total[i] + correction[i[-1]]).astype("float32") * scale[i[-1]],
+                      name=BLOCK_DEQUANT)
 
 
 def pack_dot(w: np.ndarray, lanes: int, group: int) -> np.ndarray:
@@ -161,7 +162,9 @@ def requantize(value: Any, inv_scale: float, zero_point: int, dtype: str) -> Any
     rounded = tirx.call_llvm_pure_intrin("float32", "llvm.rint", value * tirx.const(inv_scale, "float32"))
     clamped = tirx.max(tirx.min(rounded, tirx.const(hi - zero_point, "float32")),
                        tirx.const(lo - zero_point, "float32"))
-    return clamped.astype("int32").astype(dtype) + tirx.const(zero_point % 256 if dtype == "uint8" else zero_point, dtype)
+    # the add in uint8, whose overflow wraps (TVM marks signed adds no-overflow: an int8 wrap would be undefined)
+    wrapped = clamped.astype("int32").astype("uint8") + tirx.const(zero_point % 256, "uint8")
+    return wrapped if dtype == "uint8" else wrapped.astype(dtype)
 
 
 def quantize(x: te.Tensor, inv_scale: float, zero_point: int, dtype: str,
@@ -255,8 +258,8 @@ def depthwise(segments: Sequence[te.Tensor], w: te.Tensor, strides: Sequence[int
               window: tuple[int, int, int] | None = None) -> te.Tensor:
     """Depthwise (kt, kh, kw) convolution over [B, T, H, W, C] (the time-concatenation of `segments`),
     kernel [kt, kh, kw, C], padding with `fill`; rows computed in whole tiles of `tile.pixels`. int8
-    inputs and weights (padded with the input's zero point) are summed in int32 from `dequant`'s
-    correction, then times its scale (per channel) in float32. With `window`, the kernel comes as pairs of taps
+    inputs and weights (padded with the input's zero point) are summed in int32 and `dequant`
+    (correction, scale per channel) makes the float32 result. With `window`, the kernel comes as pairs of taps
     ([P, 2, C], `pair_taps`) and int8 (signed) inputs: each pair's two products are summed in int16 (exact:
     2 x 128 x 127 < 2^15) before widening, as widening multiply-accumulates take them (smull + smlal, then
     saddw), half the widening work of one tap at a time."""
@@ -273,12 +276,10 @@ def depthwise(segments: Sequence[te.Tensor], w: te.Tensor, strides: Sequence[int
     def tap(n: Any, t: Any, y: Any, x: Any, ch: Any, rt: Any, rh: Any, rw: Any) -> Any:
         return value(n, t * st + rt - t0, y * sh + rh - h0, x * sw + rw - w0, ch)
 
-    start = (lambda ch: dequant[0][ch]) if dequant is not None else (lambda ch: None)  # noqa: E731
-
     if window is None:
         rt, rh, rw = te.reduce_axis((0, kt), "rt"), te.reduce_axis((0, kh), "rh"), te.reduce_axis((0, kw), "rw")
         body = lambda n, t, y, x, ch: te.sum(product(tap(n, t, y, x, ch, rt, rh, rw), w[rt, rh, rw, ch]),  # noqa: E731
-                                              axis=[rt, rh, rw], init=start(ch))
+                                              axis=[rt, rh, rw])
     else:
         taps = kt * kh * kw
         r = te.reduce_axis((0, int(w.shape[0])), "rp")
@@ -289,9 +290,9 @@ def depthwise(segments: Sequence[te.Tensor], w: te.Tensor, strides: Sequence[int
                     * w[r, j, ch].astype("int16"))
 
         body = lambda n, t, y, x, ch: te.sum((pair(n, t, y, x, ch, 0) + pair(n, t, y, x, ch, 1)).astype("int32"),  # noqa: E731
-                                              axis=[r], init=start(ch))
+                                              axis=[r])
     full = te.compute(out, body, name=BLOCK_DEPTHWISE, attrs=_tile_attrs(tile))
-    return _crop(full, out_w) if dequant is None else dequantized(_crop(full, out_w), dequant[1])
+    return _crop(full, out_w) if dequant is None else dequantized(_crop(full, out_w), *dequant)
 
 
 def pair_taps(w: np.ndarray) -> np.ndarray:
@@ -320,12 +321,12 @@ def conv(x: te.Tensor, w: te.Tensor, strides: Sequence[int], pads: Pads, tile: T
         out,
         lambda n, t, y, xx, o: te.sum(
             product(value(n, t * st + rt - t0, y * sh + rh - h0, xx * sw + rw - w0, rc), w[rt, rh, rw, rc, o]),
-            axis=[rt, rh, rw, rc], init=dequant[0][o] if dequant is not None else None,
+            axis=[rt, rh, rw, rc],
         ),
         name=BLOCK_CONV,
         attrs=_tile_attrs(tile),
     )
-    return _crop(full, out_w) if dequant is None else dequantized(_crop(full, out_w), dequant[1])
+    return _crop(full, out_w) if dequant is None else dequantized(_crop(full, out_w), *dequant)
 
 
 def avg_pool(x: te.Tensor, inv_count: te.Tensor, kernel: Sequence[int], strides: Sequence[int],
