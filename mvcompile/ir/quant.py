@@ -67,7 +67,7 @@ def fit_bias(w: np.ndarray, bias: np.ndarray, input_scale: float) -> tuple[np.nd
     scale, just large enough."""
     q, scale = quantize_weights(w)
     bias = np.asarray(bias, np.float64)
-    needed = np.abs(bias) / (input_scale * (BIAS_LIMIT - 1))
+    needed = np.abs(bias) / (input_scale * (BIAS_LIMIT // 2))  # half the limit: float32 rounding cannot reach it
     coarse = needed > scale
     if coarse.any():
         scale = np.where(coarse, needed, scale).astype(np.float32)

@@ -144,8 +144,8 @@ def _mse_range(centers: np.ndarray, counts: np.ndarray, lo: float, hi: float) ->
 
     factors = np.linspace(0.02, 1.0, 99)
     best = min(((error(lo * f, hi * f), lo * f, hi * f) for f in factors), key=lambda t: t[0])
-    _, a, b = best
-    best_lo = min(((error(lo * f, b), lo * f) for f in factors if lo * f <= a or f == 1.0), key=lambda t: t[0])[1]
+    _, _, b = best
+    best_lo = min(((error(lo * f, b), lo * f) for f in factors), key=lambda t: t[0])[1]
     best_hi = min(((error(best_lo, hi * f), hi * f) for f in factors), key=lambda t: t[0])[1]
     return float(best_lo), float(best_hi)
 

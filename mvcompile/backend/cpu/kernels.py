@@ -101,10 +101,10 @@ def pointwise_int8_partials(x: te.Tensor, w: te.Tensor, correction: te.Tensor, s
     partial = te.compute((b, t, h, width, n, 4), lambda i, j, y, xx, c, l: te.sum(
         product(x[i, j, y, col(xx), kb * 8 + l * 2 + q], w[c, kb * 8 + l * 2 + q]), axis=[kb, q]),
         name=BLOCK_QPARTIALS, attrs=_tile_attrs(tile))
-    total = te.compute((b, t, h, width, n), lambda i, j, y, xx, c: correction[c] + partial[i, j, y, xx, c, 0]
+    total = te.compute((b, t, h, wd, n), lambda i, j, y, xx, c: partial[i, j, y, xx, c, 0]  # the model's pixels
                        + partial[i, j, y, xx, c, 1] + partial[i, j, y, xx, c, 2] + partial[i, j, y, xx, c, 3],
                        name=BLOCK_QSUM)
-    return dequantized(_crop(total, wd), correction, scale)
+    return dequantized(total, correction, scale)
 
 
 def conv_rows(rows: te.Tensor, w: te.Tensor, correction: te.Tensor, scale: te.Tensor, channels: int,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from tvm import s_tir
 
-from mvcompile.backend.cpu.hardware import CPU
+from mvcompile.backend.cpu.hardware import CPU, Dot
 from mvcompile.backend.cpu.intrinsics import layout_with, widening
 from mvcompile.backend.cpu.kernels import BLOCK_PAD, BLOCK_QGEMM, BLOCK_QPARTIALS
 from mvcompile.backend.cpu.schedules import common
@@ -102,6 +102,8 @@ class PartialsPointwise(common.CPURule):
 
     def schedule(self, sch: s_tir.Schedule, cpu: CPU) -> None:
         anchor = common.find_anchor(sch, [BLOCK_QPARTIALS])
+        if Dot.NEON_WIDENING not in cpu.dots:
+            raise common.Declined("the CPU has no NEON widening multiply-accumulate")
         common.inline_producers(sch, anchor)
         *_, w, n, _, kb, _ = sch.get_loops(anchor)
         tile = common.tile_of(sch, anchor)
