@@ -55,8 +55,10 @@ def staged_files(paths: list[Path], *, replaceable: Check | None = None) -> Iter
     for path in paths:
         _check_file_target(path, replaceable)
     temps: list[Path] = []
+    forget: Callable[[], None] = lambda: None
     try:
         with interrupt.deferred():  # a signal between creating a temp file and listing it would leak it
+            forget = interrupt.undo_unless_committed(lambda: [t.unlink(missing_ok=True) for t in temps])
             for path in paths:
                 temps.append(_temp_file(path))
         yield temps
@@ -69,6 +71,7 @@ def staged_files(paths: list[Path], *, replaceable: Check | None = None) -> Iter
     finally:
         for temp in temps:
             temp.unlink(missing_ok=True)
+        forget()
 
 
 def _lstat(path: Path) -> os.stat_result | None:
@@ -106,6 +109,9 @@ def _temp_file(path: Path) -> Path:
     try:
         mode = path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask()
         os.fchmod(fd, mode)
+    except BaseException:
+        os.unlink(name)
+        raise
     finally:
         os.close(fd)
     return Path(name)
@@ -121,12 +127,18 @@ def staged_dir(out: str | Path, *, replaceable: Check, purpose: str = "building"
     out = output_folder(out)
     _check_dir_target(out, replaceable)
     remove_stale_staging(out, purpose)
-    work = make_staging_dir(out, purpose)
+    work: Path | None = None
+    forget: Callable[[], None] = lambda: None
     try:
+        with interrupt.deferred():  # a signal between creating the folder and holding its name would leak it
+            work = make_staging_dir(out, purpose)
+            forget = interrupt.undo_unless_committed(lambda: _remove_ours(work))
         yield work
-        replace_dir(work, out, replaceable)
+        replace_dir(work, out, replaceable, committed=forget)
     except BaseException:
-        _remove_ours(work)
+        if work is not None:
+            _remove_ours(work)
+        forget()
         raise
 
 
@@ -175,17 +187,25 @@ def make_staging_dir(out: Path, purpose: str = "building") -> Path:
         work = Path(tempfile.mkdtemp(prefix=f".{out.name}.{purpose}-", dir=out.parent))
     except OSError as exc:
         raise OutputError(f"{out.parent}: cannot write here: {exc.strerror}") from None
-    work.chmod(0o777 & ~_umask())  # mkdtemp makes 0700
-    _mark(work)
+    try:
+        work.chmod(0o777 & ~_umask())  # mkdtemp makes 0700
+        _mark(work)
+    except BaseException as exc:
+        shutil.rmtree(work, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise OutputError(f"{work}: cannot write it: {exc.strerror}") from None
+        raise
     return work
 
 
-def replace_dir(work: Path, out: Path, replaceable: Check) -> None:
-    """Put staging folder `work` at `out`, replacing an existing `out` only if `replaceable` accepts it."""
+def replace_dir(work: Path, out: Path, replaceable: Check, committed: Callable[[], None] = lambda: None) -> None:
+    """Put staging folder `work` at `out`, replacing an existing `out` only if `replaceable` accepts it;
+    `committed` is called in the same uninterruptible section as the swap."""
     with interrupt.deferred():
         _check_dir_target(out, replaceable)
         (work / STAGING_MARKER).unlink()
         _swap_in(work, out)
+        committed()
         interrupt.wrote(out, staged_in=work)
 
 
