@@ -96,6 +96,22 @@ def test_nan_and_out_of_range_frames_never_reach_the_states(built: tuple[Exporte
     assert lenient.frames_seen == 0
 
 
+def test_masked_arrays_are_checked_as_the_model_gets_them(built: tuple[Exported, Path]) -> None:
+    """A mask hides NaN from numpy's min/max, but the model gets the data underneath: refused all the same."""
+    clip = _clips(1, 1)[0]
+    fresh = StreamSession(built[1]).push(clip)
+    session = StreamSession(built[1])
+    poisoned = clip.copy()
+    poisoned[0, 1, 2, 3, 0] = np.nan
+    with pytest.raises(FrameValueError, match=r"^frame 1 of this call holds 1 non-finite values"):
+        session.push(np.ma.masked_invalid(poisoned))
+    for hidden, message in ((np.nan, "2 frames' worth|non-finite"), (255.0, r"values in \[255, 255\]")):
+        with pytest.raises(FrameValueError, match=message):  # everything masked (as np.ma.masked_all does)
+            session.push(np.ma.masked_array(np.full(clip.shape, hidden, np.float32), mask=True))
+    assert np.array_equal(session.push(np.ma.masked_array(clip, mask=clip > 0.5)), fresh)  # a mask changes nothing
+    assert np.isfinite(session.push(clip)).all()
+
+
 @pytest.fixture
 def copy(built: tuple[Exported, Path], tmp_path: Path) -> Path:
     return Path(shutil.copytree(built[1], tmp_path / "art"))

@@ -82,6 +82,7 @@ class EnsembleSession:
             if not isinstance(frames, np.ndarray):
                 raise FrameError("this temporal ensemble takes one array [B, 2F, H, W, 3]; frames alternate between members")
             self._check_alternate(frames)
+            frames = np.ascontiguousarray(frames)  # checked as the members get it (a masked array's mask is not)
             check_frame_values(frames, check_range=self._check_range)
             for i, m in enumerate(self.members):
                 m.logits = m.session.push(np.ascontiguousarray(frames[:, i::2]))
@@ -92,11 +93,13 @@ class EnsembleSession:
             if unknown:
                 raise FrameError(f"unknown ensemble member(s) {unknown}; members are {self.member_names()}")
             fed = [m for m in self.members if m.name in frames]
+            plain = {}
             for m in fed:  # all checked before any member's state moves on
                 _check_member_frames(m, frames[m.name])
-                check_frame_values(frames[m.name], check_range=self._check_range, of=f"member {m.name}'s frames")
+                plain[m.name] = np.ascontiguousarray(frames[m.name])  # as the member gets it
+                check_frame_values(plain[m.name], check_range=self._check_range, of=f"member {m.name}'s frames")
             for m in fed:
-                m.logits = m.session.push(frames[m.name])
+                m.logits = m.session.push(plain[m.name])
         return np.mean([m.logits for m in self.members if m.logits is not None], axis=0)
 
     def member_names(self) -> list[str]:

@@ -62,8 +62,9 @@ class StreamSession:
         import tvm
 
         self._check_frames(frames)
+        frames = np.ascontiguousarray(frames)  # checked as the model gets it: a masked array's mask is not passed
         check_frame_values(frames, check_range=self._check_range)
-        image = tvm.runtime.tensor(np.ascontiguousarray(frames), self._device)
+        image = tvm.runtime.tensor(frames, self._device)
         out = self._vm["main"](image, *self._states)
         self._frames_seen += frames.shape[1]
         if not self._states:  # a model without states returns its logits tensor bare, not in a tuple
