@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import signal
 import statistics
 import sys
@@ -12,8 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
-from mvcompile.errors import MvcompileError, UsageError  # the only imports before the Ctrl-C trap: the rest
-from mvcompile.support import interrupt  # load in the commands
+from mvcompile.errors import MvcompileError, UsageError, WriteError, is_write_failure  # the only imports before the Ctrl-C
+from mvcompile.support import interrupt  # trap: the rest load in the commands
 from mvcompile.support.text import literal, visible
 
 # Printed as one line: mvcompile's own errors (bad input, damaged files, failed builds), and OSError, the
@@ -32,6 +33,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     from mvcompile.interface.compile import inspect_spec
 
+    _require_stdout()
     info = inspect_spec(args.spec, args.variant)
     if args.json:
         print(_json(info))
@@ -121,6 +123,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from mvcompile.interface.run import labels as artifact_labels
     from mvcompile.interface.run import run, top5
 
+    _require_stdout()
     if args.video:
         return _run_video(args)
     result = run(args.artifact, frames=args.frames, input=args.input, seed=args.seed, emulate=args.emulate,
@@ -240,6 +243,7 @@ def cmd_targets(args: argparse.Namespace) -> int:
 
     from mvcompile.interface.compile import list_targets
 
+    _require_stdout()
     table = Table(title="targets")
     for col in ("name", "arch", "TVM target", "cross compiler", "description"):
         table.add_column(col)
@@ -424,11 +428,16 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    stdout = sys.stdout
     with interrupt.trap(quiet=True):
+        if stdout is not None:
+            sys.stdout = _CheckedStdout(stdout)  # type: ignore[assignment]
         try:
             args = parser().parse_args(argv)  # inside: reading a spec argument imports pydantic, yaml
             func: Callable[[argparse.Namespace], int] = args.func
             code = func(args)
+            if sys.stdout is not None:
+                sys.stdout.flush()  # a full disk or a closed pipe under what was printed is reported here
             interrupt.check()  # a stop that a library swallowed still ends as an interruption
             return code
         except KeyboardInterrupt as err:
@@ -436,6 +445,10 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as err:  # noqa: BLE001 - user mistakes become one-line messages, bugs stay tracebacks
             if interrupt.requested() is not None:  # e.g. TVM's error for an interrupted callback
                 return _interrupted(err)
+            if isinstance(err, _StdoutBroken):
+                _silence_stdout()  # else the interpreter's own flush at exit prints a traceback
+                if err.pipe:  # the reader stopped reading (`| head`): stop quietly, as Unix tools do (141)
+                    return 128 + signal.SIGPIPE
             if isinstance(err, ModuleNotFoundError) and (err.name or "").split(".")[0] in EXTRAS:
                 extra = EXTRAS[(err.name or "").split(".")[0]]
                 print(f"error: {err}: this command needs mvcompile[{extra}] (pip install 'mvcompile[{extra}]')",
@@ -444,7 +457,65 @@ def main(argv: list[str] | None = None) -> int:
             if not isinstance(err, USER_ERRORS):
                 raise
             print(f"error: {visible(_message(err), keep=chr(10))}", file=sys.stderr)  # names/paths stay inert text
-            return 2
+            return 1 if is_write_failure(err) else 2
+        finally:
+            sys.stdout = stdout
+
+
+class _StdoutBroken(WriteError):
+    """Standard output refused a write: a closed pipe (`pipe`) or a full disk under a redirection."""
+
+    def __init__(self, exc: OSError) -> None:
+        super().__init__(f"{_stdout_name()}: cannot write the output: {exc.strerror}")
+        self.pipe = isinstance(exc, BrokenPipeError)
+
+
+class _CheckedStdout:
+    """sys.stdout while a command runs: a write or flush that fails raises _StdoutBroken, so the failure is told
+    apart from the command's own files (an OSError from a write to stdout names no file)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except OSError as exc:
+            raise _StdoutBroken(exc) from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError as exc:
+            raise _StdoutBroken(exc) from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+    except OSError:
+        pass
+
+
+def _stdout_name() -> str:
+    """'standard output (PATH)' when it is a file, else 'standard output'."""
+    try:
+        target = os.readlink("/proc/self/fd/1")
+    except OSError:
+        return "standard output"
+    return f"standard output ({target})" if target.startswith("/") else "standard output"
+
+
+def _require_stdout() -> None:
+    """Refuse to run a command whose result is printed when standard output is closed (`>&-`): Python then
+    drops every print, and the result would be lost without a word."""
+    if sys.stdout is None:
+        raise UsageError("standard output is closed: the result would be lost; redirect it to a file or /dev/null")
 
 
 def _message(err: Exception) -> str:

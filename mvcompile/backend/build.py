@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
 import sys
 from collections.abc import Callable, Iterator
@@ -15,6 +17,7 @@ from mvcompile.errors import MvcompileError
 from mvcompile.backend import tuned_records
 from mvcompile.backend.compile import CompileError, Compiled, compile_module, import_onnx
 from mvcompile.backend.iotable import IOTableError, artifact_io, io_table
+from mvcompile.backend.preflight import check_resources
 from mvcompile.backend.targets import TargetPreset
 from mvcompile.artifact.format import ARTIFACT_FORMAT, IO_TABLE, LIBRARY, check_replaceable, sha256_file, write_manifest
 from mvcompile.artifact.manifest import ModelManifest
@@ -30,6 +33,7 @@ class BuildError(MvcompileError, RuntimeError):
 
 
 Step = Callable[[str], Any]
+NO_SPACE = os.strerror(errno.ENOSPC)  # 'No space left on device'
 
 
 def build_artifact(
@@ -52,6 +56,7 @@ def build_artifact(
     recorded in the manifest's `build_options`. `trace` sees the Relax module after the ONNX import
     and after each phase of the TVM pipeline."""
     out_dir = Path(out_dir)
+    check_resources(manifest, target)
     tvm_target = target.to_tvm()
     _check_toolchain(target)
     records = _select_records(target, tvm_target, db, shipped_records)
@@ -161,8 +166,17 @@ def _export(executable: Any, target: TargetPreset, tvm_target: Any, path: Path) 
         with quiet_tvm_stderr():
             executable.export_library(str(path), **kwargs)
     except Exception as exc:
+        if NO_SPACE in str(exc) or _full(path.parent):  # the linker's report of a full disk: say just that
+            raise OSError(errno.ENOSPC, NO_SPACE, str(path)) from None
         raise BuildError(f"export of {LIBRARY} failed: {exc}") from exc
     return options
+
+
+def _full(folder: Path) -> bool:
+    try:
+        return os.statvfs(folder).f_bavail == 0
+    except OSError:
+        return False
 
 
 def _manifest(

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from mvcompile.data import data_path
 from mvcompile.errors import MvcompileError
@@ -39,6 +39,7 @@ class TargetPreset(BaseModel):
     cross_compiler: str | None
     arch: Literal["x86_64", "aarch64", "armv7"]
     runtime_notes: str
+    memory_mb: Annotated[int, Field(ge=16, le=1 << 24)] | None = None  # the board's RAM; None: this machine's
 
     _source: Path | None = PrivateAttr(default=None)
 

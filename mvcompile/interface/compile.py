@@ -169,12 +169,14 @@ def tune(model: Model, target: str | Path | TargetPreset, db: str | Path, *, tri
     under qemu-user instead (ARM targets); `search_seed` makes the search's choices repeatable.
     Ctrl-C raises TuneInterrupted, the records measured so far kept."""
     from mvcompile.backend.ms_setup import RPCSettings
+    from mvcompile.backend.preflight import check_resources
     from mvcompile.backend.tune import tune_model
     from mvcompile.backend.tvm_interrupt import interruptible_tvm
 
     rpc = RPCSettings.parse(rpc_tracker, rpc_key) if rpc_tracker else None
     preset = target if isinstance(target, TargetPreset) else load_target(target)
     exported = export(replace(model, weights=None, seed=0))  # a task does not depend on the weights
+    check_resources(exported.manifest, preset)  # measuring candidates runs the model's kernels here
     with interruptible_tvm():
         return tune_model(exported.onnx_model, preset, db, trials=trials, budget_minutes=budget_minutes, rpc=rpc,
                           seed=search_seed, emulate=emulate, progress=progress)

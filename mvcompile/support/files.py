@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from mvcompile.errors import MvcompileError
+from mvcompile.errors import WRITE_FAILURES, MvcompileError, WriteError
 from mvcompile.support import interrupt
 
 STAGING_MARKER = ".mvcompile-staging"  # "pid host" of the process writing a staging folder
@@ -61,7 +61,8 @@ def staged_files(paths: list[Path], *, replaceable: Check | None = None) -> Iter
             forget = interrupt.undo_unless_committed(lambda: [t.unlink(missing_ok=True) for t in temps])
             for path in paths:
                 temps.append(_temp_file(path))
-        yield temps
+        with _write_failures_named({t: p for t, p in zip(temps, paths)}):
+            yield temps
         with interrupt.deferred():
             for path in paths:
                 _check_file_target(path, replaceable)  # again: the build may have taken a while
@@ -105,7 +106,7 @@ def _temp_file(path: Path) -> Path:
     try:
         fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:
-        raise OutputError(f"{path.parent}: cannot write here: {exc.strerror}") from None
+        raise _refusal(exc)(f"{path.parent}: cannot write here: {exc.strerror}") from None
     try:
         mode = path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask()
         os.fchmod(fd, mode)
@@ -133,7 +134,8 @@ def staged_dir(out: str | Path, *, replaceable: Check, purpose: str = "building"
         with interrupt.deferred():  # a signal between creating the folder and holding its name would leak it
             work = make_staging_dir(out, purpose)
             forget = interrupt.undo_unless_committed(lambda: _remove_ours(work))
-        yield work
+        with _write_failures_named({work: out}):
+            yield work
         replace_dir(work, out, replaceable, committed=forget)
     except BaseException:
         if work is not None:
@@ -186,14 +188,14 @@ def make_staging_dir(out: Path, purpose: str = "building") -> Path:
     try:
         work = Path(tempfile.mkdtemp(prefix=f".{out.name}.{purpose}-", dir=out.parent))
     except OSError as exc:
-        raise OutputError(f"{out.parent}: cannot write here: {exc.strerror}") from None
+        raise _refusal(exc)(f"{out.parent}: cannot write here: {exc.strerror}") from None
     try:
         work.chmod(0o777 & ~_umask())  # mkdtemp makes 0700
         _mark(work)
     except BaseException as exc:
         shutil.rmtree(work, ignore_errors=True)
         if isinstance(exc, OSError):
-            raise OutputError(f"{work}: cannot write it: {exc.strerror}") from None
+            raise _refusal(exc)(f"{out.parent}: cannot write here: {exc.strerror}") from None
         raise
     return work
 
@@ -293,7 +295,35 @@ def _os_call(func: Callable[[Path, Path], None], src: Path, dst: Path, *, where:
     try:
         func(src, dst)
     except OSError as exc:
-        raise OutputError(f"{where}: cannot write it: {exc.strerror}") from None
+        raise _refusal(exc)(f"{where}: cannot write it: {exc.strerror}") from None
+
+
+def _refusal(exc: OSError) -> type[MvcompileError]:
+    """WriteError if the system failed to store data (a full disk, EIO), else OutputError (no permission, ...)."""
+    return WriteError if exc.errno in WRITE_FAILURES else OutputError
+
+
+@contextmanager
+def _write_failures_named(staged: dict[Path, Path]) -> Iterator[None]:
+    """Within: an OSError that failed to store data (a full disk, EIO) becomes a WriteError naming the output
+    path it was for (`staged` maps each staging path to its output), not the hidden staging name."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in WRITE_FAILURES or isinstance(exc, WriteError):
+            raise
+        raise WriteError(f"{_shown_path(exc.filename, staged)}: cannot write it: {exc.strerror}") from None
+
+
+def _shown_path(filename: object, staged: dict[Path, Path]) -> str:
+    """`filename` (of an OSError) with a staging prefix replaced by the output it stands for."""
+    if filename is None:
+        return str(next(iter(staged.values())))
+    path = Path(os.fsdecode(filename))  # type: ignore[arg-type]
+    for work, out in staged.items():
+        if path == work or work in path.parents:
+            return str(out / path.relative_to(work))
+    return str(path)
 
 
 _RENAME_EXCHANGE = 2
