@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from mvcompile.errors import MvcompileError
 from mvcompile.artifact.elf import library_problem
+from mvcompile.artifact.io_signature import signature_problem
 from mvcompile.artifact.manifest import M, ModelManifest, validated
 from mvcompile.support.files import OutputError
 from mvcompile.support.names import name_problem
@@ -103,6 +104,9 @@ def read_manifest(artifact_dir: Path) -> ModelManifest:
             raise ArtifactError(f"{file}: sha256 does not match manifest.json (file modified or corrupt)")
     if problem := library_problem(artifact_dir / LIBRARY, manifest.target.arch):
         raise ArtifactError(f"{artifact_dir / LIBRARY}: {problem}; rebuild the artifact")
+    io_text = _read_regular(artifact_dir / IO_TABLE, MAX_MANIFEST_BYTES)
+    if problem := signature_problem(artifact_dir / LIBRARY, manifest.model_dump(), io_text):
+        raise ArtifactError(f"{artifact_dir}/{problem}")
     return manifest
 
 

@@ -6,6 +6,7 @@ import errno
 import os
 import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +21,7 @@ from mvcompile.backend.iotable import IOTableError, artifact_io, io_table
 from mvcompile.backend.preflight import check_resources
 from mvcompile.backend.targets import TargetPreset
 from mvcompile.artifact.format import ARTIFACT_FORMAT, IO_TABLE, LIBRARY, check_replaceable, sha256_file, write_manifest
+from mvcompile.artifact.io_signature import seal, signature_source
 from mvcompile.artifact.manifest import ModelManifest
 from mvcompile.support.tvm_log import quiet_tvm_stderr
 from mvcompile.backend.relax_dump import ModuleTrace, dump
@@ -66,14 +68,16 @@ def build_artifact(
             mod = dump(trace, "import", _import(onnx_model))
             step(f"compile for {target.name}" + (f" with {records.count} tuning records" if records else ""))
             compiled = _compile(mod, tvm_target, records, trace)
+            try:
+                shaped = artifact_io(manifest, compiled.params, compiled.results)
+            except IOTableError as exc:
+                raise BuildError(f"{IO_TABLE}: {exc}") from None
+            table = io_table(shaped)
             step("export model.so")
-            options = _export(compiled.executable, target, tvm_target, work / LIBRARY)
+            signature = signature_source(_manifest(shaped, target, tvm_target, {}, None), table)
+            options = _export(compiled.executable, target, tvm_target, work / LIBRARY, signature)
         options.update(relax_pipeline=compiled.pipeline, schedules=compiled.schedules, tuning=compiled.tuning)
-        try:
-            shaped = artifact_io(manifest, compiled.params, compiled.results)
-        except IOTableError as exc:
-            raise BuildError(f"{IO_TABLE}: {exc}") from None
-        (work / IO_TABLE).write_text(io_table(shaped))
+        (work / IO_TABLE).write_text(table)
         full = _manifest(shaped, target, tvm_target, options, work)
         write_manifest(work, full, ModelManifest)  # last: signed, it covers the other files' hashes
     if progress:
@@ -134,8 +138,9 @@ def _compile(mod: Any, tvm_target: Any, records: tuned_records.Selection | None,
         raise BuildError(str(exc)) from None
 
 
-def _export(executable: Any, target: TargetPreset, tvm_target: Any, path: Path) -> dict[str, Any]:
-    """Write the shared library; returns the build options that shaped it."""
+def _export(executable: Any, target: TargetPreset, tvm_target: Any, path: Path, signature: str) -> dict[str, Any]:
+    """Write the shared library, linking in its I/O `signature` (C++ source); returns the build options that
+    shaped it."""
     from tvm.support import cc
 
     from mvcompile.backend import cuda_kernels
@@ -163,8 +168,11 @@ def _export(executable: Any, target: TargetPreset, tvm_target: Any, path: Path) 
     elif kind in ("opencl", "vulkan"):
         options["kernels"] = {"format": f"{kind}-source"}
     try:
-        with quiet_tvm_stderr():
-            executable.export_library(str(path), **kwargs)
+        with quiet_tvm_stderr(), tempfile.TemporaryDirectory(prefix="mvcompile-io-") as tmp:
+            source = Path(tmp) / "io_signature.cc"
+            source.write_text(signature)
+            executable.export_library(str(path), addons=[str(source)], **kwargs)
+        seal(path)
     except Exception as exc:
         if NO_SPACE in str(exc) or _full(path.parent):  # the linker's report of a full disk: say just that
             raise OSError(errno.ENOSPC, NO_SPACE, str(path)) from None
@@ -180,7 +188,7 @@ def _full(folder: Path) -> bool:
 
 
 def _manifest(
-    manifest: dict[str, Any], target: TargetPreset, tvm_target: Any, options: dict[str, Any], work: Path
+    manifest: dict[str, Any], target: TargetPreset, tvm_target: Any, options: dict[str, Any], work: Path | None
 ) -> dict[str, Any]:
     import tvm
 
@@ -197,7 +205,7 @@ def _manifest(
         },
         "tvm_version": tvm.__version__,
         "build_options": options,
-        "files": {name: sha256_file(work / name) for name in (LIBRARY, IO_TABLE)},
+        "files": {name: sha256_file(work / name) for name in (LIBRARY, IO_TABLE)} if work is not None else {},
         "artifact_format": ARTIFACT_FORMAT,
     }
 
