@@ -24,7 +24,7 @@ from mvcompile.support.text import literal, visible
 # from a bug) keeps its traceback.
 USER_ERRORS: tuple[type[Exception], ...] = (MvcompileError, OSError)
 EXTRAS = {"torch": "compile", "onnx": "compile", "onnxruntime": "compile", "networkx": "compile",
-          "safetensors": "compile", "av": "video"}  # modules of pyproject's extras, by the extra that installs them
+          "safetensors": "compile", "av": "video", "cryptography": "sign"}  # modules of pyproject's extras, by the extra that installs them
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -82,7 +82,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     with _ir_dump(args.dump_ir) as dump:
         result = build(_model(args), args.target, args.output, db=args.db, shipped_records=not args.no_shipped_records,
                        temporal_ensemble=args.temporal_ensemble, weights2=args.weights2, progress=not args.quiet,
-                       dump=dump)
+                       dump=dump, sign=args.sign)
     m = result.manifest
     head = (f"built {'ensemble ' if result.members else ''}{visible(result.path)} for {result.target} "
             f"in {result.seconds:.1f} s")
@@ -127,7 +127,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.video:
         return _run_video(args)
     result = run(args.artifact, frames=args.frames, input=args.input, seed=args.seed, emulate=args.emulate,
-                 num_threads=args.threads, check_range=not args.no_range_check)
+                 num_threads=args.threads, check_range=not args.no_range_check, trusted_keys=args.trusted_key)
     labels = artifact_labels(args.artifact)
     if args.json:
         top = [[{"class": c, "label": labels[c] if labels else None, "p": p} for c, p in video]
@@ -154,7 +154,8 @@ def _run_video(args: argparse.Namespace) -> int:
         raise UsageError("--video runs natively; --emulate takes --frames or --input")
     labels = artifact_labels(args.artifact)
     console, last, ms = Console(), None, []
-    for p in run_video_source(args.artifact, args.video, num_threads=args.threads, timeout=args.timeout):
+    for p in run_video_source(args.artifact, args.video, num_threads=args.threads, timeout=args.timeout,
+                              trusted_keys=args.trusted_key):
         last = p
         ms.append(p.ms)
         if not args.json and p.step % args.every == 0:
@@ -234,6 +235,15 @@ def cmd_compact_db(args: argparse.Namespace) -> int:
     db = compact_db(args.db, args.output, target=args.target, xz=args.xz, keep_models=args.keep_model)
     print(f"wrote {args.output}: {len(db.records)} records (best per workload) for {len(db.workloads)} workloads",
           file=sys.stderr)
+    return 0
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from mvcompile.interface.compile import keygen
+
+    private, public = keygen(args.output)
+    print(f"wrote {visible(private)} (the private key: keep it secret; `build --sign {visible(private)}`) and "
+          f"{visible(public)} (copy it to the boards: `run --trusted-key`)", file=sys.stderr)
     return 0
 
 
@@ -361,6 +371,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--db", default=None,
                    help="apply the best records of this tuning database (default: the records shipped for the target)")
     s.add_argument("--no-shipped-records", action="store_true", help="without --db: build untuned")
+    s.add_argument("--sign", metavar="KEY", default=None,
+                   help="sign the artifact (artifact.sig: Ed25519 over every file) with this private key "
+                        "(`mvcompile keygen`); boards given its .pub with --trusted-key run only signed artifacts")
     s.set_defaults(func=cmd_build)
 
     s = sub.add_parser("run", help="stream frames through an artifact; print top-5 and latency per call")
@@ -382,6 +395,9 @@ def parser() -> argparse.ArgumentParser:
                    help="accept frame values outside [-1, 2] (frames are float32 in [0, 1]; NaN and infinities are "
                         "always refused)")
     s.add_argument("--json", action="store_true", help="print one JSON object (final logits, median ms per call)")
+    s.add_argument("--trusted-key", metavar="PUB", action="append", default=None,
+                   help="run only an artifact signed (build --sign) by this public key (a .pub file of `mvcompile "
+                        "keygen`, or its 64 hex digits); repeatable; checked before model.so is loaded")
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("import-weights", help="convert an official TF or PyTorch-port checkpoint to our weight names")
@@ -421,6 +437,11 @@ def parser() -> argparse.ArgumentParser:
                    help="keep only the workloads of this model, e.g. a0:stream (stream mode, one frame per call) or "
                         "a0@base/4 (base model, 4-frame clips); repeatable; drops stale records")
     s.set_defaults(func=cmd_compact_db)
+
+    s = sub.add_parser("keygen", help="make an Ed25519 key pair to sign artifacts with (build --sign)")
+    s.add_argument("-o", "--output", required=True,
+                   help="private key file to create (never replaced); the public key goes to OUTPUT.pub")
+    s.set_defaults(func=cmd_keygen)
 
     s = sub.add_parser("targets", help="list the target presets")
     s.set_defaults(func=cmd_targets)

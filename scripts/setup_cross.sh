@@ -5,7 +5,8 @@
 #   scripts/setup_cross.sh aarch64    # one architecture
 #
 # Idempotent and fast when already done. Per architecture it
-#   1. installs the Debian cross toolchain, target libc/libstdc++ and qemu-user (only if missing, needs root),
+#   1. installs the Debian cross toolchain, target libc/libstdc++, qemu-user and (aarch64) the target's libsodium for
+#      the runner's signature check (multiarch: adds the Debian architecture arm64) (only if missing, needs root),
 #   2. downloads the target wheels of apache-tvm / apache-tvm-ffi (versions pinned in constraints.txt) and
 #      unpacks libtvm_runtime.so, libtvm_ffi.so and the tvm-ffi headers into $MVCOMPILE_CROSS_DIR/<arch>/
 #      (default <repo>/.cache/cross/<arch>/{lib,include}).
@@ -40,7 +41,7 @@ FFI_VERSION="$(pin apache-tvm-ffi)"
 
 apt_packages() {  # apt_packages ARCH -> Debian packages needed for ARCH
     case "$1" in
-        aarch64) echo "g++-aarch64-linux-gnu libstdc++6-arm64-cross libc6-dev-arm64-cross qemu-user" ;;
+        aarch64) echo "g++-aarch64-linux-gnu libstdc++6-arm64-cross libc6-dev-arm64-cross qemu-user libsodium-dev:arm64" ;;
         armv7) echo "g++-arm-linux-gnueabihf libstdc++6-armhf-cross libc6-dev-armhf-cross qemu-user" ;;
     esac
 }
@@ -63,6 +64,14 @@ install_apt() {  # install_apt PKG... : apt-get install the packages that are no
         exit 77
     fi
     log "installing ${missing[*]}"
+    local p_arch
+    for p in "${missing[@]}"; do  # a foreign-architecture library (libsodium-dev:arm64: the runner's signature check)
+        p_arch="${p#*:}"
+        if [[ "$p" == *:* ]] && ! dpkg --print-foreign-architectures | grep -qx "$p_arch"; then
+            log "adding Debian architecture $p_arch (multiarch) for $p"
+            dpkg --add-architecture "$p_arch"
+        fi
+    done
     export DEBIAN_FRONTEND=noninteractive
     local lock=(-o DPkg::Lock::Timeout=600)  # another apt may be running on a shared machine
     apt-get "${lock[@]}" update -qq

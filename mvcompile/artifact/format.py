@@ -25,6 +25,7 @@ LIBRARY = "model.so"
 MANIFEST = "manifest.json"
 IO_TABLE = "io.txt"
 SIGNATURE = "artifact.sha256"  # `sha256sum` format: the hash of manifest.json, which holds the others'
+SIGNED = "artifact.sig"  # optional: an Ed25519 signature over every file (artifact/signing.py)
 MAX_MANIFEST_BYTES = 16 << 20
 _SIGNATURE_LINE = re.compile(rf"([0-9a-f]{{64}})  {re.escape(MANIFEST)}\n?")
 
@@ -204,12 +205,12 @@ def _format_of(path: Path) -> str | None:
 
 def _artifact_entries(path: Path, fmt: str) -> set[str]:
     """Names in `path` that a build of format `fmt` writes (members: only if they are artifacts too)."""
+    ours = {name for name in (LIBRARY, MANIFEST, IO_TABLE, SIGNATURE, SIGNED) if (fmt == ARTIFACT_FORMAT or name in (
+        MANIFEST, SIGNATURE, SIGNED)) and (path / name).is_file() and not (path / name).is_symlink()}
     if fmt == ARTIFACT_FORMAT:
-        return {name for name in (LIBRARY, MANIFEST, IO_TABLE, SIGNATURE)
-                if (path / name).is_file() and not (path / name).is_symlink()}
-    members = json.loads((path / MANIFEST).read_text()).get("members")
+        return ours
+    members = _parse(path / MANIFEST, (path / MANIFEST).read_bytes()).get("members")
     names = {m.get("dir") for m in members if isinstance(m, dict)} if isinstance(members, list) else set()
-    ours = {MANIFEST} | ({SIGNATURE} if (path / SIGNATURE).is_file() and not (path / SIGNATURE).is_symlink() else set())
     for name in names:
         member = path / name if isinstance(name, str) and name_problem(name) is None else None
         if member is not None and member.is_dir() and not member.is_symlink() and _format_of(member) == ARTIFACT_FORMAT:

@@ -23,6 +23,7 @@ from mvcompile.backend.targets import TargetPreset
 from mvcompile.artifact.format import ARTIFACT_FORMAT, IO_TABLE, LIBRARY, check_replaceable, sha256_file, write_manifest
 from mvcompile.artifact.io_signature import seal, signature_source
 from mvcompile.artifact.manifest import ModelManifest
+from mvcompile.artifact.signing import sign_folder
 from mvcompile.support.tvm_log import quiet_tvm_stderr
 from mvcompile.backend.relax_dump import ModuleTrace, dump
 from mvcompile.backend.tvm_interrupt import interruptible_tvm
@@ -48,6 +49,7 @@ def build_artifact(
     db: str | Path | None = None,
     shipped_records: bool = True,
     trace: ModuleTrace | None = None,
+    sign: Any = None,
 ) -> Path:
     """Compile `onnx_model` for `target` into `out_dir`, atomically; returns `out_dir`.
 
@@ -56,7 +58,7 @@ def build_artifact(
     `db` if given, else from the records shipped for the target's class of CPU (unless
     `shipped_records` is False). What scheduled the code (records, default rules) is printed and
     recorded in the manifest's `build_options`. `trace` sees the Relax module after the ONNX import
-    and after each phase of the TVM pipeline."""
+    and after each phase of the TVM pipeline. `sign`: an Ed25519 private key (artifact.signing) to sign it with."""
     out_dir = Path(out_dir)
     check_resources(manifest, target)
     tvm_target = target.to_tvm()
@@ -79,7 +81,9 @@ def build_artifact(
         options.update(relax_pipeline=compiled.pipeline, schedules=compiled.schedules, tuning=compiled.tuning)
         (work / IO_TABLE).write_text(table)
         full = _manifest(shaped, target, tvm_target, options, work)
-        write_manifest(work, full, ModelManifest)  # last: signed, it covers the other files' hashes
+        write_manifest(work, full, ModelManifest)  # signed, it covers the other files' hashes
+        if sign is not None:  # last: an Ed25519 signature over every file (artifact/signing.py)
+            sign_folder(work, sign)
     if progress:
         print(schedule_summary(options), file=sys.stderr)
     return out_dir

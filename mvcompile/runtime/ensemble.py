@@ -8,7 +8,7 @@ latest logits of every member that has produced any.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
@@ -16,6 +16,7 @@ import numpy as np
 from mvcompile.artifact.format import (MANIFEST, ArtifactError, is_ensemble, read_manifest, read_signed_manifest,
                                         sha256_file)
 from mvcompile.artifact.manifest import AnyManifest, EnsembleManifest, Tensor
+from mvcompile.artifact.signing import verify_folder
 from mvcompile.runtime.frames import FrameError, check_frame_values
 from mvcompile.runtime.session import StreamSession
 
@@ -56,8 +57,11 @@ class EnsembleSession:
     Frames are checked as `StreamSession.push` checks them (`check_range`), all before any member runs.
     """
 
-    def __init__(self, artifact_dir: str | Path, *, num_threads: int | None = None, check_range: bool = True) -> None:
+    def __init__(self, artifact_dir: str | Path, *, num_threads: int | None = None, check_range: bool = True,
+                 trusted_keys: Sequence[str | Path | bytes] | None = None) -> None:
         self._dir = Path(artifact_dir)
+        if trusted_keys is not None:  # one signature covers every member's files
+            verify_folder(self._dir, list(trusted_keys))
         self._manifest = read_ensemble_manifest(self._dir)
         self._check_range = check_range
         self.members = [Member(m.name, StreamSession(self._dir / m.dir, num_threads=num_threads,
@@ -143,11 +147,11 @@ def load_manifest(artifact_dir: str | Path) -> AnyManifest:
     return read_ensemble_manifest(Path(artifact_dir)) if is_ensemble(Path(artifact_dir)) else read_manifest(Path(artifact_dir))
 
 
-def load_session(artifact_dir: str | Path, *, num_threads: int | None = None,
-                 check_range: bool = True) -> StreamSession | EnsembleSession:
+def load_session(artifact_dir: str | Path, *, num_threads: int | None = None, check_range: bool = True,
+                 trusted_keys: Sequence[str | Path | bytes] | None = None) -> StreamSession | EnsembleSession:
     """A StreamSession for a model artifact, an EnsembleSession for an ensemble artifact."""
     cls = EnsembleSession if is_ensemble(Path(artifact_dir)) else StreamSession
-    return cls(artifact_dir, num_threads=num_threads, check_range=check_range)
+    return cls(artifact_dir, num_threads=num_threads, check_range=check_range, trusted_keys=trusted_keys)
 
 
 def require_frame_input(manifest: AnyManifest, artifact_dir: str | Path) -> Tensor:
