@@ -508,3 +508,18 @@ def test_tune_onto_a_full_disk_is_one_line_and_keeps_the_records(tuned_db: Path,
         after = tuning_db.read_database(db)  # whole lines only: nothing to repair
         assert not after.dropped_tail and _lines(db / tuning_db.RECORDS)[:len(before)] == before
         assert len(after.records) >= len(before)
+
+
+def test_a_database_whose_records_lose_to_the_defaults_says_so_and_nothing_false(tuned_db: Path, tmp_path: Path,
+                                                                                  capsys) -> None:
+    """Issue 20: `build --db` warned 'no record matches this model's functions' for the database `tune` had just
+    made for the model, when no tuned record beat the default schedules: the records match, they are slower."""
+    db = tmp_path / "db"
+    shutil.copytree(tuned_db, db)
+    lines = _lines(db / tuning_db.RECORDS)
+    (db / tuning_db.RECORDS).write_text("".join(f"{line}\n" for line in lines if tuning_db.DEFAULT_MARK in line))
+    assert main(["build", TINY, "--variant", "stream", "--target", "host", "--db", str(db), "--seed", "0",
+                 "-o", str(tmp_path / "art")]) == 0
+    err = capsys.readouterr().err
+    assert "no tuned schedule in it beats mvcompile's default schedules" in err
+    assert "no record matches" not in err

@@ -196,8 +196,8 @@ def _format_of(path: Path) -> str | None:
     if file.is_symlink() or not file.is_file():
         return None
     try:
-        manifest = json.loads(file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        manifest = _parse(file, _read_regular(file, MAX_MANIFEST_BYTES))
+    except ArtifactError:  # unreadable, too large, not JSON, nested too deep: not ours
         return None
     fmt = manifest.get("artifact_format") if isinstance(manifest, dict) else None
     return fmt if fmt in (ARTIFACT_FORMAT, ENSEMBLE_FORMAT) else None
@@ -210,7 +210,8 @@ def _artifact_entries(path: Path, fmt: str) -> set[str]:
     if fmt == ARTIFACT_FORMAT:
         return ours
     members = _parse(path / MANIFEST, (path / MANIFEST).read_bytes()).get("members")
-    names = {m.get("dir") for m in members if isinstance(m, dict)} if isinstance(members, list) else set()
+    names = {m["dir"] for m in members if isinstance(m, dict) and isinstance(m.get("dir"), str)} \
+        if isinstance(members, list) else set()
     for name in names:
         member = path / name if isinstance(name, str) and name_problem(name) is None else None
         if member is not None and member.is_dir() and not member.is_symlink() and _format_of(member) == ARTIFACT_FORMAT:

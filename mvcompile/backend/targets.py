@@ -67,9 +67,31 @@ class TargetPreset(BaseModel):
         target = self._resolve_spec("tvm_target", self.tvm_target)
         host = None if self.host is None else self._resolve_spec("host", self.host)
         try:
-            return tvm.target.Target(target, host=host)
+            resolved = tvm.target.Target(target, host=host)
         except Exception as exc:  # TVM raises ValueError/TVMError with its own text
             raise TargetError(self._where("tvm_target/host", str(exc).splitlines()[0])) from None
+        self._check_cpu(resolved.host if resolved.kind.name != "llvm" and resolved.host is not None else resolved)
+        return resolved
+
+    def _check_cpu(self, cpu: tvm.target.Target) -> None:
+        """Refuse now what LLVM would only complain about while compiling (hundreds of `Error:` lines for an unknown
+        -mcpu) or what fails at the end (a triple for another architecture than `arch`), and 0 cores."""
+        from tvm.target import codegen
+
+        if cpu.kind.name != "llvm":
+            return
+        cores = cpu.attrs.get("num-cores")
+        if cores is not None and int(cores) < 1:
+            raise TargetError(self._where("tvm_target", f"num-cores must be at least 1, got {int(cores)}"))
+        triple = str(cpu.attrs.get("mtriple", "") or "")
+        families = {"x86_64": ("x86_64",), "aarch64": ("aarch64", "arm64"), "armv7": ("armv7", "arm-", "thumbv7")}
+        if triple and not triple.startswith(families[self.arch]):
+            raise TargetError(self._where("tvm_target", f"mtriple '{triple}' is not for arch '{self.arch}' (the preset's "
+                                          "arch: what the artifact runs on)"))
+        mcpu = str(cpu.attrs.get("mcpu", "") or "")
+        if mcpu and mcpu not in {str(c) for c in codegen.llvm_get_cpu_archlist(cpu)}:
+            raise TargetError(self._where("tvm_target", f"mcpu '{mcpu}' is not a CPU LLVM knows for "
+                                          f"{triple or 'this triple'} (see `llc -mtriple={triple or '...'} -mcpu=help`)"))
 
     def _resolve_spec(self, key: str, spec: TargetSpec) -> Any:
         import tvm
