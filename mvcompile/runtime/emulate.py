@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import tempfile
 from collections.abc import Sequence
@@ -42,6 +43,9 @@ def emulated_command(artifact_dir: Path, frames_file: Path, n_calls: int, out_fi
            str(Path(artifact_dir).resolve()), str(frames_file), str(n_calls), str(out_file)]
     for key in trusted_keys or []:
         cmd += ["--trusted-key", trusted_key(key).hex()]
+    if num_threads is None and "TVM_NUM_THREADS" not in os.environ:
+        num_threads = 1  # emulated timings mean nothing, and TVM's spinning workers under qemu on a loaded machine
+        # can take minutes a call (seen: 2 threads, load 8 on 2 cores, 2 tiny frames not done in 10 minutes)
     return cmd + (["--threads", str(num_threads)] if num_threads else [])
 
 
