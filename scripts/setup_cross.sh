@@ -26,6 +26,7 @@ if (($#)); then ARCHES=("$@"); else ARCHES=(aarch64 armv7); fi
 
 PLUGIN_DIR="$CROSS_DIR/qemu-plugin"
 PLUGIN_PACKAGES="libglib2.0-dev pkg-config gcc dpkg-dev"  # build the insn plugin; dpkg-source unpacks qemu's source
+HOST_PACKAGES="libsodium-dev"  # the runner built for x86-64 (bench/arm counts x86 builds under qemu-x86_64)
 
 log() { echo "setup_cross: $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -170,7 +171,7 @@ exec 9>>"$(mkdir -p "$CROSS_DIR" && echo "$CROSS_DIR/.lock")"
 flock 9
 pkgs=()
 for arch in "${ARCHES[@]}"; do read -r -a more <<<"$(apt_packages "$arch")"; pkgs+=("${more[@]}"); done
-read -r -a more <<<"$PLUGIN_PACKAGES"; pkgs+=("${more[@]}")
+read -r -a more <<<"$PLUGIN_PACKAGES $HOST_PACKAGES"; pkgs+=("${more[@]}")
 install_apt "${pkgs[@]}"
 for arch in "${ARCHES[@]}"; do fetch_runtime "$arch"; done
 build_insn_plugin

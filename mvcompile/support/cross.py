@@ -20,8 +20,8 @@ RUNNER_SOURCE = data_path("runner", "runner.cc")
 SETUP_HINT = ("run `make cross` (or scripts/setup_cross.sh, as root; with MVCOMPILE_CROSS_DIR set to the same folder "
               "when mvcompile is installed from a wheel) first")
 CXXFLAGS = ("-std=c++17", "-O2", "-Wall")
-LDLIBS = ("-Wl,--no-as-needed", "-ltvm_runtime", "-ltvm_ffi", "-Wl,-Bstatic", "-lsodium", "-Wl,-Bdynamic")  # libsodium:
-# the runner's Ed25519 and SHA-256 (static: nothing more to install on the board)
+SODIUM = ("-Wl,-Bstatic", "-lsodium", "-Wl,-Bdynamic")  # the runner's Ed25519 and SHA-256, static: nothing to install
+LDLIBS = ("-Wl,--no-as-needed", "-ltvm_runtime", "-ltvm_ffi", *SODIUM)
 
 
 class EmulationError(MvcompileError, RuntimeError):
