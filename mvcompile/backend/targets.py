@@ -90,14 +90,30 @@ class TargetPreset(BaseModel):
                                           "arch: what the artifact runs on)"))
         mcpu = str(cpu.attrs.get("mcpu", "") or "")
         if mcpu and mcpu not in {str(c) for c in codegen.llvm_get_cpu_archlist(cpu)}:
-            raise TargetError(self._where("tvm_target", f"mcpu '{mcpu}' is not a CPU LLVM knows for "
-                                          f"{triple or 'this triple'} (see `llc -mtriple={triple or '...'} -mcpu=help`)"))
+            raise TargetError(self._where("tvm_target", _unknown_cpu(mcpu, triple)))
+
+    def _check_mcpu(self, key: str, spec: dict[str, Any]) -> None:
+        """An `mcpu` LLVM does not know for the spec's triple, refused before TVM makes the target (LLVM prints an
+        `Error:` line for it there, and hundreds more while compiling)."""
+        import tvm
+        from tvm.target import codegen
+
+        mcpu, triple = spec.get("mcpu"), spec.get("mtriple")
+        if spec.get("kind") != "llvm" or mcpu is None or not isinstance(triple, str):
+            return
+        try:
+            known = {str(c) for c in codegen.llvm_get_cpu_archlist(tvm.target.Target({"kind": "llvm", "mtriple": triple}))}
+        except Exception:  # noqa: BLE001 - a triple TVM refuses is reported by the caller's own check
+            return
+        if not isinstance(mcpu, str) or mcpu not in known:
+            raise TargetError(self._where(key, _unknown_cpu(str(mcpu), triple)))
 
     def _resolve_spec(self, key: str, spec: TargetSpec) -> Any:
         import tvm
 
         if isinstance(spec, dict):
             spec = {k: _detect(k) if v == DETECT else v for k, v in spec.items()}
+            self._check_mcpu(key, spec)
         try:
             tvm.target.Target(spec)
         except Exception as exc:
@@ -106,6 +122,11 @@ class TargetPreset(BaseModel):
 
     def _where(self, key: str, problem: str) -> str:
         return f"{self._source or self.name}: key '{key}': {problem}"
+
+
+def _unknown_cpu(mcpu: str, triple: str) -> str:
+    return (f"mcpu '{mcpu}' is not a CPU LLVM knows for {triple or 'this triple'} "
+            f"(see `llc -mtriple={triple or '...'} -mcpu=help`)")
 
 
 def _tag_kind(tag: str) -> str:
