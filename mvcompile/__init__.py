@@ -15,12 +15,14 @@ from typing import Any
 
 _NAMES = {
     "MvcompileError": "mvcompile.errors",
+    "WriteError": "mvcompile.errors",
     "load_spec": "mvcompile.interface.compile",
     "Model": "mvcompile.interface.compile",
     "export": "mvcompile.interface.compile",
     "build": "mvcompile.interface.compile",
     "BuildResult": "mvcompile.interface.compile",
     "tune": "mvcompile.interface.compile",
+    "keygen": "mvcompile.interface.compile",
     "StreamSession": "mvcompile.interface.run",
     "EnsembleSession": "mvcompile.interface.run",
     "run": "mvcompile.interface.run",

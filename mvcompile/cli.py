@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import signal
 import statistics
 import sys
@@ -12,8 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
-from mvcompile.errors import MvcompileError, UsageError  # the only imports before the Ctrl-C trap: the rest
-from mvcompile.support import interrupt  # load in the commands
+from mvcompile.errors import MvcompileError, UsageError, WriteError, is_write_failure  # the only imports before the Ctrl-C
+from mvcompile.support import interrupt  # trap: the rest load in the commands
 from mvcompile.support.text import literal, visible
 
 # Printed as one line: mvcompile's own errors (bad input, damaged files, failed builds), and OSError, the
@@ -23,7 +24,7 @@ from mvcompile.support.text import literal, visible
 # from a bug) keeps its traceback.
 USER_ERRORS: tuple[type[Exception], ...] = (MvcompileError, OSError)
 EXTRAS = {"torch": "compile", "onnx": "compile", "onnxruntime": "compile", "networkx": "compile",
-          "safetensors": "compile", "av": "video"}  # modules of pyproject's extras, by the extra that installs them
+          "safetensors": "compile", "av": "video", "cryptography": "sign"}  # modules of pyproject's extras, by the extra that installs them
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -32,6 +33,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     from mvcompile.interface.compile import inspect_spec
 
+    _require_stdout()
     info = inspect_spec(args.spec, args.variant)
     if args.json:
         print(_json(info))
@@ -83,7 +85,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     with _ir_dump(args.dump_ir) as dump:
         result = build(_model(args), args.target, args.output, db=args.db, shipped_records=not args.no_shipped_records,
                        temporal_ensemble=args.temporal_ensemble, weights2=args.weights2, progress=not args.quiet,
-                       dump=dump)
+                       dump=dump, sign=args.sign)
     m = result.manifest
     head = (f"built {'ensemble ' if result.members else ''}{visible(result.path)} for {result.target} "
             f"in {result.seconds:.1f} s")
@@ -124,10 +126,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from mvcompile.interface.run import labels as artifact_labels
     from mvcompile.interface.run import run, top5
 
+    _require_stdout()
     if args.video:
         return _run_video(args)
     result = run(args.artifact, frames=args.frames, input=args.input, seed=args.seed, emulate=args.emulate,
-                 num_threads=args.threads, check_range=not args.no_range_check)
+                 num_threads=args.threads, check_range=not args.no_range_check, trusted_keys=args.trusted_key)
     labels = artifact_labels(args.artifact)
     if args.json:
         top = [[{"class": c, "label": labels[c] if labels else None, "p": p} for c, p in video]
@@ -154,7 +157,8 @@ def _run_video(args: argparse.Namespace) -> int:
         raise UsageError("--video runs natively; --emulate takes --frames or --input")
     labels = artifact_labels(args.artifact)
     console, last, ms = Console(), None, []
-    for p in run_video_source(args.artifact, args.video, num_threads=args.threads, timeout=args.timeout):
+    for p in run_video_source(args.artifact, args.video, num_threads=args.threads, timeout=args.timeout,
+                              trusted_keys=args.trusted_key):
         last = p
         ms.append(p.ms)
         if not args.json and p.step % args.every == 0:
@@ -237,12 +241,22 @@ def cmd_compact_db(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from mvcompile.interface.compile import keygen
+
+    private, public = keygen(args.output)
+    print(f"wrote {visible(private)} (the private key: keep it secret; `build --sign {visible(private)}`) and "
+          f"{visible(public)} (copy it to the boards: `run --trusted-key`)", file=sys.stderr)
+    return 0
+
+
 def cmd_targets(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
     from mvcompile.interface.compile import list_targets
 
+    _require_stdout()
     table = Table(title="targets")
     for col in ("name", "arch", "TVM target", "cross compiler", "description"):
         table.add_column(col)
@@ -377,6 +391,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--db", default=None,
                    help="apply the best records of this tuning database (default: the records shipped for the target)")
     s.add_argument("--no-shipped-records", action="store_true", help="without --db: build untuned")
+    s.add_argument("--sign", metavar="KEY", default=None,
+                   help="sign the artifact (artifact.sig: Ed25519 over every file) with this private key "
+                        "(`mvcompile keygen`); boards given its .pub with --trusted-key run only signed artifacts")
     s.set_defaults(func=cmd_build)
 
     s = sub.add_parser("run", help="stream frames through an artifact; print top-5 and latency per call")
@@ -398,6 +415,9 @@ def parser() -> argparse.ArgumentParser:
                    help="accept frame values outside [-1, 2] (frames are float32 in [0, 1]; NaN and infinities are "
                         "always refused)")
     s.add_argument("--json", action="store_true", help="print one JSON object (final logits, median ms per call)")
+    s.add_argument("--trusted-key", metavar="PUB", action="append", default=None,
+                   help="run only an artifact signed (build --sign) by this public key (a .pub file of `mvcompile "
+                        "keygen`, or its 64 hex digits); repeatable; checked before model.so is loaded")
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("import-weights", help="convert an official TF or PyTorch-port checkpoint to our weight names")
@@ -438,17 +458,27 @@ def parser() -> argparse.ArgumentParser:
                         "a0@base/4 (base model, 4-frame clips); repeatable; drops stale records")
     s.set_defaults(func=cmd_compact_db)
 
+    s = sub.add_parser("keygen", help="make an Ed25519 key pair to sign artifacts with (build --sign)")
+    s.add_argument("-o", "--output", required=True,
+                   help="private key file to create (never replaced); the public key goes to OUTPUT.pub")
+    s.set_defaults(func=cmd_keygen)
+
     s = sub.add_parser("targets", help="list the target presets")
     s.set_defaults(func=cmd_targets)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    stdout = sys.stdout
     with interrupt.trap(quiet=True):
+        if stdout is not None:
+            sys.stdout = _CheckedStdout(stdout)  # type: ignore[assignment]
         try:
             args = parser().parse_args(argv)  # inside: reading a spec argument imports pydantic, yaml
             func: Callable[[argparse.Namespace], int] = args.func
             code = func(args)
+            if sys.stdout is not None:
+                sys.stdout.flush()  # a full disk or a closed pipe under what was printed is reported here
             interrupt.check()  # a stop that a library swallowed still ends as an interruption
             return code
         except KeyboardInterrupt as err:
@@ -456,6 +486,10 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as err:  # noqa: BLE001 - user mistakes become one-line messages, bugs stay tracebacks
             if interrupt.requested() is not None:  # e.g. TVM's error for an interrupted callback
                 return _interrupted(err)
+            if isinstance(err, _StdoutBroken):
+                _silence_stdout()  # else the interpreter's own flush at exit prints a traceback
+                if err.pipe:  # the reader stopped reading (`| head`): stop quietly, as Unix tools do (141)
+                    return 128 + signal.SIGPIPE
             if isinstance(err, ModuleNotFoundError) and (err.name or "").split(".")[0] in EXTRAS:
                 extra = EXTRAS[(err.name or "").split(".")[0]]
                 print(f"error: {err}: this command needs mvcompile[{extra}] (pip install 'mvcompile[{extra}]')",
@@ -464,7 +498,65 @@ def main(argv: list[str] | None = None) -> int:
             if not isinstance(err, USER_ERRORS):
                 raise
             print(f"error: {visible(_message(err), keep=chr(10))}", file=sys.stderr)  # names/paths stay inert text
-            return 2
+            return 1 if is_write_failure(err) else 2
+        finally:
+            sys.stdout = stdout
+
+
+class _StdoutBroken(WriteError):
+    """Standard output refused a write: a closed pipe (`pipe`) or a full disk under a redirection."""
+
+    def __init__(self, exc: OSError) -> None:
+        super().__init__(f"{_stdout_name()}: cannot write the output: {exc.strerror}")
+        self.pipe = isinstance(exc, BrokenPipeError)
+
+
+class _CheckedStdout:
+    """sys.stdout while a command runs: a write or flush that fails raises _StdoutBroken, so the failure is told
+    apart from the command's own files (an OSError from a write to stdout names no file)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except OSError as exc:
+            raise _StdoutBroken(exc) from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError as exc:
+            raise _StdoutBroken(exc) from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+    except OSError:
+        pass
+
+
+def _stdout_name() -> str:
+    """'standard output (PATH)' when it is a file, else 'standard output'."""
+    try:
+        target = os.readlink("/proc/self/fd/1")
+    except OSError:
+        return "standard output"
+    return f"standard output ({target})" if target.startswith("/") else "standard output"
+
+
+def _require_stdout() -> None:
+    """Refuse to run a command whose result is printed when standard output is closed (`>&-`): Python then
+    drops every print, and the result would be lost without a word."""
+    if sys.stdout is None:
+        raise UsageError("standard output is closed: the result would be lost; redirect it to a file or /dev/null")
 
 
 def _message(err: Exception) -> str:

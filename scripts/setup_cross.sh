@@ -5,7 +5,8 @@
 #   scripts/setup_cross.sh aarch64    # one architecture
 #
 # Idempotent and fast when already done. Per architecture it
-#   1. installs the Debian cross toolchain, target libc/libstdc++ and qemu-user (only if missing, needs root),
+#   1. installs the Debian cross toolchain, target libc/libstdc++, qemu-user and (aarch64) the target's libsodium for
+#      the runner's signature check (multiarch: adds the Debian architecture arm64) (only if missing, needs root),
 #   2. downloads the target wheels of apache-tvm / apache-tvm-ffi (versions pinned in constraints.txt) and
 #      unpacks libtvm_runtime.so, libtvm_ffi.so and the tvm-ffi headers into $MVCOMPILE_CROSS_DIR/<arch>/
 #      (default <repo>/.cache/cross/<arch>/{lib,include}).
@@ -25,6 +26,7 @@ if (($#)); then ARCHES=("$@"); else ARCHES=(aarch64 armv7); fi
 
 PLUGIN_DIR="$CROSS_DIR/qemu-plugin"
 PLUGIN_PACKAGES="libglib2.0-dev pkg-config gcc dpkg-dev"  # build the insn plugin; dpkg-source unpacks qemu's source
+HOST_PACKAGES="libsodium-dev"  # the runner built for x86-64 (bench/arm counts x86 builds under qemu-x86_64)
 
 log() { echo "setup_cross: $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -40,7 +42,7 @@ FFI_VERSION="$(pin apache-tvm-ffi)"
 
 apt_packages() {  # apt_packages ARCH -> Debian packages needed for ARCH
     case "$1" in
-        aarch64) echo "g++-aarch64-linux-gnu libstdc++6-arm64-cross libc6-dev-arm64-cross qemu-user" ;;
+        aarch64) echo "g++-aarch64-linux-gnu libstdc++6-arm64-cross libc6-dev-arm64-cross qemu-user libsodium-dev:arm64" ;;
         armv7) echo "g++-arm-linux-gnueabihf libstdc++6-armhf-cross libc6-dev-armhf-cross qemu-user" ;;
     esac
 }
@@ -63,6 +65,14 @@ install_apt() {  # install_apt PKG... : apt-get install the packages that are no
         exit 77
     fi
     log "installing ${missing[*]}"
+    local p_arch
+    for p in "${missing[@]}"; do  # a foreign-architecture library (libsodium-dev:arm64: the runner's signature check)
+        p_arch="${p#*:}"
+        if [[ "$p" == *:* ]] && ! dpkg --print-foreign-architectures | grep -qx "$p_arch"; then
+            log "adding Debian architecture $p_arch (multiarch) for $p"
+            dpkg --add-architecture "$p_arch"
+        fi
+    done
     export DEBIAN_FRONTEND=noninteractive
     local lock=(-o DPkg::Lock::Timeout=600)  # another apt may be running on a shared machine
     apt-get "${lock[@]}" update -qq
@@ -161,7 +171,7 @@ exec 9>>"$(mkdir -p "$CROSS_DIR" && echo "$CROSS_DIR/.lock")"
 flock 9
 pkgs=()
 for arch in "${ARCHES[@]}"; do read -r -a more <<<"$(apt_packages "$arch")"; pkgs+=("${more[@]}"); done
-read -r -a more <<<"$PLUGIN_PACKAGES"; pkgs+=("${more[@]}")
+read -r -a more <<<"$PLUGIN_PACKAGES $HOST_PACKAGES"; pkgs+=("${more[@]}")
 install_apt "${pkgs[@]}"
 for arch in "${ARCHES[@]}"; do fetch_runtime "$arch"; done
 build_insn_plugin

@@ -3,6 +3,7 @@ previous output byte-identical: during the export, the TVM compile (where TVM it
 KeyboardInterrupt), the writing of the files, and while running an artifact."""
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -114,3 +115,76 @@ def test_interrupted_run_is_one_line(artifact: Path) -> None:
     assert proc.stdout is not None and proc.stdout.readline().startswith("frame")
     err = _stop(proc, signal.SIGINT)
     assert (proc.returncode, err) == EXIT[signal.SIGINT]
+
+
+def _signal_at_event(n: int) -> Callable[..., None]:
+    """A profile hook that sends this process SIGINT at the `n`-th call or return it sees (counting from 1)."""
+    seen = [0]
+
+    def hook(frame: object, event: str, arg: object) -> None:
+        seen[0] += 1
+        if seen[0] == n:
+            os.kill(os.getpid(), signal.SIGINT)
+    return hook
+
+
+def _commit_under_signal(commit: Callable[[], None], n: int | None) -> bool:
+    """Run `commit` inside the Ctrl-C trap with SIGINT sent at its `n`-th call/return event (None: no signal);
+    True if it was interrupted."""
+    from mvcompile.support import interrupt
+
+    with interrupt.trap():
+        sys.setprofile(_signal_at_event(n) if n is not None else None)
+        try:
+            commit()
+        except interrupt.Interrupted:
+            return True
+        finally:
+            sys.setprofile(None)
+    return False
+
+
+def _count_events(commit: Callable[[], None]) -> int:
+    seen = [0]
+    sys.setprofile(lambda *_: seen.__setitem__(0, seen[0] + 1))
+    try:
+        commit()
+    finally:
+        sys.setprofile(None)
+    return seen[0]
+
+
+def test_ctrl_c_at_every_step_of_a_staged_output_leaves_old_or_new(tmp_path: Path) -> None:
+    """Deterministic, not timed: SIGINT at each Python call and return of writing an output folder (staging
+    folder created, marked, filled, swapped in) and an output file. Every time: no staging folder or temp
+    file left, and the output is the old one or the whole new one."""
+    from mvcompile.artifact.format import check_replaceable
+    from mvcompile.support.files import atomic_write, staged_dir
+
+    out, file = tmp_path / "art", tmp_path / "f.txt"
+    out.mkdir()
+    old_files = {"model.so": "old", "manifest.json": '{"artifact_format": "mvcompile-artifact/1"}'}
+
+    def reset() -> None:
+        shutil.rmtree(out)
+        out.mkdir()
+        for name, text in old_files.items():
+            (out / name).write_text(text)
+        file.write_text("old")
+
+    def commit() -> None:
+        with staged_dir(out, replaceable=check_replaceable) as work:
+            (work / "model.so").write_text("new")
+            (work / "manifest.json").write_text(old_files["manifest.json"])
+        atomic_write(file, "new")
+
+    reset()
+    total = _count_events(commit)
+    assert total > 50
+    interrupted = 0
+    for n in range(1, total + 1):
+        reset()
+        interrupted += _commit_under_signal(commit, n)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["art", "f.txt"], f"SIGINT at event {n} of {total}"
+        assert (out / "model.so").read_text() in ("old", "new") and file.read_text() in ("old", "new")
+    assert interrupted >= total - 5  # a signal right at the end takes effect once the command is over

@@ -194,3 +194,23 @@ def test_export_into_an_unwritable_folder_is_one_line(read_only_dir: Path, capsy
         assert main(["export", TINY, "-o", str(read_only_dir / "m.onnx")]) == 2
     assert capsys.readouterr().err == f"error: {read_only_dir}: cannot write here: Permission denied\n"
     assert os.listdir(read_only_dir) == []
+
+
+@pytest.mark.parametrize("manifest", [
+    '{"artifact_format": "mvcompile-ensemble/1", "members": [{"dir": []}, {"dir": {"a": 1}}, {"dir": "../x"}]}',
+    '{"artifact_format": "mvcompile-ensemble/1", "members": "a4"}',
+    '{"artifact_format": "mvcompile-artifact/1", "files": [[]]}',
+    "[" * 100_000 + "]" * 100_000,
+    '{"a":' * 100_000 + "1" + "}" * 100_000,
+    "\x00\xff binary",
+], ids=["member-dirs-not-names", "members-not-a-list", "files-a-list", "deep-list", "deep-object", "binary"])
+def test_an_output_folder_with_a_strange_manifest_is_one_line_and_kept(tmp_path: Path, capsys, manifest: str) -> None:
+    """Issue 20 item 6: was TypeError (unhashable list) and RecursionError tracebacks."""
+    out = tmp_path / "art"
+    out.mkdir()
+    (out / "manifest.json").write_text(manifest, errors="surrogateescape")
+    (out / "notes.txt").write_text("mine")
+    before = snapshot(tmp_path)
+    assert main([*BUILD, "--seed", "0", "-o", str(out)]) == 2
+    one_error_line(capsys, str(out), "not replacing it")
+    assert snapshot(tmp_path) == before

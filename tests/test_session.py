@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,22 @@ def test_nan_and_out_of_range_frames_never_reach_the_states(built: tuple[Exporte
     assert lenient.frames_seen == 0
 
 
+def test_masked_arrays_are_checked_as_the_model_gets_them(built: tuple[Exported, Path]) -> None:
+    """A mask hides NaN from numpy's min/max, but the model gets the data underneath: refused all the same."""
+    clip = _clips(1, 1)[0]
+    fresh = StreamSession(built[1]).push(clip)
+    session = StreamSession(built[1])
+    poisoned = clip.copy()
+    poisoned[0, 1, 2, 3, 0] = np.nan
+    with pytest.raises(FrameValueError, match=r"^frame 1 of this call holds 1 non-finite values"):
+        session.push(np.ma.masked_invalid(poisoned))
+    for hidden, message in ((np.nan, "2 frames' worth|non-finite"), (255.0, r"values in \[255, 255\]")):
+        with pytest.raises(FrameValueError, match=message):  # everything masked (as np.ma.masked_all does)
+            session.push(np.ma.masked_array(np.full(clip.shape, hidden, np.float32), mask=True))
+    assert np.array_equal(session.push(np.ma.masked_array(clip, mask=clip > 0.5)), fresh)  # a mask changes nothing
+    assert np.isfinite(session.push(clip)).all()
+
+
 @pytest.fixture
 def copy(built: tuple[Exported, Path], tmp_path: Path) -> Path:
     return Path(shutil.copytree(built[1], tmp_path / "art"))
@@ -145,6 +162,27 @@ def _text_library(art: Path) -> None:
     _edit(art, lambda m: m["files"].update({"model.so": sha256_file(art / "model.so")}))
 
 
+def _rehashed(art: Path, name: str, change: Callable[[bytes], bytes]) -> None:
+    """Change a file and put its new sha256 into the re-signed manifest: damage that the plain hashes miss."""
+    (art / name).write_bytes(change((art / name).read_bytes()))
+    _edit(art, lambda m: m["files"].update({name: sha256_file(art / name)}))
+
+
+def _flip_code_byte(data: bytes) -> bytes:
+    """One bit flipped in the middle of the library (its code), as a bad copy would."""
+    at = len(data) // 3
+    return data[:at] + bytes([data[at] ^ 0x10]) + data[at + 1:]
+
+
+def _without_signature(data: bytes) -> bytes:
+    """The library as an older mvcompile linked it: no .mvcompile_io section (objcopy removes it)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.so"
+        path.write_bytes(data)
+        subprocess.run(["objcopy", "--remove-section", ".mvcompile_io", str(path)], check=True)
+        return path.read_bytes()
+
+
 def _symlinked_library(art: Path) -> None:
     shutil.move(art / "model.so", art.parent / "elsewhere.so")
     (art / "model.so").symlink_to(art.parent / "elsewhere.so")
@@ -185,11 +223,28 @@ DAMAGED = [  # (what is done to a copy of a good artifact, the error it gives)
                 sign_artifact(a)), "manifest.json: cannot parse: non-finite number NaN"),
     (lambda a: _edit(a, lambda m: m["target"].update(arch=OTHER_ARCH)),
      f"model.so: built for {HOST_ARCH}, but the manifest says {OTHER_ARCH}; rebuild the artifact"),
-    (lambda a: _edit(a, lambda m: m["states"].pop()), "manifest.json: lists 2 inputs, but model.so's main takes 3 "
-                                                       "(first difference: argument 2 is 'total', the manifest says nothing)"),
+    (lambda a: _edit(a, lambda m: m["states"].pop()),
+     "manifest.json: states (its length) is 1, but model.so was built for 2 (manifest edited?); rebuild the artifact"),
     (lambda a: _edit(a, lambda m: m["states"][0].update(input="other")),
-     "manifest.json: lists 3 inputs, but model.so's main takes 3 (first difference: argument 1 is 'buf', the manifest "
-     "says 'other')"),
+     'manifest.json: states[0].input is "other", but model.so was built for "buf"'),
+    # edited and re-hashed: the library's own I/O signature (section .mvcompile_io) names the field
+    (lambda a: _edit(a, lambda m: m["inputs"][0].update(shape=[1, 4, 8, 8, 3])),
+     "manifest.json: inputs[0].shape[1] is 4, but model.so was built for 2"),
+    (lambda a: _edit(a, lambda m: m["states"][0]["shape"].__setitem__(1, 2 * m["states"][0]["shape"][1])),
+     "manifest.json: states[0].shape[1] is"),
+    (lambda a: _edit(a, lambda m: m["states"][0].update(dtype="int32")),
+     'manifest.json: states[0].dtype is "int32", but model.so was built for "float32"'),
+    (lambda a: _edit(a, lambda m: m["target"].update(kind="bogus")),
+     'manifest.json: target.kind is "bogus", but model.so was built for "llvm"'),
+    (lambda a: _edit(a, lambda m: (m.update(num_classes=1000), m["outputs"][0].update(shape=[1, 1000]))),
+     "manifest.json: num_classes is 1000, but model.so was built for 5"),
+    (lambda a: _edit(a, lambda m: m.update(frame_rate=99.0)), "manifest.json: frame_rate is 99.0, but model.so was built for"),
+    (lambda a: _rehashed(a, "io.txt", lambda t: t.replace(b"input", b"input ")),
+     "io.txt: differs from the table model.so was built with (io.txt edited?)"),
+    (lambda a: _rehashed(a, "model.so", _flip_code_byte),
+     "model.so: damaged: its content does not match the self-hash it was built with"),
+    (lambda a: _rehashed(a, "model.so", _without_signature),
+     "model.so: carries no I/O signature (section .mvcompile_io): made by an older mvcompile"),
     (lambda a: _edit(a, lambda m: m["files"].update({"model.so": "0" * 64})), "model.so: sha256 does not match manifest.json"),
     (lambda a: (a / "io.txt").write_text("# mvcompile io v1\n"), "io.txt: sha256 does not match manifest.json"),
     (lambda a: (a / "io.txt").unlink(), "io.txt: missing"),

@@ -62,7 +62,7 @@ BAD = [
     (GOOD.replace("stem: {filters: 8}", "stem: {filters: 8"), ["YAML syntax error at line"]),
     (GOOD.replace("conv_type: 2plus1d", "conv_type: 4d"), ["variants.stream.conv_type", "'2plus1d'", "'4d'"]),
     (GOOD + "options: {activation: gelu}\n", ["options.activation", "'gelu'"]),
-    (GOOD.replace("frame_rate: 5", "frame_rate: 0"), ["input.frame_rate", "greater than 0"]),
+    (GOOD.replace("frame_rate: 5", "frame_rate: 0"), ["input.frame_rate", "greater than or equal to 0.001"]),
     (GOOD.replace("{frames: 4, ", "{"), ["input.frames", "required key is missing"]),
     (GOOD.replace("head: {project_filters: 16, classifier_width: 16}", "head: 16"), ["head", "HeadSpec"]),
     ("- just\n- a list\n", ["top level must be a mapping"]),

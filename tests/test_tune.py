@@ -3,6 +3,7 @@ the records → numerics, resume, an interrupted run, a database for another tar
 from __future__ import annotations
 
 import contextlib
+import shutil
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, SPECS
+from full_disk import fill, small_disk
 from mvcompile.backend import tuning_db
 from mvcompile.backend.targets import load_target
 from mvcompile.backend.tune import DEFAULT_POPULATION, allocate, extract_tasks, search_strategy, workload_hashes
@@ -488,3 +490,36 @@ def test_host_builds_apply_the_shipped_records_unless_told_not_to(tmp_path: Path
     assert tuning["source"] == "shipped" and tuning["records_sha256"] == shipped[0].records_sha256
     assert main([*argv, "--no-shipped-records", "-o", str(tmp_path / "b")]) == 0
     assert json.loads((tmp_path / "b" / "manifest.json").read_text())["build_options"]["tuning"] == {"source": "none"}
+
+
+def test_tune_onto_a_full_disk_is_one_line_and_keeps_the_records(tuned_db: Path, capsys) -> None:
+    """The disk fills during the run: exit 1, one line naming the file and the reason; the database keeps every
+    record it held and every whole line appended before, and loads (no cut-off line, no record without its
+    workload)."""
+    with small_disk(16 << 10) as disk:
+        db = disk / "db"
+        shutil.copytree(tuned_db, db)
+        before = _lines(db / tuning_db.RECORDS)
+        fill(disk, leave_bytes=8192)
+        assert main([*TUNE, "--trials", "16", "--db", str(db)]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"error: {db}/database_"), err
+        assert "No space left on device" in err and "Traceback" not in err and "Logging error" not in err
+        after = tuning_db.read_database(db)  # whole lines only: nothing to repair
+        assert not after.dropped_tail and _lines(db / tuning_db.RECORDS)[:len(before)] == before
+        assert len(after.records) >= len(before)
+
+
+def test_a_database_whose_records_lose_to_the_defaults_says_so_and_nothing_false(tuned_db: Path, tmp_path: Path,
+                                                                                  capsys) -> None:
+    """Issue 20: `build --db` warned 'no record matches this model's functions' for the database `tune` had just
+    made for the model, when no tuned record beat the default schedules: the records match, they are slower."""
+    db = tmp_path / "db"
+    shutil.copytree(tuned_db, db)
+    lines = _lines(db / tuning_db.RECORDS)
+    (db / tuning_db.RECORDS).write_text("".join(f"{line}\n" for line in lines if tuning_db.DEFAULT_MARK in line))
+    assert main(["build", TINY, "--variant", "stream", "--target", "host", "--db", str(db), "--seed", "0",
+                 "-o", str(tmp_path / "art")]) == 0
+    err = capsys.readouterr().err
+    assert "no tuned schedule in it beats mvcompile's default schedules" in err
+    assert "no record matches" not in err

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bench.arm.insn import CountError, PerFrame, count, per_frame, qemu_cpus, single_thread_env
-from mvcompile.support.cross import RUNNER_SOURCE, cross_dir
+from mvcompile.support.cross import RUNNER_SOURCE, SODIUM, cross_dir
 from mvcompile.support.files import staged_files
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ def x86_runner() -> tuple[Path, str]:
 
     tvm_lib, ffi = Path(tvm.__file__).parent / "lib", Path(tvm_ffi.__file__).parent
     cmd = ["g++", "-std=c++17", "-O2", "-Wall", str(RUNNER_SOURCE), "-isystem", str(ffi / "include"),
-           "-L", str(tvm_lib), "-L", str(ffi / "lib"), "-Wl,--no-as-needed", "-ltvm_runtime", "-ltvm_ffi"]
+           "-L", str(tvm_lib), "-L", str(ffi / "lib"), "-Wl,--no-as-needed", "-ltvm_runtime", "-ltvm_ffi", *SODIUM]
     key = hashlib.sha256(RUNNER_SOURCE.read_bytes() + " ".join(cmd).encode()).hexdigest()[:16]
     exe = cross_dir() / "x86_64" / "bin" / f"mvcompile-runner-{key}"
     if not exe.is_file():

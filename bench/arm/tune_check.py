@@ -62,7 +62,7 @@ def tune_one(task: Any, method: str, target: Any, out: Path, trials: int, seed: 
     work = out / method / task.task_name
     work.mkdir(parents=True, exist_ok=True)
     before = tuning_db.read_database(work, must_exist=False)
-    database = tuning_db.open_json_database(before)
+    database = tuning_db.open_appending_database(before, tuning_db.WriteFailed())
     builder = ms_setup.make_builder(None, max_workers=2)
     runner = (emu.make_emulated_runner(emu.emulator_for("x86_64", None), max_workers=os.cpu_count() or 1)
               if method == "insn" else ms_setup.make_local_runner(1))

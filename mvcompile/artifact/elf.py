@@ -51,3 +51,41 @@ def library_problem(path: Path, arch: str) -> str | None:
         if p_type == PT_LOAD and offset + filesz > size:
             return f"truncated: a loadable segment ends at byte {offset + filesz:,}, beyond its {size:,} bytes"
     return None
+
+
+MAX_SECTION_BYTES = 1 << 20
+_SECTION_HEADER = {1: "<IIIIIIIIII", 2: "<IIQQQQIIQQ"}  # sh_name, sh_type, sh_flags, sh_addr, sh_offset, sh_size, ...
+
+
+def read_section(path: Path, name: str) -> bytes | str | None:
+    """The bytes of section `name` of the ELF file at `path` (read, never loaded), None if it has none, or a
+    string saying why the section table cannot be read."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(64)
+            size = f.seek(0, 2)
+            if len(head) < 52 or head[:4] != b"\x7fELF" or head[4] not in _LAYOUT or head[5] != 1:
+                return "not a little-endian ELF file"
+            fields = struct.unpack_from(_LAYOUT[head[4]][0], head, 16)
+            shoff, shentsize, shnum, shstrndx = fields[5], fields[10], fields[11], fields[12]
+            layout = _SECTION_HEADER[head[4]]
+            if not shnum or shentsize < struct.calcsize(layout) or shstrndx >= shnum or shoff + shnum * shentsize > size:
+                return "its section table is missing or malformed"
+            f.seek(shoff)
+            table = f.read(shnum * shentsize)
+            sections = [struct.unpack_from(layout, table, i * shentsize) for i in range(shnum)]
+            _, _, _, _, str_offset, str_size, *_ = sections[shstrndx]
+            if str_offset + str_size > size or str_size > MAX_SECTION_BYTES:
+                return "its section names lie outside the file"
+            f.seek(str_offset)
+            names = f.read(str_size)
+            wanted = name.encode() + b"\0"
+            for sh_name, _, _, _, offset, length, *_ in sections:
+                if names[sh_name:sh_name + len(wanted)] == wanted:
+                    if offset + length > size or length > MAX_SECTION_BYTES:
+                        return f"section {name} lies outside the file or is over {MAX_SECTION_BYTES:,} bytes"
+                    f.seek(offset)
+                    return f.read(length)
+    except OSError as exc:
+        return f"cannot read: {exc.strerror}"
+    return None

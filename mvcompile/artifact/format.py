@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from mvcompile.errors import MvcompileError
 from mvcompile.artifact.elf import library_problem
+from mvcompile.artifact.io_signature import signature_problem
 from mvcompile.artifact.manifest import M, ModelManifest, validated
 from mvcompile.support.files import OutputError
 from mvcompile.support.names import name_problem
@@ -24,6 +25,7 @@ LIBRARY = "model.so"
 MANIFEST = "manifest.json"
 IO_TABLE = "io.txt"
 SIGNATURE = "artifact.sha256"  # `sha256sum` format: the hash of manifest.json, which holds the others'
+SIGNED = "artifact.sig"  # optional: an Ed25519 signature over every file (artifact/signing.py)
 MAX_MANIFEST_BYTES = 16 << 20
 _SIGNATURE_LINE = re.compile(rf"([0-9a-f]{{64}})  {re.escape(MANIFEST)}\n?")
 
@@ -103,6 +105,9 @@ def read_manifest(artifact_dir: Path) -> ModelManifest:
             raise ArtifactError(f"{file}: sha256 does not match manifest.json (file modified or corrupt)")
     if problem := library_problem(artifact_dir / LIBRARY, manifest.target.arch):
         raise ArtifactError(f"{artifact_dir / LIBRARY}: {problem}; rebuild the artifact")
+    io_text = _read_regular(artifact_dir / IO_TABLE, MAX_MANIFEST_BYTES)
+    if problem := signature_problem(artifact_dir / LIBRARY, manifest.model_dump(), io_text):
+        raise ArtifactError(f"{artifact_dir}/{problem}")
     return manifest
 
 
@@ -191,8 +196,8 @@ def _format_of(path: Path) -> str | None:
     if file.is_symlink() or not file.is_file():
         return None
     try:
-        manifest = json.loads(file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        manifest = _parse(file, _read_regular(file, MAX_MANIFEST_BYTES))
+    except ArtifactError:  # unreadable, too large, not JSON, nested too deep: not ours
         return None
     fmt = manifest.get("artifact_format") if isinstance(manifest, dict) else None
     return fmt if fmt in (ARTIFACT_FORMAT, ENSEMBLE_FORMAT) else None
@@ -200,12 +205,13 @@ def _format_of(path: Path) -> str | None:
 
 def _artifact_entries(path: Path, fmt: str) -> set[str]:
     """Names in `path` that a build of format `fmt` writes (members: only if they are artifacts too)."""
+    ours = {name for name in (LIBRARY, MANIFEST, IO_TABLE, SIGNATURE, SIGNED) if (fmt == ARTIFACT_FORMAT or name in (
+        MANIFEST, SIGNATURE, SIGNED)) and (path / name).is_file() and not (path / name).is_symlink()}
     if fmt == ARTIFACT_FORMAT:
-        return {name for name in (LIBRARY, MANIFEST, IO_TABLE, SIGNATURE)
-                if (path / name).is_file() and not (path / name).is_symlink()}
-    members = json.loads((path / MANIFEST).read_text()).get("members")
-    names = {m.get("dir") for m in members if isinstance(m, dict)} if isinstance(members, list) else set()
-    ours = {MANIFEST} | ({SIGNATURE} if (path / SIGNATURE).is_file() and not (path / SIGNATURE).is_symlink() else set())
+        return ours
+    members = _parse(path / MANIFEST, (path / MANIFEST).read_bytes()).get("members")
+    names = {m["dir"] for m in members if isinstance(m, dict) and isinstance(m.get("dir"), str)} \
+        if isinstance(members, list) else set()
     for name in names:
         member = path / name if isinstance(name, str) and name_problem(name) is None else None
         if member is not None and member.is_dir() and not member.is_symlink() and _format_of(member) == ARTIFACT_FORMAT:

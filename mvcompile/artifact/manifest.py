@@ -70,7 +70,7 @@ class ModelManifest(_Checked):
     states: list[State] = Field(default=[], max_length=4096)
     num_classes: Annotated[int, Field(ge=1, le=MAX_DIM)] | None = None
     batch: Annotated[int, Field(ge=1, le=MAX_DIM)] | None = None
-    frame_rate: Annotated[float, Field(gt=0, le=1e6)] | None = None
+    frame_rate: Annotated[float, Field(ge=1e-3, le=1e6)] | None = None
     labels: list[Annotated[str, StringConstraints(max_length=1000)]] | None = None
     frames: Annotated[int, Field(ge=1, le=MAX_DIM)] | None = None  # per call
 
@@ -110,7 +110,7 @@ class Member(_Checked):
     dir: str
     manifest_sha256: Sha256
     resolution: Dim
-    frame_rate: Annotated[float, Field(gt=0, le=1e6)]
+    frame_rate: Annotated[float, Field(ge=1e-3, le=1e6)]
     frames: Dim
 
     @model_validator(mode="after")
@@ -131,7 +131,7 @@ class EnsembleManifest(_Checked):
     members: list[Member] = Field(min_length=2, max_length=64)
     inputs: list[Tensor] | None = Field(default=None, min_length=1, max_length=1)
     labels: list[Annotated[str, StringConstraints(max_length=1000)]] | None = None
-    frame_rate: Annotated[float, Field(gt=0, le=1e6)] | None = None
+    frame_rate: Annotated[float, Field(ge=1e-3, le=1e6)] | None = None
     target: Target | None = None
 
     @property

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,9 +18,12 @@ from mvcompile.errors import MvcompileError
 from mvcompile.backend import tuned_records
 from mvcompile.backend.compile import CompileError, Compiled, compile_module, import_onnx
 from mvcompile.backend.iotable import IOTableError, artifact_io, io_table
+from mvcompile.backend.preflight import check_resources
 from mvcompile.backend.targets import TargetPreset
 from mvcompile.artifact.format import ARTIFACT_FORMAT, IO_TABLE, LIBRARY, check_replaceable, sha256_file, write_manifest
+from mvcompile.artifact.io_signature import seal, signature_source
 from mvcompile.artifact.manifest import ModelManifest
+from mvcompile.artifact.signing import sign_folder
 from mvcompile.support.tvm_log import quiet_tvm_stderr
 from mvcompile.backend.relax_dump import ModuleTrace, dump
 from mvcompile.backend.tvm_interrupt import interruptible_tvm
@@ -30,6 +36,7 @@ class BuildError(MvcompileError, RuntimeError):
 
 
 Step = Callable[[str], Any]
+NO_SPACE = os.strerror(errno.ENOSPC)  # 'No space left on device'
 
 
 def build_artifact(
@@ -42,6 +49,7 @@ def build_artifact(
     db: str | Path | None = None,
     shipped_records: bool = True,
     trace: ModuleTrace | None = None,
+    sign: Any = None,
 ) -> Path:
     """Compile `onnx_model` for `target` into `out_dir`, atomically; returns `out_dir`.
 
@@ -50,8 +58,9 @@ def build_artifact(
     `db` if given, else from the records shipped for the target's class of CPU (unless
     `shipped_records` is False). What scheduled the code (records, default rules) is printed and
     recorded in the manifest's `build_options`. `trace` sees the Relax module after the ONNX import
-    and after each phase of the TVM pipeline."""
+    and after each phase of the TVM pipeline. `sign`: an Ed25519 private key (artifact.signing) to sign it with."""
     out_dir = Path(out_dir)
+    check_resources(manifest, target)
     tvm_target = target.to_tvm()
     _check_toolchain(target)
     records = _select_records(target, tvm_target, db, shipped_records)
@@ -61,16 +70,20 @@ def build_artifact(
             mod = dump(trace, "import", _import(onnx_model))
             step(f"compile for {target.name}" + (f" with {records.count} tuning records" if records else ""))
             compiled = _compile(mod, tvm_target, records, trace)
+            try:
+                shaped = artifact_io(manifest, compiled.params, compiled.results)
+            except IOTableError as exc:
+                raise BuildError(f"{IO_TABLE}: {exc}") from None
+            table = io_table(shaped)
             step("export model.so")
-            options = _export(compiled.executable, target, tvm_target, work / LIBRARY)
+            signature = signature_source(_manifest(shaped, target, tvm_target, {}, None), table)
+            options = _export(compiled.executable, target, tvm_target, work / LIBRARY, signature)
         options.update(relax_pipeline=compiled.pipeline, schedules=compiled.schedules, tuning=compiled.tuning)
-        try:
-            shaped = artifact_io(manifest, compiled.params, compiled.results)
-        except IOTableError as exc:
-            raise BuildError(f"{IO_TABLE}: {exc}") from None
-        (work / IO_TABLE).write_text(io_table(shaped))
+        (work / IO_TABLE).write_text(table)
         full = _manifest(shaped, target, tvm_target, options, work)
-        write_manifest(work, full, ModelManifest)  # last: signed, it covers the other files' hashes
+        write_manifest(work, full, ModelManifest)  # signed, it covers the other files' hashes
+        if sign is not None:  # last: an Ed25519 signature over every file (artifact/signing.py)
+            sign_folder(work, sign)
     if progress:
         print(schedule_summary(options), file=sys.stderr)
     return out_dir
@@ -129,8 +142,9 @@ def _compile(mod: Any, tvm_target: Any, records: tuned_records.Selection | None,
         raise BuildError(str(exc)) from None
 
 
-def _export(executable: Any, target: TargetPreset, tvm_target: Any, path: Path) -> dict[str, Any]:
-    """Write the shared library; returns the build options that shaped it."""
+def _export(executable: Any, target: TargetPreset, tvm_target: Any, path: Path, signature: str) -> dict[str, Any]:
+    """Write the shared library, linking in its I/O `signature` (C++ source); returns the build options that
+    shaped it."""
     from tvm.support import cc
 
     from mvcompile.backend import cuda_kernels
@@ -158,15 +172,27 @@ def _export(executable: Any, target: TargetPreset, tvm_target: Any, path: Path) 
     elif kind in ("opencl", "vulkan"):
         options["kernels"] = {"format": f"{kind}-source"}
     try:
-        with quiet_tvm_stderr():
-            executable.export_library(str(path), **kwargs)
+        with quiet_tvm_stderr(), tempfile.TemporaryDirectory(prefix="mvcompile-io-") as tmp:
+            source = Path(tmp) / "io_signature.cc"
+            source.write_text(signature)
+            executable.export_library(str(path), addons=[str(source)], **kwargs)
+        seal(path)
     except Exception as exc:
+        if NO_SPACE in str(exc) or _full(path.parent):  # the linker's report of a full disk: say just that
+            raise OSError(errno.ENOSPC, NO_SPACE, str(path)) from None
         raise BuildError(f"export of {LIBRARY} failed: {exc}") from exc
     return options
 
 
+def _full(folder: Path) -> bool:
+    try:
+        return os.statvfs(folder).f_bavail == 0
+    except OSError:
+        return False
+
+
 def _manifest(
-    manifest: dict[str, Any], target: TargetPreset, tvm_target: Any, options: dict[str, Any], work: Path
+    manifest: dict[str, Any], target: TargetPreset, tvm_target: Any, options: dict[str, Any], work: Path | None
 ) -> dict[str, Any]:
     import tvm
 
@@ -183,7 +209,7 @@ def _manifest(
         },
         "tvm_version": tvm.__version__,
         "build_options": options,
-        "files": {name: sha256_file(work / name) for name in (LIBRARY, IO_TABLE)},
+        "files": {name: sha256_file(work / name) for name in (LIBRARY, IO_TABLE)} if work is not None else {},
         "artifact_format": ARTIFACT_FORMAT,
     }
 

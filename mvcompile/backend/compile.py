@@ -100,7 +100,7 @@ def _compile_cpu(mod: Any, tvm_target: Any, records: tuned_records.Selection | N
     if records is not None:
         tuned = counts.get(TUNED, 0)
         tuning = records.manifest(tuned, sum(counts.values()))
-        if tuned == 0 and records.source == "database":
+        if tuned == 0 and records.source == "database" and records.count:  # (none selected: already said why)
             records.notices.append(f"{records.path}: no record matches this model's functions "
                                    "(tuned for another model, or for an older mvcompile?)")
         for note in records.notices:

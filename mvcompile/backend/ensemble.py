@@ -3,13 +3,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
-from mvcompile.artifact.format import ENSEMBLE_FORMAT, MANIFEST, check_replaceable, sha256_file, write_manifest
+from mvcompile.artifact.format import (ENSEMBLE_FORMAT, MANIFEST, SIGNATURE, SIGNED, check_replaceable, sha256_file,
+                                       write_manifest)
 from mvcompile.artifact.manifest import EnsembleManifest
+from mvcompile.artifact.signing import sign_folder
 from mvcompile.backend.build import build_artifact
+from mvcompile.backend.preflight import check_resources
 from mvcompile.backend.relax_dump import ModuleTrace
 from mvcompile.backend.targets import TargetPreset
 from mvcompile.backend.tvm_interrupt import interruptible_tvm
+from mvcompile.errors import UsageError
 from mvcompile.lower.ensemble_export import EnsembleExport
 from mvcompile.support.files import staged_dir
 from mvcompile.support.names import check_name
@@ -17,7 +22,7 @@ from mvcompile.support.names import check_name
 
 def build_ensemble(ens: EnsembleExport, target: TargetPreset, out_dir: Path, *, progress: bool = True,
                    db: str | Path | None = None, shipped_records: bool = True,
-                   trace: ModuleTrace | None = None) -> Path:
+                   trace: ModuleTrace | None = None, sign: Any = None) -> Path:
     """Compile every member into `out_dir/<member>/` and write the ensemble manifest, atomically. Tuning
     records (`db`, `shipped_records`) apply to every member as in `build_artifact`; `trace` sees each
     member's Relax steps, labelled `<member>.<step>`."""
@@ -25,6 +30,12 @@ def build_ensemble(ens: EnsembleExport, target: TargetPreset, out_dir: Path, *, 
     names = [check_name(name, "ensemble member name") for name, _ in ens.members]
     if len(set(names)) != len(names):
         raise ValueError(f"ensemble members must have distinct names, got {names}")
+    for name in names:  # a member's folder beside the ensemble's own files: refused before anything compiles
+        if name in (MANIFEST, SIGNATURE, SIGNED):
+            raise UsageError(f"ensemble member name '{name}' is the name of a file of the ensemble artifact; rename "
+                             "the member spec")
+    for _, exported in ens.members:
+        check_resources(exported.manifest, target)
     with interruptible_tvm(), staged_dir(out_dir, replaceable=check_replaceable) as work:
         for name, exported in ens.members:
             if progress:
@@ -40,4 +51,6 @@ def build_ensemble(ens: EnsembleExport, target: TargetPreset, out_dir: Path, *, 
             "artifact_format": ENSEMBLE_FORMAT,
         }
         write_manifest(work, manifest, EnsembleManifest)
+        if sign is not None:  # one signature over every member's files too
+            sign_folder(work, sign)
     return out_dir

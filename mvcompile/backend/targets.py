@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from mvcompile.data import data_path
 from mvcompile.errors import MvcompileError
@@ -39,6 +39,7 @@ class TargetPreset(BaseModel):
     cross_compiler: str | None
     arch: Literal["x86_64", "aarch64", "armv7"]
     runtime_notes: str
+    memory_mb: Annotated[int, Field(ge=16, le=1 << 24)] | None = None  # the board's RAM; None: this machine's
 
     _source: Path | None = PrivateAttr(default=None)
 
@@ -66,15 +67,53 @@ class TargetPreset(BaseModel):
         target = self._resolve_spec("tvm_target", self.tvm_target)
         host = None if self.host is None else self._resolve_spec("host", self.host)
         try:
-            return tvm.target.Target(target, host=host)
+            resolved = tvm.target.Target(target, host=host)
         except Exception as exc:  # TVM raises ValueError/TVMError with its own text
             raise TargetError(self._where("tvm_target/host", str(exc).splitlines()[0])) from None
+        self._check_cpu(resolved.host if resolved.kind.name != "llvm" and resolved.host is not None else resolved)
+        return resolved
+
+    def _check_cpu(self, cpu: tvm.target.Target) -> None:
+        """Refuse now what LLVM would only complain about while compiling (hundreds of `Error:` lines for an unknown
+        -mcpu) or what fails at the end (a triple for another architecture than `arch`), and 0 cores."""
+        from tvm.target import codegen
+
+        if cpu.kind.name != "llvm":
+            return
+        cores = cpu.attrs.get("num-cores")
+        if cores is not None and int(cores) < 1:
+            raise TargetError(self._where("tvm_target", f"num-cores must be at least 1, got {int(cores)}"))
+        triple = str(cpu.attrs.get("mtriple", "") or "")
+        families = {"x86_64": ("x86_64",), "aarch64": ("aarch64", "arm64"), "armv7": ("armv7", "arm-", "thumbv7")}
+        if triple and not triple.startswith(families[self.arch]):
+            raise TargetError(self._where("tvm_target", f"mtriple '{triple}' is not for arch '{self.arch}' (the preset's "
+                                          "arch: what the artifact runs on)"))
+        mcpu = str(cpu.attrs.get("mcpu", "") or "")
+        if mcpu and mcpu not in {str(c) for c in codegen.llvm_get_cpu_archlist(cpu)}:
+            raise TargetError(self._where("tvm_target", _unknown_cpu(mcpu, triple)))
+
+    def _check_mcpu(self, key: str, spec: dict[str, Any]) -> None:
+        """An `mcpu` LLVM does not know for the spec's triple, refused before TVM makes the target (LLVM prints an
+        `Error:` line for it there, and hundreds more while compiling)."""
+        import tvm
+        from tvm.target import codegen
+
+        mcpu, triple = spec.get("mcpu"), spec.get("mtriple")
+        if spec.get("kind") != "llvm" or mcpu is None or not isinstance(triple, str):
+            return
+        try:
+            known = {str(c) for c in codegen.llvm_get_cpu_archlist(tvm.target.Target({"kind": "llvm", "mtriple": triple}))}
+        except Exception:  # noqa: BLE001 - a triple TVM refuses is reported by the caller's own check
+            return
+        if not isinstance(mcpu, str) or mcpu not in known:
+            raise TargetError(self._where(key, _unknown_cpu(str(mcpu), triple)))
 
     def _resolve_spec(self, key: str, spec: TargetSpec) -> Any:
         import tvm
 
         if isinstance(spec, dict):
             spec = {k: _detect(k) if v == DETECT else v for k, v in spec.items()}
+            self._check_mcpu(key, spec)
         try:
             tvm.target.Target(spec)
         except Exception as exc:
@@ -83,6 +122,11 @@ class TargetPreset(BaseModel):
 
     def _where(self, key: str, problem: str) -> str:
         return f"{self._source or self.name}: key '{key}': {problem}"
+
+
+def _unknown_cpu(mcpu: str, triple: str) -> str:
+    return (f"mcpu '{mcpu}' is not a CPU LLVM knows for {triple or 'this triple'} "
+            f"(see `llc -mtriple={triple or '...'} -mcpu=help`)")
 
 
 def _tag_kind(tag: str) -> str:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import onnx
 
@@ -24,6 +24,7 @@ from mvcompile.support.tvm_log import ignore_pool_teardown_errors, quiet_meta_sc
 if TYPE_CHECKING:
     from mvcompile.backend.emulated_runner import Emulator
 
+T = TypeVar("T")
 TRIALS_PER_ITER = 16
 MIN_TRIALS = 4  # fewer than this per task is not worth a search round
 ROUND_TRIALS = 64  # most trials a task gets per round; shares are re-planned from the best records between rounds
@@ -173,7 +174,8 @@ def tune_model(
     with quiet_meta_schedule_log():
         contexts, _ = ms.relax_integration.extracted_tasks_to_tune_contexts(
             extracted, work_dir=str(db_dir), seed=seed, strategy=search_strategy(trials, len(extracted)))
-    database = tuning_db.open_json_database(before)
+    failed = tuning_db.WriteFailed()
+    database = tuning_db.open_appending_database(before, failed)
     workers = max(1, boards) if rpc else 1
     builder = ms_setup.make_builder(target.cross_compiler, max_workers=max(2, workers))
     cores = int(tvm_target.attrs.get("num-cores", 1))
@@ -181,7 +183,7 @@ def tune_model(
         runner = _emulated_runner(emulator, db_dir, tvm_target)
     else:
         runner = ms_setup.make_rpc_runner(rpc, workers) if rpc else ms_setup.make_local_runner(cores)
-    baseline = default_baseline(extracted, before, database, builder, runner, tvm_target)
+    baseline = _checked(failed, lambda: default_baseline(extracted, before, database, builder, runner, tvm_target))
     tasks = [Task(t.task_name, int(t.weight), secs * int(t.weight), ctx)
              for t, secs, ctx in zip(extracted, baseline, contexts)]
     _seed_best(tasks, database)  # resuming: a task's share is what it costs now, with its best record so far
@@ -190,15 +192,17 @@ def tune_model(
     interrupted: list[bool] = []
     try:
         with _Progress(tasks, trials, budget_minutes, progress, emulator is not None) as bar, _sigint_flag(interrupted):
-            run_one = _task_runner(database, builder, runner, cost_model, bar, str(db_dir))
+            run_one = _task_runner(database, builder, runner, cost_model, bar, str(db_dir), failed)
             if trials is not None:
                 _tune_trials(tasks, trials, run_one)
             else:
                 _tune_within_budget(tasks, budget_minutes * 60.0, run_one)
             # instruction counts are deterministic: measuring them again beside the default changes nothing
-            verified = (0, 0) if emulator else verify_improvements(extracted, database, builder, runner, tvm_target)
+            verified = (0, 0) if emulator else _checked(
+                failed, lambda: verify_improvements(extracted, database, builder, runner, tvm_target))
     except (KeyboardInterrupt, RuntimeError):
         if not interrupted:
+            failed.check()  # a write that failed inside MetaSchedule's search surfaces as its own error
             raise
         kept = tuning_db.read_database(db_dir, repair=True).count_for(tvm_target)
         raise TuneInterrupted(f"interrupted: {db_dir} keeps {kept} records for {target.name} "
@@ -421,8 +425,20 @@ def _tune_within_budget(tasks: list[Task], seconds: float, run_one: Callable[[Ta
             per_trial = spent / done if done else per_trial
 
 
+def _checked(failed: tuning_db.WriteFailed, step: Callable[[], T]) -> T:
+    """`step()`, but an error after a failed database write (raised through TVM, maybe as another type) is
+    that write's OutputError, and a write failure that MetaSchedule swallowed is raised once it returns."""
+    try:
+        result = step()
+    except Exception:
+        failed.check()
+        raise
+    failed.check()
+    return result
+
+
 def _task_runner(database: Any, builder: Any, runner: Any, cost_model: Any, bar: _Progress,
-                 work_dir: str) -> Callable[[Task, int], None]:
+                 work_dir: str, failed: tuning_db.WriteFailed) -> Callable[[Task, int], None]:
     """`run(task, n)`: n more trials of one task, seeded from its records already in the database."""
     from tvm.s_tir import meta_schedule as ms
 
@@ -430,12 +446,12 @@ def _task_runner(database: Any, builder: Any, runner: Any, cost_model: Any, bar:
 
     def run(task: Task, n: int) -> None:
         bar.start_task(task, n)
-        ms.tune.tune_tasks(
+        _checked(failed, lambda: ms.tune.tune_tasks(
             tasks=[task.context], task_weights=[float(task.weight)], work_dir=work_dir,
             max_trials_global=n, max_trials_per_task=n, num_trials_per_iter=min(TRIALS_PER_ITER, n),
             builder=builder, runner=runner, database=database, cost_model=cost_model,
             measure_callbacks=callbacks, task_scheduler="round-robin",
-        )
+        ))
 
     return run
 

@@ -9,16 +9,18 @@ Compacted databases may store both files xz-compressed (`*.json.xz`); they are r
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import lzma
 import math
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mvcompile.errors import MvcompileError
+from mvcompile.errors import MvcompileError, WriteError
 from mvcompile.support.tvm_log import error_line
 from mvcompile.support.files import OutputError, atomic_write, staged_dir
 
@@ -207,12 +209,14 @@ def read_database(path: str | Path, *, repair: bool = False, must_exist: bool = 
     return Database(path, workloads, records, dropped)
 
 
-def to_memory_database(db: Database, records: list[Record]) -> Any:
-    """A MetaSchedule in-memory database holding `records` (and their workloads)."""
+def to_memory_database(db: Database, records: list[Record], memory: Any = None,
+                       workloads: list[Any] | None = None) -> Any:
+    """A MetaSchedule in-memory database holding `records` (and their workloads); into `memory` if given,
+    with `workloads` (by line) already committed to it."""
     from tvm.s_tir import meta_schedule as ms
 
-    memory = ms.database.MemoryDatabase()
-    loaded: dict[int, Any] = {}
+    memory = ms.database.MemoryDatabase() if memory is None else memory
+    loaded: dict[int, Any] = dict(enumerate(workloads or []))
     for rec in records:
         if rec.workload not in loaded:
             try:
@@ -229,29 +233,102 @@ def to_memory_database(db: Database, records: list[Record]) -> Any:
     return memory
 
 
-def open_json_database(db: Database) -> Any:
-    """MetaSchedule's JSONDatabase over `db`'s directory (as read and checked by `read_database`); a
-    line that MetaSchedule cannot decode (a garbled trace or workload IR) is a DatabaseError naming it."""
+class WriteFailed:
+    """The first failed append of an `open_appending_database` (e.g. a full disk), for the tuning loop to check:
+    MetaSchedule may swallow an error raised from inside its search."""
+
+    def __init__(self) -> None:
+        self.error: WriteError | None = None
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
+def open_appending_database(db: Database, failed: WriteFailed) -> Any:
+    """A MetaSchedule database over `db` (as read and checked by `read_database`) that appends every new
+    workload and record to `db`'s files in JSONDatabase's format, each line whole or not at all: a write
+    that fails (a full disk) is undone, recorded in `failed` and raised as a WriteError naming the file.
+    (MetaSchedule's own JSONDatabase ignores failed writes: records vanish, or a record is kept whose
+    workload line was lost.) A line MetaSchedule cannot decode is a DatabaseError naming it."""
+    from tvm.ir.utils import derived_object
     from tvm.s_tir import meta_schedule as ms
 
-    try:
-        return ms.database.JSONDatabase(work_dir=str(db.path))
-    except Exception as exc:
-        _decode_all(db)  # raises naming the first line MetaSchedule cannot decode
-        raise DatabaseError(f"{db.path}: MetaSchedule cannot load this tuning database: {error_line(exc)}") from None
-
-
-def _decode_all(db: Database) -> None:
-    """Decode every workload and record with MetaSchedule; DatabaseError naming the first that fails."""
-    from tvm.s_tir import meta_schedule as ms
-
-    for number, line in enumerate(db.workloads, 1):
+    memory = ms.database.MemoryDatabase()
+    index: dict[str, list[tuple[Any, int]]] = {}  # structural hash -> (workload, its line number - 1)
+    for number, line in enumerate(db.workloads):
         try:
-            ms.database.Workload.from_json(line)
+            workload = memory.commit_workload(ms.database.Workload.from_json(line).mod)
         except Exception as exc:
-            raise DatabaseError(f"{_stored(db.path / WORKLOADS)}: line {number}: cannot decode the workload IR: "
+            raise DatabaseError(f"{_stored(db.path / WORKLOADS)}: line {number + 1}: cannot decode the workload IR: "
                                 f"{error_line(exc)}") from None
-    to_memory_database(db, db.records)
+        index.setdefault(line[0], []).append((workload, number))
+    to_memory_database(db, db.records, memory, [w for w, _ in sorted(sum(index.values(), []), key=lambda p: p[1])])
+    files = {name: db.path / name for name in (WORKLOADS, RECORDS)}
+    counts = {WORKLOADS: len(db.workloads)}
+
+    def append(name: str, value: Any) -> None:
+        if failed.error is not None:
+            raise failed.error
+        try:
+            append_line(files[name], json.dumps(value, separators=(",", ":")))
+        except OSError as exc:
+            failed.error = WriteError(f"{files[name]}: cannot write it: {exc.strerror}; the records written "
+                                      "before are kept")
+            raise failed.error from None
+
+    def line_of(workload: Any) -> int | None:
+        return next((n for w, n in index.get(str(workload.as_json()[0]), []) if w.same_as(workload)), None)
+
+    @derived_object
+    class Appending(ms.database.PyDatabase):
+        def has_workload(self, mod: Any) -> bool:
+            return bool(memory.has_workload(mod))
+
+        def commit_workload(self, mod: Any) -> Any:
+            workload = memory.commit_workload(mod)
+            if line_of(workload) is None:
+                body = workload.as_json()  # plain lists and strings, as JSONDatabase writes them
+                append(WORKLOADS, body)
+                index.setdefault(body[0], []).append((workload, counts[WORKLOADS]))
+                counts[WORKLOADS] += 1
+            return workload
+
+        def commit_tuning_record(self, record: Any) -> None:
+            number = line_of(record.workload)
+            if number is None:
+                number = line_of(self.commit_workload(record.workload.mod))
+            append(RECORDS, [number, record.as_json()])
+            memory.commit_tuning_record(record)
+
+        def get_top_k(self, workload: Any, top_k: int) -> Any:
+            return memory.get_top_k(workload, top_k)
+
+        def get_all_tuning_records(self) -> Any:
+            return memory.get_all_tuning_records()
+
+        def __len__(self) -> int:
+            return len(memory)
+
+    return Appending()
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append `line` and a newline to `path` in one write; on any failure the file is cut back to its old
+    size (no partial line) and the OSError raised (ENOSPC for a short write)."""
+    data = (line + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            written = os.write(fd, data)
+            if written != len(data):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        except OSError:
+            os.ftruncate(fd, size)
+            raise
+    finally:
+        os.close(fd)
 
 
 def _record_problem(body: list[Any]) -> str | None:

@@ -25,7 +25,7 @@ _LAZY = {"ExportedModel": "mvcompile.lower.pipeline", "TuneInterrupted": "mvcomp
          "TuneReport": "mvcompile.backend.tune"}
 
 __all__ = ["BuildResult", "ExportedModel", "Model", "TuneInterrupted", "TuneReport", "build", "build_exported",
-           "compact_db", "default_output", "export", "import_weights", "inspect_spec", "list_targets", "load_spec",
+           "compact_db", "default_output", "export", "import_weights", "inspect_spec", "keygen", "list_targets", "load_spec",
            "load_target", "model_workloads", "parse_model_key", "tune"]
 
 
@@ -130,28 +130,31 @@ def default_output(model: Model, target: str) -> Path:
 
 def build(model: Model, target: str | Path | TargetPreset, output: str | Path | None = None, *,
           db: str | Path | None = None, shipped_records: bool = True, temporal_ensemble: bool = False,
-          weights2: str | Path | None = None, progress: bool = False, dump: IRDump | None = None) -> BuildResult:
+          weights2: str | Path | None = None, progress: bool = False, dump: IRDump | None = None,
+          sign: str | Path | None = None) -> BuildResult:
     """Compile `model` for `target` (a preset name, a preset file or a TargetPreset) into an artifact folder
     (default: `default_output`), atomically. Tuning records: `db` if given, else those shipped for the
     target unless `shipped_records` is False. An ensemble spec, or `temporal_ensemble` (two models of the
     spec, weights `model.weights` and `weights2`, or seeds S and S+1), builds one artifact per member.
-    `dump` (`--dump-ir`) collects the IR after every pass and the Relax module after every TVM step."""
+    `dump` (`--dump-ir`) collects the IR after every pass and the Relax module after every TVM step.
+    `sign`: a private key file (`mvcompile keygen`) to sign the artifact with (artifact.sig)."""
     preset = target if isinstance(target, TargetPreset) else load_target(target)
+    key = _signing_key(sign)  # a bad key fails now, not after the compile
     out = Path(output) if output is not None else default_output(model, preset.name)
     if dump is not None:
         check_apart(dump.out, out, "--dump-ir and the artifact folder")  # refused before the build, not after
     start = time.perf_counter()
     if temporal_ensemble or weights2 is not None or isinstance(load_spec(model.spec), EnsembleSpec):
         return _build_ensemble(model, preset, out, start, db=db, shipped_records=shipped_records,
-                               temporal=temporal_ensemble, weights2=weights2, progress=progress, dump=dump)
+                               temporal=temporal_ensemble, weights2=weights2, progress=progress, dump=dump, sign=key)
     result = build_exported(export(model, trace=dump and dump.graph), preset, out, db=db,
-                            shipped_records=shipped_records, progress=progress, trace=dump and dump.module)
+                            shipped_records=shipped_records, progress=progress, trace=dump and dump.module, sign=key)
     return replace(result, seconds=time.perf_counter() - start)
 
 
 def build_exported(exported: ExportedModel, target: str | Path | TargetPreset, output: str | Path, *,
                    db: str | Path | None = None, shipped_records: bool = True, progress: bool = False,
-                   trace: Any = None) -> BuildResult:
+                   trace: Any = None, sign: Any = None) -> BuildResult:
     """`build` of a model already exported (e.g. to time the compilation alone); `seconds` is the compile time.
     `trace` (a backend.relax_dump.ModuleTrace) sees the Relax module after import and after every TVM step."""
     from mvcompile.backend.build import build_artifact
@@ -159,13 +162,13 @@ def build_exported(exported: ExportedModel, target: str | Path | TargetPreset, o
     preset = target if isinstance(target, TargetPreset) else load_target(target)
     start = time.perf_counter()
     build_artifact(exported.onnx_model, exported.manifest, preset, Path(output), progress=progress, db=db,
-                   shipped_records=shipped_records, trace=trace)
+                   shipped_records=shipped_records, trace=trace, sign=_signing_key(sign))
     return BuildResult(Path(output), _manifest(Path(output)), preset.name, time.perf_counter() - start)
 
 
 def _build_ensemble(model: Model, preset: TargetPreset, out: Path, start: float, *, db: str | Path | None,
                     shipped_records: bool, temporal: bool, weights2: str | Path | None, progress: bool,
-                    dump: IRDump | None) -> BuildResult:
+                    dump: IRDump | None, sign: Any) -> BuildResult:
     from mvcompile.backend.ensemble import build_ensemble
     from mvcompile.lower.ensemble_export import export_spec_ensemble, export_temporal_ensemble
 
@@ -183,10 +186,27 @@ def _build_ensemble(model: Model, preset: TargetPreset, out: Path, start: float,
             raise UsageError(f"{model.spec}: each ensemble member runs at its own spec's resolution; drop --resolution")
         ens = export_spec_ensemble(model.spec, weights=model.weights, **common)
     build_ensemble(ens, preset, out, progress=progress, db=db, shipped_records=shipped_records,
-                   trace=dump and dump.module)
+                   trace=dump and dump.module, sign=sign)
     manifest = _manifest(out)
     members = {m["name"]: _manifest(out / m["dir"]) for m in manifest["members"]}
     return BuildResult(out, manifest, preset.name, time.perf_counter() - start, members)
+
+
+def _signing_key(sign: Any) -> Any:
+    """The private key to sign with: None, a key file's path (loaded and checked), or an already loaded key."""
+    if sign is None or not isinstance(sign, (str, Path)):
+        return sign
+    from mvcompile.artifact.signing import load_private_key
+
+    return load_private_key(sign)
+
+
+def keygen(private_key: str | Path) -> tuple[Path, Path]:
+    """Write a new Ed25519 key pair for `build(sign=...)`: `private_key` (keep it secret) and `<private_key>.pub`
+    (give it to the boards: `StreamSession(dir, trusted_keys=[...])`, `run --trusted-key`); returns both paths."""
+    from mvcompile.artifact.signing import generate_key
+
+    return generate_key(private_key)
 
 
 def _manifest(artifact: Path) -> dict[str, Any]:
@@ -202,12 +222,14 @@ def tune(model: Model, target: str | Path | TargetPreset, db: str | Path, *, tri
     under qemu-user instead (ARM targets); `search_seed` makes the search's choices repeatable.
     Ctrl-C raises TuneInterrupted, the records measured so far kept."""
     from mvcompile.backend.ms_setup import RPCSettings
+    from mvcompile.backend.preflight import check_resources
     from mvcompile.backend.tune import tune_model
     from mvcompile.backend.tvm_interrupt import interruptible_tvm
 
     rpc = RPCSettings.parse(rpc_tracker, rpc_key) if rpc_tracker else None
     preset = target if isinstance(target, TargetPreset) else load_target(target)
     exported = export(replace(model, weights=None, seed=0))  # a task does not depend on the weights
+    check_resources(exported.manifest, preset)  # measuring candidates runs the model's kernels here
     with interruptible_tvm():
         return tune_model(exported.onnx_model, preset, db, trials=trials, budget_minutes=budget_minutes, rpc=rpc,
                           seed=search_seed, emulate=emulate, progress=progress)

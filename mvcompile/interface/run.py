@@ -2,9 +2,10 @@
 session. Imports nothing of the compiler (no onnx, no torch)."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from mvcompile.artifact.signing import verify_folder
 from mvcompile.errors import UsageError
 from mvcompile.runtime.driver import RunResult, load_video_array, random_frames, run_video, top5
 from mvcompile.runtime.ensemble import EnsembleSession, load_manifest, load_session, require_frame_input
@@ -17,25 +18,33 @@ __all__ = ["EnsembleSession", "Prediction", "RunResult", "StreamSession", "Video
 
 
 def run(artifact: str | Path, *, frames: int | None = None, input: str | Path | None = None, seed: int = 0,
-        emulate: bool = False, num_threads: int | None = None, check_range: bool = True) -> RunResult:
+        emulate: bool = False, num_threads: int | None = None, check_range: bool = True,
+        trusted_keys: Sequence[str | Path | bytes] | None = None) -> RunResult:
     """Stream a video through `artifact`, one compiled call's worth of frames at a time: the frames of the
     .npy file `input` ([T, H, W, 3] or [B, T, H, W, 3] float32 in [0, 1]), else `frames` random frames
-    (default: one call's worth) from `seed`. `emulate` runs an ARM artifact under qemu-user."""
+    (default: one call's worth) from `seed`. `emulate` runs an ARM artifact under qemu-user. With
+    `trusted_keys`, only an artifact signed by one of them runs (checked before anything of it is read)."""
     if frames is not None and input is not None:
         raise UsageError("give a number of random frames or an input file, not both")
+    if trusted_keys is not None:
+        verify_folder(artifact, list(trusted_keys))
     frame_input = require_frame_input(load_manifest(artifact), artifact)
     if input is not None:
         video = load_video_array(input, frame_input)
     else:
         video = random_frames(frame_input, frames or frame_input.shape[1], seed)
-    return run_video(artifact, video, emulate=emulate, num_threads=num_threads, check_range=check_range)
+    return run_video(artifact, video, emulate=emulate, num_threads=num_threads, check_range=check_range,
+                     trusted_keys=trusted_keys)
 
 
 def run_video_source(artifact: str | Path, source: str, *, num_threads: int | None = None,
-                     timeout: float = DEFAULT_TIMEOUT) -> Iterator[Prediction]:
+                     timeout: float = DEFAULT_TIMEOUT,
+                     trusted_keys: Sequence[str | Path | bytes] | None = None) -> Iterator[Prediction]:
     """Predictions (runtime.live.Prediction) per model call for a video file, camera or stream URL, decoded
     and resampled to the artifact's frame rate and resolution; natively, never emulated."""
-    return predict_video(artifact, source, num_threads=num_threads, timeout=timeout)
+    if trusted_keys is not None:
+        verify_folder(artifact, list(trusted_keys))
+    return predict_video(artifact, source, num_threads=num_threads, timeout=timeout, trusted_keys=trusted_keys)
 
 
 def labels(artifact: str | Path) -> list[str] | None:

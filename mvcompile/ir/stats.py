@@ -48,3 +48,24 @@ def per_scope(g: Graph) -> list[ScopeCost]:
 def _node_macs(g: Graph, n: str) -> int:
     node = g.node(n)
     return macs(node["op"], node["shape"], {r: g.weights[w].shape for r, w in node["params"].items()})
+
+
+ITEMSIZE = {"float32": 4, "float64": 8, "int32": 4, "int64": 8}
+
+
+def memory_estimate(g: Graph) -> dict[str, int]:
+    """Bytes a compiled call of `g` needs at run time, estimated from its shapes before anything is compiled:
+    the graph inputs (frames and states), the new states it returns, the weights, activations (twice the
+    largest: an op's input and output are live together) and the largest once more for workspace (padded
+    copies, layout changes). `peak` is their sum. A compiler's memory plan reuses buffers: this errs high."""
+    def nbytes(n: str) -> int:
+        node = g.node(n)
+        return math.prod(node["shape"]) * ITEMSIZE.get(node["dtype"], 4)
+
+    inputs = sum(nbytes(n) for n in g.inputs())
+    states = sum(math.prod(s.shape) * ITEMSIZE.get(s.dtype, 4) for s in g.states)
+    weights = sum(math.prod(w.shape) * 4 for w in g.weights.values())
+    largest = max((nbytes(n) for n in g.g.nodes), default=0)
+    estimate = {"inputs": inputs, "new_states": states, "weights": weights, "activations": 2 * largest,
+                "workspace": largest}
+    return {**estimate, "peak": sum(estimate.values())}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 from safetensors import safe_open
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file, save
 
 from mvcompile.errors import MvcompileError
 from mvcompile.ir.graph import Graph
@@ -99,7 +99,9 @@ def save_weights(values: dict[str, np.ndarray], path: str | Path, *, labels: lis
             with open(tmp, "wb") as f:
                 np.savez(f, **arrays, **extra)
         else:
-            save_file(arrays, str(tmp), metadata={LABELS_METADATA: json.dumps(labels)} if labels is not None else None)
+            # serialised here and written by Python: safetensors' own file writer reports a full disk as its own
+            # exception type, not an OSError naming the file
+            tmp.write_bytes(save(arrays, metadata={LABELS_METADATA: json.dumps(labels)} if labels is not None else None))
 
 
 def load_weights(path: str | Path, *, max_bytes: int = MAX_WEIGHTS_BYTES) -> dict[str, np.ndarray]:

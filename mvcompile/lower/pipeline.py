@@ -12,6 +12,7 @@ import onnx
 
 from mvcompile.ir.builder import build_graph
 from mvcompile.ir.graph import Graph
+from mvcompile.ir.stats import memory_estimate
 from mvcompile.errors import UsageError
 from mvcompile.ir.weights import WeightsError, bind, init_weights, load_labels, load_weights, weights_hash
 from mvcompile.lower.calibrate import Calibration, quantize_graph
@@ -185,6 +186,7 @@ def _manifest(g: Graph, spec_path: Path, variant: str | None, mode: str, batch: 
         "inputs": [tensor(n, n) for n in g.inputs()],
         "outputs": [tensor("logits", "logits")] + [tensor(s.output, f"{s.name}_out") for s in g.states],
         "states": [_state_entry(g, s) for s in g.states],
+        "memory": memory_estimate(g),
         **_labels(weights, num_classes),
     }
 

@@ -6,11 +6,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 
 from mvcompile.artifact.format import ArtifactError, machine_arch
 from mvcompile.artifact.manifest import EnsembleManifest, Tensor
+from mvcompile.artifact.signing import verify_folder
 from mvcompile.runtime.ensemble import load_manifest, load_session, require_frame_input
 from mvcompile.runtime.frames import FrameError, check_frame_values
 from mvcompile.support.npyfile import GiB, load_npy
@@ -57,25 +59,32 @@ def load_video_array(path: str | Path, frame_input: Tensor) -> np.ndarray:
 
 
 def run_video(artifact_dir: str | Path, frames: np.ndarray, *, emulate: bool = False,
-              num_threads: int | None = None, check_range: bool = True) -> RunResult:
+              num_threads: int | None = None, check_range: bool = True,
+              trusted_keys: Sequence[str | Path | bytes] | None = None) -> RunResult:
     """Stream `frames` [B, T, H, W, 3] through the artifact, one compiled call's worth of frames at a time.
 
-    The whole video is checked first (see `check_frame_values`), so a bad frame runs nothing."""
+    The whole video is checked first (see `check_frame_values`), so a bad frame runs nothing. With
+    `trusted_keys`, only an artifact signed by one of them runs (checked first, natively and emulated)."""
+    if trusted_keys is not None:
+        verify_folder(artifact_dir, list(trusted_keys))
     manifest = load_manifest(artifact_dir)
     per_call = require_frame_input(manifest, artifact_dir).shape[1]
     check_frame_values(frames, check_range=check_range, of="the input")
+    if frames.shape[1] == 0:
+        raise FrameError("the input holds no frames (its time axis is empty); give at least one call's worth "
+                         f"({per_call})")
     if frames.shape[1] % per_call:
         raise FrameError(f"{frames.shape[1]} frames do not split into calls of {per_call} frames "
                          f"(the artifact was built for {per_call} frames per call)")
     calls = [frames[:, i:i + per_call] for i in range(0, frames.shape[1], per_call)]
-    if emulate and (manifest.target is None or manifest.target.arch != machine_arch()):
+    if emulate:
         if isinstance(manifest, EnsembleManifest):
             raise ArtifactError(f"{artifact_dir}: --emulate runs single-model artifacts, not ensembles")
-        from mvcompile.runtime.emulate import run_emulated
+        from mvcompile.runtime.emulate import run_emulated  # refuses an artifact built for this machine
 
-        logits, ms = run_emulated(artifact_dir, np.stack(calls), num_threads=num_threads)
+        logits, ms = run_emulated(artifact_dir, np.stack(calls), num_threads=num_threads, trusted_keys=trusted_keys)
         return RunResult(logits, ms, per_call, True)
-    session = load_session(artifact_dir, num_threads=num_threads, check_range=check_range)
+    session = load_session(artifact_dir, num_threads=num_threads, check_range=check_range, trusted_keys=trusted_keys)
     outs, ms = [], []
     for clip in calls:
         start = time.perf_counter()

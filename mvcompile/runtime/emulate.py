@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from mvcompile.artifact.format import IO_TABLE, MANIFEST, ArtifactError, machine_arch, read_manifest
+from mvcompile.artifact.signing import trusted_key, verify_folder
 from mvcompile.runtime.frames import FrameError
 from mvcompile.support.cross import CrossArch, EmulationError, build_runner, get_arch
 from mvcompile.runtime.io_spec import IoSpec, IoSpecError, read_io_spec
@@ -25,17 +28,24 @@ def artifact_arch(artifact_dir: Path) -> CrossArch:
         raise EmulationError(f"{artifact_dir}: target '{target.name}' runs on a {kind} device; "
                              "only CPU (llvm) artifacts can be emulated")
     if arch == machine_arch():
-        raise EmulationError(f"{artifact_dir}: built for this machine ({arch}); run it natively with StreamSession")
+        raise EmulationError(f"{artifact_dir}: built for this machine ({arch}); --emulate runs ARM artifacts under "
+                             "qemu: run it without --emulate")
     return get_arch(arch)
 
 
 def emulated_command(artifact_dir: Path, frames_file: Path, n_calls: int, out_file: Path,
-                     num_threads: int | None = None) -> list[str]:
-    """The qemu-user command line that runs the (cached, cross-built) runner on an artifact."""
+                     num_threads: int | None = None, trusted_keys: Sequence[str | Path | bytes] | None = None) -> list[str]:
+    """The qemu-user command line that runs the (cached, cross-built) runner on an artifact; with
+    `trusted_keys`, the runner itself refuses an artifact not signed by one of them."""
     arch = artifact_arch(artifact_dir)
     runner = build_runner(arch)
     cmd = [arch.qemu, "-L", str(arch.sysroot), "-E", f"LD_LIBRARY_PATH={arch.libdir}", str(runner),
            str(Path(artifact_dir).resolve()), str(frames_file), str(n_calls), str(out_file)]
+    for key in trusted_keys or []:
+        cmd += ["--trusted-key", trusted_key(key).hex()]
+    if num_threads is None and "TVM_NUM_THREADS" not in os.environ:
+        num_threads = 1  # emulated timings mean nothing, and TVM's spinning workers under qemu on a loaded machine
+        # can take minutes a call (seen: 2 threads, load 8 on 2 cores, 2 tiny frames not done in 10 minutes)
     return cmd + (["--threads", str(num_threads)] if num_threads else [])
 
 
@@ -69,8 +79,8 @@ def _runner_error(proc: subprocess.CompletedProcess[str]) -> str:
     return "\n".join(lines).strip() or f"exit code {proc.returncode}"
 
 
-def run_emulated(artifact_dir: Path | str, frames: np.ndarray,
-                 num_threads: int | None = None) -> tuple[np.ndarray, list[float]]:
+def run_emulated(artifact_dir: Path | str, frames: np.ndarray, num_threads: int | None = None,
+                 trusted_keys: Sequence[str | Path | bytes] | None = None) -> tuple[np.ndarray, list[float]]:
     """Stream frames (shape (N, *input shape) or one frame) through an ARM artifact under qemu.
 
     Returns the logits of every call, shape (N, *output shape), and the per-call latency in ms
@@ -78,6 +88,8 @@ def run_emulated(artifact_dir: Path | str, frames: np.ndarray,
     EmulationError when the toolchain, qemu or runtime is missing or the run fails.
     """
     artifact_dir = Path(artifact_dir)
+    if trusted_keys is not None:
+        verify_folder(artifact_dir, list(trusted_keys))
     io = _checked_io(artifact_dir)
     frames = np.asarray(frames)
     if frames.shape == io.input.shape:
@@ -89,7 +101,7 @@ def run_emulated(artifact_dir: Path | str, frames: np.ndarray,
     with tempfile.TemporaryDirectory(prefix="mvcompile-emu-") as tmp:
         frames_file, out_file = Path(tmp) / "frames.f32", Path(tmp) / "logits.f32"
         np.ascontiguousarray(frames, dtype="<f4").tofile(frames_file)
-        cmd = emulated_command(artifact_dir, frames_file, n_calls, out_file, num_threads)
+        cmd = emulated_command(artifact_dir, frames_file, n_calls, out_file, num_threads, trusted_keys)
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise EmulationError(f"emulated run of {artifact_dir} failed: {_runner_error(proc)}")

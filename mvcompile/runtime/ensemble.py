@@ -8,7 +8,7 @@ latest logits of every member that has produced any.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
@@ -16,6 +16,7 @@ import numpy as np
 from mvcompile.artifact.format import (MANIFEST, ArtifactError, is_ensemble, read_manifest, read_signed_manifest,
                                         sha256_file)
 from mvcompile.artifact.manifest import AnyManifest, EnsembleManifest, Tensor
+from mvcompile.artifact.signing import verify_folder
 from mvcompile.runtime.frames import FrameError, check_frame_values
 from mvcompile.runtime.session import StreamSession
 
@@ -56,8 +57,11 @@ class EnsembleSession:
     Frames are checked as `StreamSession.push` checks them (`check_range`), all before any member runs.
     """
 
-    def __init__(self, artifact_dir: str | Path, *, num_threads: int | None = None, check_range: bool = True) -> None:
+    def __init__(self, artifact_dir: str | Path, *, num_threads: int | None = None, check_range: bool = True,
+                 trusted_keys: Sequence[str | Path | bytes] | None = None) -> None:
         self._dir = Path(artifact_dir)
+        if trusted_keys is not None:  # one signature covers every member's files
+            verify_folder(self._dir, list(trusted_keys))
         self._manifest = read_ensemble_manifest(self._dir)
         self._check_range = check_range
         self.members = [Member(m.name, StreamSession(self._dir / m.dir, num_threads=num_threads,
@@ -82,6 +86,7 @@ class EnsembleSession:
             if not isinstance(frames, np.ndarray):
                 raise FrameError("this temporal ensemble takes one array [B, 2F, H, W, 3]; frames alternate between members")
             self._check_alternate(frames)
+            frames = np.ascontiguousarray(frames)  # checked as the members get it (a masked array's mask is not)
             check_frame_values(frames, check_range=self._check_range)
             for i, m in enumerate(self.members):
                 m.logits = m.session.push(np.ascontiguousarray(frames[:, i::2]))
@@ -92,11 +97,13 @@ class EnsembleSession:
             if unknown:
                 raise FrameError(f"unknown ensemble member(s) {unknown}; members are {self.member_names()}")
             fed = [m for m in self.members if m.name in frames]
+            plain = {}
             for m in fed:  # all checked before any member's state moves on
                 _check_member_frames(m, frames[m.name])
-                check_frame_values(frames[m.name], check_range=self._check_range, of=f"member {m.name}'s frames")
+                plain[m.name] = np.ascontiguousarray(frames[m.name])  # as the member gets it
+                check_frame_values(plain[m.name], check_range=self._check_range, of=f"member {m.name}'s frames")
             for m in fed:
-                m.logits = m.session.push(frames[m.name])
+                m.logits = m.session.push(plain[m.name])
         return np.mean([m.logits for m in self.members if m.logits is not None], axis=0)
 
     def member_names(self) -> list[str]:
@@ -140,11 +147,11 @@ def load_manifest(artifact_dir: str | Path) -> AnyManifest:
     return read_ensemble_manifest(Path(artifact_dir)) if is_ensemble(Path(artifact_dir)) else read_manifest(Path(artifact_dir))
 
 
-def load_session(artifact_dir: str | Path, *, num_threads: int | None = None,
-                 check_range: bool = True) -> StreamSession | EnsembleSession:
+def load_session(artifact_dir: str | Path, *, num_threads: int | None = None, check_range: bool = True,
+                 trusted_keys: Sequence[str | Path | bytes] | None = None) -> StreamSession | EnsembleSession:
     """A StreamSession for a model artifact, an EnsembleSession for an ensemble artifact."""
     cls = EnsembleSession if is_ensemble(Path(artifact_dir)) else StreamSession
-    return cls(artifact_dir, num_threads=num_threads, check_range=check_range)
+    return cls(artifact_dir, num_threads=num_threads, check_range=check_range, trusted_keys=trusted_keys)
 
 
 def require_frame_input(manifest: AnyManifest, artifact_dir: str | Path) -> Tensor:

@@ -23,7 +23,9 @@ class FrameValueError(FrameError):
 
 
 def check_frame_values(frames: np.ndarray, *, check_range: bool = True, of: str = "this call") -> None:
-    """Raise FrameValueError naming the first bad frame of `frames` [B, T, H, W, C] and the values it holds."""
+    """Raise FrameValueError naming the first bad frame of `frames` [B, T, H, W, C] and the values it holds.
+    Every element counts: a numpy masked array is checked as the plain array the model would get."""
+    frames = np.asarray(frames)
     if frames.size == 0:
         return
     lo, hi = float(frames.min()), float(frames.max())  # NaN propagates into both

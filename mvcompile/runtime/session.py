@@ -4,17 +4,40 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from mvcompile.artifact.format import LIBRARY, MANIFEST, ArtifactError, machine_arch, read_manifest
 from mvcompile.artifact.manifest import ModelManifest
+from mvcompile.artifact.signing import verify_folder
+from mvcompile.errors import UsageError
 from mvcompile.support.tvm_log import error_line, quiet_tvm_stderr
 from mvcompile.runtime.frames import FrameError, FrameValueError, check_frame_values
 
 __all__ = ["FrameError", "FrameValueError", "StreamSession"]
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def check_threads(num_threads: int | None) -> int | None:
+    """`num_threads` if it is 1..the usable CPUs (or None: TVM's default); UsageError otherwise. TVM's workers
+    spin while they wait, so more threads than CPUs only slow a model down (256 on 2 cores: 70 s a frame), and
+    a count in the millions aborts the process."""
+    if num_threads is None:
+        return None
+    cpus = usable_cpus()
+    if isinstance(num_threads, bool) or not isinstance(num_threads, int) or not 1 <= num_threads <= cpus:
+        raise UsageError(f"num_threads must be an integer from 1 to {cpus} (the CPUs this process may use; more only "
+                         f"slow TVM's spinning workers down), got {num_threads!r}")
+    return num_threads
 
 
 class StreamSession:
@@ -22,16 +45,22 @@ class StreamSession:
 
     `push` refuses frames holding NaN or infinities, and (unless `check_range=False`) frames with values
     outside [-1, 2] (e.g. 8-bit pixels in 0..255), with a FrameValueError, before the model runs.
+    With `trusted_keys` (public keys: `.pub` files of `mvcompile keygen`, their hex digits, or 32 raw bytes),
+    only an artifact signed by one of them (`build --sign`) loads, checked before anything of it is read.
     """
 
-    def __init__(self, artifact_dir: str | Path, *, num_threads: int | None = None, check_range: bool = True) -> None:
+    def __init__(self, artifact_dir: str | Path, *, num_threads: int | None = None, check_range: bool = True,
+                 trusted_keys: Sequence[str | Path | bytes] | None = None) -> None:
         self._dir = Path(artifact_dir)
         self._check_range = check_range
         self._frames_seen = 0
+        if trusted_keys is not None:  # before anything of the artifact is read: native code cannot be validated
+            verify_folder(self._dir, list(trusted_keys))
+        threads = check_threads(num_threads)
         self._manifest = read_manifest(self._dir)
         self._check_arch()
-        if num_threads is not None:
-            os.environ["TVM_NUM_THREADS"] = str(num_threads)  # read when TVM's thread pool starts
+        if threads is not None:
+            os.environ["TVM_NUM_THREADS"] = str(threads)  # read when TVM's thread pool starts
         self._frame = self._manifest.frame_input
         self._vm, self._device = self._load()
         self._states: list[Any] = []
@@ -62,8 +91,9 @@ class StreamSession:
         import tvm
 
         self._check_frames(frames)
+        frames = np.ascontiguousarray(frames)  # checked as the model gets it: a masked array's mask is not passed
         check_frame_values(frames, check_range=self._check_range)
-        image = tvm.runtime.tensor(np.ascontiguousarray(frames), self._device)
+        image = tvm.runtime.tensor(frames, self._device)
         out = self._vm["main"](image, *self._states)
         self._frames_seen += frames.shape[1]
         if not self._states:  # a model without states returns its logits tensor bare, not in a tuple

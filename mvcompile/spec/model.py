@@ -23,6 +23,7 @@ MAX_LAYERS = 256  # over all stages
 MAX_STAGES = 32
 MAX_RESOLUTION = 1024
 MAX_FRAMES = 1024
+MIN_FRAME_RATE = 1e-3  # one frame per ~17 minutes
 MAX_FRAME_RATE = 1000.0
 MAX_MEMBERS = 8
 MAX_TEXT = 10_000  # description, note
@@ -80,7 +81,7 @@ class InputSpec(_Strict):
 
     frames: int = Field(gt=0, le=MAX_FRAMES)
     resolution: int = Field(gt=0, le=MAX_RESOLUTION)
-    frame_rate: float = Field(gt=0, le=MAX_FRAME_RATE)
+    frame_rate: float = Field(ge=MIN_FRAME_RATE, le=MAX_FRAME_RATE)  # not 5e-324: time steps must stay finite
 
 
 class _Kernel(_Strict):

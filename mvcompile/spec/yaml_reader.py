@@ -1,5 +1,5 @@
-"""Read a spec's YAML defensively: bounded size, nesting and alias expansion, no duplicate keys, and
-YAML 1.2 scalars (`16:00` stays a string, `010` is ten, `yes` is a string, not YAML 1.1's 960, 8, True)."""
+"""Read a spec's YAML defensively: bounded size, nesting and alias expansion, no duplicate keys (merge keys
+`<<: *base` merge a mapping in, as in most YAML tools), and YAML 1.2 scalars (`16:00` stays a string, `010` is ten, `yes` is a string, not YAML 1.1's 960, 8, True)."""
 from __future__ import annotations
 
 import re
@@ -19,6 +19,7 @@ _FLOAT = re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]
                     r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$")
 _BOOL = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
 _NULL = re.compile(r"^(?:~|null|Null|NULL|)$")
+_MERGE = "tag:yaml.org,2002:merge"
 
 
 class _SpecLoader(yaml.SafeLoader):
@@ -59,6 +60,8 @@ class _SpecLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, yaml.Node] = {}
         for key_node, _ in node.value:
+            if key_node.tag == _MERGE:  # `<<: *base` merges a mapping in; its keys may be overridden here
+                continue
             key = self.construct_object(key_node, deep=True)
             try:
                 first = seen.get(key)
@@ -87,6 +90,7 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
 
 
 for _tag, _pattern, _first in (
+    (_MERGE, re.compile(r"^<<$"), "<"),
     ("tag:yaml.org,2002:bool", _BOOL, "tTfF"),
     ("tag:yaml.org,2002:int", _INT, "-+0123456789"),
     ("tag:yaml.org,2002:float", _FLOAT, "-+.0123456789"),
@@ -120,5 +124,10 @@ def read_yaml(path: Path) -> Any:
         syntax = isinstance(err, (yaml.scanner.ScannerError, yaml.parser.ParserError))
         raise SpecError(f"{path}: YAML syntax error at {where}: {err.problem}" if syntax
                         else f"{path}: {where}: {err.problem}") from None
+    except yaml.reader.ReaderError as err:  # a control or other non-printable character
+        line = text.count("\n", 0, err.position) + 1
+        code = err.character if isinstance(err.character, int) else ord(err.character)
+        raise SpecError(f"{path}: line {line}: character U+{code:04X} is not allowed in YAML (a control character; "
+                        "write it as an escape in a double-quoted string)") from None
     except yaml.YAMLError as err:
-        raise SpecError(f"{path}: YAML error: {err}") from None
+        raise SpecError(f"{path}: YAML error: {' '.join(str(err).split())}") from None

@@ -20,7 +20,8 @@ RUNNER_SOURCE = data_path("runner", "runner.cc")
 SETUP_HINT = ("run `make cross` (or scripts/setup_cross.sh, as root; with MVCOMPILE_CROSS_DIR set to the same folder "
               "when mvcompile is installed from a wheel) first")
 CXXFLAGS = ("-std=c++17", "-O2", "-Wall")
-LDLIBS = ("-Wl,--no-as-needed", "-ltvm_runtime", "-ltvm_ffi")
+SODIUM = ("-Wl,-Bstatic", "-lsodium", "-Wl,-Bdynamic")  # the runner's Ed25519 and SHA-256, static: nothing to install
+LDLIBS = ("-Wl,--no-as-needed", "-ltvm_runtime", "-ltvm_ffi", *SODIUM)
 
 
 class EmulationError(MvcompileError, RuntimeError):
@@ -96,6 +97,9 @@ def check_ready(arch: CrossArch) -> None:
             raise EmulationError(f"{arch.libdir / lib} missing: {SETUP_HINT}")
     if not (arch.root / "include" / "tvm" / "ffi").is_dir():
         raise EmulationError(f"tvm-ffi headers missing in {arch.root / 'include'}: {SETUP_HINT}")
+    if not (Path("/usr/lib") / arch.triple / "libsodium.a").is_file():
+        raise EmulationError(f"libsodium for {arch.name} missing (Debian's libsodium-dev for that architecture, which "
+                             f"the runner verifies signatures with): {SETUP_HINT}")
 
 
 def build_runner(arch: CrossArch) -> Path:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from mvcompile.errors import MvcompileError
+from mvcompile.errors import WRITE_FAILURES, MvcompileError, WriteError
 from mvcompile.support import interrupt
 
 STAGING_MARKER = ".mvcompile-staging"  # "pid host" of the process writing a staging folder
@@ -55,11 +55,14 @@ def staged_files(paths: list[Path], *, replaceable: Check | None = None) -> Iter
     for path in paths:
         _check_file_target(path, replaceable)
     temps: list[Path] = []
+    forget: Callable[[], None] = lambda: None
     try:
         with interrupt.deferred():  # a signal between creating a temp file and listing it would leak it
+            forget = interrupt.undo_unless_committed(lambda: [t.unlink(missing_ok=True) for t in temps])
             for path in paths:
                 temps.append(_temp_file(path))
-        yield temps
+        with _write_failures_named({t: p for t, p in zip(temps, paths)}):
+            yield temps
         with interrupt.deferred():
             for path in paths:
                 _check_file_target(path, replaceable)  # again: the build may have taken a while
@@ -69,6 +72,7 @@ def staged_files(paths: list[Path], *, replaceable: Check | None = None) -> Iter
     finally:
         for temp in temps:
             temp.unlink(missing_ok=True)
+        forget()
 
 
 def _lstat(path: Path) -> os.stat_result | None:
@@ -102,10 +106,13 @@ def _temp_file(path: Path) -> Path:
     try:
         fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:
-        raise OutputError(f"{path.parent}: cannot write here: {exc.strerror}") from None
+        raise _refusal(exc)(f"{path.parent}: cannot write here: {exc.strerror}") from None
     try:
         mode = path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask()
         os.fchmod(fd, mode)
+    except BaseException:
+        os.unlink(name)
+        raise
     finally:
         os.close(fd)
     return Path(name)
@@ -121,12 +128,19 @@ def staged_dir(out: str | Path, *, replaceable: Check, purpose: str = "building"
     out = output_folder(out)
     _check_dir_target(out, replaceable)
     remove_stale_staging(out, purpose)
-    work = make_staging_dir(out, purpose)
+    work: Path | None = None
+    forget: Callable[[], None] = lambda: None
     try:
-        yield work
-        replace_dir(work, out, replaceable)
+        with interrupt.deferred():  # a signal between creating the folder and holding its name would leak it
+            work = make_staging_dir(out, purpose)
+            forget = interrupt.undo_unless_committed(lambda: _remove_ours(work))
+        with _write_failures_named({work: out}):
+            yield work
+        replace_dir(work, out, replaceable, committed=forget)
     except BaseException:
-        _remove_ours(work)
+        if work is not None:
+            _remove_ours(work)
+        forget()
         raise
 
 
@@ -174,18 +188,26 @@ def make_staging_dir(out: Path, purpose: str = "building") -> Path:
     try:
         work = Path(tempfile.mkdtemp(prefix=f".{out.name}.{purpose}-", dir=out.parent))
     except OSError as exc:
-        raise OutputError(f"{out.parent}: cannot write here: {exc.strerror}") from None
-    work.chmod(0o777 & ~_umask())  # mkdtemp makes 0700
-    _mark(work)
+        raise _refusal(exc)(f"{out.parent}: cannot write here: {exc.strerror}") from None
+    try:
+        work.chmod(0o777 & ~_umask())  # mkdtemp makes 0700
+        _mark(work)
+    except BaseException as exc:
+        shutil.rmtree(work, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise _refusal(exc)(f"{out.parent}: cannot write here: {exc.strerror}") from None
+        raise
     return work
 
 
-def replace_dir(work: Path, out: Path, replaceable: Check) -> None:
-    """Put staging folder `work` at `out`, replacing an existing `out` only if `replaceable` accepts it."""
+def replace_dir(work: Path, out: Path, replaceable: Check, committed: Callable[[], None] = lambda: None) -> None:
+    """Put staging folder `work` at `out`, replacing an existing `out` only if `replaceable` accepts it;
+    `committed` is called in the same uninterruptible section as the swap."""
     with interrupt.deferred():
         _check_dir_target(out, replaceable)
         (work / STAGING_MARKER).unlink()
         _swap_in(work, out)
+        committed()
         interrupt.wrote(out, staged_in=work)
 
 
@@ -273,7 +295,35 @@ def _os_call(func: Callable[[Path, Path], None], src: Path, dst: Path, *, where:
     try:
         func(src, dst)
     except OSError as exc:
-        raise OutputError(f"{where}: cannot write it: {exc.strerror}") from None
+        raise _refusal(exc)(f"{where}: cannot write it: {exc.strerror}") from None
+
+
+def _refusal(exc: OSError) -> type[MvcompileError]:
+    """WriteError if the system failed to store data (a full disk, EIO), else OutputError (no permission, ...)."""
+    return WriteError if exc.errno in WRITE_FAILURES else OutputError
+
+
+@contextmanager
+def _write_failures_named(staged: dict[Path, Path]) -> Iterator[None]:
+    """Within: an OSError that failed to store data (a full disk, EIO) becomes a WriteError naming the output
+    path it was for (`staged` maps each staging path to its output), not the hidden staging name."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in WRITE_FAILURES or isinstance(exc, WriteError):
+            raise
+        raise WriteError(f"{_shown_path(exc.filename, staged)}: cannot write it: {exc.strerror}") from None
+
+
+def _shown_path(filename: object, staged: dict[Path, Path]) -> str:
+    """`filename` (of an OSError) with a staging prefix replaced by the output it stands for."""
+    if filename is None:
+        return str(next(iter(staged.values())))
+    path = Path(os.fsdecode(filename))  # type: ignore[arg-type]
+    for work, out in staged.items():
+        if path == work or work in path.parents:
+            return str(out / path.relative_to(work))
+    return str(path)
 
 
 _RENAME_EXCHANGE = 2

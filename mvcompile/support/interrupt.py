@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -41,6 +41,7 @@ class _State:
     real_stderr: int | None = None  # with trap(quiet=True): a dup of fd 2 as it was when the trap began
     muted = False  # fd 2 goes to /dev/null
     written: list[Path] = []  # outputs committed while trapped (see `wrote`)
+    undo: dict[int, Callable[[], None]] = {}  # removals of uncommitted staging outputs (see `undo_unless_committed`)
 
 
 def describe(signum: int) -> str:
@@ -105,8 +106,30 @@ def trap(*, quiet: bool = False) -> Iterator[None]:
         signal.setitimer(signal.ITIMER_REAL, 0)
         for s, handler in previous.items():
             signal.signal(s, handler)
+        _run_undo()
         _end_quiet()
         _State.requested, _State.installed, _State.written = None, False, []
+
+
+def undo_unless_committed(undo: Callable[[], None]) -> Callable[[], None]:
+    """Inside `trap`: run `undo` (remove a staging folder or temp file) when the trap ends, unless the
+    returned function is called first (the output was committed or already removed). A signal can land
+    anywhere, even between a `with` body and its context manager's exit, where that manager's own
+    clean-up never runs; this one does. Outside a trap, a no-op."""
+    if not _State.installed:
+        return lambda: None
+    key = id(undo)
+    _State.undo[key] = undo
+    return lambda: _State.undo.pop(key, None)
+
+
+def _run_undo() -> None:
+    pending, _State.undo = list(_State.undo.values()), {}
+    for undo in pending:
+        try:
+            undo()
+        except Exception:  # noqa: BLE001 - best effort: a leftover is removed by the next run (stale marker)
+            pass
 
 
 def report(line: str) -> None:

@@ -57,6 +57,11 @@ def quiet_meta_schedule_log() -> Iterator[None]:
     for handler in logging.getLogger(META_SCHEDULE_LOGGER).handlers:
         if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
             handler.setLevel(logging.WARNING)
+    for name, logger in logging.root.manager.loggerDict.items():  # the per-task log files in the work dir:
+        if name.startswith(META_SCHEDULE_LOGGER) and isinstance(logger, logging.Logger):  # a diagnostic that
+            for handler in logger.handlers:  # cannot be written (a full disk) is dropped, not printed with a
+                if isinstance(handler, logging.FileHandler):  # traceback; the database's writes are checked
+                    handler.handleError = lambda record: None  # type: ignore[method-assign]
 
 
 def ignore_pool_teardown_errors() -> None:

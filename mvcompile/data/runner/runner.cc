@@ -1,7 +1,10 @@
 // mvcompile-runner: stream frames through an mvcompile artifact (model.so + io.txt) without Python.
 //
-//   mvcompile-runner ARTIFACT_DIR FRAMES_FILE N_CALLS OUT_FILE [--threads N]
+//   mvcompile-runner ARTIFACT_DIR FRAMES_FILE N_CALLS OUT_FILE [--threads N] [--trusted-key KEY]...
 //
+// Before model.so is loaded: with --trusted-key (a .pub file of `mvcompile keygen`, or its 64 hex digits), the
+// artifact must carry an Ed25519 signature by one of those keys over its files (artifact.sig; libsodium), and
+// always, model.so's own I/O signature (ELF section .mvcompile_io) must hold this io.txt and its self-hash.
 // FRAMES_FILE holds raw little-endian float32 frames, each exactly the `input` shape of io.txt.
 // Each call runs main(frame, *states); the logits of every call are appended to OUT_FILE (raw float32)
 // and the new states are fed to the next call. One JSON line per call goes to stdout:
@@ -16,6 +19,7 @@
 #include <tvm/ffi/function.h>
 
 #include <elf.h>
+#include <sodium.h>
 
 #include <cerrno>
 #include <chrono>
@@ -25,6 +29,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <map>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -269,6 +275,177 @@ void CheckLibrary(const fs::path& model) {
   }
 }
 
+constexpr const char* kSection = ".mvcompile_io";
+constexpr const char* kSectionMagic = "mvcompile-io/1";
+constexpr const char* kSelfHash = "mvcompile-self-sha256:";
+constexpr const char* kSignatureMagic = "mvcompile-signature/1";
+constexpr uint64_t kMaxReadBytes = 4ull << 30;  // a file read whole: model.so, io.txt, artifact.sig
+
+std::string ReadWhole(const fs::path& path, const std::string& what) {
+  std::error_code ec;
+  if (!fs::is_regular_file(fs::symlink_status(path, ec))) throw RunnerError(what + " " + path.string() + ": missing or not a regular file");
+  if (fs::file_size(path) > kMaxReadBytes) throw RunnerError(what + " " + path.string() + ": too large");
+  std::ifstream in(path, std::ios::binary);
+  std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (!in.good() && !in.eof()) throw RunnerError("cannot read " + path.string());
+  return data;
+}
+
+std::string Hex(const unsigned char* data, size_t n) {
+  static const char* digits = "0123456789abcdef";
+  std::string out;
+  for (size_t i = 0; i < n; ++i) out += {digits[data[i] >> 4], digits[data[i] & 15]};
+  return out;
+}
+
+std::string Sha256Hex(const std::string& data) {
+  unsigned char digest[crypto_hash_sha256_BYTES];
+  crypto_hash_sha256(digest, reinterpret_cast<const unsigned char*>(data.data()), data.size());
+  return Hex(digest, sizeof digest);
+}
+
+bool FromHex(const std::string& text, std::vector<unsigned char>* out) {
+  if (text.size() % 2) return false;
+  out->clear();
+  for (size_t i = 0; i < text.size(); i += 2) {
+    auto nibble = [](char c) { return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1; };
+    int hi = nibble(text[i]), lo = nibble(text[i + 1]);
+    if (hi < 0 || lo < 0) return false;
+    out->push_back(static_cast<unsigned char>(hi * 16 + lo));
+  }
+  return true;
+}
+
+/*! \brief A trusted public key: 64 hex digits, or a file holding 'mvcompile-ed25519 <64 hex digits>'. */
+std::vector<unsigned char> ReadTrustedKey(const std::string& arg) {
+  std::vector<unsigned char> key;
+  if (arg.size() == 64 && FromHex(arg, &key)) return key;
+  std::string text = ReadWhole(arg, "trusted key");
+  std::istringstream ls(text);
+  std::string prefix, digits;
+  ls >> prefix >> digits;
+  if (prefix != "mvcompile-ed25519" || digits.size() != 64 || !FromHex(digits, &key)) {
+    throw RunnerError(arg + ": not an mvcompile public key (one line 'mvcompile-ed25519 <64 hex digits>')");
+  }
+  return key;
+}
+
+/*! \brief Check ARTIFACT_DIR/artifact.sig: signed by one of `trusted`, and the files the runner reads (model.so,
+ *  io.txt) listed with their sha256. Nothing of the artifact is loaded before this passes. */
+void VerifySignature(const fs::path& dir, const std::vector<std::vector<unsigned char>>& trusted) {
+  const fs::path path = dir / "artifact.sig";
+  if (!fs::exists(fs::symlink_status(path))) {
+    throw RunnerError(dir.string() + ": not signed (no artifact.sig); --trusted-key was given, so only an artifact "
+                      "signed with one of those keys runs");
+  }
+  const std::string text = ReadWhole(path, "signature");
+  std::vector<std::string> lines;
+  std::istringstream ls(text);
+  for (std::string line; std::getline(ls, line);) lines.push_back(line);
+  if (lines.size() < 4 || lines[0] != kSignatureMagic || lines[1].rfind("key ", 0) != 0 ||
+      lines[2].rfind("signature ", 0) != 0 || text.back() != '\n') {
+    throw RunnerError(path.string() + ": not an mvcompile signature file");
+  }
+  std::vector<unsigned char> key, signature;
+  if (!FromHex(lines[1].substr(4), &key) || key.size() != crypto_sign_PUBLICKEYBYTES ||
+      !FromHex(lines[2].substr(10), &signature) || signature.size() != crypto_sign_BYTES) {
+    throw RunnerError(path.string() + ": malformed key or signature line");
+  }
+  bool known = false;
+  for (const auto& k : trusted) known = known || k == key;
+  if (!known) {
+    throw RunnerError(dir.string() + ": signed by key " + lines[1].substr(4, 16) + "..., which is not a trusted key; "
+                      "refusing to load its native code");
+  }
+  std::string message = lines[0] + "\n" + lines[1] + "\n";
+  std::map<std::string, std::string> listed;
+  for (size_t i = 3; i < lines.size(); ++i) {
+    message += lines[i] + "\n";
+    if (lines[i].size() < 67 || lines[i].substr(64, 2) != "  ") throw RunnerError(path.string() + ": malformed file line");
+    listed[lines[i].substr(66)] = lines[i].substr(0, 64);
+  }
+  if (crypto_sign_verify_detached(signature.data(), reinterpret_cast<const unsigned char*>(message.data()),
+                                  message.size(), key.data()) != 0) {
+    throw RunnerError(path.string() + ": the signature does not match its file list (artifact.sig edited); "
+                      "refusing to load the artifact");
+  }
+  for (const char* name : {"io.txt", "model.so", "manifest.json"}) {
+    auto it = listed.find(name);
+    if (it == listed.end()) throw RunnerError(path.string() + ": does not cover " + name);
+    if (Sha256Hex(ReadWhole(dir / name, "artifact file")) != it->second) {
+      throw RunnerError((dir / name).string() + ": modified after signing (its sha256 differs from artifact.sig); "
+                        "refusing to load the artifact");
+    }
+  }
+}
+
+/*! \brief The bytes of ELF section `name` of `image` (a whole ELF file), or nothing. */
+template <typename Ehdr, typename Shdr>
+bool FindSection(const std::string& image, const std::string& name, std::string* out, const std::string& where) {
+  Ehdr eh{};
+  std::memcpy(&eh, image.data(), sizeof eh);
+  const uint64_t size = image.size();
+  if (!eh.e_shnum || eh.e_shentsize < sizeof(Shdr) || eh.e_shstrndx >= eh.e_shnum ||
+      eh.e_shoff + uint64_t{eh.e_shnum} * eh.e_shentsize > size) {
+    throw RunnerError(where + ": its ELF section table is missing or malformed");
+  }
+  auto header = [&](unsigned i) {
+    Shdr sh{};
+    std::memcpy(&sh, image.data() + eh.e_shoff + uint64_t{i} * eh.e_shentsize, sizeof sh);
+    return sh;
+  };
+  const Shdr names = header(eh.e_shstrndx);
+  if (uint64_t{names.sh_offset} + names.sh_size > size) throw RunnerError(where + ": section names beyond the file");
+  for (unsigned i = 0; i < eh.e_shnum; ++i) {
+    const Shdr sh = header(i);
+    if (sh.sh_name >= names.sh_size) continue;
+    const char* section_name = image.data() + names.sh_offset + sh.sh_name;
+    if (strnlen(section_name, names.sh_size - sh.sh_name) == name.size() && name == section_name) {
+      if (uint64_t{sh.sh_offset} + sh.sh_size > size) throw RunnerError(where + ": section " + name + " beyond the file");
+      out->assign(image.data() + sh.sh_offset, sh.sh_size);
+      return true;
+    }
+  }
+  return false;
+}
+
+/*! \brief model.so vouches for itself: its section .mvcompile_io holds the io.txt it was built with, and its
+ *  self-hash (sha256 of the file with those 64 digits as zeros) matches; read from the file, not loaded. */
+void CheckIoSignature(const fs::path& model, const std::string& io_text) {
+  const std::string where = model.string();
+  std::string image = ReadWhole(model, "model");
+  std::string section;
+  const bool found = static_cast<unsigned char>(image[EI_CLASS]) == ELFCLASS64
+                         ? FindSection<Elf64_Ehdr, Elf64_Shdr>(image, kSection, &section, where)
+                         : FindSection<Elf32_Ehdr, Elf32_Shdr>(image, kSection, &section, where);
+  if (!found) {
+    throw RunnerError(where + ": carries no I/O signature (section .mvcompile_io): made by an older mvcompile, or not "
+                      "by mvcompile; rebuild the artifact");
+  }
+  std::vector<std::string> parts;
+  for (size_t start = 0, end; (end = section.find('\0', start)) != std::string::npos; start = end + 1) {
+    parts.push_back(section.substr(start, end - start));
+  }
+  const std::string marker = kSelfHash;
+  if (parts.size() != 5 || parts[0] != kSectionMagic || parts[4].rfind(marker, 0) != 0 ||
+      parts[4].size() != marker.size() + 64) {
+    throw RunnerError(where + ": its I/O signature (section .mvcompile_io) is malformed; rebuild the artifact");
+  }
+  if (parts[1] != io_text) {
+    throw RunnerError("io.txt differs from the table " + where + " was built with (io.txt edited?); rebuild the artifact");
+  }
+  const size_t at = image.find(marker);
+  if (at == std::string::npos || image.find(marker, at + 1) != std::string::npos) {
+    throw RunnerError(where + ": its self-hash is missing or not unique; rebuild the artifact");
+  }
+  const std::string recorded = image.substr(at + marker.size(), 64);
+  image.replace(at + marker.size(), 64, std::string(64, '0'));
+  if (Sha256Hex(image) != recorded) {
+    throw RunnerError(where + ": damaged: its content does not match the self-hash it was built with; rebuild the "
+                      "artifact");
+  }
+}
+
 /*! \brief The Relax VM `main` function of ARTIFACT_DIR/model.so. */
 ffi::Function LoadMain(const fs::path& model) {
   if (!fs::is_regular_file(model)) throw RunnerError("model not found: " + model.string());
@@ -287,6 +464,7 @@ struct Options {
   fs::path artifact_dir, frames_file, out_file;
   long n_calls = 0;
   int threads = 0;  // 0: leave TVM_NUM_THREADS / the TVM default alone
+  std::vector<std::string> trusted_keys;  // --trusted-key: only an artifact signed by one of these runs
 };
 
 long ParsePositive(const std::string& s, const std::string& what) {
@@ -306,6 +484,9 @@ Options ParseArgs(int argc, char** argv) {
       opt.threads = static_cast<int>(ParsePositive(argv[++i], "--threads"));
     } else if (a.rfind("--threads=", 0) == 0) {
       opt.threads = static_cast<int>(ParsePositive(a.substr(10), "--threads"));
+    } else if (a == "--trusted-key") {
+      if (i + 1 >= argc) throw UsageError("--trusted-key needs a value");
+      opt.trusted_keys.push_back(argv[++i]);
     } else if (a.size() > 1 && a[0] == '-') {
       throw UsageError("unknown option " + a);
     } else {
@@ -338,10 +519,18 @@ std::ifstream OpenFrames(const fs::path& path, const TensorSpec& input, long n_c
 
 int Run(const Options& opt) {
   if (opt.threads > 0) setenv("TVM_NUM_THREADS", std::to_string(opt.threads).c_str(), 1);
+  if (sodium_init() < 0) throw RunnerError("libsodium failed to initialise");
+  if (!opt.trusted_keys.empty()) {
+    std::vector<std::vector<unsigned char>> trusted;
+    for (const std::string& k : opt.trusted_keys) trusted.push_back(ReadTrustedKey(k));
+    VerifySignature(opt.artifact_dir, trusted);
+  }
   const IoSpec io = ReadIoSpec(opt.artifact_dir / "io.txt");
   std::ifstream frames = OpenFrames(opt.frames_file, io.input, opt.n_calls);
   std::ofstream out(opt.out_file, std::ios::binary | std::ios::trunc);
   if (!out) throw RunnerError("cannot write " + opt.out_file.string());
+  CheckLibrary(opt.artifact_dir / "model.so");
+  CheckIoSignature(opt.artifact_dir / "model.so", ReadWhole(opt.artifact_dir / "io.txt", "io table"));
   ffi::Function main_fn = LoadMain(opt.artifact_dir / "model.so");
 
   ffi::Tensor frame = ZeroTensor(io.input);
@@ -397,7 +586,8 @@ int main(int argc, char** argv) {
     return Run(ParseArgs(argc, argv));
   } catch (const UsageError& e) {
     std::fprintf(stderr,
-                 "mvcompile-runner: %s\nusage: mvcompile-runner ARTIFACT_DIR FRAMES_FILE N_CALLS OUT_FILE [--threads N]\n",
+                 "mvcompile-runner: %s\nusage: mvcompile-runner ARTIFACT_DIR FRAMES_FILE N_CALLS OUT_FILE [--threads N] "
+                 "[--trusted-key KEY]...\n",
                  e.what());
     return 2;
   } catch (const RunnerError& e) {
