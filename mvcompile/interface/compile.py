@@ -145,6 +145,10 @@ def build(model: Model, target: str | Path | TargetPreset, output: str | Path | 
         check_apart(dump.out, out, "--dump-ir and the artifact folder")  # refused before the build, not after
     start = time.perf_counter()
     if temporal_ensemble or weights2 is not None or isinstance(load_spec(model.spec), EnsembleSpec):
+        if model.quantize is not None:
+            raise UsageError(f"--quantize {model.quantize} quantizes single models, not ensembles "
+                             f"({'--temporal-ensemble' if temporal_ensemble or weights2 else model.spec}): "
+                             "quantize each member spec on its own")
         return _build_ensemble(model, preset, out, start, db=db, shipped_records=shipped_records,
                                temporal=temporal_ensemble, weights2=weights2, progress=progress, dump=dump, sign=key)
     result = build_exported(export(model, trace=dump and dump.graph), preset, out, db=db,

@@ -93,20 +93,20 @@ class Quantize(Pass[Graph]):
 
     def requires(self, g: Graph) -> None:
         if not g.values:
-            self.fail("needs bound weight values (graph.values is empty)")
+            self.refuse("needs bound weight values (graph.values is empty)")
         for n in g.order():
             if g.node(n)["op"] in ("batchnorm", "quantize", "dequantize"):
-                self.fail(f"expects an inference graph (batchnorms folded) not yet quantized, "
-                          f"found a {g.node(n)['op']}", n)
+                self.refuse(f"expects an inference graph (batchnorms folded) not yet quantized, "
+                            f"found a {g.node(n)['op']}", n)
         for p in quantization_points(g, self.vectors):
             if is_frames(g, p):
                 continue
             if p not in self.ranges:
-                self.fail("no calibrated range for this tensor", p)
+                self.refuse("no calibrated range for this tensor", p)
             lo, hi = self.ranges[p]
             if not (np.isfinite(lo) and np.isfinite(hi) and lo <= hi):
-                self.fail(f"calibrated range [{lo}, {hi}] is not a finite interval (NaN or infinity in the "
-                          "calibration run?)", p)
+                self.refuse(f"calibrated range [{lo}, {hi}] is not a finite interval (NaN or infinity in the "
+                            "calibration run?)", p)
 
     def rewrite(self, g: Graph) -> Graph:
         states = _state_inputs(g)
