@@ -96,7 +96,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def _shipped_records() -> Path | None:
     """The records mvcompile ships for this machine's CPU class (what a default host build applies)."""
-    from mvcompile.backend import tuned_records
+    from mvcompile.backend.tuning import tuned_records
     from mvcompile.backend.targets import load_target
 
     host = load_target("host")

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, SPECS, tiny_rpi4_and_host_logits
-from mvcompile.backend import emulated_runner as emu
-from mvcompile.backend import tuning_db
+from mvcompile.backend.tuning import emulated_runner as emu
+from mvcompile.backend.tuning import tuning_db
 from mvcompile.backend.targets import load_target
 from mvcompile.cli import main
 
@@ -95,7 +95,7 @@ def test_tune_rpi4_under_emulation(rpi4_emulator: emu.Emulator, tmp_path: Path, 
     from tvm import s_tir
     from tvm.s_tir import meta_schedule as ms
 
-    from mvcompile.backend import ms_setup
+    from mvcompile.backend.tuning import ms_setup
 
     tiny = ["--variant", "stream", "-q"]
     db = tmp_path / "db"

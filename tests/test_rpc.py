@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, SPECS, tiny_rpi4_and_host_logits
-from mvcompile.backend import tuning_db
-from mvcompile.backend.tune import VERIFY_ROUNDS
-from mvcompile.backend.ms_setup import RPCConfigError, RPCSettings
+from mvcompile.backend.tuning import tuning_db
+from mvcompile.backend.tuning.tune import VERIFY_ROUNDS
+from mvcompile.backend.tuning.ms_setup import RPCConfigError, RPCSettings
 from mvcompile.cli import main
 
 KEY = "mvcompile-test"

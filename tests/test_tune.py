@@ -16,9 +16,9 @@ import pytest
 import yaml
 
 from conftest import ROOT, SPECS
-from mvcompile.backend import tuning_db
+from mvcompile.backend.tuning import tuning_db
 from mvcompile.backend.targets import load_target
-from mvcompile.backend.tune import DEFAULT_POPULATION, allocate, extract_tasks, search_strategy, workload_hashes
+from mvcompile.backend.tuning.tune import DEFAULT_POPULATION, allocate, extract_tasks, search_strategy, workload_hashes
 from mvcompile.cli import main
 from mvcompile.errors import UsageError
 from mvcompile.interface.compile import Model, model_workloads, parse_model_key
@@ -204,7 +204,7 @@ def test_tune_writes_a_database_that_builds_equal_to_reference(tuned_db: Path, t
 
 def test_ensemble_builds_apply_the_database_or_shipped_records_like_single_builds(
         tuned_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mvcompile.backend import tuned_records
+    from mvcompile.backend.tuning import tuned_records
 
     here = tmp_path / "records" / "this-machine"  # records shipped for this machine, as a release would hold them
     tuning_db.compact(tuned_db, here, load_target("host").to_tvm())
@@ -368,7 +368,7 @@ def test_tune_and_build_on_a_garbled_database_name_file_and_line(tuned_db: Path,
 
 
 def test_shipped_record_classes_match_by_preset_or_cpu_features(tmp_path: Path) -> None:
-    from mvcompile.backend import tuned_records
+    from mvcompile.backend.tuning import tuned_records
     from mvcompile.backend.targets import load_target
 
     host, rpi4 = load_target("host"), load_target("rpi4")
@@ -391,7 +391,7 @@ def test_shipped_record_classes_match_by_preset_or_cpu_features(tmp_path: Path) 
 
 
 def test_budget_goes_to_the_costliest_tasks_first_and_stops_in_time() -> None:
-    from mvcompile.backend.tune import ROUND_TRIALS, Task, _tune_within_budget
+    from mvcompile.backend.tuning.tune import ROUND_TRIALS, Task, _tune_within_budget
 
     tasks = [Task(f"t{i}", 1, cost, None) for i, cost in enumerate([1.0, 8.0, 4.0, 0.01, 2.0])]
     order: list[tuple[str, int]] = []
@@ -413,7 +413,7 @@ def test_budget_goes_to_the_costliest_tasks_first_and_stops_in_time() -> None:
 
 
 def test_rounds_follow_the_time_left_in_each_task_after_tuning() -> None:
-    from mvcompile.backend.tune import Task, _tune_trials
+    from mvcompile.backend.tuning.tune import Task, _tune_trials
 
     tasks = [Task("big", 1, 8.0, None), Task("small", 1, 2.0, None)]
     order: list[str] = []
@@ -438,7 +438,7 @@ def test_search_population_follows_the_trials_asked_for() -> None:
 
 
 def test_trials_a_task_cannot_use_go_to_the_others() -> None:
-    from mvcompile.backend.tune import Task, _tune_trials
+    from mvcompile.backend.tuning.tune import Task, _tune_trials
 
     tasks = [Task("tiny", 1, 8.0, None), Task("other", 1, 1.0, None)]
 
@@ -463,7 +463,7 @@ SHIPPED_CLASSES = sorted(p.parent for p in (ROOT / "mvcompile" / "backend" / "re
 def test_every_shipped_record_applies_to_its_models_with_any_weights(folder: Path) -> None:
     """Shipped records are kept to the current tasks of the models they were tuned for, and those
     tasks do not depend on the weights: a build with other weights applies every record."""
-    from mvcompile.backend import tuned_records
+    from mvcompile.backend.tuning import tuned_records
 
     db = tuning_db.read_database(folder)
     shipped = {w[0] for w in db.workloads}
@@ -474,7 +474,7 @@ def test_every_shipped_record_applies_to_its_models_with_any_weights(folder: Pat
 
 
 def test_host_builds_apply_the_shipped_records_unless_told_not_to(tmp_path: Path) -> None:
-    from mvcompile.backend import tuned_records
+    from mvcompile.backend.tuning import tuned_records
     from mvcompile.backend.targets import load_target
 
     host = load_target("host")

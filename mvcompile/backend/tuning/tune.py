@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Any
 import onnx
 
 from mvcompile.errors import MvcompileError
-from mvcompile.backend import ms_setup, tuning_db
+from mvcompile.backend.tuning import ms_setup, tuning_db
 from mvcompile.backend.compile import fuse, import_onnx
 from mvcompile.backend.targets import TargetPreset
 from mvcompile.support.progress import progress_display
 from mvcompile.support.tvm_log import ignore_pool_teardown_errors, quiet_meta_schedule_log
 
 if TYPE_CHECKING:
-    from mvcompile.backend.emulated_runner import Emulator
+    from mvcompile.backend.tuning.emulated_runner import Emulator
 
 TRIALS_PER_ITER = 16
 MIN_TRIALS = 4  # fewer than this per task is not worth a search round
@@ -230,7 +230,7 @@ def _scoring(target: TargetPreset, tvm_target: Any, db_dir: Path, before: tuning
              emulate: bool) -> Emulator | None:
     """The emulator that will count candidates (None: they are timed), after checking that the database
     holds no records for the target scored the other way: counts and times cannot be compared."""
-    from mvcompile.backend import emulated_runner as emu
+    from mvcompile.backend.tuning import emulated_runner as emu
 
     try:
         marks = emu.read_marks(db_dir)
@@ -257,7 +257,7 @@ def _emulated_runner(emulator: Emulator, db_dir: Path, tvm_target: Any) -> Any:
     instruction counts under `emulator`."""
     import os
 
-    from mvcompile.backend import emulated_runner as emu
+    from mvcompile.backend.tuning import emulated_runner as emu
 
     try:
         runner = emu.make_emulated_runner(emulator, max_workers=os.cpu_count() or 1)
@@ -500,7 +500,7 @@ class _Progress:
         """A measured time, or under emulation the instruction count it stands for."""
         if not self.emulated:
             return f"{ms:.3f} ms"
-        from mvcompile.backend.emulated_runner import NOMINAL_INSTRUCTIONS_PER_SECOND
+        from mvcompile.backend.tuning.emulated_runner import NOMINAL_INSTRUCTIONS_PER_SECOND
 
         return f"{ms * 1e-3 * NOMINAL_INSTRUCTIONS_PER_SECOND / 1e6:.3f} M insn"
 
