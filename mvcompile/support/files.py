@@ -59,6 +59,7 @@ def staged_files(paths: list[Path], *, replaceable: Check | None = None) -> Iter
         with interrupt.deferred():  # a signal between creating a temp file and listing it would leak it
             for path in paths:
                 temps.append(_temp_file(path))
+        interrupt.hold("staged files")
         yield temps
         with interrupt.deferred():
             for path in paths:
@@ -123,6 +124,7 @@ def staged_dir(out: str | Path, *, replaceable: Check, purpose: str = "building"
     remove_stale_staging(out, purpose)
     work = make_staging_dir(out, purpose)
     try:
+        interrupt.hold("staged folder")
         yield work
         replace_dir(work, out, replaceable)
     except BaseException:
