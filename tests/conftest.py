@@ -1,4 +1,5 @@
-"""Shared fixtures: repo paths, small helpers, the session's artifact cache and its shared tuning run."""
+"""Shared fixtures: repo paths, small helpers, the session's artifact cache, RPC boards on loopback and the
+session's one tuning run."""
 from __future__ import annotations
 
 import contextlib
@@ -7,11 +8,15 @@ import io
 import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -116,3 +121,90 @@ def tiny_rpi4_and_host_logits(artifacts: Artifacts, rpi4_options: tuple[str, ...
         assert run.returncode == 0, run.stderr
         logits[target] = json.loads(run.stdout)["logits"][0]
     return logits, json.loads((built["rpi4"] / "manifest.json").read_text())["build_options"]["tuning"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve(args: list[str], log: Path, python: str = sys.executable) -> subprocess.Popen:
+    return subprocess.Popen([python, "-m", *args], stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)  # own process group: its popen workers die with it
+
+
+@contextlib.contextmanager
+def rpc_boards(tmp: Path, pythons: list[str], key: str, wait: float = 300) -> Iterator[tuple[Any, list[Path]]]:
+    """A TVM RPC tracker on 127.0.0.1 and one RPC server per interpreter in `pythons`, registered under `key`;
+    yields the RPCSettings and the servers' logs. Waits for each to be up, not for a fixed time."""
+    from mvcompile.backend.tuning.ms_setup import RPCConfigError, RPCSettings
+
+    port = free_port()
+    procs = [_serve(["tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(port), "--port-end", str(port + 1)],
+                    tmp / "tracker.log")]
+    logs = [tmp / f"server{i}.log" for i in range(len(pythons))]
+    settings = RPCSettings("127.0.0.1", port, key)
+
+    def up(count: int) -> bool:
+        assert all(p.poll() is None for p in procs), [log.read_text() for log in [tmp / "tracker.log", *logs]
+                                                       if log.exists()]
+        try:
+            return settings.free_boards() >= count
+        except RPCConfigError:
+            return False
+
+    try:
+        _wait_until(lambda: up(0), wait, "the RPC tracker")
+        for python, log in zip(pythons, logs):
+            server_port = free_port()
+            procs.append(_serve(["tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(server_port),
+                                 "--port-end", str(server_port + 1), "--tracker", f"127.0.0.1:{port}", "--key", key],
+                                log, python))
+        _wait_until(lambda: up(len(pythons)), wait, f"{len(pythons)} RPC servers under '{key}'")
+        yield settings, logs
+    finally:
+        for proc in procs:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _wait_until(ready: Callable[[], bool], limit: float, what: str) -> None:
+    """Poll `ready` (a state of another process) until it holds; `limit` seconds only bound a hang."""
+    deadline = time.monotonic() + limit
+    while not ready():
+        assert time.monotonic() < deadline, f"no {what} after {limit} s"
+        time.sleep(0.2)
+
+
+RPC_KEY = "mvcompile-test"
+TUNE_TRIALS = 8
+
+
+@pytest.fixture(scope="session")
+def loopback_boards(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, list[Path]]]:
+    """Two RPC servers on 127.0.0.1 under RPC_KEY, with their tracker: boards to tune on."""
+    with rpc_boards(tmp_path_factory.mktemp("rpc"), [sys.executable, sys.executable], RPC_KEY) as boards:
+        yield boards
+
+
+@dataclass(frozen=True)
+class TuningRun:
+    """The session's one MetaSchedule search: the tiny stream spec for host, TUNE_TRIALS trials, measured on
+    the loopback boards. Tests read `db` in place or work on a copy."""
+
+    db: Path
+    loads: list[int]  # modules each server loaded during the run (one per measured candidate)
+
+
+@pytest.fixture(scope="session")
+def tuning_run(loopback_boards: tuple[Any, list[Path]], tmp_path_factory: pytest.TempPathFactory) -> TuningRun:
+    from mvcompile.cli import main
+
+    settings, logs = loopback_boards
+    db = tmp_path_factory.mktemp("tune") / "db"
+    before = [log.read_text().count("load_module") for log in logs]
+    assert main(["tune", str(SPECS / "tiny.yaml"), "--variant", "stream", "--target", "host", "--trials",
+                 str(TUNE_TRIALS), "--db", str(db), "--rpc-tracker", f"127.0.0.1:{settings.tracker_port}",
+                 "--rpc-key", settings.key, "-q"]) == 0
+    return TuningRun(db, [log.read_text().count("load_module") - n for log, n in zip(logs, before)])

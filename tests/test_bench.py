@@ -24,6 +24,7 @@ def quick(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out / "results"
 
 
+@pytest.mark.bench
 def test_quick_writes_json_markdown_and_plots(quick: Path) -> None:
     results = json.loads((quick / "results.json").read_text())
     md = (quick / "results.md").read_text()
@@ -36,6 +37,7 @@ def test_quick_writes_json_markdown_and_plots(quick: Path) -> None:
     assert not list(quick.glob(".*")), "temp files of atomic writes were left behind"
 
 
+@pytest.mark.bench
 def test_quick_latency_is_sane_and_every_runtime_ran(quick: Path) -> None:
     r = json.loads((quick / "results.json").read_text())
     rows = r["latency"]
@@ -56,6 +58,7 @@ def test_quick_latency_is_sane_and_every_runtime_ran(quick: Path) -> None:
     assert r["litert"]["status"]
 
 
+@pytest.mark.bench
 def test_quick_memory_stream_is_flat_and_base_grows(quick: Path) -> None:
     mem = json.loads((quick / "results.json").read_text())["memory"]
     stream = [x["peak_rss_mib"] for x in mem["stream"]]
@@ -66,6 +69,7 @@ def test_quick_memory_stream_is_flat_and_base_grows(quick: Path) -> None:
     assert all(x["finite"] for x in mem["stream"] + mem["base"])
 
 
+@pytest.mark.bench
 def test_quick_costs_match_inspect(quick: Path) -> None:
     r = json.loads((quick / "results.json").read_text())
     rows = {c["model"]: c for c in r["costs"]}

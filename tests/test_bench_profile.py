@@ -9,18 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, SPECS
+from conftest import ROOT, Artifacts
 from bench.profile import family
-from mvcompile.cli import main
 from mvcompile.runtime.session import StreamSession
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("profile") / "tiny"
-    assert main(["build", str(SPECS / "tiny.yaml"), "--variant", "stream", "--target", "host", "--seed", "0",
-                 "-q", "--no-shipped-records", "-o", str(out)]) == 0
-    return out
+@pytest.fixture
+def tiny(artifacts: Artifacts) -> Path:
+    return artifacts()  # the tiny stream spec, seed 1, for this machine
 
 
 def test_watched_calls_pair_up_and_leave_the_logits_unchanged(tiny: Path) -> None:

@@ -405,19 +405,20 @@ def _run_counted(task: Task, n: int, run_one: Callable[[Task, int], None]) -> in
 
 
 def _tune_within_budget(tasks: list[Task], seconds: float, run_one: Callable[[Task, int], None],
-                        per_trial: float = INITIAL_SECONDS_PER_TRIAL) -> None:
-    """Rounds of `plan_round` until the time is up; before each task, its trials are cut to the time
-    left at the seconds per trial measured so far (`per_trial` until the first task is done)."""
-    deadline = time.monotonic() + seconds
+                        per_trial: float = INITIAL_SECONDS_PER_TRIAL,
+                        clock: Callable[[], float] = time.monotonic) -> None:
+    """Rounds of `plan_round` until the time is up on `clock`; before each task, its trials are cut to
+    the time left at the seconds per trial measured so far (`per_trial` until the first task is done)."""
+    deadline = clock() + seconds
     spent, done = 0.0, 0
-    while plan := plan_round(tasks, int((deadline - time.monotonic()) / per_trial)):
+    while plan := plan_round(tasks, int((deadline - clock()) / per_trial)):
         for task, n in plan:
-            n = min(n, int((deadline - time.monotonic()) / per_trial))
+            n = min(n, int((deadline - clock()) / per_trial))
             if n < 1:
                 return
-            t0 = time.monotonic()
+            t0 = clock()
             done += _run_counted(task, n, run_one)
-            spent += time.monotonic() - t0
+            spent += clock() - t0
             per_trial = spent / done if done else per_trial
 
 
