@@ -25,11 +25,11 @@ test: setup cross
 test-slow: setup cross
 	$(PY) -m pytest -q -m slow
 
-# Benchmarks (bench/run.py): results in a new folder bench/results/runs/<date-time>/. ARGS="--quick", "--db DIR",
+# Benchmarks (bench/x86/run.py): results in a new folder bench/results/runs/<date-time>/. ARGS="--quick", "--db DIR",
 # "--reference" (a full run that replaces the committed bench/results/ the README quotes).
 bench: setup
 	$(PY) -m pip install -q -c constraints.txt -e '.[bench]'
-	$(PY) -m bench.run $(ARGS)
+	$(PY) -m bench.x86.run $(ARGS)
 
 # ARM instruction counts under qemu (bench/arm/run.py), a proxy for speed on a Raspberry Pi 4/5: results in a new
 # folder bench/results/arm/runs/<date-time>/. ARGS="--quick", "--validate-x86" (check the proxy on x86), "--db DIR".

@@ -3,7 +3,6 @@ report's ratios and the official LiteRT column (slow: needs the TF venv)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench import official_tflite
 from bench.arm import guest, insn
-from bench.arm.run import TARGET_CPUS
-from bench.common import Case
+from bench.arm.plan import TARGET_CPUS
+from bench.common import official_tflite
+from bench.common.cases import Case
 from conftest import ROOT, SPECS, Artifacts
 from mvcompile.artifact.format import machine_arch
 from mvcompile.cli import main as mvcompile
@@ -158,7 +157,8 @@ def test_ratios_use_the_faster_agreeing_litert_column_and_the_report_names_it() 
     """LiteRT ratios go against whichever LiteRT column executes fewer instructions in that row (a column whose
     logits disagree with x86 ORT does not count); a base model without an official TFLite is one short line."""
     from bench.arm import report
-    from bench.arm.run import meta, parse, ratios
+    from bench.arm.plan import meta
+    from bench.arm.run import parse, ratios
 
     base_error = ("official export of a0-base4: TFLiteConverter: ops not in the TFLite builtin set (they need the "
                   "Flex delegate): AvgPool3D")
@@ -211,7 +211,8 @@ def test_official_litert_is_counted_in_the_arm64_guest(plugin: Path, tf_python: 
     """The official TF export of A0-Stream (64 px frames, seed 0; made once into .cache/official-tflite) runs
     in the emulated arm64 Python on the rpi4's core with its states fed back by signature name: after every
     counted call its logits match x86 ONNX Runtime on our export of the same weights."""
-    from bench.arm.run import agreement, guest_requirements, official, peer_counter, reference
+    from bench.arm.plan import agreement, reference
+    from bench.arm.run import guest_requirements, official, peer_counter
     from mvcompile.lower.pipeline import export_model
 
     case = Case("a0", "stream", 1, 64)

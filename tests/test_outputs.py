@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, SPECS, Artifacts
+from conftest import SPECS, Artifacts
 from mvcompile.artifact.format import check_replaceable
 from mvcompile.cli import main
 from mvcompile.support.files import STAGING_MARKER, OutputError

@@ -1,4 +1,4 @@
-"""`python -m bench.arm.tune_check`: does tuning scored by instruction counts find schedules as fast as
+"""`python -m bench.tuning.tune_check`: does tuning scored by instruction counts find schedules as fast as
 tuning scored by time? Checked on x86, where both can be measured.
 
 For the costliest tasks of a model (by FLOPs × calls) on an x86 AVX2 target (bench/arm/x86-avx2.yaml, which
@@ -19,14 +19,14 @@ from typing import Any
 
 os.environ["TVM_NUM_THREADS"] = "1"  # both searches and the final timing: one thread, as counts are
 
-from bench.common import ROOT  # noqa: E402
+from bench.common.cases import ROOT  # noqa: E402
 
 TARGET = ROOT / "bench" / "arm" / "x86-avx2.yaml"
 METHODS = ("time", "insn")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.arm.tune_check", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m bench.tuning.tune_check", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--spec", default=str(ROOT / "specs" / "a0.yaml"))
     p.add_argument("--variant", default="stream")
