@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-slow cross clean bench bench-arm
+.PHONY: setup demo test test-quick test-slow cross clean bench bench-arm
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ demo: setup
 
 test: setup cross
 	$(PY) -m pytest -q --durations=25
+
+# The quick loop while changing code: the default suite without the session's tuning run (`tune`), the
+# end-to-end benches (`bench`) and qemu (`qemu`); `make test` runs them all (markers: pyproject.toml).
+test-quick: setup
+	$(PY) -m pytest -q -m "not slow and not tune and not bench and not qemu"
 
 test-slow: setup cross
 	$(PY) -m pytest -q -m slow
