@@ -19,13 +19,16 @@ demo: setup
 	$(VENV)/bin/mvcompile build specs/a0.yaml --variant stream --target host --seed 0 -o build/a0-stream-host
 	$(VENV)/bin/mvcompile run build/a0-stream-host --frames 20
 
+# Both cores: two pytest-xdist workers, each test file on one of them (tests/conftest.py groups them).
+PYTEST_N := -n 2 --dist loadgroup
+
 test: setup cross
-	$(PY) -m pytest -q --durations=25
+	$(PY) -m pytest -q $(PYTEST_N) --durations=25
 
 # The quick loop while changing code: the default suite without the session's tuning run (`tune`), the
 # end-to-end benches (`bench`) and qemu (`qemu`); `make test` runs them all (markers: pyproject.toml).
 test-quick: setup
-	$(PY) -m pytest -q -m "not slow and not tune and not bench and not qemu"
+	$(PY) -m pytest -q $(PYTEST_N) -m "not slow and not tune and not bench and not qemu"
 
 test-slow: setup cross
 	$(PY) -m pytest -q -m slow

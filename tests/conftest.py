@@ -3,6 +3,7 @@ session's one tuning run."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import io
 import json
@@ -69,8 +70,9 @@ def _digest(folder: Path) -> str:
 
 
 class Artifacts:
-    """Artifacts built once per test session, by Build key. Tests read them in place; a test that
-    changes an artifact (or builds over it) works on `copy(...)`. The session fails at its end if a
+    """Artifacts built once per test session, by Build key, in a folder that the session's xdist workers share
+    (the first to need one builds it, under a lock; the others wait and read it). Tests read them in place; a
+    test that changes an artifact (or builds over it) works on `copy(...)`. The session fails at its end if a
     cached artifact was changed."""
 
     def __init__(self, root: Path) -> None:
@@ -81,15 +83,23 @@ class Artifacts:
         """The artifact of `build` (or of Build(**fields)), built now if this session has not yet."""
         key = build or Build(**fields)  # type: ignore[arg-type]
         if key not in self.built:
-            from mvcompile.cli import main
-
-            out = self.root / f"{len(self.built)}-{Path(key.spec).stem}-{key.target}"
-            log = io.StringIO()
-            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-                code = main(key.argv(out))
-            assert code == 0, f"{key}: {log.getvalue()}"
+            name = hashlib.sha256(repr(key).encode()).hexdigest()[:16]
+            out = self.root / f"{Path(key.spec).stem}-{key.target}-{name}"
+            with open(self.root / f"{name}.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                if not out.is_dir():
+                    self._build(key, out)
             self.built[key] = out, _digest(out)
         return self.built[key][0]
+
+    @staticmethod
+    def _build(key: Build, out: Path) -> None:
+        from mvcompile.cli import main
+
+        log = io.StringIO()
+        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            code = main(key.argv(out))
+        assert code == 0, f"{key}: {log.getvalue()}"
 
     def copy(self, to: Path, build: Build | None = None, **fields: object) -> Path:
         """A copy of the cached artifact at `to`, free to change."""
@@ -100,9 +110,17 @@ class Artifacts:
         return [f"{key}: {out}" for key, (out, digest) in self.built.items() if _digest(out) != digest]
 
 
+def session_dir(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    """A folder of this test session that all its xdist workers share (each worker has its own base temp)."""
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / name
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Artifacts]:
-    cache = Artifacts(tmp_path_factory.mktemp("artifacts"))
+    cache = Artifacts(session_dir(tmp_path_factory, "artifacts"))
     yield cache
     changed = cache.changed()
     assert not changed, f"tests changed cached artifacts instead of copies: {changed}"
@@ -208,3 +226,12 @@ def tuning_run(loopback_boards: tuple[Any, list[Path]], tmp_path_factory: pytest
                  str(TUNE_TRIALS), "--db", str(db), "--rpc-tracker", f"127.0.0.1:{settings.tracker_port}",
                  "--rpc-key", settings.key, "-q"]) == 0
     return TuningRun(db, [log.read_text().count("load_module") - n for log, n in zip(logs, before)])
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """For `pytest -n 2 --dist loadgroup` (make test): each test file runs on one worker, so its module
+    fixtures run once; test_tune and test_rpc share one, where the session's tuning run is made."""
+    for item in items:
+        if not item.get_closest_marker("xdist_group"):
+            module = item.path.stem
+            item.add_marker(pytest.mark.xdist_group("tune" if module in ("test_tune", "test_rpc") else module))
