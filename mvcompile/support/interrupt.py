@@ -46,7 +46,7 @@ class _State:
     real_stderr: int | None = None  # with trap(quiet=True): a dup of fd 2 as it was when the trap began
     muted = False  # fd 2 goes to /dev/null
     written: list[Path] = []  # outputs committed while trapped (see `wrote`)
-    hold_at: str | None = os.environ.get(HOLD_ENV)  # the point `hold` waits at, until it has
+    hold_at: str | None = os.environ.get(HOLD_ENV)  # the point `hold` is to wait at (None once it did)
 
 
 def describe(signum: int) -> str:
