@@ -36,10 +36,13 @@ def write_spec(tmp_path: Path):
 
 
 @pytest.fixture(scope="session")
-def cross_ready() -> None:
-    """Run scripts/setup_cross.sh (aarch64 and armv7); skip only if it cannot install (not root)."""
+def cross_ready(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Run scripts/setup_cross.sh (aarch64 and armv7), one xdist worker at a time; skip only if it cannot
+    install (not root)."""
     env = {**os.environ, "PYTHON": sys.executable}  # pip of this interpreter downloads the aarch64 wheels
-    proc = subprocess.run([str(ROOT / "scripts" / "setup_cross.sh")], capture_output=True, text=True, env=env)
+    with open(session_dir(tmp_path_factory, "locks") / "setup_cross.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        proc = subprocess.run([str(ROOT / "scripts" / "setup_cross.sh")], capture_output=True, text=True, env=env)
     if proc.returncode == 77:
         pytest.skip(f"scripts/setup_cross.sh cannot install the ARM toolchain: {proc.stderr.strip()}")
     assert proc.returncode == 0, proc.stderr
