@@ -23,6 +23,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
+HANG = 3600  # seconds: a subprocess's timeout only ends a hang; no verdict depends on how fast it ran
 
 
 @pytest.fixture
@@ -231,6 +232,7 @@ def tuning_run(loopback_boards: tuple[Any, list[Path]], tmp_path_factory: pytest
     return TuningRun(db, [log.read_text().count("load_module") - n for log, n in zip(logs, before)])
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """For `pytest -n 2 --dist loadgroup` (make test): each test file runs on one worker, so its module
     fixtures run once; test_tune and test_rpc share one, where the session's tuning run is made."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import HANG, ROOT
 from mvcompile.inspect import inspect_spec
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -19,7 +19,7 @@ def quick(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Run the quick bench once into a temp folder."""
     out = tmp_path_factory.mktemp("bench")
     cmd = [sys.executable, "-m", "bench.x86.run", "--quick", "--out", str(out / "results"), "--work", str(out / "work")]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=HANG)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out / "results"
 

@@ -14,7 +14,7 @@ from bench.arm import guest, insn
 from bench.arm.plan import TARGET_CPUS
 from bench.common import official_tflite
 from bench.common.cases import Case
-from conftest import ROOT, SPECS, Artifacts
+from conftest import HANG, ROOT, SPECS, Artifacts
 from mvcompile.artifact.format import machine_arch
 from mvcompile.cli import main as mvcompile
 
@@ -94,7 +94,7 @@ def quick(cross_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`make bench-arm ARGS=--quick` once, into a temp folder."""
     tmp = tmp_path_factory.mktemp("bench-arm")
     cmd = [sys.executable, "-m", "bench.arm.run", "--quick", "--out", str(tmp / "results"), "--work", str(tmp / "work")]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=HANG)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return tmp / "results"
 

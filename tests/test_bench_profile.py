@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, Artifacts
+from conftest import HANG, ROOT, Artifacts
 from bench.x86.profile import family
 from mvcompile.runtime.session import StreamSession
 
@@ -38,7 +38,7 @@ def test_watched_calls_pair_up_and_leave_the_logits_unchanged(tiny: Path) -> Non
 
 def test_profile_reports_kernels_families_and_allocations_per_frame(tiny: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "bench.x86.profile", str(tiny), "--frames", "5", "--json"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=HANG)
     assert proc.returncode == 0, proc.stderr
     p = json.loads(proc.stdout)
     kernels = {k: n for k, n in p["calls"].items() if not k.startswith("vm.builtin.")}
@@ -46,7 +46,7 @@ def test_profile_reports_kernels_families_and_allocations_per_frame(tiny: Path) 
     assert p["calls"]["vm.builtin.alloc_tensor"] >= 1 and p["frame_ms"] > 0 and p["watched_frame_ms"] > 0
     assert sum(p["families"].values()) == pytest.approx(sum(p["micros"][k] for k in kernels))
     text = subprocess.run([sys.executable, "-m", "bench.x86.profile", str(tiny), "--frames", "2"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300).stdout
+                          capture_output=True, text=True, timeout=HANG).stdout
     assert "VM calls" in text and "allocations" in text and "family" in text
 
 
@@ -58,5 +58,5 @@ def test_families_drop_the_fusion_and_numbering() -> None:
 
 def test_profile_of_a_folder_that_is_no_artifact_is_one_line(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "bench.x86.profile", str(tmp_path)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=HANG)
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, SPECS, Artifacts, Build
+from conftest import HANG, ROOT, SPECS, Artifacts, Build
 from mvcompile.cli import main
 from mvcompile.support import interrupt
 from test_outputs import snapshot
@@ -48,7 +48,7 @@ def _stop(proc: subprocess.Popen[str], sig: signal.Signals) -> str:
     """Send `sig`; the process must still have been running then. Returns its stderr."""
     assert proc.poll() is None, "the command finished before the signal was sent"
     proc.send_signal(sig)
-    _, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=HANG)
     return err
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import HANG
 from mvcompile.support import interrupt
 from mvcompile.support.files import (STAGING_MARKER, OutputError, atomic_write, atomic_write_files, output_folder,
                                      remove_stale_staging, staged_dir, staged_files)
@@ -294,7 +295,7 @@ def test_pool_teardown_error_after_ctrl_c_is_not_printed_but_others_are() -> Non
         Other(RuntimeError("cannot join current thread"))
         PopenPoolExecutor(ValueError("a real bug"))
     """
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=HANG)
     assert done.returncode == 0, done.stderr
     assert done.stderr.count("cannot join current thread") == 1, done.stderr  # Other's
     assert "ValueError: a real bug" in done.stderr, done.stderr

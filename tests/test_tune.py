@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT, SPECS, TUNE_TRIALS, Artifacts, TuningRun
+from conftest import HANG, ROOT, SPECS, TUNE_TRIALS, Artifacts, TuningRun
 from mvcompile.backend.tuning import tuned_records, tuning_db
 from mvcompile.backend.targets import load_target
 from mvcompile.backend.tuning.tune import DEFAULT_POPULATION, allocate, extract_tasks, search_strategy, workload_hashes
@@ -330,12 +330,12 @@ def test_interrupted_tune_run_leaves_a_loadable_database(tmp_path: Path, sig: si
         assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
         if sig == signal.SIGINT:  # Ctrl-C: one clean line, exit 130
             os.kill(proc.pid, signal.SIGINT)
-            _, err = proc.communicate(timeout=120)
+            _, err = proc.communicate(timeout=HANG)
             lines = err.decode().splitlines()
             assert proc.returncode == 130 and lines[-1].startswith("interrupted: ") and "run the same command" in lines[-1]
         if sig == signal.SIGTERM:  # exit 143, the database as it was when the signal came
             os.kill(proc.pid, signal.SIGTERM)
-            _, err = proc.communicate(timeout=120)
+            _, err = proc.communicate(timeout=HANG)
             assert proc.returncode == 143 and err.decode().splitlines()[-1] == "interrupted by SIGTERM"
     finally:
         with contextlib.suppress(ProcessLookupError):
