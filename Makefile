@@ -19,8 +19,8 @@ demo: setup
 	$(VENV)/bin/mvcompile build specs/a0.yaml --variant stream --target host --seed 0 -o build/a0-stream-host
 	$(VENV)/bin/mvcompile run build/a0-stream-host --frames 20
 
-# Both cores: two pytest-xdist workers, each test file on one of them (tests/conftest.py groups them).
-PYTEST_N := -n 2 --dist loadgroup
+# Both cores: two pytest-xdist workers, each test file on one of them (its module fixtures run once).
+PYTEST_N := -n 2 --dist loadfile
 
 test: setup cross
 	$(PY) -m pytest -q $(PYTEST_N) --durations=25

@@ -220,23 +220,19 @@ class TuningRun:
 
 
 @pytest.fixture(scope="session")
-def tuning_run(loopback_boards: tuple[Any, list[Path]], tmp_path_factory: pytest.TempPathFactory) -> TuningRun:
-    from mvcompile.cli import main
+def tuning_run(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> TuningRun:
+    """Made once per session, by the first xdist worker that needs it (the others wait for it)."""
+    folder = session_dir(tmp_path_factory, "tuning")
+    db, loads = folder / "db", folder / "loads.json"
+    with open(folder / "run.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not loads.exists():
+            from mvcompile.cli import main
 
-    settings, logs = loopback_boards
-    db = tmp_path_factory.mktemp("tune") / "db"
-    before = [log.read_text().count("load_module") for log in logs]
-    assert main(["tune", str(SPECS / "tiny.yaml"), "--variant", "stream", "--target", "host", "--trials",
-                 str(TUNE_TRIALS), "--db", str(db), "--rpc-tracker", f"127.0.0.1:{settings.tracker_port}",
-                 "--rpc-key", settings.key, "-q"]) == 0
-    return TuningRun(db, [log.read_text().count("load_module") - n for log, n in zip(logs, before)])
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """For `pytest -n 2 --dist loadgroup` (make test): each test file runs on one worker, so its module
-    fixtures run once; test_tune and test_rpc share one, where the session's tuning run is made."""
-    for item in items:
-        if not item.get_closest_marker("xdist_group"):
-            module = item.path.stem
-            item.add_marker(pytest.mark.xdist_group("tune" if module in ("test_tune", "test_rpc") else module))
+            settings, logs = request.getfixturevalue("loopback_boards")
+            before = [log.read_text().count("load_module") for log in logs]
+            assert main(["tune", str(SPECS / "tiny.yaml"), "--variant", "stream", "--target", "host", "--trials",
+                         str(TUNE_TRIALS), "--db", str(db), "--rpc-tracker", f"127.0.0.1:{settings.tracker_port}",
+                         "--rpc-key", settings.key, "-q"]) == 0
+            loads.write_text(json.dumps([log.read_text().count("load_module") - n for log, n in zip(logs, before)]))
+    return TuningRun(db, json.loads(loads.read_text()))
