@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-slow cross clean bench bench-arm
+.PHONY: setup demo test test-quick test-slow cross clean bench bench-arm
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,17 +19,25 @@ demo: setup
 	$(VENV)/bin/mvcompile build specs/a0.yaml --variant stream --target host --seed 0 -o build/a0-stream-host
 	$(VENV)/bin/mvcompile run build/a0-stream-host --frames 20
 
+# Both cores: two pytest-xdist workers, each test file on one of them (its module fixtures run once).
+PYTEST_N := -n 2 --dist loadfile
+
 test: setup cross
-	$(PY) -m pytest -q --durations=25
+	$(PY) -m pytest -q $(PYTEST_N) --durations=25
+
+# The quick loop while changing code: the default suite without the session's tuning run (`tune`), the
+# end-to-end benches (`bench`) and qemu (`qemu`); `make test` runs them all (markers: pyproject.toml).
+test-quick: setup
+	$(PY) -m pytest -q $(PYTEST_N) -m "not slow and not tune and not bench and not qemu"
 
 test-slow: setup cross
 	$(PY) -m pytest -q -m slow
 
-# Benchmarks (bench/run.py): results in a new folder bench/results/runs/<date-time>/. ARGS="--quick", "--db DIR",
+# Benchmarks (bench/x86/run.py): results in a new folder bench/results/runs/<date-time>/. ARGS="--quick", "--db DIR",
 # "--reference" (a full run that replaces the committed bench/results/ the README quotes).
 bench: setup
 	$(PY) -m pip install -q -c constraints.txt -e '.[bench]'
-	$(PY) -m bench.run $(ARGS)
+	$(PY) -m bench.x86.run $(ARGS)
 
 # ARM instruction counts under qemu (bench/arm/run.py), a proxy for speed on a Raspberry Pi 4/5: results in a new
 # folder bench/results/arm/runs/<date-time>/. ARGS="--quick", "--validate-x86" (check the proxy on x86), "--db DIR".

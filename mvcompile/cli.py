@@ -208,7 +208,7 @@ def cmd_import_weights(args: argparse.Namespace) -> int:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     from mvcompile.interface.compile import TuneInterrupted, tune
-    from mvcompile.backend.emulated_runner import EMULATED_NOTE
+    from mvcompile.backend.tuning.emulated_runner import EMULATED_NOTE
 
     try:
         report = tune(_model(args), args.target, args.db, trials=args.trials, budget_minutes=args.budget,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, SPECS
+from conftest import HANG, ROOT, SPECS
 
 COMPILER = ("torch", "onnx", "onnxruntime")
 
@@ -43,7 +43,7 @@ def _readme_example() -> str:
 def test_readme_example_runs(tmp_path: Path) -> None:
     (tmp_path / "specs").symlink_to(SPECS)  # the example's relative paths, outside the checkout
     proc = subprocess.run([sys.executable, "-c", _readme_example()], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=900)
+                          timeout=HANG)
     assert proc.returncode == 0, proc.stderr
     built, error = proc.stdout.splitlines()
     assert built.startswith("build/tiny ") and built.split()[-1] in ("none", "shipped")

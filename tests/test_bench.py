@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import HANG, ROOT
 from mvcompile.inspect import inspect_spec
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -18,12 +18,13 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def quick(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Run the quick bench once into a temp folder."""
     out = tmp_path_factory.mktemp("bench")
-    cmd = [sys.executable, "-m", "bench.run", "--quick", "--out", str(out / "results"), "--work", str(out / "work")]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    cmd = [sys.executable, "-m", "bench.x86.run", "--quick", "--out", str(out / "results"), "--work", str(out / "work")]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=HANG)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out / "results"
 
 
+@pytest.mark.bench
 def test_quick_writes_json_markdown_and_plots(quick: Path) -> None:
     results = json.loads((quick / "results.json").read_text())
     md = (quick / "results.md").read_text()
@@ -36,6 +37,7 @@ def test_quick_writes_json_markdown_and_plots(quick: Path) -> None:
     assert not list(quick.glob(".*")), "temp files of atomic writes were left behind"
 
 
+@pytest.mark.bench
 def test_quick_latency_is_sane_and_every_runtime_ran(quick: Path) -> None:
     r = json.loads((quick / "results.json").read_text())
     rows = r["latency"]
@@ -56,6 +58,7 @@ def test_quick_latency_is_sane_and_every_runtime_ran(quick: Path) -> None:
     assert r["litert"]["status"]
 
 
+@pytest.mark.bench
 def test_quick_memory_stream_is_flat_and_base_grows(quick: Path) -> None:
     mem = json.loads((quick / "results.json").read_text())["memory"]
     stream = [x["peak_rss_mib"] for x in mem["stream"]]
@@ -66,6 +69,7 @@ def test_quick_memory_stream_is_flat_and_base_grows(quick: Path) -> None:
     assert all(x["finite"] for x in mem["stream"] + mem["base"])
 
 
+@pytest.mark.bench
 def test_quick_costs_match_inspect(quick: Path) -> None:
     r = json.loads((quick / "results.json").read_text())
     rows = {c["model"]: c for c in r["costs"]}
@@ -79,15 +83,15 @@ def test_quick_costs_match_inspect(quick: Path) -> None:
 
 
 def test_bench_rejects_bad_options() -> None:
-    proc = subprocess.run([sys.executable, "-m", "bench.run", "--models", "nope"], cwd=ROOT, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "bench.x86.run", "--models", "nope"], cwd=ROOT, capture_output=True,
                           text=True)
     assert proc.returncode == 2 and "no spec specs/nope.yaml" in proc.stderr
 
 
 def test_results_go_to_a_new_run_folder_and_only_reference_replaces_the_committed_ones(tmp_path: Path) -> None:
-    from bench.common import BenchError
-    from bench.output import output_dir, write_files
-    from bench.run import REFERENCE, RESULTS, parse
+    from bench.common.jobs import BenchError
+    from bench.common.output import output_dir, write_files
+    from bench.x86.run import REFERENCE, RESULTS, parse
 
     a = parse(["--quick"])  # what `make bench ARGS=--quick` runs
     assert output_dir(RESULTS, REFERENCE, out=a.out, reference=a.reference).parent == RESULTS / "runs"
@@ -103,10 +107,10 @@ def test_results_go_to_a_new_run_folder_and_only_reference_replaces_the_committe
     (ref / "notes.txt").write_text("kept")
     write_files({"results.md": "reference"}, ref, replace=True)
     assert sorted(p.name for p in ref.iterdir()) == ["notes.txt", "results.md"]
-    proc = subprocess.run([sys.executable, "-m", "bench.run", "--quick", "--reference"], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "bench.x86.run", "--quick", "--reference"], cwd=ROOT,
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "--reference records a full run" in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "bench.run", "--quick", "--out", str(first)], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "bench.x86.run", "--quick", "--out", str(first)], cwd=ROOT,
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "exists and is not an empty folder" in proc.stderr
 
@@ -115,14 +119,14 @@ def test_litert_and_tf_workers_import_without_onnx_or_tvm() -> None:
     """The LiteRT worker runs in its own venv (torch and LiteRT), the official-TF worker in the TF venv: neither
     has onnx or TVM."""
     code = ("import sys; sys.modules.update(onnx=None, onnxruntime=None, tvm=None); "
-            "import bench.litert_worker, bench.official_tf_worker")
+            "import bench.common.litert_worker, bench.common.official_tf_worker")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
 
 
 def test_ratios_are_against_the_faster_litert_column() -> None:
-    from bench.common import Case
-    from bench.run import ratios
+    from bench.common.cases import Case
+    from bench.x86.run import ratios
 
     case = Case("tiny", "stream", 1, 32)
     times = {("mvcompile", 1): 4.0, ("onnxruntime", 1): 8.0, ("litert", 1): 5.0, ("litert-official", 1): 2.0,
@@ -139,7 +143,7 @@ def test_ratios_are_against_the_faster_litert_column() -> None:
 
 def test_official_tflite_rejects_bad_options() -> None:
     """Checked before the TF venv is touched."""
-    cmd = [sys.executable, "-m", "bench.official_tflite"]
+    cmd = [sys.executable, "-m", "bench.common.official_tflite"]
     proc = subprocess.run(cmd + ["nope", "stream"], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 2 and "no spec specs/nope.yaml" in proc.stderr
     proc = subprocess.run(cmd + ["a0", "stream", "--frames", "4"], cwd=ROOT, capture_output=True, text=True)

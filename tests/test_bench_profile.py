@@ -1,4 +1,4 @@
-"""bench/profile.py: every call of a push is seen once, kernels and builtins apart, through the session's hook."""
+"""bench/x86/profile.py: every call of a push is seen once, kernels and builtins apart, through the session's hook."""
 from __future__ import annotations
 
 import json
@@ -9,18 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, SPECS
-from bench.profile import family
-from mvcompile.cli import main
+from conftest import HANG, ROOT, Artifacts
+from bench.x86.profile import family
 from mvcompile.runtime.session import StreamSession
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("profile") / "tiny"
-    assert main(["build", str(SPECS / "tiny.yaml"), "--variant", "stream", "--target", "host", "--seed", "0",
-                 "-q", "--no-shipped-records", "-o", str(out)]) == 0
-    return out
+@pytest.fixture
+def tiny(artifacts: Artifacts) -> Path:
+    return artifacts()  # the tiny stream spec, seed 1, for this machine
 
 
 def test_watched_calls_pair_up_and_leave_the_logits_unchanged(tiny: Path) -> None:
@@ -41,16 +37,16 @@ def test_watched_calls_pair_up_and_leave_the_logits_unchanged(tiny: Path) -> Non
 
 
 def test_profile_reports_kernels_families_and_allocations_per_frame(tiny: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "bench.profile", str(tiny), "--frames", "5", "--json"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "bench.x86.profile", str(tiny), "--frames", "5", "--json"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=HANG)
     assert proc.returncode == 0, proc.stderr
     p = json.loads(proc.stdout)
     kernels = {k: n for k, n in p["calls"].items() if not k.startswith("vm.builtin.")}
     assert kernels and all(n >= 1 and float(n).is_integer() for n in p["calls"].values())
     assert p["calls"]["vm.builtin.alloc_tensor"] >= 1 and p["frame_ms"] > 0 and p["watched_frame_ms"] > 0
     assert sum(p["families"].values()) == pytest.approx(sum(p["micros"][k] for k in kernels))
-    text = subprocess.run([sys.executable, "-m", "bench.profile", str(tiny), "--frames", "2"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300).stdout
+    text = subprocess.run([sys.executable, "-m", "bench.x86.profile", str(tiny), "--frames", "2"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=HANG).stdout
     assert "VM calls" in text and "allocations" in text and "family" in text
 
 
@@ -61,6 +57,6 @@ def test_families_drop_the_fusion_and_numbering() -> None:
 
 
 def test_profile_of_a_folder_that_is_no_artifact_is_one_line(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "bench.profile", str(tmp_path)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "bench.x86.profile", str(tmp_path)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=HANG)
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1

@@ -1,6 +1,7 @@
 """Ctrl-C and SIGTERM through the command line: one line, exit 130 (SIGINT) or 143 (SIGTERM), and the
-previous output byte-identical: during the export, the TVM compile (where TVM itself swallows a
-KeyboardInterrupt), the writing of the files, and while running an artifact."""
+previous output byte-identical: during the export's imports, the TVM compile (where TVM itself swallows
+a KeyboardInterrupt), the writing of the files, and while running an artifact. Each signal is sent once
+the process says it reached a named point (MVCOMPILE_HOLD_AT), never after a delay."""
 from __future__ import annotations
 
 import os
@@ -9,69 +10,70 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, SPECS
+from conftest import HANG, ROOT, SPECS, Artifacts, Build
 from mvcompile.cli import main
+from mvcompile.support import interrupt
 from test_outputs import snapshot
 
 TINY = str(SPECS / "tiny.yaml")
 BUILD = ["build", TINY, "--target", "host", "-q", "--no-shipped-records"]
 EXIT = {signal.SIGINT: (130, "interrupted by Ctrl-C (SIGINT)\n"), signal.SIGTERM: (143, "interrupted by SIGTERM\n")}
+PREVIOUS = Build(variant=None, seed=0, options=("--no-shipped-records",))  # what an interrupted build must leave
 
 
-@pytest.fixture(scope="module")
-def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("built") / "art"
-    assert main([*BUILD, "--seed", "0", "-o", str(out)]) == 0
-    return out
+def _start(argv: list[str], hold: str | None = None, cwd: Path = ROOT) -> subprocess.Popen[str]:
+    """`mvcompile ARGV`; with `hold`, held at that point (support.interrupt.hold, or `import MODULE`:
+    tests/hold_import.py) until a signal comes."""
+    env = dict(os.environ)
+    if hold is not None and hold.startswith("import "):
+        cmd = [sys.executable, str(Path(__file__).with_name("hold_import.py")), hold.removeprefix("import "), *argv]
+    else:
+        cmd = [sys.executable, "-m", "mvcompile.cli", *argv]
+        if hold is not None:
+            env[interrupt.HOLD_ENV] = hold
+    return subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
-def _start(argv: list[str], cwd: Path = ROOT) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "mvcompile.cli", *argv], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-
-
-def _wait_for(proc: subprocess.Popen[str], ready: Callable[[], bool], what: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready():
-        assert proc.poll() is None, f"ended before {what}: {proc.communicate()[1]}"
-        assert time.monotonic() < deadline, f"no {what} after {timeout} s"
-        time.sleep(0.002)
+def _held(proc: subprocess.Popen[str], point: str) -> None:
+    """Wait until the process says it holds at `point` (and printed nothing before)."""
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    assert line == f"mvcompile: holding at {point}\n", f"not held at {point}: {line}{proc.communicate()[1]}"
 
 
 def _stop(proc: subprocess.Popen[str], sig: signal.Signals) -> str:
     """Send `sig`; the process must still have been running then. Returns its stderr."""
     assert proc.poll() is None, "the command finished before the signal was sent"
     proc.send_signal(sig)
-    _, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=HANG)
     return err
 
 
-@pytest.mark.parametrize(("sig", "after"), [(signal.SIGINT, 0.0), (signal.SIGINT, 0.3), (signal.SIGINT, 1.2),
-                                            (signal.SIGTERM, 0.8)], ids=["int-0s", "int-0.3s", "int-1.2s", "term"])
-def test_interrupted_build_keeps_the_previous_artifact(artifact: Path, tmp_path: Path, sig: signal.Signals,
-                                                       after: float) -> None:
-    """Seconds `after` the staging folder appears: importing the ONNX model, then compiling in TVM."""
-    out = tmp_path / "art"
-    shutil.copytree(artifact, out)
+@pytest.mark.parametrize(("sig", "point"), [
+    (signal.SIGINT, "staged folder"),  # the staging folder just made, before the ONNX import
+    (signal.SIGINT, "inside FoldConstant"),  # where TVM swallows a KeyboardInterrupt (support/tvm_interrupt)
+    (signal.SIGINT, "pass mvcompile.ApplyCPUSchedules"),
+    (signal.SIGTERM, "pass FuseOps")], ids=["int-staged", "int-folding", "int-scheduling", "term-fusing"])
+def test_interrupted_build_keeps_the_previous_artifact(artifacts: Artifacts, tmp_path: Path, sig: signal.Signals,
+                                                       point: str) -> None:
+    """The signal arrives at a named point of the build (MVCOMPILE_HOLD_AT), whatever the machine's load."""
+    out = artifacts.copy(tmp_path / "art", PREVIOUS)
     before = snapshot(tmp_path)
-    proc = _start([*BUILD, "--seed", "1", "-o", str(out)])
-    _wait_for(proc, lambda: any(tmp_path.glob(".art.building-*")), "staging folder")
-    time.sleep(after)
+    proc = _start([*BUILD, "--seed", "1", "-o", str(out)], hold=point)
+    _held(proc, point)
     err = _stop(proc, sig)
     assert (proc.returncode, err) == EXIT[sig]
     assert snapshot(tmp_path) == before  # byte-identical, and no staging folder left
 
 
 @pytest.mark.slow
-def test_build_interrupted_at_any_moment_keeps_the_previous_artifact(artifact: Path, tmp_path: Path) -> None:
+def test_build_interrupted_at_any_moment_keeps_the_previous_artifact(artifacts: Artifacts, tmp_path: Path) -> None:
     """Ctrl-C every 0.5 s from the start of a build to its end (about 25 builds)."""
-    out = tmp_path / "art"
-    shutil.copytree(artifact, out)
+    out = artifacts.copy(tmp_path / "art", PREVIOUS)
     before = snapshot(tmp_path)
     delay, tried = 0.3, 0
     while True:
@@ -87,31 +89,26 @@ def test_build_interrupted_at_any_moment_keeps_the_previous_artifact(artifact: P
     assert tried >= 5
 
 
-def test_interrupted_export_keeps_the_previous_files(tmp_path: Path) -> None:
-    """While torch and onnx are imported (their module init must not meet the exception), during the
-    export, and while the 75 MB A5 model is being written (frozen there with SIGSTOP)."""
+@pytest.mark.parametrize("point", ["import torch", "import onnx", "staged files"])
+def test_interrupted_export_keeps_the_previous_files(tmp_path: Path, point: str) -> None:
+    """At the start of torch's and of onnx's import (their C++ module init must not meet the exception:
+    the stop is retried every 20 ms, through the whole import, and raised once it is done), and once the
+    new model's temp file exists."""
     out = tmp_path / "m.onnx"
     assert main(["export", TINY, "--seed", "0", "-o", str(out)]) == 0
     before = snapshot(tmp_path)
-    for delay in (0.4, 0.7, 1.0, 1.5):
-        proc = _start(["export", str(SPECS / "a5.yaml"), "-o", str(out)])
-        time.sleep(delay)
-        err = _stop(proc, signal.SIGINT)
-        assert (proc.returncode, err) == EXIT[signal.SIGINT], f"Ctrl-C {delay} s into the export"
-        assert snapshot(tmp_path) == before
-    proc = _start(["export", str(SPECS / "a5.yaml"), "-o", str(out)])
-    _wait_for(proc, lambda: any(tmp_path.glob(".m.onnx.*.tmp")), "temp file")
-    proc.send_signal(signal.SIGSTOP)
-    writing = any(tmp_path.glob(".m.onnx.*.tmp"))
-    proc.send_signal(signal.SIGINT)
-    proc.send_signal(signal.SIGCONT)
-    _, err = proc.communicate(timeout=120)
-    assert writing and (proc.returncode, err) == EXIT[signal.SIGINT]
+    proc = _start(["export", TINY, "--seed", "1", "-o", str(out)], hold=point)
+    _held(proc, point)
+    assert point != "staged files" or len(list(tmp_path.glob(".m.onnx.*.tmp"))) == 1  # being written
+    err = _stop(proc, signal.SIGINT)
+    assert (proc.returncode, err) == EXIT[signal.SIGINT]
     assert snapshot(tmp_path) == before
 
 
-def test_interrupted_run_is_one_line(artifact: Path) -> None:
-    proc = _start(["run", str(artifact), "--frames", "3000"])
+def test_interrupted_run_is_one_line(artifacts: Artifacts) -> None:
+    """Synchronised by the pipe, not the clock: 3000 lines of about 80 bytes do not fit the pipe, so once
+    the first is read the run cannot end until this test reads the rest."""
+    proc = _start(["run", str(artifacts(PREVIOUS)), "--frames", "3000"])
     assert proc.stdout is not None and proc.stdout.readline().startswith("frame")
     err = _stop(proc, signal.SIGINT)
     assert (proc.returncode, err) == EXIT[signal.SIGINT]

@@ -21,6 +21,8 @@ from mvcompile.support.cross import CXXFLAGS, RUNNER_SOURCE, cross_dir
 from mvcompile.runtime.emulate import EmulationError, emulated_command, run_emulated
 from mvcompile.runtime.session import StreamSession
 
+pytestmark = pytest.mark.qemu  # ARM code under qemu-user (make cross)
+
 IMAGE = (1, 1, 8, 8, 3)  # N, T, H, W, C: one frame per call
 STATES = {"buf": ((1, 4, 2, 8, 8), "float32"), "sum": ((1, 4), "float32"), "count": ((1,), "int32")}
 CLASSES = 5

@@ -3,28 +3,22 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, SPECS, tiny_rpi4_and_host_logits
-from mvcompile.backend import emulated_runner as emu
-from mvcompile.backend import tuning_db
+from conftest import SPECS, Artifacts, tiny_rpi4_and_host_logits
+from mvcompile.backend.tuning import emulated_runner as emu
+from mvcompile.backend.tuning import tuning_db
 from mvcompile.backend.targets import load_target
 from mvcompile.cli import main
 
+pytestmark = pytest.mark.qemu  # ARM code under qemu-user (make cross)
 
-@pytest.fixture(scope="module")
-def rpi4_emulator() -> emu.Emulator:
-    """`make cross` for aarch64 (toolchain, runtime, insn plugin); skip only if it cannot install (not root)."""
-    env = {**os.environ, "PYTHON": sys.executable}
-    proc = subprocess.run([str(ROOT / "scripts" / "setup_cross.sh"), "aarch64"], capture_output=True, text=True, env=env)
-    if proc.returncode == 77:
-        pytest.skip(f"scripts/setup_cross.sh cannot install: {proc.stderr.strip()}")
-    assert proc.returncode == 0, proc.stderr
+
+@pytest.fixture
+def rpi4_emulator(cross_ready: None) -> emu.Emulator:
+    """qemu-aarch64 with the insn plugin and the aarch64 TVM runtime (`make cross`: conftest.cross_ready)."""
     return emu.emulator_for("aarch64", "cortex-a72")
 
 
@@ -91,11 +85,11 @@ def test_counted_and_timed_records_never_mix(rpi4_emulator: emu.Emulator, tmp_pa
 
 
 @pytest.mark.slow
-def test_tune_rpi4_under_emulation(rpi4_emulator: emu.Emulator, tmp_path: Path, capsys) -> None:
+def test_tune_rpi4_under_emulation(rpi4_emulator: emu.Emulator, tmp_path: Path, capsys, artifacts: Artifacts) -> None:
     from tvm import s_tir
     from tvm.s_tir import meta_schedule as ms
 
-    from mvcompile.backend import ms_setup
+    from mvcompile.backend.tuning import ms_setup
 
     tiny = ["--variant", "stream", "-q"]
     db = tmp_path / "db"
@@ -123,7 +117,7 @@ def test_tune_rpi4_under_emulation(rpi4_emulator: emu.Emulator, tmp_path: Path, 
     assert counts[0] == counts[1]
     assert counts[0] / emu.NOMINAL_INSTRUCTIONS_PER_SECOND == pytest.approx(best.seconds, rel=1e-6)
 
-    logits, tuning = tiny_rpi4_and_host_logits(tmp_path, ["--db", str(db)])
+    logits, tuning = tiny_rpi4_and_host_logits(artifacts, ("--db", str(db)))
     assert tuning["emulated"] == emu.EMULATED_NOTE and tuning["measured_on"] == "qemu-aarch64 -cpu cortex-a72"
     assert tuning["functions_tuned"] == len(loaded.improvements()) >= 1
     assert max(abs(a - b) for a, b in zip(logits["rpi4"], logits["host"])) <= 1e-4

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,8 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, SPECS
-from mvcompile.cli import main
+from conftest import ROOT, SPECS, Artifacts
 from mvcompile.lower.pipeline import export_model
 from mvcompile.lower.torch import stream, to_torch
 from mvcompile.runtime.session import StreamSession
@@ -32,13 +30,11 @@ def _reference(spec: str, variant: str | None, mode: str, clip: np.ndarray, seed
     return torch.stack(outs).numpy()
 
 
-def _build(spec: str, variant: str | None, mode: str, out: Path, target: str = "host", seed: int = 1,
+def _build(artifacts: Artifacts, spec: str, variant: str | None, mode: str, target: str = "host",
            frames: int | None = None) -> Path:
-    argv = ["build", str(SPECS / spec), "--target", target, "--mode", mode, "--seed", str(seed), "-q", "-o", str(out)]
-    argv += ["--variant", variant] if variant else []
-    argv += ["--frames", str(frames)] if frames else []
-    assert main(argv) == 0
-    return out
+    """The spec (seed 1 weights) built for `target`, once per session."""
+    return artifacts(spec=spec.removesuffix(".yaml"), variant=variant, mode=mode, target=target, seed=1,
+                     options=("--frames", str(frames)) if frames else ())
 
 
 def _assert_close(got: np.ndarray, expected: np.ndarray) -> None:
@@ -53,8 +49,8 @@ def _clip(res: int, frames: int = FRAMES) -> np.ndarray:
 
 
 @pytest.mark.parametrize("spec,variant,res", [("tiny.yaml", "stream", 32), ("t0.yaml", "stream", 160)])
-def test_host_stream_build_equals_torch_reference(tmp_path: Path, spec: str, variant: str, res: int) -> None:
-    artifact = _build(spec, variant, "stream", tmp_path / "art")
+def test_host_stream_build_equals_torch_reference(artifacts: Artifacts, spec: str, variant: str, res: int) -> None:
+    artifact = _build(artifacts, spec, variant, "stream")
     clip = _clip(res)
     expected = _reference(spec, variant, "stream", clip, seed=1)
     session = StreamSession(artifact)
@@ -69,9 +65,9 @@ FULL = [("a0.yaml", 172)] + [pytest.param(s, r, marks=pytest.mark.slow) for s, r
 
 @pytest.mark.parametrize("mode", ["stream", "base"])
 @pytest.mark.parametrize("spec,res", FULL)
-def test_full_host_build_equals_torch_reference(tmp_path: Path, spec: str, res: int, mode: str) -> None:
+def test_full_host_build_equals_torch_reference(artifacts: Artifacts, spec: str, res: int, mode: str) -> None:
     variant = "stream" if mode == "stream" else None
-    artifact = _build(spec, variant, mode, tmp_path / "art", frames=FRAMES if mode == "base" else None)
+    artifact = _build(artifacts, spec, variant, mode, frames=FRAMES if mode == "base" else None)
     clip = _clip(res)
     expected = _reference(spec, variant, mode, clip, seed=1)
     session = StreamSession(artifact)
@@ -87,23 +83,18 @@ def _run_json(artifact: Path, *extra: str, frames: int = 6) -> dict:
     return json.loads(proc.stdout)
 
 
-@pytest.fixture
-def cross_ready() -> None:
-    if shutil.which("aarch64-linux-gnu-g++") is None or shutil.which("qemu-aarch64") is None:
-        pytest.skip("ARM toolchain / qemu not installed: run `make cross`")
-
-
 BOARD_CASES = [("tiny.yaml", "stream", "stream")] + [
     pytest.param(spec, variant, mode, marks=pytest.mark.slow)
     for spec in ("a0.yaml", "a1.yaml", "a2.yaml") for variant, mode in (("stream", "stream"), (None, "base"))]
 
 
+@pytest.mark.qemu
 @pytest.mark.parametrize("spec,variant,mode", BOARD_CASES)
-def test_rpi4_build_under_qemu_equals_host_build(tmp_path: Path, cross_ready: None, spec: str, variant: str | None,
-                                                 mode: str) -> None:
+def test_rpi4_build_under_qemu_equals_host_build(artifacts: Artifacts, cross_ready: None, spec: str,
+                                                 variant: str | None, mode: str) -> None:
     frames = 4 if mode == "base" else None  # base: one 4-frame clip per call
-    host = _build(spec, variant, mode, tmp_path / "host", frames=frames)
-    rpi4 = _build(spec, variant, mode, tmp_path / "rpi4", target="rpi4", frames=frames)
+    host = _build(artifacts, spec, variant, mode, frames=frames)
+    rpi4 = _build(artifacts, spec, variant, mode, target="rpi4", frames=frames)
     manifest = json.loads((rpi4 / "manifest.json").read_text())
     assert manifest["target"]["arch"] == "aarch64"
     assert subprocess.run(["file", "-L", str(rpi4 / "model.so")], capture_output=True, text=True).stdout.count("aarch64")
@@ -112,8 +103,8 @@ def test_rpi4_build_under_qemu_equals_host_build(tmp_path: Path, cross_ready: No
     _assert_close(np.array(b["logits"]), np.array(a["logits"]))
 
 
-def test_run_with_input_file_and_bad_frames(tmp_path: Path) -> None:
-    artifact = _build("tiny.yaml", "stream", "stream", tmp_path / "art")
+def test_run_with_input_file_and_bad_frames(artifacts: Artifacts, tmp_path: Path) -> None:
+    artifact = _build(artifacts, "tiny.yaml", "stream", "stream")
     frames = _clip(32, 4)[0]
     np.save(tmp_path / "clip.npy", frames)
     proc = subprocess.run([sys.executable, "-m", "mvcompile.cli", "run", str(artifact), "--input", str(tmp_path / "clip.npy"),

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SPECS
+from conftest import SPECS, Artifacts, Build
 from mvcompile.cli import main
 from mvcompile.ir.weights import save_weights
 from mvcompile.lower.ensemble_export import export_spec_ensemble
@@ -52,12 +52,12 @@ def specs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return out
 
 
-@pytest.fixture(scope="module")
-def temporal(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("temporal") / "tiny-te"
-    assert main(["build", str(SPECS / "tiny.yaml"), "--variant", "stream", "--temporal-ensemble", "--seed", "3",
-                 "--target", "host", "-q", "-o", str(out)]) == 0
-    return out
+TEMPORAL = Build(seed=3, options=("--temporal-ensemble", "--no-shipped-records"))  # members seeded 3 and 4
+
+
+@pytest.fixture
+def temporal(artifacts: Artifacts) -> Path:
+    return artifacts(TEMPORAL)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The official TF Model Garden export of our weights to TFLite (bench/official_tflite.py; slow: needs the TF venv).
+"""The official TF Model Garden export of our weights to TFLite (bench/common/official_tflite.py; slow: needs the TF venv).
 
 A0 at 64 px (the full model, small frames) with seed weights goes through the official exporter in the TF
 venv of scripts/setup_tf_official.sh: the stream variant must compute, frame by frame with its states fed
@@ -14,8 +14,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from bench.common import BenchError, Case
-from bench.official_tflite import SETUP, TOLERANCE, official_logits, official_tflite
+from bench.common.cases import Case
+from bench.common.jobs import BenchError
+from bench.common.official_tflite import SETUP, TOLERANCE, official_logits, official_tflite
 from conftest import ROOT, SPECS
 from mvcompile.ir.builder import build_graph
 from mvcompile.ir.weights import init_weights, weights_hash

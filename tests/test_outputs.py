@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, SPECS
+from conftest import SPECS, Artifacts
 from mvcompile.artifact.format import check_replaceable
 from mvcompile.cli import main
 from mvcompile.support.files import STAGING_MARKER, OutputError
@@ -41,12 +41,10 @@ def one_error_line(capsys: pytest.CaptureFixture[str], *fragments: str) -> str:
     return err
 
 
-@pytest.fixture(scope="module")
-def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny artifact built once (seed 0); tests copy it."""
-    out = tmp_path_factory.mktemp("built") / "art"
-    assert main([*BUILD, "--seed", "0", "-o", str(out)]) == 0
-    return out
+@pytest.fixture
+def artifact(artifacts: Artifacts) -> Path:
+    """A tiny artifact (seed 0), built once per session; tests copy it."""
+    return artifacts(variant=None, seed=0, options=("--no-shipped-records",))
 
 
 def test_build_refuses_folders_and_files_it_did_not_make(tmp_path: Path, artifact: Path, capsys,

@@ -19,6 +19,7 @@ from conftest import ROOT
 from mvcompile.support.cross import cross_dir
 
 SOURCES = ("pyproject.toml", "README.md", "mvcompile")  # what the wheel is built from
+RECORDS_CLASS, RECORD_FILES = "test-class", ("match.yaml", "database_workload.json.xz", "database_tuning_record.json.xz")
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +34,11 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
             shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(ROOT / name, src / name)
+    shipped = src / "mvcompile" / "data" / "records" / RECORDS_CLASS  # none ship today: one, as a release adds it
+    shipped.mkdir(parents=True, exist_ok=True)
+    (shipped / "match.yaml").write_text("targets: [a-board-of-its-own]\n")  # no build here applies it
+    for name in RECORD_FILES[1:]:
+        (shipped / name).write_bytes(b"")
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp / "dist"), str(src)],
                    check=True, capture_output=True)
@@ -62,6 +68,14 @@ def test_wheel_imports_its_own_copy(installed: Path, tmp_path: Path) -> None:
     assert Path(proc.stdout.strip()).is_relative_to(installed)
 
 
+def test_wheel_carries_the_shipped_tuning_records(installed: Path) -> None:
+    """What the README says to put in mvcompile/data/records/<class>/ is package data: it is installed."""
+    proc = subprocess.run([str(installed / "bin" / "python"), "-c", "from mvcompile.backend.tuning.tuned_records "
+                           "import SHIPPED_DIR; print(SHIPPED_DIR)"], capture_output=True, text=True, check=True)
+    folder = Path(proc.stdout.strip()) / RECORDS_CLASS
+    assert folder.is_relative_to(installed) and sorted(p.name for p in folder.iterdir()) == sorted(RECORD_FILES)
+
+
 def test_wheel_lists_targets_and_inspects_shipped_and_own_specs(installed: Path, tmp_path: Path) -> None:
     listed = _mvcompile(installed, "targets", cwd=tmp_path)
     assert all(name in listed for name in ("host", "rpi4", "rpi5", "cuda"))
@@ -73,6 +87,7 @@ def test_wheel_lists_targets_and_inspects_shipped_and_own_specs(installed: Path,
     assert proc.returncode != 0 and "known: a0, a1, a2, a3, a4, a5, a6, t0, tiny" in proc.stderr
 
 
+@pytest.mark.qemu
 def test_wheel_builds_and_runs_host_and_emulated_rpi4(installed: Path, tmp_path: Path, cross_ready: None) -> None:
     logits = {}
     for target, run_args in (("host", ()), ("rpi4", ("--emulate",))):

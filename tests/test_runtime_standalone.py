@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import Artifacts, Build
 from videos import write_video
 
-from mvcompile.cli import main
 from mvcompile.runtime.ensemble import EnsembleSession
 from mvcompile.runtime.session import StreamSession
 
@@ -48,13 +48,10 @@ print(json.dumps(out))
 """
 
 
-@pytest.fixture(scope="module")
-def ensemble(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A temporal ensemble of two tiny models (each member folder is a model artifact), built by name."""
-    out = tmp_path_factory.mktemp("standalone") / "tiny-te"
-    assert main(["build", "tiny", "--variant", "stream", "--temporal-ensemble", "--seed", "5", "--target", "host",
-                 "-q", "-o", str(out)]) == 0
-    return out
+@pytest.fixture
+def ensemble(artifacts: Artifacts) -> Path:
+    """A temporal ensemble of two tiny models (each member folder is a model artifact)."""
+    return artifacts(Build(seed=3, options=("--temporal-ensemble", "--no-shipped-records")))
 
 
 def test_runtime_runs_without_the_compiler(ensemble: Path, tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import HANG
 from mvcompile.support import interrupt
 from mvcompile.support.files import (STAGING_MARKER, OutputError, atomic_write, atomic_write_files, output_folder,
                                      remove_stale_staging, staged_dir, staged_files)
@@ -236,7 +237,8 @@ def test_a_signal_during_an_import_is_raised_once_the_import_is_done(tmp_path: P
     with interrupt.trap():
         with pytest.raises(interrupt.Interrupted, match=r"Ctrl-C \(SIGINT\)"):
             import mv_slow_module  # noqa: F401
-            time.sleep(5 * interrupt.RETRY_SECONDS)  # raised here, after the import
+            for _ in range(60_000):  # raised in here, after the import (the retry's alarm: 20 ms on, at any load)
+                time.sleep(interrupt.RETRY_SECONDS)
         assert sys.modules["mv_slow_module"].DONE
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
 
@@ -293,7 +295,7 @@ def test_pool_teardown_error_after_ctrl_c_is_not_printed_but_others_are() -> Non
         Other(RuntimeError("cannot join current thread"))
         PopenPoolExecutor(ValueError("a real bug"))
     """
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=HANG)
     assert done.returncode == 0, done.stderr
     assert done.stderr.count("cannot join current thread") == 1, done.stderr  # Other's
     assert "ValueError: a real bug" in done.stderr, done.stderr

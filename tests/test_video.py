@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SPECS
+from conftest import SPECS, Artifacts
 from mvcompile.cli import main
 from mvcompile.lower.pipeline import export_model
 from mvcompile.lower.torch import stream, to_torch
@@ -98,12 +98,9 @@ def test_stream_url_is_decoded_like_a_file(tmp_path: Path) -> None:
         server.shutdown()
 
 
-@pytest.fixture(scope="module")
-def tiny_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("video") / "tiny"
-    argv = ["build", str(SPECS / "tiny.yaml"), "--variant", "stream", "--target", "host", "--seed", "1", "-q", "-o", str(out)]
-    assert main(argv) == 0
-    return out
+@pytest.fixture
+def tiny_artifact(artifacts: Artifacts) -> Path:
+    return artifacts()  # the tiny stream spec, seed 1, for this machine
 
 
 def test_run_video_streams_the_resampled_frames(tiny_artifact: Path, tmp_path: Path, capsys) -> None:

@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 from bench.arm.insn import CountError
-from bench.common import ROOT
+from bench.common.cases import ROOT
 from mvcompile.support.cross import cross_dir
 from mvcompile.support.files import staged_dir
 

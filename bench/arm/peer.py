@@ -13,8 +13,9 @@ from typing import Callable
 
 import numpy as np
 
-from bench.common import SEED, Case, emit
-from bench.latency import LITERT
+from bench.common.cases import SEED, Case
+from bench.common.jobs import emit
+from bench.common.litert import RUNTIMES as LITERT
 
 Step = Callable[[int], np.ndarray]
 
@@ -23,17 +24,17 @@ def make_step(runtime: str, case: Case, model: Path | None, seed: int) -> Step:
     """The call loop of `runtime`: on `model` (a .tflite for litert and litert-official, an .onnx with its manifest
     for onnxruntime), or the torch module of the `seed` weights."""
     if runtime in LITERT:
-        from bench.litert_worker import litert_step
+        from bench.common.litert_worker import litert_step
 
         return litert_step(case, model, threads=1, io=LITERT[runtime])
     if runtime == "torch":
         import torch
 
-        from bench.runtimes import torch_step
+        from bench.common.runtimes import torch_step
 
         torch.set_num_interop_threads(1)
         return torch_step(case, threads=1, seed=seed)
-    from bench.runtimes import onnxruntime_step
+    from bench.common.runtimes import onnxruntime_step
 
     return onnxruntime_step(case, model, threads=1)
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.output import write_files
+from bench.common.output import write_files
 
 RUNTIMES = ("mvcompile", "mvcompile-db", "litert", "litert-official", "onnxruntime")
 LABELS = {"mvcompile": "mvcompile", "mvcompile-db": "mvcompile --db", "litert": "LiteRT (litert-torch)",

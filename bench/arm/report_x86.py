@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.output import write_files
+from bench.common.output import write_files
 
 LABELS = {"mvcompile": "mvcompile", "mvcompile-tuned": "mvcompile tuned", "onnxruntime": "ONNX Runtime",
           "litert": "LiteRT", "torch": "torch"}

@@ -10,12 +10,7 @@ exist yet); only --reference replaces the committed reference in bench/results/a
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import os
-import platform
 import shutil
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,17 +20,14 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bench import litert, official_tflite
 from bench.arm import guest, insn, report
 from bench.arm.artifact import count_artifact
-from bench.common import ROOT, SEED, BenchError, Case, call_input, case_json, make_clip, run_json
-from bench.output import check_out, output_dir
-
-TARGET_CPUS = {"rpi4": "cortex-a72", "rpi5": "cortex-a76"}  # qemu's model of each board's core
-RESULTS = ROOT / "bench" / "results" / "arm"
-REFERENCE = RESULTS / "reference"
-AGREE_RTOL = 1e-3  # max |logits - x86 ORT| allowed, relative to the largest |logit| (at least 1)
-STREAM_CALLS, BASE_CALLS = (2, 6), (2, 4)  # the two counted run lengths (calls); call 0 allocates
+from bench.arm.plan import (REFERENCE, RESULTS, TARGET_CPUS, agreement, build, calls_of, cases, export_onnx,
+                            inputs_of, meta, reference)
+from bench.common import litert, official_tflite
+from bench.common.cases import ROOT, SEED, Case, case_json
+from bench.common.jobs import BenchError, Phases
+from bench.common.output import check_out, output_dir
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -56,7 +48,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         "on: set it up if needed; auto (default): on, except with --quick, where it runs only "
                         "if that venv is already set up")
     p.add_argument("--litert-official", choices=["auto", "on", "off"], default="auto",
-                   help="LiteRT on the official TF Model Garden export of the same weights (bench/official_tflite.py: "
+                   help="LiteRT on the official TF Model Garden export of the same weights (bench/common/official_tflite.py: "
                         "the TF venv of scripts/setup_tf_official.sh, set up if needed; exports cached in "
                         ".cache/official-tflite); auto (default): on, except with --quick")
     p.add_argument("--repeat", action="store_true", help="count everything twice (default with --quick)")
@@ -88,83 +80,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return a
 
 
-def _say(text: str) -> None:
-    print(f"bench-arm: {text}", file=sys.stderr, flush=True)
-
-
-def cases(a: argparse.Namespace) -> list[Case]:
-    """Stream cases (one frame per call) and base-model cases (a clip of --base-frames per call)."""
-    from mvcompile.interface.compile import load_spec
-
-    def res(m: str) -> int:
-        return load_spec(ROOT / "specs" / f"{m}.yaml").input.resolution
-
-    return ([Case(m, "stream", 1, res(m)) for m in a.models]
-            + [Case(m, "base", a.base_frames, res(m)) for m in a.base_models])
-
-
-def calls_of(case: Case) -> tuple[int, int]:
-    """The two counted run lengths of a case."""
-    return STREAM_CALLS if case.mode == "stream" else BASE_CALLS
-
-
-def inputs_of(case: Case, calls: int) -> np.ndarray:
-    """The inputs of every call, [calls, *input shape]: the bench's clip, identical for every runtime."""
-    clip = make_clip(case)
-    return np.stack([call_input(case, clip, i) for i in range(calls)])
-
-
-def mvcompile_cli(args: list[str]) -> None:
-    """Run `mvcompile ARGS` (this checkout's CLI) in a fresh process; BenchError with its message on failure."""
-    cmd = [sys.executable, "-m", "mvcompile.cli", *args]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise BenchError(f"`mvcompile {' '.join(args)}` failed: {proc.stderr.strip()[-1500:]}")
-
-
-def shape_args(case: Case) -> list[str]:
-    """The CLI's model and shape options of a case."""
-    return (["--variant", "stream", "--mode", "stream"] if case.mode == "stream"
-            else ["--mode", "base", "--frames", str(case.frames)])
-
-
-def build(case: Case, target: str, out: Path, seed: int, db: Path | None = None, shipped: bool = True
-          ) -> dict[str, Any]:
-    """`mvcompile build` of the case for a target (name or preset file) with the default records, `db`'s, or
-    (not `shipped`) none; returns the artifact, build seconds and the manifest's tuning entry."""
-    extra = ["--db", str(db)] if db is not None else ([] if shipped else ["--no-shipped-records"])
-    start = time.monotonic()
-    mvcompile_cli(["build", str(case.spec), *shape_args(case), "--target", target, "--seed", str(seed),
-                   "-o", str(out), "-q", *extra])
-    manifest = json.loads((out / "manifest.json").read_text())
-    return {"artifact": str(out), "build_s": round(time.monotonic() - start, 1),
-            "tuning": manifest["build_options"].get("tuning", {})}
-
-
-def export_onnx(case: Case, out: Path, seed: int) -> dict[str, Any]:
-    """`mvcompile export` of the case: the ONNX file (and manifest) ONNX Runtime runs."""
-    mvcompile_cli(["export", str(case.spec), *shape_args(case), "--seed", str(seed), "-o", str(out)])
-    return {"onnx": str(out)}
-
-
 def official(case: Case, seed: int, python: str) -> dict[str, Any]:
     """The official TF Model Garden export of the case (`seed` weights, the case's resolution and frames) as
     .tflite, from .cache/official-tflite or made and checked against x86 ONNX Runtime now; BenchError with the
     exporter's reason when it cannot be made (base models: the converter has no AvgPool3D)."""
     made = official_tflite.official_tflite(case, seed=seed, python=python)
     return {"tflite": str(made.path), "cached": made.cached, **made.meta}
-
-
-def _litert_plan(a: argparse.Namespace) -> tuple[bool, str]:
-    if a.litert == "off":
-        return False, "not run (--litert off)"
-    if a.litert == "auto" and a.quick and not litert.ready():
-        return False, f"not run (--quick and no LiteRT venv {litert.VENV.relative_to(ROOT)}; add --litert on)"
-    try:
-        litert.setup()
-    except BenchError as exc:
-        return False, f"unavailable: {exc}"
-    return True, "ai-edge-litert Interpreter (XNNPACK, 1 thread) on litert-torch conversions"
 
 
 def guest_requirements() -> list[str]:
@@ -207,21 +128,6 @@ def prepare(a: argparse.Namespace, all_cases: list[Case], use_litert: bool, tf_p
     for sub in ("tvm", "tvm-db", "onnx", "litert", "ref", "logits"):
         (a.work / sub).mkdir(parents=True, exist_ok=True)
     return _parallel(a.jobs, todo)
-
-
-def reference(case: Case, onnx: Path, work: Path) -> np.ndarray:
-    """ONNX Runtime's logits on x86 (natively, this venv) for every counted call: what the others must match."""
-    out = work / "ref" / f"{case.key}.npy"
-    run_json(["-m", "bench.arm.peer", "onnxruntime", str(onnx), "--case", case_json(case),
-              "--calls", str(max(calls_of(case))), "--out", str(out), "--time"])
-    return np.load(out)
-
-
-def agreement(logits: np.ndarray, ref: np.ndarray) -> dict[str, Any]:
-    """Max |logits - reference| over every call, the logits' scale, and whether that is within AGREE_RTOL."""
-    diff = float(np.abs(logits.reshape(ref.shape) - ref).max()) if logits.size == ref.size else float("inf")
-    scale = float(np.abs(ref).max())
-    return {"max_abs_diff": diff, "logits_scale": scale, "agrees": diff <= AGREE_RTOL * max(1.0, scale)}
 
 
 Counter = Callable[[], tuple[insn.PerFrame, np.ndarray]]  # counts one (case, board, runtime): per frame, logits
@@ -330,47 +236,17 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _qemu_version() -> str:
-    proc = subprocess.run(["qemu-aarch64", "--version"], capture_output=True, text=True)
-    return proc.stdout.splitlines()[0] if proc.stdout else "unknown"
-
-
-def meta(a: argparse.Namespace, command: str, start: float, phases: dict[str, float], statuses: dict[str, str],
-         targets: dict[str, str] = TARGET_CPUS) -> dict[str, Any]:
-    """What ran where: command, machine, versions, settings, phase times."""
-    import onnxruntime
-
-    rev = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True)
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
-    return {"command": command, "quick": a.quick, "date": datetime.datetime.now().isoformat(timespec="seconds"),
-            "host_cpu": cpu, "cores": os.cpu_count(), "qemu": _qemu_version(), "targets": targets,
-            "seed": a.seed, "db": str(a.db) if a.db else None, "stream_calls": STREAM_CALLS,
-            "base_calls": BASE_CALLS, "base_frames": a.base_frames, "repeat": a.repeat, "agree_rtol": AGREE_RTOL,
-            "status": statuses, "phases_s": phases,
-            "versions": {"mvcompile": rev.stdout.strip(), "onnxruntime (x86 and aarch64)": onnxruntime.__version__,
-                         "LiteRT": " ".join(litert.REQUIREMENTS), "python": platform.python_version()},
-            "total_s": round(time.monotonic() - start, 1)}
-
-
 def run(a: argparse.Namespace, command: str) -> list[Path]:
     """The whole ARM bench; returns the result files."""
     start = time.monotonic()
-    phases: dict[str, float] = {}
-
-    def phase(name: str, fn: Callable[[], Any]) -> Any:
-        _say(f"{name} ...")
-        t = time.monotonic()
-        value = fn()
-        phases[name] = round(time.monotonic() - t, 1)
-        return value
-
+    phase = Phases("bench-arm")
     out = output_dir(RESULTS, REFERENCE, out=a.out, reference=a.reference)
     shutil.rmtree(a.work, ignore_errors=True)
     a.work.mkdir(parents=True)
     insn.plugin_path()  # fail early if `make cross` has not built the plugin
     all_cases = cases(a)
-    use_litert, litert_status = phase("LiteRT venv", lambda: _litert_plan(a))
+    use_litert, litert_status = phase("LiteRT venv", lambda: litert.plan(a.litert, a.quick, interpreter="XNNPACK, 1 thread",
+                                                                         quick_when_ready=True))
     tf_python, official_status = phase("TF venv", lambda: official_tflite.plan(
         a.litert_official, a.quick, interpreter="XNNPACK, 1 thread", host_litert=False))
     try:
@@ -393,7 +269,7 @@ def run(a: argparse.Namespace, command: str) -> list[Path]:
     references = phase("x86 ONNX Runtime reference logits", refs)
     rows = phase("counting", lambda: count_all(a, all_cases, prepared, references))
     statuses = {"litert": litert_status, "litert official": official_status, "arm64 python": guest_status}
-    results = {"meta": meta(a, command, start, phases, statuses),
+    results = {"meta": meta(a, command, start, phase.seconds, statuses),
                "cases": [c.to_json() for c in all_cases],
                "builds": {k: v for k, v in prepared.items() if k.startswith("build/")},
                "conversions": {k: v for k, v in prepared.items() if not k.startswith("build/")},
@@ -414,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     except (BenchError, insn.CountError) as exc:
         print(f"bench-arm: error: {exc}", file=sys.stderr)
         return 1
-    _say("wrote " + ", ".join(str(f) for f in files))
+    print("bench-arm: wrote " + ", ".join(str(f) for f in files), file=sys.stderr)
     return 0
 
 

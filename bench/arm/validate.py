@@ -25,13 +25,14 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bench import litert
 from bench.arm import insn, report_x86
 from bench.arm.artifact import count_artifact, x86_runner
-from bench.arm.run import (REFERENCE, RESULTS, agreement, build, calls_of, cases, export_onnx, inputs_of, meta,
-                           reference)
-from bench.common import ROOT, BenchError, Case, case_json
-from bench.output import output_dir
+from bench.arm.plan import (REFERENCE, RESULTS, agreement, build, calls_of, cases, export_onnx, inputs_of, meta,
+                            reference)
+from bench.common import litert
+from bench.common.cases import ROOT, Case, case_json
+from bench.common.jobs import BenchError, Phases
+from bench.common.output import output_dir
 from mvcompile.support.files import staged_files
 from mvcompile.support.cross import cross_dir
 
@@ -255,32 +256,27 @@ def run(a: argparse.Namespace, command: str) -> list[Path]:
     a.work.mkdir(parents=True)
     insn.plugin_path()
     mask_library()
-    a.use_litert, litert_status = (False, "not run (--litert off)") if a.litert == "off" else (True, "")
-    if a.use_litert:
-        try:
-            litert.setup()
-            litert_status = "ai-edge-litert (XNNPACK, 1 thread) on litert-torch conversions"
-        except BenchError as exc:
-            a.use_litert, litert_status = False, f"unavailable: {exc}"
+    phase = Phases("bench-arm")
+    a.use_litert, litert_status = phase("LiteRT venv", lambda: litert.plan(
+        a.litert, False, interpreter="XNNPACK, 1 thread", quick_when_ready=True))  # auto: on, --quick or not
     all_cases = cases(a)
-    t = time.monotonic()
-    todo, builds = subjects(a, all_cases, a.work)
-    phases = {"builds and conversions": round(time.monotonic() - t, 1)}
+    todo, builds = phase("builds and conversions", lambda: subjects(a, all_cases, a.work))
     refs = {c.key: reference(c, a.work / "onnx" / f"{c.key}.onnx", a.work)
             if (a.work / "onnx" / f"{c.key}.onnx").exists() else None for c in all_cases}
-    t = time.monotonic()
-    with ThreadPoolExecutor(a.jobs) as pool:
-        counted = list(pool.map(lambda s: count_row(s, refs[s.case.key], a.work, a.seed), todo))
-    phases["counting"] = round(time.monotonic() - t, 1)
-    t = time.monotonic()
-    rows = [time_row(s, row, a.work, a.seed) for s, row in zip(todo, counted)]  # one at a time: a quiet core
-    phases["timing"] = round(time.monotonic() - t, 1)
+
+    def count_rows() -> list[dict[str, Any]]:
+        with ThreadPoolExecutor(a.jobs) as pool:
+            return list(pool.map(lambda s: count_row(s, refs[s.case.key], a.work, a.seed), todo))
+
+    counted = phase("counting", count_rows)
+    rows = phase("timing", lambda: [time_row(s, row, a.work, a.seed)  # one at a time: a quiet core
+                                    for s, row in zip(todo, counted)])
     first = next((s for s in todo if s.runtime == "mvcompile" and s.case.mode == "stream"), None)
     threads = threads_demo(first.artifact, first.case) if first is not None else None
     targets = {"x86 (counted)": "qemu-x86_64 -cpu max (AVX2)", "x86 (timed)": "native, AVX-512 hidden"}
     settings = {"validate_x86": True, "time_calls": TIME_CALLS, "preset": str(PRESET.relative_to(ROOT)),
                 "glibc_tunables": GLIBC_MASK}
-    results = {"meta": {**meta(a, command, start, phases, {"litert": litert_status}, targets), **settings},
+    results = {"meta": {**meta(a, command, start, phase.seconds, {"litert": litert_status}, targets), **settings},
                "cases": [c.to_json() for c in all_cases], "builds": builds, "rows": rows,
                "summary": summary(rows), "threads": threads}
     results["meta"]["total_s"] = round(time.monotonic() - start, 1)

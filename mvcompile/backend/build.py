@@ -15,7 +15,7 @@ from typing import Any
 import onnx
 
 from mvcompile.errors import MvcompileError
-from mvcompile.backend import tuned_records
+from mvcompile.backend.tuning import tuned_records
 from mvcompile.backend.compile import CompileError, Compiled, compile_module, import_onnx
 from mvcompile.backend.iotable import IOTableError, artifact_io, io_table
 from mvcompile.backend.preflight import check_resources

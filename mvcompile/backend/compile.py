@@ -14,7 +14,7 @@ from typing import Any
 import onnx
 
 from mvcompile.errors import MvcompileError
-from mvcompile.backend import tuned_records
+from mvcompile.backend.tuning import tuned_records
 from mvcompile.backend.relax_dump import ModuleTrace, dump_pass
 
 DEFAULT_PIPELINE = "relax.get_default_pipeline(target)"

@@ -49,9 +49,24 @@ def _check_instrument() -> Any:
 
     @tvm.instrument.pass_instrument
     class CheckInterrupt:
-        """Raise Interrupted before any pass once a stop was requested."""
+        """Raise Interrupted before any pass once a stop was requested. With MVCOMPILE_HOLD_AT set
+        (support.interrupt.hold), also the points `pass NAME` (before the pass NAME) and `inside NAME`
+        (before the first pass that NAME runs itself: FoldConstant's builds, say)."""
+
+        def __init__(self) -> None:
+            self.running: list[str] = []  # the passes under way, outermost first (only while holding)
 
         def run_before_pass(self, mod: Any, info: Any) -> None:
             interrupt.check()
+            if interrupt.holding() is None:
+                return
+            if self.running:
+                interrupt.hold(f"inside {self.running[-1]}")
+            interrupt.hold(f"pass {info.name}")
+            self.running.append(info.name)
+
+        def run_after_pass(self, mod: Any, info: Any) -> None:
+            if self.running and self.running[-1] == info.name:
+                self.running.pop()
 
     return CheckInterrupt()

@@ -1,5 +1,6 @@
 """Files shipped with mvcompile as package data: the model specs (`specs/`), the target presets
-(`targets/`) and the deploy runner's C++ source (`runner/runner.cc`), found through importlib.resources."""
+(`targets/`), the deploy runner's C++ source (`runner/runner.cc`) and the tuning records shipped for a
+class of CPU (`records/<class>/`, when any do), found through importlib.resources."""
 
 from __future__ import annotations
 

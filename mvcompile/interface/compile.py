@@ -16,13 +16,13 @@ from mvcompile.spec.model import EnsembleSpec
 from mvcompile.support.files import check_apart
 
 if TYPE_CHECKING:
-    from mvcompile.backend.tune import TuneReport
+    from mvcompile.backend.tuning.tune import TuneReport
     from mvcompile.ir.dump import IRDump
     from mvcompile.passes import Trace
     from mvcompile.lower.pipeline import ExportedModel, Mode
 
-_LAZY = {"ExportedModel": "mvcompile.lower.pipeline", "TuneInterrupted": "mvcompile.backend.tune",
-         "TuneReport": "mvcompile.backend.tune"}
+_LAZY = {"ExportedModel": "mvcompile.lower.pipeline", "TuneInterrupted": "mvcompile.backend.tuning.tune",
+         "TuneReport": "mvcompile.backend.tuning.tune"}
 
 __all__ = ["BuildResult", "ExportedModel", "Model", "TuneInterrupted", "TuneReport", "build", "build_exported",
            "compact_db", "default_output", "export", "import_weights", "inspect_spec", "keygen", "list_targets", "load_spec",
@@ -225,9 +225,9 @@ def tune(model: Model, target: str | Path | TargetPreset, db: str | Path, *, tri
     measure on boards registered with a TVM RPC tracker; `emulate` scores candidates by guest instructions
     under qemu-user instead (ARM targets); `search_seed` makes the search's choices repeatable.
     Ctrl-C raises TuneInterrupted, the records measured so far kept."""
-    from mvcompile.backend.ms_setup import RPCSettings
     from mvcompile.backend.preflight import check_resources
-    from mvcompile.backend.tune import tune_model
+    from mvcompile.backend.tuning.ms_setup import RPCSettings
+    from mvcompile.backend.tuning.tune import tune_model
     from mvcompile.backend.tvm_interrupt import interruptible_tvm
 
     rpc = RPCSettings.parse(rpc_tracker, rpc_key) if rpc_tracker else None
@@ -244,7 +244,7 @@ def compact_db(db: str | Path, output: str | Path, *, target: str | Path | None 
     """Write `output`: the best record per workload of the tuning database `db` (only `target`'s records,
     if given; only the workloads of the `keep_models`, each a `parse_model_key` key, if given).
     Returns the written database (tuning_db.Database)."""
-    from mvcompile.backend.tuning_db import compact
+    from mvcompile.backend.tuning.tuning_db import compact
 
     tvm_target = load_target(target).to_tvm() if target is not None else None
     keep = None
@@ -272,7 +272,7 @@ def parse_model_key(key: str) -> Model:
 def model_workloads(key: str, tvm_target: Any, seed: int = 0) -> set[str]:
     """Workload hashes (tuning tasks) of the model `key` names (`parse_model_key`) for `tvm_target`, its
     weights drawn with `seed` (tasks do not depend on the weights)."""
-    from mvcompile.backend.tune import workload_hashes
+    from mvcompile.backend.tuning.tune import workload_hashes
 
     return workload_hashes(export(replace(parse_model_key(key), seed=seed)).onnx_model, tvm_target)
 

@@ -62,6 +62,7 @@ def staged_files(paths: list[Path], *, replaceable: Check | None = None) -> Iter
             for path in paths:
                 temps.append(_temp_file(path))
         with _write_failures_named({t: p for t, p in zip(temps, paths)}):
+            interrupt.hold("staged files")
             yield temps
         with interrupt.deferred():
             for path in paths:
@@ -135,6 +136,7 @@ def staged_dir(out: str | Path, *, replaceable: Check, purpose: str = "building"
             work = make_staging_dir(out, purpose)
             forget = interrupt.undo_unless_committed(lambda: _remove_ours(work))
         with _write_failures_named({work: out}):
+            interrupt.hold("staged folder")
             yield work
         replace_dir(work, out, replaceable, committed=forget)
     except BaseException:

@@ -9,6 +9,9 @@ Nor is it raised while a module is being imported: the module-init code of a C++
 pybind11, onnx's nanobind) calls back into Python, and an exception there ends in std::terminate, a
 SIGABRT with no message. A signal during an import is retried every RETRY_SECONDS (SIGALRM) until
 the import is done.
+
+Tests place a signal at an exact point with `hold` (MVCOMPILE_HOLD_AT=POINT), not at a moment on
+the clock, so their verdict does not depend on how loaded the machine is.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +27,7 @@ from types import FrameType
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 RETRY_SECONDS = 0.02
+HOLD_ENV = "MVCOMPILE_HOLD_AT"
 _NAMES = {signal.SIGINT: "Ctrl-C (SIGINT)", signal.SIGTERM: "SIGTERM"}
 
 
@@ -41,7 +46,8 @@ class _State:
     real_stderr: int | None = None  # with trap(quiet=True): a dup of fd 2 as it was when the trap began
     muted = False  # fd 2 goes to /dev/null
     written: list[Path] = []  # outputs committed while trapped (see `wrote`)
-    undo: dict[int, Callable[[], None]] = {}  # removals of uncommitted staging outputs (see `undo_unless_committed`)
+import time
+from collections.abc import Callable, Iterator
 
 
 def describe(signum: int) -> str:
@@ -176,6 +182,25 @@ def written() -> list[Path]:
 def requested() -> int | None:
     """The signal that asked us to stop (inside `trap`), or None."""
     return _State.requested
+
+
+def holding() -> str | None:
+    """The point named by MVCOMPILE_HOLD_AT that `hold` has not reached yet, or None."""
+    return _State.hold_at
+
+
+def hold(point: str) -> None:
+    """With MVCOMPILE_HOLD_AT=`point` in the environment, the first time the process gets here: print
+    `mvcompile: holding at POINT` on stderr and wait until SIGINT or SIGTERM arrives, which then takes
+    effect exactly here. Tests send their Ctrl-C once they read that line (tests/test_ctrl_c.py). A
+    no-op for any other point, and without the variable."""
+    if point != _State.hold_at:
+        return
+    _State.hold_at = None
+    report(f"mvcompile: holding at {point}")
+    sys.stderr.flush()
+    while _State.requested is None:  # inside `trap` the handler raises here (or records, in an import)
+        time.sleep(0.01)
 
 
 def check() -> None:

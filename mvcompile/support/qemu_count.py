@@ -1,6 +1,6 @@
 """Guest instructions a program executes under qemu-user, counted by qemu's insn TCG plugin (built by
 `make cross`, scripts/setup_cross.sh, from Debian's source of the installed qemu-user). Used by
-`tune --emulate` (backend/emulated_runner.py) and by bench/arm.
+`tune --emulate` (backend/tuning/emulated_runner.py) and by bench/arm.
 
 The count is deterministic with one thread and a proxy for CPU work only: it is blind to caches, memory
 bandwidth, pipeline stalls and SIMD width, so compare like with like (same CPU model, one thread).

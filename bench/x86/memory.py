@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import SEED
+from bench.common.cases import SEED
 
 
 def measure(artifact: Path, frames: int, stream: bool) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""`make bench` / `python -m bench.run`: latency against ONNX Runtime, LiteRT (on a litert-torch conversion and on
+"""`make bench` / `python -m bench.x86.run`: latency against ONNX Runtime, LiteRT (on a litert-torch conversion and on
 the official TF export) and the torch reference, streaming memory, costs and compile times.
 
 Results (JSON, Markdown, PNG) go to a new folder bench/results/runs/<date-time>/ (or --out, which must not exist
@@ -18,9 +18,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
-from bench import costs, latency, litert, official_tflite, report
-from bench.common import ROOT, BenchError, Case, case_json, run_json
-from bench.output import check_out, output_dir
+from bench.common import litert, official_tflite
+from bench.common.cases import ROOT, Case, case_json
+from bench.common.jobs import BenchError, Phases, run_json
+from bench.common.output import check_out, output_dir
+from bench.x86 import costs, latency, report
 
 Results = dict[str, dict[str, Any]]  # job or case key → what it returned ({"error": ...} when it failed)
 RESULTS = ROOT / "bench" / "results"
@@ -29,7 +31,7 @@ MEMORY_FRAMES = [10, 50, 200, 1000]  # the paper's Fig. 3 (right) lengths; --qui
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m bench.x86.run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="tiny spec only, for a smoke run (under 3 minutes)")
     p.add_argument("--models", nargs="+", default=None, help="spec stems (default: a0 a1 a2; quick: tiny)")
@@ -96,7 +98,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def _shipped_records() -> Path | None:
     """The records mvcompile ships for this machine's CPU class (what a default host build applies)."""
-    from mvcompile.backend import tuned_records
+    from mvcompile.backend.tuning import tuned_records
     from mvcompile.backend.targets import load_target
 
     host = load_target("host")
@@ -107,7 +109,7 @@ def _shipped_records() -> Path | None:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     try:
-        files = run(args, "python -m bench.run " + " ".join(sys.argv[1:] if argv is None else argv))
+        files = run(args, "python -m bench.x86.run " + " ".join(sys.argv[1:] if argv is None else argv))
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 1
@@ -121,10 +123,6 @@ def _resolution(model: str) -> int:
     return load_spec(ROOT / "specs" / f"{model}.yaml").input.resolution
 
 
-def _say(text: str) -> None:
-    print(f"bench: {text}", file=sys.stderr, flush=True)
-
-
 def run(a: argparse.Namespace, command: str) -> list[Path]:
     """The whole bench; returns the result files."""
     start = time.monotonic()
@@ -135,20 +133,14 @@ def run(a: argparse.Namespace, command: str) -> list[Path]:
     res = _resolution(a.memory_model)
     mem_stream = [Case(a.memory_model, "stream", 1, res)]
     mem_base = [Case(a.memory_model, "base", n, res) for n in a.memory_frames]
-    phases: dict[str, float] = {}
-
-    def phase(name: str, fn: Callable[[], Any]) -> Any:
-        _say(f"{name} ...")
-        t = time.monotonic()
-        value = fn()
-        phases[name] = round(time.monotonic() - t, 1)
-        return value
+    phase = Phases("bench")
 
     size = ["--n", "1024"] if a.quick else []
-    peak = phase("peak FLOP/s", lambda: run_json(["-m", "bench.worker", "peak", *size], threads=1))
+    peak = phase("peak FLOP/s", lambda: run_json(["-m", "bench.x86.worker", "peak", *size], threads=1))
     cost_rows = phase("costs", lambda: costs.table(sorted({*a.models, a.memory_model}) if a.quick else None))
-    tunes = phase("tuning", lambda: _tune(a, cases)) if a.tune_trials else {}
-    use_litert, litert_status = phase("LiteRT venv", lambda: _litert_plan(a))
+    tunes = phase("tuning", lambda: _tune(a, cases, phase.say)) if a.tune_trials else {}
+    use_litert, litert_status = phase("LiteRT venv", lambda: litert.plan(a.litert, a.quick, interpreter="XNNPACK",
+                                                                         quick_when_ready=False))
     tf_python, official_status = phase("TF venv", lambda: official_tflite.plan(
         a.litert_official, a.quick, interpreter="XNNPACK", host_litert=True))
     built, conversions, officials = phase("builds and conversions",
@@ -171,7 +163,7 @@ def run(a: argparse.Namespace, command: str) -> list[Path]:
     rows = phase("latency", lambda: latency.measure(cases, models, a.threads, a.calls, litert.python(), a.rounds))
     mem = phase("memory", lambda: _memory(a, mem_stream[0], mem_base))
     results = {
-        "meta": _meta(a, command, start, phases, litert_status, official_status),
+        "meta": _meta(a, command, start, phase.seconds, litert_status, official_status),
         "peak": peak,
         "cases": [{**c.to_json(), "macs": costs.call_macs(c)} for c in cases],
         "agreement": _agreement(rows),
@@ -188,19 +180,6 @@ def run(a: argparse.Namespace, command: str) -> list[Path]:
     return report.write(results, out, replace=a.reference)
 
 
-def _litert_plan(a: argparse.Namespace) -> tuple[bool, str]:
-    """Whether LiteRT runs, and the status line the report shows."""
-    if a.litert == "off":
-        return False, "not run (--litert off)"
-    if a.litert == "auto" and a.quick:
-        return False, "not run (--quick; add --litert on to include it)"
-    try:
-        litert.setup()
-    except BenchError as exc:
-        return False, f"unavailable: {exc}"
-    return True, f"ai-edge-litert Interpreter (XNNPACK) on litert-torch conversions ({', '.join(litert.REQUIREMENTS)})"
-
-
 def _prepare(a: argparse.Namespace, cases: list[Case], memory_cases: list[Case], use_litert: bool,
              tf_python: str | None) -> tuple[Results, Results, Results]:
     """Build every artifact (default, tuned, memory), convert for LiteRT and get the official exports (cached),
@@ -208,10 +187,11 @@ def _prepare(a: argparse.Namespace, cases: list[Case], memory_cases: list[Case],
     jobs: dict[str, Callable[[], dict[str, Any]]] = {}
     for c in cases + [m for m in memory_cases if m.key not in {c.key for c in cases}]:
         onnx = ["--onnx", str(a.work / "onnx" / f"{c.key}.onnx")] if c in cases else []
-        jobs[f"tvm/{c.key}"] = _job(["build", "--case", case_json(c), "--out", str(a.work / "tvm" / c.key), *onnx])
+        jobs[f"tvm/{c.key}"] = _job(["build", "--case", case_json(c), "--target", "host",
+                                     "--out", str(a.work / "tvm" / c.key), *onnx])
         db = a.db if a.db is not None else (a.work / "tune" / c.key if a.tune_trials else None)
         if db is not None and c in cases:
-            jobs[f"tvm-tuned/{c.key}"] = _job(["build", "--case", case_json(c), "--db", str(db),
+            jobs[f"tvm-tuned/{c.key}"] = _job(["build", "--case", case_json(c), "--target", "host", "--db", str(db),
                                                "--out", str(a.work / "tvm-tuned" / c.key)])
     (a.work / "litert").mkdir()
     for c in cases:
@@ -231,12 +211,12 @@ def _prepare(a: argparse.Namespace, cases: list[Case], memory_cases: list[Case],
             {k.removeprefix("official/"): v for k, v in done.items() if k.startswith("official/")})
 
 
-def _tune(a: argparse.Namespace, cases: list[Case]) -> dict[str, dict[str, Any]]:
+def _tune(a: argparse.Namespace, cases: list[Case], say: Callable[[str], None]) -> dict[str, dict[str, Any]]:
     """Tune each case into its own database under the work dir, one at a time (tuning uses both cores)."""
     out = {}
     for c in cases:
-        _say(f"tuning {c.key} ({a.tune_trials} trials) ...")
-        out[c.key] = run_json(["-m", "bench.worker", "tune", "--case", case_json(c), "--db", str(a.work / "tune" / c.key),
+        say(f"tuning {c.key} ({a.tune_trials} trials) ...")
+        out[c.key] = run_json(["-m", "bench.common.worker", "tune", "--case", case_json(c), "--db", str(a.work / "tune" / c.key),
                                "--trials", str(a.tune_trials)], threads=2)
     return out
 
@@ -244,7 +224,7 @@ def _tune(a: argparse.Namespace, cases: list[Case]) -> dict[str, dict[str, Any]]
 def _job(args: list[str]) -> Callable[[], dict[str, Any]]:
     def go() -> dict[str, Any]:
         try:
-            return run_json(["-m", "bench.worker", *args], threads=1)
+            return run_json(["-m", "bench.common.worker", *args], threads=1)
         except BenchError as exc:
             return {"error": str(exc)}
     return go
@@ -268,7 +248,7 @@ def _official(case: Case, python: str) -> dict[str, Any]:
 def _memory(a: argparse.Namespace, stream: Case, base: list[Case]) -> dict[str, Any]:
     """Peak RSS per video length, stream artifact vs base artifacts, one fresh process each."""
     def one(artifact: Path, frames: int, is_stream: bool) -> dict[str, Any]:
-        args = ["-m", "bench.worker", "memory", "--artifact", str(artifact), "--frames", str(frames)]
+        args = ["-m", "bench.x86.worker", "memory", "--artifact", str(artifact), "--frames", str(frames)]
         try:
             return run_json(args + (["--stream"] if is_stream else []), threads=1)
         except BenchError as exc:

@@ -1,7 +1,7 @@
 """Where a frame's time goes: every call an artifact's model makes per push (its compiled functions and
 the VM's builtins: allocations, checks), timed through `StreamSession.watch_calls`.
 
-    python -m bench.profile ARTIFACT [--frames 100] [--threads 1] [--top 20] [--json]
+    python -m bench.x86.profile ARTIFACT [--frames 100] [--threads 1] [--top 20] [--json]
 
 Prints the functions by their share of the kernels' time, the kernel families (pointwise, gemv,
 depthwise, ...), the VM calls and allocations per frame, and the cost of watching: a watched call
@@ -118,7 +118,7 @@ def report(p: Profile, top: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m bench.x86.profile", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("artifact", type=Path, help="an artifact folder built for this machine")
     ap.add_argument("--frames", type=int, default=100, help="frames timed, then watched (default 100)")

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.common import SEED, Case
+from bench.common.cases import SEED, Case
 
 
 def conv_as_2d(x: list[Tensor], p: dict[str, Tensor], a: dict[str, Any]) -> Tensor:
@@ -66,7 +66,7 @@ def export_program(case: Case, out: Path, seed: int = SEED) -> dict[str, Any]:
     from mvcompile.interface.compile import Model, export
     from mvcompile.lower.torch import to_torch
 
-    from bench.common import make_clip
+    from bench.common.cases import make_clip
 
     exported = export(Model(case.spec, variant=case.variant, mode=case.mode, frames=case.frames, seed=seed))
     reference = to_torch(exported.graph).eval()

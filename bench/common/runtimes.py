@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bench.common import SEED, Case, call_input, make_clip
+from bench.common.cases import SEED, Case, call_input, make_clip
 
 Step = Callable[[int], np.ndarray]
 

@@ -1,10 +1,10 @@
-"""`python -m bench.arm.tune_check`: does tuning scored by instruction counts find schedules as fast as
+"""`python -m bench.tuning.tune_check`: does tuning scored by instruction counts find schedules as fast as
 tuning scored by time? Checked on x86, where both can be measured.
 
 For the costliest tasks of a model (by FLOPs × calls) on an x86 AVX2 target (bench/arm/x86-avx2.yaml, which
 qemu-x86_64 7.2 can run), each task is tuned twice with the same trials and seed, each search starting from
 mvcompile's default schedule: once timed by MetaSchedule's local runner, once scored by guest instructions
-under qemu-x86_64 (mvcompile/backend/emulated_runner.py). Then the default and both winners of every task
+under qemu-x86_64 (mvcompile/backend/tuning/emulated_runner.py). Then the default and both winners of every task
 are built and timed natively side by side (interleaved rounds, one thread, medians).
 """
 from __future__ import annotations
@@ -19,14 +19,14 @@ from typing import Any
 
 os.environ["TVM_NUM_THREADS"] = "1"  # both searches and the final timing: one thread, as counts are
 
-from bench.common import ROOT  # noqa: E402
+from bench.common.cases import ROOT  # noqa: E402
 
 TARGET = ROOT / "bench" / "arm" / "x86-avx2.yaml"
 METHODS = ("time", "insn")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.arm.tune_check", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m bench.tuning.tune_check", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--spec", default=str(ROOT / "specs" / "a0.yaml"))
     p.add_argument("--variant", default="stream")
@@ -56,8 +56,8 @@ def tune_one(task: Any, method: str, target: Any, out: Path, trials: int, seed: 
     from tvm import s_tir
     from tvm.s_tir import meta_schedule as ms
 
-    from mvcompile.backend import emulated_runner as emu
-    from mvcompile.backend import ms_setup, tune, tuning_db
+    from mvcompile.backend.tuning import emulated_runner as emu
+    from mvcompile.backend.tuning import ms_setup, tune, tuning_db
 
     work = out / method / task.task_name
     work.mkdir(parents=True, exist_ok=True)
@@ -110,9 +110,9 @@ def time_side_by_side(schedules: dict[tuple[str, str], Any], target: Any, rounds
 
 def main(argv: list[str] | None = None) -> int:
     a = parse(argv)
-    from mvcompile.backend import ms_setup
+    from mvcompile.backend.tuning import ms_setup
     from mvcompile.backend.targets import load_target
-    from mvcompile.backend.tune import extract_tasks
+    from mvcompile.backend.tuning.tune import extract_tasks
     from mvcompile.lower.pipeline import export_model
 
     ms_setup.preload_cpu_tensor_intrins()

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.latency import RUNTIMES
-from bench.output import write_files
+from bench.x86.latency import RUNTIMES
+from bench.common.output import write_files
 
 LABELS = {"mvcompile": "mvcompile default", "mvcompile-tuned": "mvcompile tuned", "litert": "LiteRT (litert-torch)",
           "litert-official": "LiteRT official", "onnxruntime": "ONNX Runtime"}  # column names; others as is
@@ -19,7 +19,7 @@ def label(runtime: str | None) -> str:
 
 
 def write(results: dict[str, Any], out: Path, *, replace: bool = False) -> list[Path]:
-    """Write every result file into `out` (see bench.output.write_files); returns their paths."""
+    """Write every result file into `out` (see bench.common.output.write_files); returns their paths."""
     return write_files({"results.json": json.dumps(results, indent=2) + "\n", "results.md": markdown(results),
                         "latency.png": latency_plot(results), "memory.png": memory_plot(results)}, out, replace=replace)
 

@@ -1,7 +1,7 @@
 """The official TF Model Garden export of mvcompile's weights as a TFLite model, checked and cached.
 
 `official_tflite(case, seed=S)` (or `weights=FILE`) returns the .tflite that the official exporter
-(bench/official_tf_worker.py, in the TF venv of scripts/setup_tf_official.sh) makes from the same weights
+(bench/common/official_tf_worker.py, in the TF venv of scripts/setup_tf_official.sh) makes from the same weights
 mvcompile's `export --seed S` uses: the stream variant as the official stream TFLite (states as separate
 inputs/outputs, one frame per call), the base model on a clip of `case.frames`. Before it is cached, its
 logits on the bench clip (stream: after every frame, states fed back by signature name) must equal ONNX
@@ -11,7 +11,7 @@ Cached under .cache/official-tflite/<case>-<res>px-<digest>/ (model.tflite + met
 spec file, variant, mode, frames, resolution, weights hash and TF / tf-models-official versions, so a second
 bench does not re-export. A conversion the official exporter cannot do is cached as its error.
 
-  python -m bench.official_tflite a0 stream --seed 0        # prints the path (creates it if needed)
+  python -m bench.common.official_tflite a0 stream --seed 0        # prints the path (creates it if needed)
 """
 from __future__ import annotations
 
@@ -30,7 +30,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from bench.common import ROOT, SEED, BenchError, Case, make_clip, thread_env
+from bench.common.cases import ROOT, SEED, Case, make_clip
+from bench.common.jobs import BenchError, thread_env
 from mvcompile.support.files import STAGING_MARKER, staged_dir
 
 CACHE = ROOT / ".cache" / "official-tflite"
@@ -70,7 +71,7 @@ def plan(choice: str, quick: bool, *, interpreter: str, host_litert: bool) -> tu
     """For a bench's `--litert-official on|off|auto` (auto: on, except with --quick): the TF venv's python if the
     official column runs (None if not), and the status line its report shows. `interpreter` describes the LiteRT
     interpreter that times the model; `host_litert`: it runs in this machine's LiteRT venv (set up here too)."""
-    from bench import litert
+    from bench.common import litert
 
     if choice == "off":
         return None, "not run (--litert-official off)"
@@ -140,7 +141,7 @@ def _make(case: Case, tensors: dict[str, np.ndarray], key: dict[str, Any], entry
     with staged_dir(entry, replaceable=lambda damaged: None, purpose="exporting") as tmp:
         np.savez(tmp / "weights_tf.npz", **tensors)
         np.save(tmp / "clip.npy", make_clip(case))
-        args = ["-m", "bench.official_tf_worker", "export", str(case.spec), "--mode", case.mode,
+        args = ["-m", "bench.common.official_tf_worker", "export", str(case.spec), "--mode", case.mode,
                 *(["--variant", case.variant] if case.variant else []), "--frames", str(case.frames),
                 "--resolution", str(case.resolution), "--weights", str(tmp / "weights_tf.npz"), "--out", str(tmp)]
         made = _worker(python, args)
@@ -158,7 +159,7 @@ def _make(case: Case, tensors: dict[str, np.ndarray], key: dict[str, Any], entry
 
 
 def _worker(python: str, args: list[str]) -> dict[str, Any]:
-    """Run bench.official_tf_worker in the TF venv: its JSON answer ({"error": ...} when it cannot export)."""
+    """Run bench.common.official_tf_worker in the TF venv: its JSON answer ({"error": ...} when it cannot export)."""
     cmd = [python, *args]
     try:
         proc = subprocess.run(cmd, cwd=ROOT, env=thread_env(1), capture_output=True, text=True, timeout=TIMEOUT)
@@ -172,8 +173,8 @@ def _worker(python: str, args: list[str]) -> dict[str, Any]:
 
 
 def official_logits(python: str, model: Path, clip: Path, mode: str, out: Path) -> np.ndarray:
-    """The official TFLite model's logits on a clip file, run the official way (bench.official_tf_worker run)."""
-    made = _worker(python, ["-m", "bench.official_tf_worker", "run", str(model), "--clip", str(clip),
+    """The official TFLite model's logits on a clip file, run the official way (bench.common.official_tf_worker run)."""
+    made = _worker(python, ["-m", "bench.common.official_tf_worker", "run", str(model), "--clip", str(clip),
                             "--mode", mode, "--out", str(out)])
     if "error" in made:
         raise BenchError(made["error"])
@@ -183,7 +184,7 @@ def official_logits(python: str, model: Path, clip: Path, mode: str, out: Path) 
 def check_against_ort(case: Case, folder: Path, python: str, source: dict[str, Any]) -> dict[str, Any]:
     """Logits of folder/model.tflite against ONNX Runtime's on our ONNX export of the same weights, on the bench
     clip folder/clip.npy: every frame in stream mode, the one call in base mode. Raises BenchError past TOLERANCE."""
-    from bench.runtimes import onnxruntime_step
+    from bench.common.runtimes import onnxruntime_step
     from mvcompile.interface.compile import Model, export
 
     official = official_logits(python, folder / "model.tflite", folder / "clip.npy", case.mode,
@@ -214,7 +215,7 @@ def _versions(python: str) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.official_tflite", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m bench.common.official_tflite", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="spec stem with an official model (a0 … a5, t0)")
     p.add_argument("mode", choices=["stream", "base"], help="stream: the stream variant, one frame per call")

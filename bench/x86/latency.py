@@ -8,10 +8,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.common import BenchError, Case, run_json, summarize
+from bench.common.cases import Case
+from bench.common.litert import RUNTIMES as LITERT
+from bench.common.jobs import BenchError, run_json
+from bench.common.timing import summarize
 
 RUNTIMES = ("mvcompile", "mvcompile-tuned", "onnxruntime", "litert", "litert-official", "torch")
-LITERT = {"litert": "positional", "litert-official": "signature"}  # LiteRT runtimes → how states are matched
 WARMUP = {"stream": 20, "base": 5}
 
 
@@ -49,9 +51,9 @@ def _run(runtime: str, cases: list[Case], models: dict[str, Path | None], thread
                        for c in cases])
     common = ["--threads", str(threads), "--calls", str(calls), "--jobs", jobs]
     if runtime in LITERT:
-        args, python = ["-m", "bench.litert_worker", "latency", *common], litert_python
+        args, python = ["-m", "bench.common.litert_worker", "latency", *common], litert_python
     else:
-        args, python = ["-m", "bench.worker", "latency", "--runtime", runtime.removesuffix("-tuned"), *common], None
+        args, python = ["-m", "bench.x86.worker", "latency", "--runtime", runtime.removesuffix("-tuned"), *common], None
     try:
         results = run_json(args, threads=threads, python=python)["results"]
     except BenchError as exc:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime
 from pathlib import Path
 
-from bench.common import BenchError
+from bench.common.jobs import BenchError
 from mvcompile.support.files import atomic_write, staged_dir
 
 

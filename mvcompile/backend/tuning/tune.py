@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import onnx
 
 from mvcompile.errors import MvcompileError
-from mvcompile.backend import ms_setup, tuning_db
+from mvcompile.backend.tuning import ms_setup, tuning_db
 from mvcompile.backend.compile import fuse, import_onnx
 from mvcompile.backend.targets import TargetPreset
 from mvcompile.support.progress import progress_display
 from mvcompile.support.tvm_log import ignore_pool_teardown_errors, quiet_meta_schedule_log
 
 if TYPE_CHECKING:
-    from mvcompile.backend.emulated_runner import Emulator
+    from mvcompile.backend.tuning.emulated_runner import Emulator
 
 T = TypeVar("T")
 TRIALS_PER_ITER = 16
@@ -234,7 +234,7 @@ def _scoring(target: TargetPreset, tvm_target: Any, db_dir: Path, before: tuning
              emulate: bool) -> Emulator | None:
     """The emulator that will count candidates (None: they are timed), after checking that the database
     holds no records for the target scored the other way: counts and times cannot be compared."""
-    from mvcompile.backend import emulated_runner as emu
+    from mvcompile.backend.tuning import emulated_runner as emu
 
     try:
         marks = emu.read_marks(db_dir)
@@ -261,7 +261,7 @@ def _emulated_runner(emulator: Emulator, db_dir: Path, tvm_target: Any) -> Any:
     instruction counts under `emulator`."""
     import os
 
-    from mvcompile.backend import emulated_runner as emu
+    from mvcompile.backend.tuning import emulated_runner as emu
 
     try:
         runner = emu.make_emulated_runner(emulator, max_workers=os.cpu_count() or 1)
@@ -409,19 +409,20 @@ def _run_counted(task: Task, n: int, run_one: Callable[[Task, int], None]) -> in
 
 
 def _tune_within_budget(tasks: list[Task], seconds: float, run_one: Callable[[Task, int], None],
-                        per_trial: float = INITIAL_SECONDS_PER_TRIAL) -> None:
-    """Rounds of `plan_round` until the time is up; before each task, its trials are cut to the time
-    left at the seconds per trial measured so far (`per_trial` until the first task is done)."""
-    deadline = time.monotonic() + seconds
+                        per_trial: float = INITIAL_SECONDS_PER_TRIAL,
+                        clock: Callable[[], float] = time.monotonic) -> None:
+    """Rounds of `plan_round` until the time is up on `clock`; before each task, its trials are cut to
+    the time left at the seconds per trial measured so far (`per_trial` until the first task is done)."""
+    deadline = clock() + seconds
     spent, done = 0.0, 0
-    while plan := plan_round(tasks, int((deadline - time.monotonic()) / per_trial)):
+    while plan := plan_round(tasks, int((deadline - clock()) / per_trial)):
         for task, n in plan:
-            n = min(n, int((deadline - time.monotonic()) / per_trial))
+            n = min(n, int((deadline - clock()) / per_trial))
             if n < 1:
                 return
-            t0 = time.monotonic()
+            t0 = clock()
             done += _run_counted(task, n, run_one)
-            spent += time.monotonic() - t0
+            spent += clock() - t0
             per_trial = spent / done if done else per_trial
 
 
@@ -516,7 +517,7 @@ class _Progress:
         """A measured time, or under emulation the instruction count it stands for."""
         if not self.emulated:
             return f"{ms:.3f} ms"
-        from mvcompile.backend.emulated_runner import NOMINAL_INSTRUCTIONS_PER_SECOND
+        from mvcompile.backend.tuning.emulated_runner import NOMINAL_INSTRUCTIONS_PER_SECOND
 
         return f"{ms * 1e-3 * NOMINAL_INSTRUCTIONS_PER_SECOND / 1e6:.3f} M insn"
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from mvcompile.errors import MvcompileError
-from mvcompile.backend.tuning_db import MARK_FILE
+from mvcompile.backend.tuning.tuning_db import MARK_FILE
 from mvcompile.support.cross import ARCHES, cross_dir
 from mvcompile.support.files import atomic_write
 from mvcompile.support.qemu_count import SETUP_HINT, CountError, count, plugin_path, qemu_cpus, single_thread_env

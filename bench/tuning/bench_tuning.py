@@ -1,7 +1,7 @@
 """Per-frame latency of one streaming model, in one process: ONNX Runtime on the exported ONNX file
 vs TVM artifacts (untuned, tuned) built from the same export, at 1 and 2 threads, interleaved rounds.
 
-    .venv/bin/python scripts/bench_tuning.py specs/a0.yaml --variant stream --seed 1 \
+    .venv/bin/python -m bench.tuning.bench_tuning specs/a0.yaml --variant stream --seed 1 \
         --artifact untuned=build/a0-untuned --artifact tuned=build/a0-tuned [--json out.json]
 
 Artifacts must be built from the same spec/variant/seed (`mvcompile build ... --no-shipped-records`

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.common import SPECS, Case
+from bench.common.cases import SPECS, Case
 
 # /work/shared/reference/architectures.md, "Reference sizes and costs": official code (600 classes) and
 # the paper's Table 2 (params, GFLOPs = multiply-adds). None: not published.

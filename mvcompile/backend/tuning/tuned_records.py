@@ -1,5 +1,6 @@
 """Which tuning records a build applies: a user's database (`build --db DIR`), or the records
-shipped with mvcompile for a class of CPU (`mvcompile/backend/records/<class>/`)."""
+shipped with mvcompile for a class of CPU (`mvcompile/data/records/<class>/`, package data: none ship
+today, see the README's "Shipped records")."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from typing import Any
 
 import yaml
 
-from mvcompile.backend import tuning_db
+from mvcompile.backend.tuning import tuning_db
 from mvcompile.backend.targets import TargetPreset
+from mvcompile.data import data_path
 
-SHIPPED_DIR = Path(__file__).resolve().parent / "records"
+SHIPPED_DIR = data_path("records")
 MATCH_FILE = "match.yaml"
 
 
@@ -66,7 +68,7 @@ def from_database(path: str | Path, tvm_target: Any) -> Selection:
 def _marked(selection: Selection, tvm_target: Any) -> Selection:
     """`selection`, saying "tuned under emulation (instruction counts)" and naming the emulator as where
     the records were measured if its database's records for `tvm_target` were scored by emulated_runner."""
-    from mvcompile.backend import emulated_runner
+    from mvcompile.backend.tuning import emulated_runner
 
     try:
         mark = emulated_runner.read_marks(selection.path).get(tuning_db.target_key(tvm_target))

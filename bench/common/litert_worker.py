@@ -15,7 +15,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bench.common import Case, call_input, emit, make_clip, time_calls
+from bench.common.cases import Case, call_input, make_clip
+from bench.common.jobs import emit
+from bench.common.timing import time_calls
 
 
 def convert(pt2: Path, out: Path) -> dict[str, Any]:

@@ -1,6 +1,6 @@
-"""Runs in the official-TF venv (scripts/setup_tf_official.sh; `python -m bench.official_tf_worker` from the repo
+"""Runs in the official-TF venv (scripts/setup_tf_official.sh; `python -m bench.common.official_tf_worker` from the repo
 root, which the venv finds mvcompile in): the official TF Model Garden export of
-mvcompile's weights to TFLite, and the official way of running it. Driven by bench/official_tflite.py.
+mvcompile's weights to TFLite, and the official way of running it. Driven by bench/common/official_tflite.py.
 
   export SPEC --variant V --mode stream|base --frames T --resolution R --weights W.npz --out DIR
       loads W.npz (TF variable names as `mvcompile.importers.tf_names.export_tf` gives them) into the official

@@ -6,7 +6,7 @@
 // scheduled PrimFunc); each further argument is one tensor argument of `main`, in order. Tensors are
 // filled with the same pseudo-random values on every run, so two runs of different lengths execute the
 // same code and their instruction counts differ by exactly the extra calls
-// (mvcompile/backend/emulated_runner.py). Prints nothing on success; errors go to stderr, exit 1.
+// (mvcompile/backend/tuning/emulated_runner.py). Prints nothing on success; errors go to stderr, exit 1.
 #include <dlpack/dlpack.h>
 #include <tvm/ffi/container/shape.h>
 #include <tvm/ffi/container/tensor.h>
