@@ -4,6 +4,7 @@ within one step, logits as close as float rounding allows. On x86 every class ru
 AVX-VNNI, AVX2 and SSE code all execute on this CPU); rpi4 and rpi5 builds run under qemu."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -14,12 +15,12 @@ import torch
 import tvm
 from tvm import relax
 
-from conftest import ROOT, SPECS
+from conftest import ROOT, SPECS, Artifacts, Build
 from mvcompile.backend.compile import compile_module, import_onnx
 from mvcompile.backend.cpu.channels_last import TO_CL
 from mvcompile.backend.cpu.hardware import Dot, cpu_of
 from mvcompile.interface.calibration import synthetic_clips
-from mvcompile.interface.compile import Model, build, export
+from mvcompile.interface.compile import Model, export
 from mvcompile.lower.torch import to_torch
 from mvcompile.runtime.session import StreamSession
 
@@ -34,6 +35,11 @@ X86 = {
 }
 MODEL = Model(str(SPECS / "tiny.yaml"), variant="stream", seed=5, quantize="int8", calibrate="synthetic",
               calibration_frames=6)
+INT8 = ("--quantize", "int8", "--calibrate", "synthetic", "--calibration-frames", "6")  # MODEL's build options
+
+
+def int8_build(target: str) -> Build:
+    return Build(target=target, seed=5, options=INT8)
 
 
 @pytest.fixture(scope="module")
@@ -88,15 +94,15 @@ def test_int8_kernels_match_the_reference_on_each_x86_class(cpu: str, exported: 
                 assert _close(got, want), f"{cpu}: {spec.name}"
 
 
-def test_an_int8_artifact_streams_like_the_reference(tmp_path: Path, reference: tuple) -> None:
-    result = build(MODEL, "host", tmp_path / "tiny-int8")
-    manifest = result.manifest
+def test_an_int8_artifact_streams_like_the_reference(artifacts: Artifacts, reference: tuple) -> None:
+    art = artifacts(int8_build("host"))
+    manifest = json.loads((art / "manifest.json").read_text())
     assert manifest["quantization"]["dtype"] == "int8"
     buffers = [s for s in manifest["states"] if s["dtype"] == "int8"]
     assert buffers and all(s["fill"] == s["zero_point"] != 0 for s in buffers)
-    assert all(f" {s['fill']}" in line for s in buffers for line in (tmp_path / "tiny-int8" / "io.txt").read_text()
+    assert all(f" {s['fill']}" in line for s in buffers for line in (art / "io.txt").read_text()
                .splitlines() if line.startswith(f"state {s['input']} "))
-    session = StreamSession(tmp_path / "tiny-int8")
+    session = StreamSession(art)
     frames, logits, _ = reference
     for t in range(FRAMES):
         assert _close(session.push(np.ascontiguousarray(frames[:, t:t + 1])), logits[t])
@@ -104,10 +110,9 @@ def test_an_int8_artifact_streams_like_the_reference(tmp_path: Path, reference: 
     assert _close(session.push(np.ascontiguousarray(frames[:, :1])), logits[0])
 
 
-def test_int8_counts_stay_exact_in_long_streams(tmp_path: Path) -> None:
+def test_int8_counts_stay_exact_in_long_streams(artifacts: Artifacts) -> None:
     """Frame counts are int32 in an int8 model too: injected near 2^31 they give finite logits."""
-    build(MODEL, "host", tmp_path / "a")
-    session = StreamSession(tmp_path / "a")
+    session = StreamSession(artifacts(int8_build("host")))
     frame = np.full((1, 1, 32, 32, 3), 0.5, np.float32)
     session.push(frame)
     session._states = [tvm.runtime.tensor(np.full(s.shape, 2**31 - 1, np.int32)) if s.dtype == "int32" else st
@@ -119,17 +124,15 @@ def test_int8_counts_stay_exact_in_long_streams(tmp_path: Path) -> None:
 @pytest.mark.qemu
 @pytest.mark.parametrize("target", ["rpi4", "rpi5"])
 def test_int8_kernels_match_the_reference_under_qemu(target: str, tmp_path: Path, cross_ready: None,
-                                                    reference: tuple) -> None:
+                                                    artifacts: Artifacts, reference: tuple) -> None:
     """rpi4 (no dot product: NEON widening multiply-accumulates) and rpi5 (sdot) builds under qemu-aarch64."""
-    art = tmp_path / target
-    build(MODEL, target, art)
+    art = artifacts(int8_build(target))
     frames, logits, _ = reference
     np.save(tmp_path / "frames.npy", frames)
     run = subprocess.run([sys.executable, "-m", "mvcompile.cli", "run", str(art), "--input",
                           str(tmp_path / "frames.npy"), "--emulate", "--threads", "1", "--json"], capture_output=True, text=True,
                          cwd=ROOT)
     assert run.returncode == 0, run.stderr
-    import json
     assert _close(np.asarray(json.loads(run.stdout)["logits"], np.float32), logits[-1])
     dots = cpu_of(load_preset_target(target)).dots
     assert (Dot.SDOT in dots) == (target == "rpi5")
