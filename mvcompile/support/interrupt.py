@@ -46,8 +46,8 @@ class _State:
     real_stderr: int | None = None  # with trap(quiet=True): a dup of fd 2 as it was when the trap began
     muted = False  # fd 2 goes to /dev/null
     written: list[Path] = []  # outputs committed while trapped (see `wrote`)
-import time
-from collections.abc import Callable, Iterator
+    undo: dict[int, Callable[[], None]] = {}  # removals of uncommitted staging outputs (see `undo_unless_committed`)
+    hold_at: str | None = os.environ.get(HOLD_ENV)  # the point `hold` is to wait at (None once it did)
 
 
 def describe(signum: int) -> str:
