@@ -58,7 +58,10 @@ def _model(args: argparse.Namespace) -> Any:
     from mvcompile.interface.compile import Model
 
     return Model(args.spec, variant=args.variant, mode=args.mode, frames=args.frames, resolution=args.resolution,
-                 batch=args.batch, weights=getattr(args, "weights", None), seed=getattr(args, "seed", None))
+                 batch=args.batch, weights=getattr(args, "weights", None), seed=getattr(args, "seed", None),
+                 quantize=getattr(args, "quantize", None), calibrate=getattr(args, "calibrate", None),
+                 calibration_method=getattr(args, "calibration_method", "mse"),
+                 calibration_frames=getattr(args, "calibration_frames", 50))
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -321,6 +324,21 @@ def _add_shape_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=_int_in(1, MAX_BATCH), default=1, help="videos (camera streams) per call")
 
 
+def _add_quantize_args(p: argparse.ArgumentParser) -> None:
+    q = p.add_argument_group("int8 quantization")
+    q.add_argument("--quantize", choices=["int8"], default=None,
+                   help="post-training int8: weights per output channel, activations per tensor, ranges calibrated "
+                        "on --calibrate (needed)")
+    q.add_argument("--calibrate", metavar="SOURCE", default=None,
+                   help="clips to calibrate on: a .npy of float32 [N, T, H, W, 3] (or [T, H, W, 3]) in [0, 1] at the "
+                        "model's resolution, a video file, a folder of videos (each resampled to the model's frame "
+                        "rate and resolution), or 'synthetic' (random frames: tests only)")
+    q.add_argument("--calibration-method", choices=["mse", "percentile", "minmax"], default="mse",
+                   help="how each tensor's range is chosen from its calibration values (default: mse)")
+    q.add_argument("--calibration-frames", type=_int_in(1, 100000), default=50,
+                   help="at most this many frames of each calibration clip (default 50)")
+
+
 def _add_dump_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dump-ir", metavar="DIR", default=None,
                    help="write the IR after each pass (and, for build, the Relax module after each phase) to DIR, "
@@ -347,6 +365,7 @@ def parser() -> argparse.ArgumentParser:
     _add_model_args(s)
     _add_shape_args(s)
     _add_weight_args(s)
+    _add_quantize_args(s)
     _add_dump_arg(s)
     s.add_argument("-o", "--output", required=True,
                    help="output .onnx path (NAME.manifest.json is written beside it); replaces only an ONNX model")
@@ -359,6 +378,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--target", required=True, help="target preset name (see `mvcompile targets`) or a preset file")
     _add_shape_args(s)
     _add_weight_args(s)
+    _add_quantize_args(s)
     _add_dump_arg(s)
     s.add_argument("--temporal-ensemble", action="store_true",
                    help="two models of the spec at half its frame rate, the second one frame later, logits averaged "

@@ -13,7 +13,7 @@ from mvcompile.support.names import name_problem
 MAX_DIM = 2**31 - 1
 MAX_TENSOR_BYTES = 1 << 30  # one input, output or state
 MAX_STATE_BYTES = 2 << 30  # all states together
-ITEMSIZE = {"float32": 4, "int32": 4, "int64": 8}
+ITEMSIZE = {"float32": 4, "int32": 4, "int64": 8, "int8": 1}
 
 Dim = Annotated[int, Field(ge=1, le=MAX_DIM)]
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
@@ -30,7 +30,7 @@ class Tensor(_Checked):
 
     name: Word
     shape: list[Dim] = Field(min_length=1, max_length=8)
-    dtype: Literal["float32", "int32", "int64"]
+    dtype: Literal["float32", "int32", "int64", "int8"]
 
     @property
     def nbytes(self) -> int:
@@ -38,10 +38,18 @@ class Tensor(_Checked):
 
 
 class State(Tensor):
-    """A streaming state: the argument it is passed as and the result that carries its next value."""
+    """A streaming state: the argument it is passed as, the result that carries its next value, and the
+    value every element starts at (0; an int8 state's zero point, its encoding of 0.0)."""
 
     input: Word
     output: Word
+    fill: int | float = 0
+
+    @model_validator(mode="after")
+    def _fill_fits(self) -> State:
+        if self.fill != 0 and not (self.dtype == "int8" and isinstance(self.fill, int) and -128 <= self.fill <= 127):
+            raise ValueError(f"fill {self.fill!r}: only an int8 state starts at a non-zero value (-128..127)")
+        return self
 
 
 class Target(_Checked):

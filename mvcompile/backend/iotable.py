@@ -56,7 +56,8 @@ def io_table(manifest: dict[str, Any]) -> str:
     frames, logits = manifest["inputs"][0], manifest["outputs"][0]
     lines = [HEADER, f"input {frames['name']} {frames['dtype']} {_dims(frames['shape'])}"]
     for state in manifest.get("states", []):
-        lines.append(f"state {state['input']} {state['output']} {state['dtype']} {_dims(state['shape'])}")
+        fill = f" {state['fill']}" if state.get("fill", 0) != 0 else ""  # an int8 state starts at its zero point
+        lines.append(f"state {state['input']} {state['output']} {state['dtype']} {_dims(state['shape'])}{fill}")
     lines.append(f"output {logits['name']} {logits['dtype']} {_dims(logits['shape'])}")
     return "\n".join(lines) + "\n"
 

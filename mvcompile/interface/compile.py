@@ -42,6 +42,13 @@ class Model:
     batch: int = 1
     weights: str | Path | None = None
     seed: int | None = None
+    quantize: str | None = None  # "int8": calibrated post-training quantization (needs `calibrate`)
+    calibrate: str | None = None  # a .npy of clips, a video, a folder of videos, or "synthetic" (tests)
+    calibration_method: str = "mse"  # range estimator: mse, percentile or minmax
+    calibration_frames: int = 50  # at most this many frames of each calibration clip
+
+
+QUANTIZE_DTYPES = ("int8",)
 
 
 @dataclass(frozen=True)
@@ -84,10 +91,36 @@ def export(model: Model, output: str | Path | None = None, *, trace: Trace | Non
 
     exported = export_model(model.spec, variant=model.variant, mode=model.mode, frames=model.frames,
                             resolution=model.resolution, batch=model.batch, weights=model.weights, seed=model.seed,
-                            trace=trace)
+                            trace=trace, calibration=calibration_of(model))
     if output is not None:
         exported.save(output)
     return exported
+
+
+def calibration_of(model: Model) -> Any:
+    """The lower.calibrate.Calibration that `model.quantize` asks for (None for a float model); a source
+    that cannot be read is an error naming it when its clips are read."""
+    if model.quantize is None:
+        if model.calibrate is not None:
+            raise UsageError("--calibrate is for --quantize int8; add --quantize int8, or drop --calibrate")
+        return None
+    if model.quantize not in QUANTIZE_DTYPES:
+        raise UsageError(f"--quantize {model.quantize}: unknown (known: {', '.join(QUANTIZE_DTYPES)})")
+    if model.calibrate is None:
+        raise UsageError(f"--quantize {model.quantize} needs --calibrate SOURCE: a .npy of float32 clips "
+                         "[N, T, H, W, 3] in [0, 1], a video file, or a folder of videos like the ones the model "
+                         "will see")
+    from mvcompile.interface.calibration import CalibrationSource
+    from mvcompile.lower.calibrate import Calibration
+    from mvcompile.spec.model import ModelSpec
+
+    spec = load_spec(model.spec)
+    if not isinstance(spec, ModelSpec):
+        return Calibration(lambda: iter(()), model.calibration_method)  # refused by the export, naming the spec
+    inputs = spec.with_variant(model.variant).input
+    source = CalibrationSource(model.calibrate, model.resolution or inputs.resolution, inputs.frame_rate,
+                               max_frames=model.calibration_frames)
+    return Calibration(source.clips, model.calibration_method, source.describe)
 
 
 def default_output(model: Model, target: str) -> Path:
@@ -112,6 +145,10 @@ def build(model: Model, target: str | Path | TargetPreset, output: str | Path | 
         check_apart(dump.out, out, "--dump-ir and the artifact folder")  # refused before the build, not after
     start = time.perf_counter()
     if temporal_ensemble or weights2 is not None or isinstance(load_spec(model.spec), EnsembleSpec):
+        if model.quantize is not None:
+            raise UsageError(f"--quantize {model.quantize} quantizes single models, not ensembles "
+                             f"({'--temporal-ensemble' if temporal_ensemble or weights2 else model.spec}): "
+                             "quantize each member spec on its own")
         return _build_ensemble(model, preset, out, start, db=db, shipped_records=shipped_records,
                                temporal=temporal_ensemble, weights2=weights2, progress=progress, dump=dump, sign=key)
     result = build_exported(export(model, trace=dump and dump.graph), preset, out, db=db,

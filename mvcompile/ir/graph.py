@@ -34,6 +34,7 @@ class StateSpec:
     shape: Shape
     dtype: str
     layout: str
+    fill: int | float = 0  # every element's value in a fresh stream (an int8 state: its zero point, i.e. 0.0)
 
 
 @dataclass
@@ -62,7 +63,7 @@ class Graph:
                         scope=scope, shape=(), dtype="float32")
         for src in inputs:
             self.g.add_edge(src, name)
-        self._infer(name)
+        self.infer(name)
         return name
 
     def add_weight(self, name: str, shape: Shape, kind: str) -> str:
@@ -124,7 +125,8 @@ class Graph:
         return copy.deepcopy(self, memo={id(a): a for a in self.values.values()})
 
     # --- shapes ------------------------------------------------------------------------------
-    def _infer(self, name: str) -> None:
+    def infer(self, name: str) -> None:
+        """Recompute one node's shape and dtype from its inputs and attributes."""
         node = self.g.nodes[name]
         in_shapes = [self.g.nodes[s]["shape"] for s in node["inputs"]]
         in_dtypes = [self.g.nodes[s]["dtype"] for s in node["inputs"]]
@@ -133,4 +135,4 @@ class Graph:
 
     def infer_all(self) -> None:
         for name in self.order():
-            self._infer(name)
+            self.infer(name)

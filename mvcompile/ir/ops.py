@@ -1,7 +1,9 @@
 """Op kinds of the IR: their shape/dtype inference and multiply-add counts, and the tags nodes carry.
 
 Tensors are channels-first [B, C, T, H, W] except the `image` input, which is channels-last
-[B, T, H, W, 3], and frame counters, which are int32 [1].
+[B, T, H, W, 3], and frame counters, which are int32 [1]. A quantized model (passes/quantize.py) also
+has int8 tensors: `quantize` makes them from float32 with a per-tensor affine map, `dequantize` turns
+them back, and a conv's weights may be int8 with a float32 scale per output channel (`weight_scale`).
 """
 from __future__ import annotations
 
@@ -64,6 +66,10 @@ def _conv(s: list[Shape], d: list[str], w: dict[str, Shape], a: dict[str, Any]) 
     out_c, in_per_group, *kernel = w["weight"]
     if c != in_per_group * a["groups"]:
         raise IRError(f"conv expects {in_per_group * a['groups']} input channels, got {c}")
+    if d[0] != "float32":
+        raise IRError(f"conv takes float32 (dequantize an int8 tensor first), got {d[0]}")
+    if "weight_scale" in w and w["weight_scale"] != (out_c,):
+        raise IRError(f"weight_scale of {out_c} output channels has shape {w['weight_scale']}")
     dims = tuple(_conv_out(n, k, st, p) for n, k, st, p in zip(spatial, kernel, a["stride"], a["pads"]))
     if any(x < 1 for x in dims):
         raise IRError(f"conv output would be empty: input {s[0]}, kernel {kernel}, pads {a['pads']}")
@@ -85,6 +91,8 @@ def _concat(s: list[Shape], d: list[str], _w: dict[str, Shape], a: dict[str, Any
     rest = {tuple(x for i, x in enumerate(sh) if i != ax) for sh in s}
     if len(rest) != 1:
         raise IRError(f"concat on axis {ax} of mismatched shapes {s}")
+    if len(set(d)) != 1:
+        raise IRError(f"concat of mixed element types {d}")
     out = list(s[0])
     out[ax] = sum(sh[ax] for sh in s)
     return tuple(out), d[0]
@@ -133,6 +141,28 @@ def _to_float(s: list[Shape], _d: list[str], *_: Any) -> tuple[Shape, str]:
     return s[0], "float32"
 
 
+def _quantize(s: list[Shape], d: list[str], _w: dict[str, Shape], a: dict[str, Any]) -> tuple[Shape, str]:
+    if d[0] != "float32":
+        raise IRError(f"quantize takes float32, got {d[0]}")
+    _check_qparams(a)
+    return s[0], "int8"
+
+
+def _dequantize(s: list[Shape], d: list[str], _w: dict[str, Shape], a: dict[str, Any]) -> tuple[Shape, str]:
+    if d[0] != "int8":
+        raise IRError(f"dequantize takes int8, got {d[0]}")
+    _check_qparams(a)
+    return s[0], "float32"
+
+
+def _check_qparams(a: dict[str, Any]) -> None:
+    scale, zero_point = a.get("scale"), a.get("zero_point")
+    if not isinstance(scale, float) or not math.isfinite(scale) or scale <= 0:
+        raise IRError(f"scale must be a positive finite float, got {scale!r}")
+    if not isinstance(zero_point, int) or not -128 <= zero_point <= 127:
+        raise IRError(f"zero_point must be an int8 value, got {zero_point!r}")
+
+
 def _reshape(s: list[Shape], d: list[str], _w: dict[str, Shape], a: dict[str, Any]) -> tuple[Shape, str]:
     if math.prod(a["shape"]) != math.prod(s[0]):
         raise IRError(f"cannot reshape {s[0]} to {a['shape']}")
@@ -164,6 +194,8 @@ SHAPES: dict[str, ShapeFn] = {
     "mul_const": _same,
     "to_float": _to_float,
     "reshape": _reshape,
+    "quantize": _quantize,
+    "dequantize": _dequantize,
 }
 OPS = set(SHAPES)
 

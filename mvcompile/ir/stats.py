@@ -50,7 +50,7 @@ def _node_macs(g: Graph, n: str) -> int:
     return macs(node["op"], node["shape"], {r: g.weights[w].shape for r, w in node["params"].items()})
 
 
-ITEMSIZE = {"float32": 4, "float64": 8, "int32": 4, "int64": 8}
+ITEMSIZE = {"float32": 4, "float64": 8, "int32": 4, "int64": 8, "int8": 1}
 
 
 def memory_estimate(g: Graph) -> dict[str, int]:
@@ -64,7 +64,7 @@ def memory_estimate(g: Graph) -> dict[str, int]:
 
     inputs = sum(nbytes(n) for n in g.inputs())
     states = sum(math.prod(s.shape) * ITEMSIZE.get(s.dtype, 4) for s in g.states)
-    weights = sum(math.prod(w.shape) * 4 for w in g.weights.values())
+    weights = sum(math.prod(w.shape) * (g.values[n].itemsize if n in g.values else 4) for n, w in g.weights.items())
     largest = max((nbytes(n) for n in g.g.nodes), default=0)
     estimate = {"inputs": inputs, "new_states": states, "weights": weights, "activations": 2 * largest,
                 "workspace": largest}

@@ -11,7 +11,8 @@ from mvcompile.ir.graph import Graph
 from mvcompile.lower.torch import pos_encoding_frequencies
 
 OPSET = 17
-_DTYPES = {"float32": TensorProto.FLOAT, "float64": TensorProto.DOUBLE, "int32": TensorProto.INT32}
+_DTYPES = {"float32": TensorProto.FLOAT, "float64": TensorProto.DOUBLE, "int32": TensorProto.INT32,
+           "int8": TensorProto.INT8}
 
 
 class _Emitter:
@@ -41,9 +42,42 @@ Lower = Callable[[_Emitter, str, list[str], dict[str, str], dict[str, Any]], str
 def _conv(e: _Emitter, out: str, x: list[str], p: dict[str, str], a: dict[str, Any]) -> str:
     (t0, t1), (h0, h1), (w0, w1) = a["pads"]
     inputs = [x[0], e.weight(p["weight"])] + ([e.weight(p["bias"])] if "bias" in p else [])
+    if "weight_scale" in p:
+        inputs[1:] = _dequantized_params(e, x[0], p)
     kernel = list(e.g.weights[p["weight"]].shape[2:])
     return e.node("Conv", inputs, out, kernel_shape=kernel, strides=list(a["stride"]), group=a["groups"],
                   pads=[t0, h0, w0, t1, h1, w1])
+
+
+def _dequantized_params(e: _Emitter, x: str, p: dict[str, str]) -> list[str]:
+    """QDQ form of int8 weights (per output channel, axis 0) and of an int32 bias, whose scale is the
+    input's scale times each channel's weight scale (the input is then a DequantizeLinear)."""
+    w_scale = np.asarray(e.g.values[p["weight_scale"]], np.float32)
+    zeros8 = e.const(f"{p['weight']}/zero_point", np.zeros(w_scale.shape, np.int8))
+    weight = e.node("DequantizeLinear", [e.weight(p["weight"]), e.weight(p["weight_scale"]), zeros8],
+                    f"{p['weight']}/dequantized", axis=0)
+    if "bias" not in p:
+        return [weight]
+    bias = e.g.values[p["bias"]]
+    if bias.dtype != np.int32:
+        return [weight, e.weight(p["bias"])]
+    x_scale = np.float32(e.g.node(x)["attrs"]["scale"])
+    b_scale = e.const(f"{p['bias']}/scale", (x_scale * w_scale).astype(np.float32))
+    zeros32 = e.const(f"{p['bias']}/zero_point", np.zeros(w_scale.shape, np.int32))
+    return [weight, e.node("DequantizeLinear", [e.weight(p["bias"]), b_scale, zeros32], f"{p['bias']}/dequantized",
+                           axis=0)]
+
+
+def _quantize(e: _Emitter, out: str, x: list[str], _p: dict[str, str], a: dict[str, Any]) -> str:
+    return e.node("QuantizeLinear", [x[0], *_qparams(e, out, a)], out)
+
+
+def _dequantize(e: _Emitter, out: str, x: list[str], _p: dict[str, str], a: dict[str, Any]) -> str:
+    return e.node("DequantizeLinear", [x[0], *_qparams(e, out, a)], out)
+
+
+def _qparams(e: _Emitter, out: str, a: dict[str, Any]) -> list[str]:
+    return [e.const(f"{out}/scale", np.float32(a["scale"])), e.const(f"{out}/zero_point", np.int8(a["zero_point"]))]
 
 
 def _batchnorm(e: _Emitter, out: str, x: list[str], p: dict[str, str], a: dict[str, Any]) -> str:
@@ -171,6 +205,8 @@ LOWER: dict[str, Lower] = {
     "cap_sum": _cap_sum,
     "mul_const": lambda e, out, x, p, a: e.node("Mul", [x[0], e.const(f"{out}/value", np.float32(a["value"]))], out),
     "to_float": lambda e, out, x, p, a: e.node("Cast", [x[0]], out, to=TensorProto.FLOAT),
+    "quantize": _quantize,
+    "dequantize": _dequantize,
     "reshape": lambda e, out, x, p, a: e.node("Reshape", [x[0], e.const(f"{out}/shape", np.array(a["shape"], np.int64))], out),
 }
 

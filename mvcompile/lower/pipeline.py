@@ -15,6 +15,7 @@ from mvcompile.ir.graph import Graph
 from mvcompile.ir.stats import memory_estimate
 from mvcompile.errors import UsageError
 from mvcompile.ir.weights import WeightsError, bind, init_weights, load_labels, load_weights, weights_hash
+from mvcompile.lower.calibrate import Calibration, quantize_graph
 from mvcompile.lower.onnx import OPSET, to_onnx
 from mvcompile.passes import Trace
 from mvcompile.passes.pipelines import ENSEMBLE, INFERENCE, MODE_PIPELINES
@@ -90,17 +91,22 @@ def model_graph(spec: ModelSpec, mode: Mode, *, frames: int | None = None, resol
 
 def export_model(spec: str | Path, *, variant: str | None = None, mode: Mode = "stream", frames: int | None = None,
                  resolution: int | None = None, batch: int = 1, weights: str | Path | None = None,
-                 seed: int | None = None, fold: bool = True, trace: Trace | None = None) -> ExportedModel:
+                 seed: int | None = None, fold: bool = True, trace: Trace | None = None,
+                 calibration: Calibration | None = None) -> ExportedModel:
     """Spec file → ONNX model and manifest. Weights: a file, a seed, or (neither) the official init.
     `fold` folds BatchNorm and ReZero scales into the convolutions (inference form). `trace` sees the
-    graph as built and after every pass (an ensemble's member steps labelled `<member>.<step>`)."""
+    graph as built and after every pass (an ensemble's member steps labelled `<member>.<step>`).
+    `calibration` quantizes the model to int8 (QDQ ONNX) with ranges calibrated on its clips."""
     if weights is not None and seed is not None:
         raise UsageError("give --weights or --seed, not both")
     spec_path = resolve_spec(spec)
     loaded = load_spec(spec_path)
     if not isinstance(loaded, EnsembleSpec):
         return export_member(loaded, spec_path, variant=variant, mode=mode, frames=frames, resolution=resolution,
-                             batch=batch, weights=weights, seed=seed, fold=fold, trace=trace)
+                             batch=batch, weights=weights, seed=seed, fold=fold, trace=trace, calibration=calibration)
+    if calibration is not None:
+        raise UsageError(f"{spec_path}: --quantize int8 quantizes single models; this spec is an ensemble of "
+                         f"{', '.join(loaded.ensemble)} (quantize each member spec on its own)")
     members = [load_spec(p) for p in member_paths(loaded, spec_path)]
     specs = [m.with_variant(variant) for m in members]
     graphs = [_bound(s, model_graph(s, mode, frames=frames, batch=batch, trace=labelled_trace(trace, s.name)),
@@ -115,14 +121,23 @@ def export_model(spec: str | Path, *, variant: str | None = None, mode: Mode = "
 def export_member(spec: ModelSpec, spec_path: Path, *, variant: str | None = None, mode: Mode = "stream",
                   frames: int | None = None, resolution: int | None = None, batch: int = 1,
                   weights: str | Path | None = None, seed: int | None = None, prefix: str = "",
-                  fold: bool = True, trace: Trace | None = None) -> ExportedModel:
-    """One model spec → ONNX model and manifest; `prefix` selects its weights from an ensemble's file."""
+                  fold: bool = True, trace: Trace | None = None,
+                  calibration: Calibration | None = None) -> ExportedModel:
+    """One model spec → ONNX model and manifest; `prefix` selects its weights from an ensemble's file;
+    `calibration` quantizes it to int8 (after the inference passes, which it needs)."""
     s = spec.with_variant(variant)
     g = _bound(s, model_graph(s, mode, frames=frames, resolution=resolution, batch=batch, trace=trace),
                weights, seed, prefix)
+    if calibration is not None and not fold:
+        raise UsageError("int8 quantization needs the inference form (BatchNorm folded)")
     if fold:
         g = INFERENCE(g, trace)
+    quantization = None
+    if calibration is not None:
+        g, quantization = quantize_graph(g, calibration, trace)
     manifest = _manifest(g, spec_path, variant, mode, batch, s.num_classes, s.input.frame_rate, weights, seed)
+    if quantization is not None:
+        manifest["quantization"] = quantization
     return ExportedModel(g, to_onnx(g, name=f"{g.meta['name']}_{mode}"), manifest)
 
 
@@ -170,7 +185,7 @@ def _manifest(g: Graph, spec_path: Path, variant: str | None, mode: str, batch: 
                     "sha256": weights_hash(g.values)},
         "inputs": [tensor(n, n) for n in g.inputs()],
         "outputs": [tensor("logits", "logits")] + [tensor(s.output, f"{s.name}_out") for s in g.states],
-        "states": [_state_entry(s) for s in g.states],
+        "states": [_state_entry(g, s) for s in g.states],
         "memory": memory_estimate(g),
         **_labels(weights, num_classes),
     }
@@ -186,9 +201,12 @@ def _labels(weights: str | Path | None, num_classes: int) -> dict[str, list[str]
     return {"labels": labels}
 
 
-def _state_entry(s: Any) -> dict[str, Any]:
+def _state_entry(g: Graph, s: Any) -> dict[str, Any]:
     entry = {"name": s.name, "input": s.input, "output": f"{s.name}_out", "shape": list(s.shape), "dtype": s.dtype,
-             "layout": s.layout, "init": "zeros"}
+             "layout": s.layout, "init": "zeros", "fill": s.fill}
+    if s.dtype == "int8":  # frames in the encoding of the tensor they buffer; a fresh stream holds 0.0
+        attrs = g.node(s.input)["attrs"]
+        entry.update(init="zero_point", scale=attrs["scale"], zero_point=attrs["zero_point"])
     if s.layout == "NCTHW":
         b, c, t, h, w = s.shape
         entry["official_layout"] = "NTHWC"

@@ -1,6 +1,7 @@
 """IR → a torch module: the reference executor, a pure function (frames, states) → (logits, new states)."""
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any, Callable
 
 import numpy as np
@@ -28,7 +29,23 @@ def _act(x: Tensor, fn: str) -> Tensor:
 def _conv(x: list[Tensor], p: dict[str, Tensor], a: dict[str, Any]) -> Tensor:
     (t0, t1), (h0, h1), (w0, w1) = a["pads"]
     padded = F.pad(x[0], (w0, w1, h0, h1, t0, t1))
-    return F.conv3d(padded, p["weight"], p.get("bias"), stride=a["stride"], groups=a["groups"])
+    weight, bias = p["weight"], p.get("bias")
+    if "weight_scale" in p:  # int8 weights per output channel; an int32 bias is at input scale x weight scale
+        scale = p["weight_scale"]
+        weight = weight.to(torch.float32) * scale.reshape(-1, 1, 1, 1, 1)
+        if bias is not None and bias.dtype == torch.int32:
+            bias = bias.to(torch.float32) * (scale * a["input_scale"])
+    return F.conv3d(padded, weight, bias, stride=a["stride"], groups=a["groups"])
+
+
+def _quantize(x: list[Tensor], _p: dict[str, Tensor], a: dict[str, Any]) -> Tensor:
+    """round(x / scale) + zero_point saturated to int8, ties to even (ONNX QuantizeLinear)."""
+    scaled = torch.round(x[0] / torch.tensor(a["scale"], dtype=torch.float32))
+    return torch.clamp(scaled + a["zero_point"], -128, 127).to(torch.int8)
+
+
+def _dequantize(x: list[Tensor], _p: dict[str, Tensor], a: dict[str, Any]) -> Tensor:
+    return (x[0].to(torch.int32) - a["zero_point"]).to(torch.float32) * torch.tensor(a["scale"], dtype=torch.float32)
 
 
 def _batchnorm(x: list[Tensor], p: dict[str, Tensor], a: dict[str, Any]) -> Tensor:
@@ -97,6 +114,8 @@ IMPLS: dict[str, Impl] = {
     "mul_const": lambda x, p, a: x[0] * a["value"],
     "to_float": lambda x, p, a: x[0].to(torch.float32),
     "reshape": lambda x, p, a: x[0].reshape(a["shape"]),
+    "quantize": _quantize,
+    "dequantize": _dequantize,
 }
 
 
@@ -113,14 +132,23 @@ class GraphModule(nn.Module):
         if unknown:
             raise ValueError(f"no torch lowering for ops {sorted(unknown)}")
         self.graph = g
-        self.params = nn.ParameterDict({_key(k): nn.Parameter(torch.from_numpy(v.copy())) for k, v in g.values.items()})
+        self.params = nn.ParameterDict({_key(k): nn.Parameter(torch.from_numpy(v.copy()),
+                                                              requires_grad=bool(np.issubdtype(v.dtype, np.floating)))
+                                        for k, v in g.values.items()})
         self._order = g.order()
+        self._attrs = {n: _with_input_scale(g, n) for n in self._order}
 
     def initial_states(self) -> dict[str, Tensor]:
-        """Zero states for a new video."""
-        return {s.name: torch.zeros(s.shape, dtype=getattr(torch, s.dtype)) for s in self.graph.states}
+        """The states of a new video: zeros (an int8 state: its zero point, which encodes 0.0)."""
+        return {s.name: torch.full(s.shape, s.fill, dtype=getattr(torch, s.dtype)) for s in self.graph.states}
 
     def forward(self, image: Tensor, states: dict[str, Tensor] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        logits, new_states, _ = self.run(image, states)
+        return logits, new_states
+
+    def run(self, image: Tensor, states: dict[str, Tensor] | None = None,
+            keep: Collection[str] = ()) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
+        """forward, also returning the values of the nodes named in `keep` (e.g. for calibration)."""
         g = self.graph
         states = self.initial_states() if states is None else states
         env: dict[str, Tensor] = {}
@@ -131,8 +159,17 @@ class GraphModule(nn.Module):
                 env[n] = states[state_inputs[n]] if n in state_inputs else image
                 continue
             params = {role: self.params[_key(w)] for role, w in node["params"].items()}
-            env[n] = self._impls[node["op"]]([env[s] for s in node["inputs"]], params, node["attrs"])
-        return env["logits"], {s.name: env[s.output] for s in g.states}
+            env[n] = self._impls[node["op"]]([env[s] for s in node["inputs"]], params, self._attrs[n])
+        return env["logits"], {s.name: env[s.output] for s in g.states}, {n: env[n] for n in keep}
+
+
+def _with_input_scale(g: Graph, n: str) -> dict[str, Any]:
+    """A conv reading a dequantized tensor also gets that tensor's scale (its int32 bias is at input scale)."""
+    node = g.node(n)
+    attrs = node["attrs"]
+    if node["op"] == "conv" and node["inputs"] and g.node(node["inputs"][0])["op"] == "dequantize":
+        attrs = {**attrs, "input_scale": g.node(node["inputs"][0])["attrs"]["scale"]}
+    return attrs
 
 
 def _key(name: str) -> str:

@@ -1,6 +1,7 @@
 """Every IR pipeline mvcompile runs, listed in one place (the README's "Pipelines" table mirrors it).
 
-An export runs the pipeline of its mode on the spec's graph, binds the weights, then `inference`;
+An export runs the pipeline of its mode on the spec's graph, binds the weights, then `inference` (then,
+with `--quantize int8`, `quantize`, built per export from the calibrated ranges);
 an ensemble spec runs that per member, then `ensemble`, then `inference`. The TVM pipeline that
 `build` and `tune` share is `mvcompile.cpu`, defined in `mvcompile.backend.cpu.pipeline`.
 """
@@ -12,6 +13,7 @@ from mvcompile.passes.fold_batchnorm import fold_batchnorm
 from mvcompile.passes.fold_conv_scale import fold_conv_scale
 from mvcompile.passes.insert_stream_buffers import insert_stream_buffers
 from mvcompile.passes.make_causal import make_causal
+from mvcompile.passes.quantize import Quantize, Range
 
 BASE = Pipeline("base", (), "the spec's graph as built: symmetric temporal padding, clip-wide means")
 CAUSAL = Pipeline("causal", (make_causal,), "no output frame depends on a later input frame")
@@ -20,6 +22,13 @@ STREAM = Pipeline("stream", (make_causal, insert_stream_buffers),
 INFERENCE = Pipeline("inference", (fold_batchnorm, fold_conv_scale),
                      "BatchNorm and ReZero scales folded into the convolutions (bound weights)")
 ENSEMBLE = Pipeline("ensemble", (ensemble,), "bound member graphs merged into one, logits averaged")
+
+
+
+def quantize_pipeline(ranges: dict[str, Range], vectors: bool = True) -> Pipeline:
+    """`quantize`: the inference graph in int8 (QDQ) form, given every quantization point's calibrated range."""
+    return Pipeline("quantize", (Quantize(ranges, vectors),), "convs and pools read int8; weights int8 per channel")
+
 
 PIPELINES: dict[str, Pipeline] = {p.name: p for p in (BASE, CAUSAL, STREAM, INFERENCE, ENSEMBLE)}
 #: The pipeline that turns a spec's graph into each export mode.

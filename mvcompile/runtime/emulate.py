@@ -59,10 +59,10 @@ def _checked_io(artifact_dir: Path) -> IoSpec:
         raise EmulationError(str(e)) from None
     frames, logits = manifest.frame_input, manifest.outputs[0]
     listed = [("input", frames.name, frames.dtype, tuple(frames.shape))]
-    listed += [("state", s.input, s.dtype, tuple(s.shape)) for s in manifest.states]
+    listed += [("state", s.input, s.dtype, tuple(s.shape), s.fill) for s in manifest.states]
     listed.append(("output", logits.name, logits.dtype, tuple(logits.shape)))
     read = [("input", io.input.name, io.input.dtype, io.input.shape)]
-    read += [("state", s.name, s.dtype, s.shape) for s in io.states]
+    read += [("state", s.name, s.dtype, s.shape, s.fill) for s in io.states]
     read.append(("output", io.output.name, io.output.dtype, io.output.shape))
     if listed != read:
         i = next((i for i, (a, b) in enumerate(zip(listed, read)) if a != b), min(len(listed), len(read)))

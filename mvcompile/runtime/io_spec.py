@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 HEADER = "# mvcompile io v1"
-DTYPES = {"float32": np.float32, "int32": np.int32, "int64": np.int64}
+DTYPES = {"float32": np.float32, "int32": np.int32, "int64": np.int64, "int8": np.int8}
 
 
 class IoSpecError(MvcompileError, ValueError):
@@ -25,6 +25,7 @@ class TensorIo:
     dtype: str
     shape: tuple[int, ...]
     state_out: str | None = None  # states only: the result that carries the new state
+    fill: int = 0  # states only: every element's start value (an int8 state's zero point)
 
     @property
     def nbytes(self) -> int:
@@ -43,10 +44,12 @@ class IoSpec:
 
 def _tensor(kind: str, tok: list[str], where: str) -> TensorIo:
     want = 5 if kind == "state" else 4
-    if kind not in ("input", "state", "output") or len(tok) != want:
-        raise IoSpecError(f"{where}: expected 'input NAME DTYPE DIMS', 'state IN OUT DTYPE DIMS' "
+    has_fill = kind == "state" and len(tok) == want + 1
+    if kind not in ("input", "state", "output") or (len(tok) != want and not has_fill):
+        raise IoSpecError(f"{where}: expected 'input NAME DTYPE DIMS', 'state IN OUT DTYPE DIMS [FILL]' "
                           f"or 'output NAME DTYPE DIMS', got {' '.join(tok)!r}")
-    dtype, dims = tok[-2], tok[-1]
+    fill = _fill(tok[want], tok[want - 2], where) if has_fill else 0
+    dtype, dims = tok[want - 2], tok[want - 1]
     if dtype not in DTYPES or (kind != "state" and dtype != "float32"):
         raise IoSpecError(f"{where}: unsupported dtype {dtype!r} for {kind}")
     try:
@@ -55,7 +58,18 @@ def _tensor(kind: str, tok: list[str], where: str) -> TensorIo:
         raise IoSpecError(f"{where}: bad dims {dims!r}") from None
     if any(d <= 0 for d in shape):
         raise IoSpecError(f"{where}: bad dims {dims!r}")
-    return TensorIo(tok[1], dtype, shape, tok[2] if kind == "state" else None)
+    return TensorIo(tok[1], dtype, shape, tok[2] if kind == "state" else None, fill)
+
+
+def _fill(text: str, dtype: str, where: str) -> int:
+    """A state's start value: only an int8 state has one (its zero point), -128..127 and not 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if dtype != "int8" or not -128 <= value <= 127 or value == 0:
+        raise IoSpecError(f"{where}: bad start value {text!r} (only an int8 state has one, -128..127)")
+    return value
 
 
 def read_io_spec(path: Path) -> IoSpec:

@@ -77,12 +77,12 @@ class StreamSession:
         return self._frames_seen
 
     def reset(self) -> None:
-        """Zero every state, as at the start of a new video."""
+        """Every state back to its start (zeros; an int8 state its zero point), as for a new video."""
         import tvm
 
         self._frames_seen = 0
         self._states = [
-            tvm.runtime.tensor(np.zeros(s.shape, dtype=s.dtype), self._device)
+            tvm.runtime.tensor(np.full(s.shape, s.fill, dtype=s.dtype), self._device)
             for s in self._manifest.states
         ]
 

@@ -58,12 +58,25 @@ class LayoutError(MvcompileError, RuntimeError):
 
 
 @dataclass
+class Quant:
+    """The int8 tensor a dequantized value was read from: what is stored (int8, or uint8 with the zero
+    point moved up by 128), its encoding in the stored type, and its time segments (a stream buffer)."""
+
+    data: relax.Expr
+    scale: float
+    zero_point: int
+    segments: list[relax.Expr] = field(default_factory=list)
+
+
+@dataclass
 class Value:
     """A value of the rewritten function: `cl` means a 5-D tensor stored [B, T, H, W, C]."""
 
     expr: relax.Expr
     cl: bool = False
     segments: list[relax.Expr] = field(default_factory=list)  # a time-concatenation's parts (cl)
+    quant: Quant | None = None  # a dequantized int8 tensor: int8 kernels read the stored data instead
+    per_use: Callable[[], relax.Expr] | None = None  # emits `expr` afresh for each reader (see Rewriter.value)
 
 
 def _shape(expr: relax.Expr) -> tuple[int, ...]:
@@ -78,17 +91,29 @@ def _rank(expr: relax.Expr) -> int:
 class Rewriter:
     """Rebuilds one Relax function binding by binding with a BlockBuilder."""
 
-    def __init__(self, bb: relax.BlockBuilder, producers: dict[relax.Var, relax.Expr], cpu: CPU) -> None:
+    def __init__(self, bb: relax.BlockBuilder, producers: dict[relax.Var, relax.Expr], cpu: CPU,
+                 rules: dict[str, "Rule"] | None = None) -> None:
         self.bb = bb
         self.cpu = cpu  # the target: register tiles and the panel width of packed weights
         self.producers = producers  # the original function's bindings
+        self.rules = RULES if rules is None else rules
+        self.users: dict[relax.Var, list[relax.Var]] = {}  # the bindings that read each variable
+        for var, value in producers.items():
+            for arg in _vars_of(value):
+                self.users.setdefault(arg, []).append(var)
+        self.folded: dict[relax.Var, Value] = {}  # bindings a rule already computed (a bias folded into its conv)
+        self.current: relax.Var | None = None  # the variable of the binding being rewritten
         self.env: dict[relax.Var, Value] = {}
         self.stats: dict[str, int] = {}
 
     # --- conversions ---------------------------------------------------------------------------
     def value(self, expr: relax.Expr) -> Value:
+        """The rewritten value of an argument. A value made per use (a dequantize) is emitted again for each
+        reader, so that fusion puts it in the reader's function: every reader then reads the int8 tensor,
+        and the float copy is never stored."""
         if isinstance(expr, relax.Var):
-            return self.env[expr]
+            v = self.env[expr]
+            return v if v.per_use is None else Value(v.per_use(), v.cl, v.segments, v.quant)
         if isinstance(expr, relax.Tuple):
             return Value(relax.Tuple([self.orig(f) for f in expr.fields]))
         return Value(expr)
@@ -130,8 +155,12 @@ class Rewriter:
     # --- rewriting -----------------------------------------------------------------------------
     def rewrite(self, var: relax.Var, value: relax.Expr) -> None:
         """Rewrite one binding `var = value` and record the new value of `var`."""
+        if var in self.folded:
+            self.env[var] = self.folded.pop(var)
+            return
+        self.current = var
         if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op):
-            rule = RULES.get(value.op.name)
+            rule = self.rules.get(value.op.name)
             if rule is None and value.op.name in UNARY:
                 rule = _unary
             elif rule is None and value.op.name in BINARY:
@@ -164,11 +193,25 @@ class Rewriter:
             return relax.Tuple([self._fallback_arg(f) for f in arg.fields])
         return arg
 
-    def emit_te(self, func: Callable[..., Any], *args: Any, name: str) -> relax.Expr:
-        return self.bb.emit_te(func, *args, primfunc_name_hint=name)
+    def emit_te(self, func: Callable[..., Any], *args: Any, name: str, **kwargs: Any) -> relax.Expr:
+        return self.bb.emit_te(func, *args, primfunc_name_hint=name, **kwargs)
 
 
 Rule = Callable[[Rewriter, relax.Call], Value | None]
+
+
+def _vars_of(expr: relax.Expr) -> list[relax.Var]:
+    """The variables a binding's value reads (call arguments, tuple fields, one level of nesting)."""
+    found: list[relax.Var] = []
+    stack = list(expr.args) if isinstance(expr, relax.Call) else list(expr.fields) if isinstance(expr, relax.Tuple) \
+        else [expr.tuple_value] if isinstance(expr, relax.TupleGetItem) else [expr]
+    while stack:
+        e = stack.pop()
+        if isinstance(e, relax.Var):
+            found.append(e)
+        elif isinstance(e, relax.Tuple):
+            stack.extend(e.fields)
+    return found
 
 
 def _is_cl(rw: Rewriter, expr: relax.Expr) -> bool:
@@ -378,11 +421,12 @@ RULES: dict[str, Rule] = {
 }
 
 
-def to_channels_last(mod: tvm.IRModule, cpu: CPU, func_name: str = "main") -> tuple[tvm.IRModule, dict[str, int]]:
+def to_channels_last(mod: tvm.IRModule, cpu: CPU, func_name: str = "main",
+                     rules: dict[str, Rule] | None = None) -> tuple[tvm.IRModule, dict[str, int]]:
     """Rewrite `func_name` of `mod` channels-last. Its first parameter is the frames; every later 5-D
     parameter is a state whose new value is the matching result after the first. `cpu` sizes the
-    register tiles the kernels' outputs are shaped for and the panels of packed weights. Returns the
-    module and how many ops each rule rewrote."""
+    register tiles the kernels' outputs are shaped for and the panels of packed weights; `rules` (default
+    `RULES`) rewrite the ops, by Relax op name. Returns the module and how many ops each rule rewrote."""
     func = mod[func_name]
     if (not isinstance(func.body, relax.SeqExpr) or len(func.body.blocks) != 1
             or not isinstance(func.body.blocks[0], relax.DataflowBlock)):
@@ -390,7 +434,7 @@ def to_channels_last(mod: tvm.IRModule, cpu: CPU, func_name: str = "main") -> tu
     cl_states = {p.name for p in func.params[1:] if _rank(p) == 5}
     rest = tvm.IRModule({gv: f for gv, f in mod.functions_items() if gv.name_hint != func_name})
     bb = relax.BlockBuilder(rest)
-    rw = Rewriter(bb, {b.var: b.value for b in func.body.blocks[0].bindings}, cpu)
+    rw = Rewriter(bb, {b.var: b.value for b in func.body.blocks[0].bindings}, cpu, rules)
     params = []
     for p in func.params:
         if p.name in cl_states:

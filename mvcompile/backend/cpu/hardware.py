@@ -49,19 +49,20 @@ class CPU:
         """float32 lanes of one vector register."""
         return self.vector_bits // FLOAT_BITS
 
-    def vector_widths(self, extent: int) -> list[int]:
-        """The vector widths (in lanes, the target's widest down to MIN_LANES) that divide `extent`, widest first."""
+    def vector_widths(self, extent: int, bits: int = FLOAT_BITS) -> list[int]:
+        """The vector widths (in lanes of `bits`-bit elements, the target's widest down to MIN_LANES) that
+        divide `extent`, widest first."""
         widths = []
-        lanes = self.lanes
+        lanes = self.vector_bits // bits
         while lanes >= MIN_LANES:
             if extent % lanes == 0:
                 widths.append(lanes)
             lanes //= 2
         return widths
 
-    def vector_for(self, extent: int) -> int:
-        """The widest vector (in lanes) that divides `extent`; 1 if none does."""
-        return next(iter(self.vector_widths(extent)), 1)
+    def vector_for(self, extent: int, bits: int = FLOAT_BITS) -> int:
+        """The widest vector (in lanes of `bits`-bit elements) that divides `extent`; 1 if none does."""
+        return next(iter(self.vector_widths(extent, bits)), 1)
 
 
 def cpu_of(target: Any) -> CPU:

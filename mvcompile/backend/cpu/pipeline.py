@@ -17,6 +17,7 @@ from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 
 from mvcompile.backend.cpu.channels_last import to_channels_last
+from mvcompile.backend.cpu.int8_rules import INT8_RULES
 from mvcompile.backend.cpu.hardware import CPU, cpu_of
 from mvcompile.backend.cpu.schedules import ApplyCPUSchedules
 from mvcompile.backend.relax_dump import ModuleTrace, dump, dump_pass
@@ -34,12 +35,29 @@ class ChannelsLast:
         self.stats: dict[str, int] = {}
 
     def transform_module(self, mod: tvm.IRModule, _ctx: Any) -> tvm.IRModule:
-        new, self.stats = to_channels_last(mod, self.cpu)
+        new, self.stats = to_channels_last(mod, self.cpu, rules=INT8_RULES)
         return new
 
 
+@tvm.transform.module_pass(opt_level=0, name="mvcompile.FoldConstantUnlessQuantized")
+class FoldConstantUnlessQuantized:
+    """FoldConstant, except on a quantized (QDQ) model, whose int8 weights it would fold into floats
+    before the int8 lowering sees them (that lowering's own output is folded after it)."""
+
+    def transform_module(self, mod: tvm.IRModule, _ctx: Any) -> tvm.IRModule:
+        return mod if is_quantized(mod) else relax.transform.FoldConstant()(mod)
+
+
+def is_quantized(mod: tvm.IRModule) -> bool:
+    """Whether `main` quantizes anything (a QDQ model)."""
+    found = []
+    relax.analysis.post_order_visit(mod["main"], lambda e: found.append(
+        isinstance(e, relax.Call) and isinstance(e.op, tvm.ir.Op) and e.op.name == "relax.quantize"))
+    return any(found)
+
+
 def lower_passes(target: Any) -> list[Any]:
-    return [relax.transform.FoldConstant(), ChannelsLast(cpu_of(target)), relax.transform.DeadCodeElimination(),
+    return [FoldConstantUnlessQuantized(), ChannelsLast(cpu_of(target)), relax.transform.DeadCodeElimination(),
             relax.transform.FoldConstant()]
 
 

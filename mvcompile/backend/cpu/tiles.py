@@ -77,20 +77,24 @@ def matmul_tile(cpu: CPU, width: int, channels: int, depth: int | None = None) -
     return best[2]
 
 
-def window_tile(cpu: CPU, width: int, channels: int, window: tuple[int, int, int], stride: int) -> Tile:
+def window_tile(cpu: CPU, width: int, channels: int, window: tuple[int, int, int], stride: int,
+                bits: int = 32) -> Tile:
     """Tile of a depthwise window (kt, kh, kw) with spatial stride `stride`, over rows of `width`
-    pixels and `channels` channels (not padded: a vector width must divide them).
+    pixels and `channels` channels (not padded: a vector width must divide them). `bits`: the width of
+    the products a vector holds (16 for int8 pairs summed in int16, whose int32 accumulators then take
+    two registers a vector).
 
     Model, per window tap: pixels × vectors multiply-adds, the input loads of distinct columns (the
     unrolled window shares them between neighbouring pixels), one weight load per vector; the
     accumulators get at most half the registers."""
     _, _, kw = window
+    per_vector = 32 // bits  # accumulator registers of one vector of products
     best: tuple[float, int, Tile] | None = None
-    for lanes in cpu.vector_widths(channels) or [1]:
+    for lanes in cpu.vector_widths(channels, bits) or [1]:
         per_row = channels // lanes
         for vectors in (v for v in (1, 2, 4) if per_row % v == 0):
             for pixels in range(1, min(width, MAX_ROWS) + 1):
-                if pixels * vectors > cpu.registers // 2:
+                if pixels * vectors * per_vector > cpu.registers // 2:
                     break
                 columns = (pixels - 1) * stride + kw
                 loads = math.ceil(columns / kw) * vectors
@@ -129,3 +133,48 @@ def reduction_tile(cpu: CPU, channels: int) -> Tile:
     lanes = cpu.vector_for(channels)
     per_row = channels // lanes
     return Tile(1, max(d for d in range(1, REDUCTION_ACCUMULATORS + 1) if per_row % d == 0), lanes)
+
+
+def int8_tile(cpu: CPU, width: int, channels: int, lanes: int) -> Tile:
+    """Tile of an int8 1x1 convolution in a dot product's layout (`lanes` int32 outputs per instruction,
+    which must divide `channels`), over rows of `width` pixels.
+
+    Model, per step of the reduction (one group of inputs): pixels × vectors dot products, `vectors`
+    weight loads and, unless the multiply reads its broadcast input from memory (x86), one load per
+    pixel; the accumulators, the weight vectors and one input register must fit the registers."""
+    per_row = channels // lanes
+    best: tuple[float, int, Tile] | None = None
+    for vectors in (v for v in range(1, MAX_VECTORS + 1) if per_row % v == 0):
+        for pixels in range(1, min(width, MAX_ROWS) + 1):
+            if pixels * vectors + vectors + 1 > cpu.registers:
+                break
+            loads = vectors + (0 if cpu.broadcast_operand else pixels)
+            step = pixels * vectors + loads + LOOP_OVERHEAD
+            useful = pixels * vectors * lanes
+            cost = step / useful * (round_up(width, pixels) / width)
+            key = (cost, -useful, Tile(pixels, vectors, lanes))
+            if best is None or key[:2] < best[:2]:
+                best = key
+    assert best is not None
+    return best[2]
+
+
+def partials_tile(cpu: CPU, width: int, channels: int) -> Tile:
+    """Tile of an int8 1x1 convolution summed in partials (`kernels.pointwise_int8_partials`: one register
+    of 4 partial sums per output) over rows of `width` pixels: `pixels` × `vectors` outputs (lanes 1).
+
+    Model, per block of 8 inputs: pixels × channels widening multiply-accumulates (2 instructions each), one
+    load per pixel and per channel; the accumulators and those loads must fit the registers."""
+    best: tuple[float, int, Tile] | None = None
+    for outputs in (v for v in range(1, 17) if channels % v == 0):
+        for pixels in range(1, min(width, MAX_ROWS) + 1):
+            if pixels * outputs + outputs + pixels > cpu.registers:
+                break
+            step = 2 * pixels * outputs + outputs + pixels + LOOP_OVERHEAD
+            useful = pixels * outputs
+            cost = step / useful * (round_up(width, pixels) / width)
+            key = (cost, -useful, Tile(pixels, outputs, 1))
+            if best is None or key[:2] < best[:2]:
+                best = key
+    assert best is not None
+    return best[2]

@@ -63,9 +63,10 @@ struct UsageError : std::runtime_error {
 struct TensorSpec {
   std::string name;        // VM argument name (input, state) or result name (output)
   std::string state_out;   // for states: name of the output that carries the new state
-  std::string dtype_name;  // float32, int32 or int64 (states only)
+  std::string dtype_name;  // float32, int32, int64 or int8 (states only)
   DLDataType dtype{};
   std::vector<int64_t> shape;
+  int fill = 0;  // every element's start value (an int8 state's zero point)
 
   size_t numel() const {
     size_t n = 1;
@@ -91,7 +92,8 @@ DLDataType ParseDtype(const std::string& s, const std::string& where) {
   if (s == "float32") return DLDataType{kDLFloat, 32, 1};
   if (s == "int32") return DLDataType{kDLInt, 32, 1};
   if (s == "int64") return DLDataType{kDLInt, 64, 1};
-  throw RunnerError(where + ": unsupported dtype '" + s + "' (expected float32, int32 or int64)");
+  if (s == "int8") return DLDataType{kDLInt, 8, 1};
+  throw RunnerError(where + ": unsupported dtype '" + s + "' (expected float32, int32, int64 or int8)");
 }
 
 constexpr long long kMaxDim = 2147483647;         // as the Python loader's manifest schema
@@ -146,8 +148,9 @@ IoSpec ReadIoSpec(const fs::path& path) {
     const std::string where = path.string() + ":" + std::to_string(lineno);
     const std::string& kind = tok[0];
     const size_t want = kind == "state" ? 5 : 4;
-    if ((kind != "input" && kind != "state" && kind != "output") || tok.size() != want) {
-      throw RunnerError(where + ": expected 'input NAME DTYPE DIMS', 'state IN OUT DTYPE DIMS' or "
+    const bool has_fill = kind == "state" && tok.size() == want + 1;
+    if ((kind != "input" && kind != "state" && kind != "output") || (tok.size() != want && !has_fill)) {
+      throw RunnerError(where + ": expected 'input NAME DTYPE DIMS', 'state IN OUT DTYPE DIMS [FILL]' or "
                                 "'output NAME DTYPE DIMS', got '" + line + "'");
     }
     if (have_output || (kind != "input" && !have_input) || (kind == "input" && have_input)) {
@@ -161,6 +164,15 @@ IoSpec ReadIoSpec(const fs::path& path) {
     spec.shape = ParseDims(tok[want - 1], where);
     if (kind != "state" && spec.dtype_name != "float32") {
       throw RunnerError(where + ": the " + kind + " must be float32, got " + spec.dtype_name);
+    }
+    if (has_fill) {
+      char* end = nullptr;
+      errno = 0;
+      const long fill = std::strtol(tok[want].c_str(), &end, 10);
+      if (*end != '\0' || errno == ERANGE || spec.dtype_name != "int8" || fill < -128 || fill > 127 || fill == 0) {
+        throw RunnerError(where + ": bad start value '" + tok[want] + "' (only an int8 state has one, -128..127)");
+      }
+      spec.fill = static_cast<int>(fill);
     }
     state_bytes += kind == "state" ? CheckedBytes(spec, where) : 0;
     if (kind != "state") CheckedBytes(spec, where);
@@ -199,11 +211,11 @@ struct AlignedCPUAlloc {
   void FreeData(DLTensor* t) { std::free(t->data); }
 };
 
-/*! \brief A zero-filled host tensor with the shape and dtype of spec. */
+/*! \brief A host tensor with the shape and dtype of spec, every element at its start value (0, or an int8 fill). */
 ffi::Tensor ZeroTensor(const TensorSpec& spec) {
   ffi::Tensor t = ffi::Tensor::FromNDAlloc(AlignedCPUAlloc(), ffi::ShapeView(spec.shape.data(), spec.shape.size()),
                                            spec.dtype, DLDevice{kDLCPU, 0});
-  std::memset(t.data_ptr(), 0, spec.nbytes());
+  std::memset(t.data_ptr(), spec.fill, spec.nbytes());  // fill is non-zero only for one-byte (int8) states
   return t;
 }
 

@@ -20,6 +20,7 @@ from mvcompile.backend.cpu.schedules.common import CPURule, Declined
 from mvcompile.backend.cpu.schedules.elementwise import Fallback, Injective
 from mvcompile.backend.cpu.schedules.gemv import Gemv
 from mvcompile.backend.cpu.schedules.pointwise import Pointwise
+from mvcompile.backend.cpu.schedules.qpointwise import PartialsPointwise, QuantizedPointwise
 from mvcompile.backend.cpu.schedules.reduction import ChannelReduction
 from mvcompile.backend.cpu.schedules.window import Window
 
@@ -33,7 +34,8 @@ UNSCHEDULED = "none"
 
 def default_rules() -> list[CPURule]:
     """The rules, most specific first; `Fallback` takes any function the others refuse."""
-    return [Pointwise(), Gemv(), Window(), ChannelReduction(), Injective(), Fallback()]
+    return [Pointwise(), QuantizedPointwise(), PartialsPointwise(), Gemv(), Window(), ChannelReduction(), Injective(),
+            Fallback()]
 
 
 def default_schedule(func: tirx.PrimFunc, target: Any, rules: list[CPURule] | None = None,

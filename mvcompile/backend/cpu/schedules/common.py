@@ -161,7 +161,7 @@ def schedule_injective(sch: s_tir.Schedule, block: SBlockRV, cpu: CPU) -> None:
         return
     work = block_work(sch, block)
     inner = loops[-1]
-    vec = cpu.vector_for(extent(sch, inner))
+    vec = cpu.vector_for(extent(sch, inner), element_bits(sch, block))
     outer = sch.fuse(*loops[:-1]) if len(loops) > 1 else None
     if vec > 1:
         _, lanes = sch.split(inner, [None, vec])
@@ -173,10 +173,16 @@ def schedule_injective(sch: s_tir.Schedule, block: SBlockRV, cpu: CPU) -> None:
 def vectorize_innermost(sch: s_tir.Schedule, block: SBlockRV, cpu: CPU) -> None:
     """Vectorise a block's innermost loop if a vector divides it (init and write-back blocks)."""
     loops = sch.get_loops(block)
-    vec = cpu.vector_for(extent(sch, loops[-1]))
+    vec = cpu.vector_for(extent(sch, loops[-1]), element_bits(sch, block))
     if vec > 1:
         _, lanes = sch.split(loops[-1], [None, vec])
         sch.vectorize(lanes)
+
+
+def element_bits(sch: s_tir.Schedule, block: SBlockRV) -> int:
+    """Bits of the element a block writes: a vector of int8 holds four times the lanes of one of float32."""
+    writes = sch.get(block).writes
+    return int(writes[0].source.dtype.bits) if writes else 32
 
 
 def finish_rest(sch: s_tir.Schedule, rest: list[SBlockRV], cpu: CPU) -> None:
