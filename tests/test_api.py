@@ -45,7 +45,8 @@ def test_readme_example_runs(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", _readme_example()], cwd=tmp_path, capture_output=True, text=True,
                           timeout=HANG)
     assert proc.returncode == 0, proc.stderr
-    built, error = proc.stdout.splitlines()
+    written, built, error = proc.stdout.splitlines()
+    assert written == "build/tiny.onnx build/tiny.manifest.json stream"  # a typed manifest (ExportManifest)
     assert built.startswith("build/tiny ") and built.split()[-1] in ("none", "shipped")
     assert error == "spec 'tiny' has no variant 'nope' (known: causal3d, stream)"
     assert (tmp_path / "build" / "tiny" / "model.so").is_file()

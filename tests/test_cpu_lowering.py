@@ -32,11 +32,11 @@ def _module(case: str) -> tuple[tvm.IRModule, list[np.ndarray]]:
     exported = export_model(SPECS / "tiny.yaml", variant=variant, mode=mode, frames=frames, batch=batch, seed=2)
     rng = np.random.default_rng(0)
     inputs = []
-    for entry in exported.manifest["inputs"]:
-        if entry["dtype"] == "int32":
-            inputs.append(np.full(entry["shape"], 5, np.int32))  # mid-stream frame counts
+    for entry in exported.manifest.inputs:
+        if entry.dtype == "int32":
+            inputs.append(np.full(entry.shape, 5, np.int32))  # mid-stream frame counts
         else:
-            inputs.append(rng.random(entry["shape"], dtype=np.float32) * (1.0 if not inputs else 0.2))
+            inputs.append(rng.random(entry.shape, dtype=np.float32) * (1.0 if not inputs else 0.2))
     return relax.transform.FoldConstant()(import_onnx(exported.onnx_model)), inputs
 
 
