@@ -66,6 +66,7 @@ def test_host_artifact_layout(tiny: Exported, tmp_path: Path) -> None:
     assert total == exported["states"][1]
     assert manifest["target"]["name"] == "host" and manifest["target"]["arch"] == HOST_ARCH
     assert manifest["tvm_version"].startswith("0.27")
+    assert manifest["build_options"]["relax_pipeline"] == "mvcompile_cpu"  # relax.get_pipeline gives it by that name
     assert (out / "io.txt").read_text().splitlines() == [
         "# mvcompile io v1",
         "input image float32 1,2,8,8,3",

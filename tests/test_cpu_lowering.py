@@ -131,6 +131,25 @@ def test_default_schedules_compute_the_same_model(case: str, target: dict | None
     _assert_close(got, _to_cl(expected))
 
 
+def test_cpu_pipeline_is_asked_for_by_name_like_tvms_own() -> None:
+    """`mvcompile_cpu` in Relax's registry: `tvm.compile` by name runs the four phases (the code the build's
+    phase by phase calls make), a subset runs by `phases`, and an unknown phase is refused."""
+    mod, inputs = _module("stream-1")
+    target = _host()
+    assert isinstance(relax.get_pipeline("mvcompile_cpu"), tvm.transform.Pass)
+    seen: list[str] = []
+    with target:
+        fused = relax.get_pipeline("mvcompile_cpu", phases=("lower", "fuse"), trace=lambda step, _: seen.append(step))(mod)
+    assert seen == ["relax.lower", "relax.fuse"]
+    tvm.ir.assert_structural_equal(fused, pipeline.fused_module(mod, target))
+    with tvm.transform.PassContext(opt_level=3, config=pipeline.TIR_CONFIG):
+        by_name = tvm.compile(mod, target=target, relax_pipeline="mvcompile_cpu")
+    phased = pipeline.compile_scheduled(pipeline.scheduled_module(fused, target), target)
+    _assert_close(_run(by_name, _to_cl(inputs)), _run(phased, _to_cl(inputs)))
+    with pytest.raises(ValueError, match=r"mvcompile_cpu: unknown phases \['tune'\]"):
+        relax.get_pipeline("mvcompile_cpu", phases=("lower", "tune"))
+
+
 def _host() -> tvm.target.Target:
     from mvcompile.backend.targets import load_target
 
