@@ -26,6 +26,23 @@ SPECS = ROOT / "specs"
 HANG = 3600  # seconds: a subprocess's timeout only ends a hang; no verdict depends on how fast it ran
 
 
+THREAD_VARS = ("TVM_NUM_THREADS", "OMP_NUM_THREADS")
+
+
+@pytest.fixture(autouse=True)
+def thread_settings_stay_put() -> Iterator[None]:
+    """Each test starts with the session's thread settings: a thread count one test leaves in os.environ would
+    reach every later test of its xdist worker, and their subprocesses (a 2-thread qemu run on a loaded machine
+    takes minutes a call)."""
+    before = {var: os.environ.get(var) for var in THREAD_VARS}
+    yield
+    for var, value in before.items():
+        if value is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = value
+
+
 @pytest.fixture
 def write_spec(tmp_path: Path):
     """Write a YAML text to a spec file in a temp dir and return its path."""

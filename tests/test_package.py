@@ -68,10 +68,11 @@ def test_wheel_imports_its_own_copy(installed: Path, tmp_path: Path) -> None:
     assert Path(proc.stdout.strip()).is_relative_to(installed)
 
 
-def test_wheel_carries_the_shipped_tuning_records(installed: Path) -> None:
+def test_wheel_carries_the_shipped_tuning_records(installed: Path, tmp_path: Path) -> None:
     """What the README says to put in mvcompile/data/records/<class>/ is package data: it is installed."""
     proc = subprocess.run([str(installed / "bin" / "python"), "-c", "from mvcompile.backend.tuning.tuned_records "
-                           "import SHIPPED_DIR; print(SHIPPED_DIR)"], capture_output=True, text=True, check=True)
+                           "import SHIPPED_DIR; print(SHIPPED_DIR)"], capture_output=True, text=True, check=True,
+                          cwd=tmp_path)  # not the checkout: `python -c` imports from its working directory first
     folder = Path(proc.stdout.strip()) / RECORDS_CLASS
     assert folder.is_relative_to(installed) and sorted(p.name for p in folder.iterdir()) == sorted(RECORD_FILES)
 

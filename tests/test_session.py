@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -43,7 +44,9 @@ def test_streaming_matches_onnxruntime_and_reset(built: tuple[Exported, Path]) -
     tiny, art = built
     clips = _clips(1, 5)
     reference = onnxruntime_stream(tiny.onnx_model, clips, tiny.manifest)
+    before = os.environ.get("TVM_NUM_THREADS")
     session = StreamSession(art, num_threads=2)
+    assert os.environ.get("TVM_NUM_THREADS") == before  # subprocesses (emulated runs) do not inherit it
     assert session.manifest.frames == FRAMES
     for _ in range(2):  # the second pass checks that reset() zeroes the states
         got = [session.push(clip) for clip in clips]

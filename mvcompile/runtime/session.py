@@ -40,6 +40,23 @@ def check_threads(num_threads: int | None) -> int | None:
     return num_threads
 
 
+def _start_thread_pool(threads: int) -> None:
+    """Start this thread's TVM pool with `threads` workers: TVM reads TVM_NUM_THREADS once, when the pool of the
+    calling thread is created, so it is set for that moment only; the process environment (which subprocesses,
+    e.g. emulated runs, inherit) is left as it was."""
+    import tvm_ffi
+
+    before = os.environ.get("TVM_NUM_THREADS")
+    os.environ["TVM_NUM_THREADS"] = str(threads)
+    try:
+        tvm_ffi.get_global_func("runtime.NumThreads")()  # creates the pool if this thread has none yet
+    finally:
+        if before is None:
+            del os.environ["TVM_NUM_THREADS"]
+        else:
+            os.environ["TVM_NUM_THREADS"] = before
+
+
 class StreamSession:
     """A loaded artifact plus its current streaming states.
 
@@ -59,10 +76,10 @@ class StreamSession:
         threads = check_threads(num_threads)
         self._manifest = read_manifest(self._dir)
         self._check_arch()
-        if threads is not None:
-            os.environ["TVM_NUM_THREADS"] = str(threads)  # read when TVM's thread pool starts
         self._frame = self._manifest.frame_input
         self._vm, self._device = self._load()
+        if threads is not None:
+            _start_thread_pool(threads)
         self._states: list[Any] = []
         self.reset()
 

@@ -98,7 +98,7 @@ class PartialsPointwise(common.CPURule):
     output): each tile's partials accumulate in registers, are added up, dequantized, and the epilogue is
     folded into that sum."""
 
-    name = "int8-pointwise"
+    name = "int8-partials"
 
     def schedule(self, sch: s_tir.Schedule, cpu: CPU) -> None:
         anchor = common.find_anchor(sch, [BLOCK_QPARTIALS])
