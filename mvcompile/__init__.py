@@ -23,6 +23,7 @@ _NAMES = {
     "BuildResult": "mvcompile.interface.compile",
     "tune": "mvcompile.interface.compile",
     "keygen": "mvcompile.interface.compile",
+    "ir_dump": "mvcompile.interface.compile",
     "StreamSession": "mvcompile.interface.run",
     "EnsembleSession": "mvcompile.interface.run",
     "run": "mvcompile.interface.run",

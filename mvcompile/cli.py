@@ -1,4 +1,6 @@
-"""The `mvcompile` command line: parses the arguments, calls mvcompile.interface, prints the result."""
+"""The `mvcompile` command line: parses the arguments, calls mvcompile.interface, prints the result. It imports
+nothing else of mvcompile: what a command does, checks and writes is the interface's (shared with `bench/` and
+Python users); here is only how it is asked for and told."""
 from __future__ import annotations
 
 import argparse
@@ -6,25 +8,13 @@ import json
 import math
 import os
 import signal
-import statistics
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
-from mvcompile.errors import MvcompileError, UsageError, WriteError, is_write_failure  # the only imports before the Ctrl-C
-from mvcompile.support import interrupt  # trap: the rest load in the commands
-from mvcompile.support.text import literal, visible
-
-# Printed as one line: mvcompile's own errors (bad input, damaged files, failed builds), and OSError, the
-# operating system refusing an operation on the user's files or devices (not found, no permission, disk
-# full): its message names the path and the reason, all a user can act on, and a traceback through our
-# code would not help them. Anything else (an InternalError: a broken guarantee of the compiler; a KeyError, ...
-# from a bug) keeps its traceback.
-USER_ERRORS: tuple[type[Exception], ...] = (MvcompileError, OSError)
-EXTRAS = {"torch": "compile", "onnx": "compile", "onnxruntime": "compile", "networkx": "compile",
-          "safetensors": "compile", "av": "video", "cryptography": "sign"}  # modules of pyproject's extras, by the extra that installs them
+# The only import before the Ctrl-C trap (light: nothing of the compiler or the runtime); the rest load in the commands.
+from mvcompile.interface.console import (MvcompileError, UsageError, WriteError, interrupt, interruption, literal,
+                                         user_error, visible)
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -65,59 +55,42 @@ def _model(args: argparse.Namespace) -> Any:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from mvcompile.interface.compile import export
-    from mvcompile.support.files import check_apart
+    from mvcompile.interface.compile import export, ir_dump
 
-    if args.dump_ir is not None:
-        check_apart(args.dump_ir, args.output, "--dump-ir and -o")
-    with _ir_dump(args.dump_ir) as dump:
-        m = export(_model(args), args.output, trace=dump and dump.graph).manifest
-    model_path = Path(args.output)
-    manifest_path = model_path.with_name(model_path.stem + ".manifest.json")
-    print(f"wrote {visible(model_path)} and {visible(manifest_path)}: {m['mode']} mode, {len(m['states'])} states, "
-          f"input {m['inputs'][0]['shape']}", file=sys.stderr)
+    with ir_dump(args.dump_ir, _dump_written) as dump:
+        exported = export(_model(args), args.output, dump=dump)
+    model_path, manifest_path = exported.written
+    m = exported.manifest
+    print(f"wrote {visible(model_path)} and {visible(manifest_path)}: {m.mode} mode, {len(m.states)} states, "
+          f"input {m.inputs[0].shape}", file=sys.stderr)
     return 0
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from mvcompile.interface.compile import build
+    from mvcompile.interface.compile import build, ir_dump
 
-    with _ir_dump(args.dump_ir) as dump:
+    with ir_dump(args.dump_ir, _dump_written) as dump:
         result = build(_model(args), args.target, args.output, db=args.db, shipped_records=not args.no_shipped_records,
                        temporal_ensemble=args.temporal_ensemble, weights2=args.weights2, progress=not args.quiet,
                        dump=dump, sign=args.sign)
-    m = result.manifest
+    m: Any = result.manifest
     head = (f"built {'ensemble ' if result.members else ''}{visible(result.path)} for {result.target} "
             f"in {result.seconds:.1f} s")
     if result.members:
-        members = ", ".join(f"{visible(e['name'])} {e['resolution']} px at {e['frame_rate']:g} fps"
-                            for e in m["members"])
-        print(f"{head}: {visible(m['name'])} ({m['routing']} routing; {members})", file=sys.stderr)
+        members = ", ".join(f"{visible(e.name)} {e.resolution} px at {e.frame_rate:g} fps" for e in m.members)
+        print(f"{head}: {visible(m.name)} ({m.routing} routing; {members})", file=sys.stderr)
     else:
-        print(f"{head}: {visible(m['spec']['name'])} {visible(m['variant'])} {m['mode']}, "
-              f"input {m['inputs'][0]['shape']}, {len(m['states'])} states", file=sys.stderr)
+        print(f"{head}: {visible(m.spec.name)} {visible(m.variant)} {m.mode}, "
+              f"input {m.inputs[0].shape}, {len(m.states)} states", file=sys.stderr)
     return 0
 
 
-@contextmanager
-def _ir_dump(folder: str | None) -> Iterator[Any]:
-    """With `--dump-ir DIR`: an IRDump that the compiler's steps fill, written to DIR at the end (also
-    when a step fails, with a user-facing error or a compiler bug, to show what led up to it); else None."""
-    if folder is None:
-        yield None
-        return
-    from mvcompile.ir.dump import IRDump
-
-    dump = IRDump(Path(folder))
-    try:
-        yield dump
-    except Exception:  # noqa: BLE001 - re-raised as it is, after writing what led up to it
-        if dump.files:
-            dump.write()
-            print(f"wrote the IR before the error to {visible(dump.out)}", file=sys.stderr)
-        raise
-    dump.write()
-    print(f"wrote the IR after each of {len(dump.files)} steps to {visible(dump.out)}", file=sys.stderr)
+def _dump_written(folder: Path, steps: int, failed: bool) -> None:
+    """Say where `--dump-ir` wrote the IR (also when the command failed: what led up to the error)."""
+    if failed:
+        print(f"wrote the IR before the error to {visible(folder)}", file=sys.stderr)
+    else:
+        print(f"wrote the IR after each of {steps} steps to {visible(folder)}", file=sys.stderr)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -151,28 +124,25 @@ def _run_video(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from mvcompile.interface.run import labels as artifact_labels
-    from mvcompile.interface.run import VideoError, run_video_source, top5
+    from mvcompile.interface.run import run_video_source, top5
 
     if args.emulate:
         raise UsageError("--video runs natively; --emulate takes --frames or --input")
     labels = artifact_labels(args.artifact)
-    console, last, ms = Console(), None, []
-    for p in run_video_source(args.artifact, args.video, num_threads=args.threads, timeout=args.timeout,
-                              trusted_keys=args.trusted_key):
-        last = p
-        ms.append(p.ms)
+    console = Console()
+    video = run_video_source(args.artifact, args.video, num_threads=args.threads, timeout=args.timeout,
+                             trusted_keys=args.trusted_key)
+    for p in video:
         if not args.json and p.step % args.every == 0:
             console.print(f"frame {p.frames:5d}  {p.time:7.2f} s  {p.ms:7.2f} ms  top-5 "
                           f"{_top5_text(top5(p.logits)[0], labels)}", highlight=False)
-    if last is None:
-        raise VideoError(f"{args.video}: too short: no model call's worth of frames at the model frame rate")
+    summary = video.summary()
     if args.json:
-        print(_json({"logits": last.logits.tolist(), "ms_per_call": statistics.median(ms), "calls": last.step,
-                     "frames": last.frames, "seconds": last.time, "top5": top5(last.logits)}))
+        print(_json(summary))
         return 0
-    console.print(f"final after {last.frames} frames ({last.time:.2f} s of video): "
-                  f"{_top5_text(top5(last.logits)[0], labels)}", highlight=False)
-    console.print(f"median {statistics.median(ms):.2f} ms per call over {last.step} calls", highlight=False)
+    console.print(f"final after {summary['frames']} frames ({summary['seconds']:.2f} s of video): "
+                  f"{_top5_text(summary['top5'][0], labels)}", highlight=False)
+    console.print(f"median {summary['ms_per_call']:.2f} ms per call over {summary['calls']} calls", highlight=False)
     return 0
 
 
@@ -207,8 +177,7 @@ def cmd_import_weights(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from mvcompile.interface.compile import TuneInterrupted, tune
-    from mvcompile.backend.tuning.emulated_runner import EMULATED_NOTE
+    from mvcompile.interface.compile import EMULATED_NOTE, TuneInterrupted, tune
 
     try:
         report = tune(_model(args), args.target, args.db, trials=args.trials, budget_minutes=args.budget,
@@ -302,12 +271,11 @@ def _positive_float(high: float) -> Callable[[str], float]:
 
 
 def _spec_arg(text: str) -> Path:
-    from mvcompile.spec.builtin import resolve_spec
-    from mvcompile.spec.errors import SpecError
+    from mvcompile.interface.compile import resolve_spec
 
     try:
         return resolve_spec(text)
-    except SpecError as err:
+    except MvcompileError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
@@ -490,15 +458,12 @@ def main(argv: list[str] | None = None) -> int:
                 _silence_stdout()  # else the interpreter's own flush at exit prints a traceback
                 if err.pipe:  # the reader stopped reading (`| head`): stop quietly, as Unix tools do (141)
                     return 128 + signal.SIGPIPE
-            if isinstance(err, ModuleNotFoundError) and (err.name or "").split(".")[0] in EXTRAS:
-                extra = EXTRAS[(err.name or "").split(".")[0]]
-                print(f"error: {err}: this command needs mvcompile[{extra}] (pip install 'mvcompile[{extra}]')",
-                      file=sys.stderr)
-                return 2
-            if not isinstance(err, USER_ERRORS):
+            told = user_error(err)
+            if told is None:
                 raise
-            print(f"error: {visible(_message(err), keep=chr(10))}", file=sys.stderr)  # names/paths stay inert text
-            return 1 if is_write_failure(err) else 2
+            message, code = told
+            print(f"error: {visible(message, keep=chr(10))}", file=sys.stderr)  # names/paths stay inert text
+            return code
         finally:
             sys.stdout = stdout
 
@@ -559,23 +524,11 @@ def _require_stdout() -> None:
         raise UsageError("standard output is closed: the result would be lost; redirect it to a file or /dev/null")
 
 
-def _message(err: Exception) -> str:
-    """The error's text; an OSError as `path: reason` (its errno adds nothing for a user)."""
-    if isinstance(err, OSError) and err.strerror and err.filename is not None:
-        return f"{err.filename}: {err.strerror}"
-    return str(err)
-
-
 def _interrupted(err: BaseException) -> int:
     """One line for Ctrl-C (exit 130) or SIGTERM (exit 143); outputs are whole, old or new, never half."""
-    signum = interrupt.requested() or getattr(err, "signum", signal.SIGINT)
-    message = str(err) if isinstance(err, interrupt.Interrupted) else ""
-    if not message.startswith("interrupted"):
-        message = f"interrupted by {interrupt.describe(signum)}"
-        if interrupt.written():  # the signal came once the output was in place: say it is the new one
-            message += f" after writing {', '.join(map(str, interrupt.written()))}"
+    message, code = interruption(err)
     interrupt.report(message)
-    return interrupt.exit_code(signum)
+    return code
 
 
 def run() -> None:

@@ -45,8 +45,37 @@ def test_readme_example_runs(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", _readme_example()], cwd=tmp_path, capture_output=True, text=True,
                           timeout=HANG)
     assert proc.returncode == 0, proc.stderr
-    built, error = proc.stdout.splitlines()
+    written, built, error = proc.stdout.splitlines()
+    assert written == "build/tiny.onnx build/tiny.manifest.json stream"  # a typed manifest (ExportManifest)
     assert built.startswith("build/tiny ") and built.split()[-1] in ("none", "shipped")
     assert error == "spec 'tiny' has no variant 'nope' (known: causal3d, stream)"
     assert (tmp_path / "build" / "tiny" / "model.so").is_file()
     assert (tmp_path / "build" / "tiny.onnx").is_file() and (tmp_path / "build" / "tiny.manifest.json").is_file()
+
+
+def test_an_exported_manifest_reads_back_typed(tmp_path: Path) -> None:
+    from mvcompile.artifact.export_manifest import ExportManifest
+    from mvcompile.artifact.format import ArtifactError
+    from mvcompile.interface.compile import Model, export
+
+    exported = export(Model("tiny", seed=0), tmp_path / "m.onnx")
+    onnx_path, manifest_path = exported.written
+    assert (onnx_path, manifest_path) == (tmp_path / "m.onnx", tmp_path / "m.manifest.json")
+    assert ExportManifest.read(manifest_path) == exported.manifest
+    bad = tmp_path / "bad.manifest.json"
+    bad.write_text(manifest_path.read_text().replace('"dtype": "float32"', '"dtype": "float33"', 1))
+    with pytest.raises(ArtifactError, match=rf"^{bad}: not a manifest written by mvcompile export: inputs\[0\]\.dtype: "):
+        ExportManifest.read(bad)
+
+
+def test_ir_dump_is_written_when_a_step_fails(tmp_path: Path) -> None:
+    """What led up to a failure is kept, the failure itself is not swallowed, and the caller is told where."""
+    from mvcompile.interface.compile import Model, export, ir_dump
+
+    told = []
+    with pytest.raises(RuntimeError, match="a later step failed"):
+        with ir_dump(tmp_path / "ir", lambda folder, steps, failed: told.append((folder, steps, failed))) as dump:
+            export(Model("tiny", seed=0), dump=dump)
+            raise RuntimeError("a later step failed")
+    ((folder, steps, failed),) = told
+    assert folder == tmp_path / "ir" and failed and steps == len(list(folder.glob("[0-9][0-9]-*.txt"))) > 1

@@ -59,13 +59,14 @@ def test_host_artifact_layout(tiny: Exported, tmp_path: Path) -> None:
     assert manifest["artifact_format"] == "mvcompile-artifact/1"
     assert manifest["files"] == {"model.so": sha256_file(out / "model.so"), "io.txt": sha256_file(out / "io.txt")}
     assert (out / "artifact.sha256").read_text() == f"{sha256_file(out / 'manifest.json')}  manifest.json\n"
-    exported = json.loads(json.dumps(tiny.manifest))
-    assert {k: manifest[k] for k in tiny.manifest if k != "states"} == {k: v for k, v in exported.items() if k != "states"}
+    exported = tiny.manifest.model_dump(mode="json")
+    assert {k: manifest[k] for k in exported if k != "states"} == {k: v for k, v in exported.items() if k != "states"}
     buf, total = manifest["states"]  # CPU artifacts keep 5-D states channels-last, [B, T, H, W, C]
     assert buf == {**exported["states"][0], "shape": [1, 2, 8, 8, 3], "layout": "NTHWC"}
     assert total == exported["states"][1]
     assert manifest["target"]["name"] == "host" and manifest["target"]["arch"] == HOST_ARCH
     assert manifest["tvm_version"].startswith("0.27")
+    assert manifest["build_options"]["relax_pipeline"] == "mvcompile_cpu"  # relax.get_pipeline gives it by that name
     assert (out / "io.txt").read_text().splitlines() == [
         "# mvcompile io v1",
         "input image float32 1,2,8,8,3",
@@ -132,7 +133,7 @@ def test_failed_build_keeps_previous_artifact(tiny: Exported, tmp_path: Path) ->
 
 
 def test_manifest_states_must_match_graph(tiny: Exported, tmp_path: Path) -> None:
-    manifest = {**tiny.manifest, "states": list(reversed(tiny.manifest["states"]))}
+    manifest = tiny.manifest.model_copy(update={"states": list(reversed(tiny.manifest.states))})
     with pytest.raises(BuildError, match="state 'total' does not match the compiled model's parameter at its position"):
         build_artifact(tiny.onnx_model, manifest, load_target("host"), tmp_path / "art", progress=False)
 
@@ -154,7 +155,7 @@ def test_real_tiny_spec_for_jetson(tmp_path: Path) -> None:
     assert _elf(out / "model.so") == ELF_MACHINES["aarch64"]
     assert _fatbin_entries((out / "model.so").read_bytes()) == {("ptx", 87), ("elf", 87)}
     lines = (out / "io.txt").read_text().splitlines()
-    assert len(lines) == 3 + len(model.manifest["states"]) and lines[-1].startswith("output logits float32 ")
+    assert len(lines) == 3 + len(model.manifest.states) and lines[-1].startswith("output logits float32 ")
 
 
 def test_build_dump_ir_has_the_passes_then_relax_after_import_and_each_phase(tmp_path: Path) -> None:

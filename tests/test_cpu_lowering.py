@@ -32,11 +32,11 @@ def _module(case: str) -> tuple[tvm.IRModule, list[np.ndarray]]:
     exported = export_model(SPECS / "tiny.yaml", variant=variant, mode=mode, frames=frames, batch=batch, seed=2)
     rng = np.random.default_rng(0)
     inputs = []
-    for entry in exported.manifest["inputs"]:
-        if entry["dtype"] == "int32":
-            inputs.append(np.full(entry["shape"], 5, np.int32))  # mid-stream frame counts
+    for entry in exported.manifest.inputs:
+        if entry.dtype == "int32":
+            inputs.append(np.full(entry.shape, 5, np.int32))  # mid-stream frame counts
         else:
-            inputs.append(rng.random(entry["shape"], dtype=np.float32) * (1.0 if not inputs else 0.2))
+            inputs.append(rng.random(entry.shape, dtype=np.float32) * (1.0 if not inputs else 0.2))
     return relax.transform.FoldConstant()(import_onnx(exported.onnx_model)), inputs
 
 
@@ -129,6 +129,25 @@ def test_default_schedules_compute_the_same_model(case: str, target: dict | None
     expected = _run(_compile_default(mod), inputs)
     got = _run(pipeline.compile_scheduled(scheduled, tvm_target), _to_cl(inputs))
     _assert_close(got, _to_cl(expected))
+
+
+def test_cpu_pipeline_is_asked_for_by_name_like_tvms_own() -> None:
+    """`mvcompile_cpu` in Relax's registry: `tvm.compile` by name runs the four phases (the code the build's
+    phase by phase calls make), a subset runs by `phases`, and an unknown phase is refused."""
+    mod, inputs = _module("stream-1")
+    target = _host()
+    assert isinstance(relax.get_pipeline("mvcompile_cpu"), tvm.transform.Pass)
+    seen: list[str] = []
+    with target:
+        fused = relax.get_pipeline("mvcompile_cpu", phases=("lower", "fuse"), trace=lambda step, _: seen.append(step))(mod)
+    assert seen == ["relax.lower", "relax.fuse"]
+    tvm.ir.assert_structural_equal(fused, pipeline.fused_module(mod, target))
+    with tvm.transform.PassContext(opt_level=3, config=pipeline.TIR_CONFIG):
+        by_name = tvm.compile(mod, target=target, relax_pipeline="mvcompile_cpu")
+    phased = pipeline.compile_scheduled(pipeline.scheduled_module(fused, target), target)
+    _assert_close(_run(by_name, _to_cl(inputs)), _run(phased, _to_cl(inputs)))
+    with pytest.raises(ValueError, match=r"mvcompile_cpu: unknown phases \['tune'\]"):
+        relax.get_pipeline("mvcompile_cpu", phases=("lower", "tune"))
 
 
 def _host() -> tvm.target.Target:

@@ -144,7 +144,7 @@ def test_spec_ensemble_takes_prefixed_weights_and_labels(specs: dict[str, Path],
     ens = export_spec_ensemble(specs["pair"], variant="stream", weights=tmp_path / "pair.safetensors")
     for (name, exported), seed in zip(ens.members, (11, 12)):
         own = export_model(specs[name], variant="stream", seed=seed)
-        assert exported.manifest["weights"]["sha256"] == own.manifest["weights"]["sha256"]
+        assert exported.manifest.weights.sha256 == own.manifest.weights.sha256
     assert ens.info["labels"] == labels  # `run` prints class names from the ensemble manifest
 
 

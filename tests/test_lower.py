@@ -58,7 +58,7 @@ def test_torch_and_onnxruntime_agree_while_streaming(name: str, variant: str | N
         with torch.no_grad():
             expected, states = module(torch.from_numpy(clip[:, t:t + 1]), states)
         results = session.run(None, {"image": clip[:, t:t + 1], **feeds})
-        feeds = {s["input"]: r for s, r in zip(exported.manifest["states"], results[1:])}
+        feeds = {s.input: r for s, r in zip(exported.manifest.states, results[1:])}
         assert np.abs(results[0] - expected.numpy()).max() <= 1e-5
 
 
@@ -75,10 +75,10 @@ def test_base_mode_torch_and_onnxruntime_agree() -> None:
 def test_multi_frame_and_batched_stream_export() -> None:
     exported = export_model(SPECS / "tiny.yaml", variant="stream", mode="stream", frames=4, batch=2, seed=1)
     m = exported.manifest
-    assert m["inputs"][0]["shape"] == [2, 4, 32, 32, 3]
-    assert m["outputs"][0]["shape"] == [2, 10]
-    buf = next(s for s in m["states"] if s["name"].endswith("stream_buffer"))
-    assert buf["shape"][0] == 2 and buf["official_layout"] == "NTHWC"
+    assert m.inputs[0].shape == [2, 4, 32, 32, 3]
+    assert m.outputs[0].shape == [2, 10]
+    buf = next(s for s in m.states if s.name.endswith("stream_buffer"))
+    assert buf.shape[0] == 2 and buf.official_layout == "NTHWC"
     check(exported.onnx_model)
 
 
@@ -88,7 +88,7 @@ def test_specs_export_valid_onnx(name: str, mode: str) -> None:
     exported = export_model(SPECS / f"{name}.yaml", variant="stream" if mode == "stream" else None, mode=mode, seed=0)
     check(exported.onnx_model)
     names = [i.name for i in exported.onnx_model.graph.input]
-    assert names == [i["name"] for i in exported.manifest["inputs"]]
+    assert names == [i.name for i in exported.manifest.inputs]
 
 
 @pytest.mark.slow
@@ -100,7 +100,7 @@ def test_large_specs_export_valid_onnx(name: str, mode: str) -> None:
 
 
 def test_same_seed_gives_same_weights_in_every_mode() -> None:
-    a = export_model(SPECS / "tiny.yaml", mode="base", seed=5).manifest["weights"]["sha256"]
-    b = export_model(SPECS / "tiny.yaml", mode="stream", seed=5).manifest["weights"]["sha256"]
-    c = export_model(SPECS / "tiny.yaml", mode="stream", seed=6).manifest["weights"]["sha256"]
+    a = export_model(SPECS / "tiny.yaml", mode="base", seed=5).manifest.weights.sha256
+    b = export_model(SPECS / "tiny.yaml", mode="stream", seed=5).manifest.weights.sha256
+    c = export_model(SPECS / "tiny.yaml", mode="stream", seed=6).manifest.weights.sha256
     assert a == b != c

@@ -55,13 +55,13 @@ def _ort_frame_by_frame(clip: np.ndarray) -> np.ndarray:
                             seed=SEED)
     session = ort.InferenceSession(exported.onnx_model.SerializeToString(), providers=["CPUExecutionProvider"])
     m = exported.manifest
-    states = {s["input"]: np.zeros(s["shape"], s["dtype"]) for s in m["states"]}
+    states = {s.input: np.zeros(s.shape, s.dtype) for s in m.states}
     logits = []
     for t in range(clip.shape[1]):
-        out = session.run(["logits"] + [s["output"] for s in m["states"]],
-                          {m["inputs"][0]["name"]: np.ascontiguousarray(clip[:, t:t + 1]), **states})
+        out = session.run(["logits"] + [s.output for s in m.states],
+                          {m.inputs[0].name: np.ascontiguousarray(clip[:, t:t + 1]), **states})
         logits.append(out[0][0])
-        states = dict(zip([s["input"] for s in m["states"]], out[1:]))
+        states = dict(zip([s.input for s in m.states], out[1:]))
     return np.stack(logits)
 
 

@@ -69,7 +69,7 @@ def test_quantized_graph_keeps_its_guarantees(tiny: object) -> None:
     buffers = [s for s in q.states if s.name.endswith("stream_buffer")]
     assert buffers and all(s.dtype == "int8" and s.fill == q.node(s.input)["attrs"]["zero_point"] for s in buffers)
     assert all(s.dtype == "int32" for s in q.states if s.name.endswith("frame_count"))  # counters stay exact
-    assert record["int8_tensors"] == len(quantization_points(g)) and record["calibration"] == {}
+    assert record.int8_tensors == len(quantization_points(g)) and record.calibration == {}
 
 
 def test_a_quantized_layer_is_the_integer_arithmetic(tiny: object) -> None:

@@ -285,9 +285,9 @@ def test_real_tiny_spec_streams_like_onnxruntime(tmp_path: Path) -> None:
     model = export_model(spec=SPECS / "tiny.yaml", variant="stream", mode="stream", seed=0)
     art = build_artifact(model.onnx_model, model.manifest, load_target("host"), tmp_path / "tiny", progress=False)
     session = StreamSession(art)
-    image = model.manifest["inputs"][0]
+    image = model.manifest.inputs[0]
     rng = np.random.default_rng(0)
-    clips = [rng.random(image["shape"], dtype=np.float32) for _ in range(5)]
+    clips = [rng.random(image.shape, dtype=np.float32) for _ in range(5)]
     reference = onnxruntime_stream(model.onnx_model, clips, model.manifest)
     for clip, ref in zip(clips, reference):
         assert np.abs(session.push(clip) - ref).max() <= 1e-4

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
 
 import numpy as np
 import onnx
 import torch
 from torch import nn
+
+from mvcompile.artifact.export_manifest import ExportedState, ExportManifest, MemoryEstimate, WeightsSource
+from mvcompile.artifact.manifest import SpecSource, Tensor
 
 FRAMES, SIZE, CLASSES, CHANNELS = 2, 8, 5, 4
 
@@ -32,7 +36,7 @@ class TinyStream(nn.Module):
 @dataclass
 class Exported:
     onnx_model: onnx.ModelProto
-    manifest: dict[str, Any]
+    manifest: ExportManifest
     torch_model: TinyStream
 
 
@@ -52,33 +56,32 @@ def export_tiny(batch: int = 1) -> Exported:
     with torch.no_grad():
         torch.onnx.export(model, args, stream, input_names=names_in, output_names=names_out,
                           dynamo=False, opset_version=17)
-    states = [
-        {"name": n, "input": n, "output": f"{n}_out", "shape": s, "dtype": "float32", "init": "zeros"}
-        for n, s in shapes.items()
-    ]
-    manifest = {
-        "inputs": [{"name": "image", "shape": image, "dtype": "float32"}],
-        "outputs": [{"name": "logits", "shape": [batch, CLASSES], "dtype": "float32"}],
-        "states": states,
-        "spec": "tests/tiny_stream_model.py",
-        "weights": "seed 0",
-        "mode": "stream",
-        "batch": batch,
-        "frames": FRAMES,
-        "num_classes": CLASSES,
-    }
+    states = [ExportedState(name=n, input=n, output=f"{n}_out", shape=s, dtype="float32",
+                            layout="NCTHW" if len(s) == 5 else "NC") for n, s in shapes.items()]
+    values = [p.detach().numpy() for p in model.parameters()]
+    manifest = ExportManifest(
+        spec=SpecSource(name="tiny_stream", path=__file__, sha256=hashlib.sha256(Path(__file__).read_bytes()).hexdigest()),
+        variant="base", mode="stream", batch=batch, frames=FRAMES, resolution=SIZE, frame_rate=None,
+        num_classes=CLASSES, options=None, opset=17,
+        weights=WeightsSource(source="seed:0", sha256=hashlib.sha256(b"".join(v.tobytes() for v in values)).hexdigest()),
+        inputs=[Tensor(name="image", shape=image, dtype="float32")],
+        outputs=[Tensor(name="logits", shape=[batch, CLASSES], dtype="float32")],
+        states=states,
+        memory=MemoryEstimate(inputs=0, new_states=0, weights=sum(v.nbytes for v in values), activations=0,
+                              workspace=0, peak=1 << 20),
+    )
     return Exported(onnx.load_from_string(stream.getvalue()), manifest, model)
 
 
-def onnxruntime_stream(model: onnx.ModelProto, clips: list[np.ndarray], manifest: dict[str, Any]) -> list[np.ndarray]:
+def onnxruntime_stream(model: onnx.ModelProto, clips: list[np.ndarray], manifest: ExportManifest) -> list[np.ndarray]:
     """Reference logits for consecutive clips, carrying states with onnxruntime."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    states = {s["input"]: np.zeros(s["shape"], s["dtype"]) for s in manifest["states"]}
+    states = {s.input: np.zeros(s.shape, s.dtype) for s in manifest.states}
     logits = []
     for clip in clips:
-        out = session.run(None, {manifest["inputs"][0]["name"]: clip, **states})
+        out = session.run(None, {manifest.inputs[0].name: clip, **states})
         logits.append(out[0])
         states = dict(zip(states, out[1:]))
     return logits

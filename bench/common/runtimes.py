@@ -22,20 +22,20 @@ def mvcompile_step(case: Case, artifact: Path, threads: int) -> Step:
 
 def onnxruntime_step(case: Case, onnx_path: Path, threads: int) -> Step:
     """ONNX Runtime (CPU provider, all graph optimisations) on the same ONNX file; states fed back."""
-    import json
-
     import onnxruntime as ort
+
+    from mvcompile.artifact.export_manifest import ExportManifest, export_manifest_path
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
-    manifest = json.loads(onnx_path.with_name(onnx_path.stem + ".manifest.json").read_text())
-    image = manifest["inputs"][0]["name"]
-    states = {s["input"]: np.zeros(s["shape"], dtype=s["dtype"]) for s in manifest["states"]}
-    outputs = ["logits"] + [s["output"] for s in manifest["states"]]
-    inputs_of = [s["input"] for s in manifest["states"]]
+    manifest = ExportManifest.read(export_manifest_path(onnx_path))
+    image = manifest.inputs[0].name
+    states = {s.input: np.zeros(s.shape, dtype=s.dtype) for s in manifest.states}
+    outputs = ["logits"] + [s.output for s in manifest.states]
+    inputs_of = [s.input for s in manifest.states]
     clip = make_clip(case)
 
     def step(i: int) -> np.ndarray:

@@ -18,13 +18,17 @@ import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 os.environ.setdefault("TVM_NUM_THREADS", "2")  # before TVM starts its pool: the most workers we switch to
 
 import numpy as np  # noqa: E402
 
+if TYPE_CHECKING:
+    from mvcompile.artifact.export_manifest import ExportManifest
 
-def ort_stepper(onnx_bytes: bytes, manifest: dict, threads: int) -> Callable[[np.ndarray], None]:
+
+def ort_stepper(onnx_bytes: bytes, manifest: ExportManifest, threads: int) -> Callable[[np.ndarray], None]:
     """One ORT session; each call runs one frame and feeds the new states back."""
     import onnxruntime as ort
 
@@ -33,13 +37,13 @@ def ort_stepper(onnx_bytes: bytes, manifest: dict, threads: int) -> Callable[[np
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     sess = ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
-    states = {s["input"]: np.zeros(s["shape"], dtype=s["dtype"]) for s in manifest["states"]}
-    outputs = ["logits"] + [s["output"] for s in manifest["states"]]
+    states = {s.input: np.zeros(s.shape, dtype=s.dtype) for s in manifest.states}
+    outputs = ["logits"] + [s.output for s in manifest.states]
 
     def step(frame: np.ndarray) -> None:
         results = sess.run(outputs, {"image": frame, **states})
-        for s, value in zip(manifest["states"], results[1:]):
-            states[s["input"]] = value
+        for s, value in zip(manifest.states, results[1:]):
+            states[s.input] = value
 
     return step
 
@@ -74,7 +78,7 @@ def main() -> None:
 
     exported = export(Model(args.spec, variant=args.variant, mode="stream", seed=args.seed))
     onnx_bytes = exported.onnx_model.SerializeToString()
-    shape = exported.manifest["inputs"][0]["shape"]
+    shape = exported.manifest.inputs[0].shape
     frames = np.random.default_rng(0).random((args.frames + args.warmup, *shape), dtype=np.float32)
     threads = [int(t) for t in args.threads.split(",")]
     configs: list[tuple[str, int, Callable[[np.ndarray], None]]] = []

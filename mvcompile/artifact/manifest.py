@@ -1,6 +1,8 @@
 """The schema of an artifact's manifest.json (model and ensemble), checked before anything reads it:
-every key the runtime uses, with its type and bounds, and the cross-checks between them. Readers get
-the validated model (mvcompile.artifact.format.read_manifest) and use its attributes."""
+every key the runtime uses, with its type and bounds, and the cross-checks between them, and the keys
+that say what made the artifact (spec, variant, mode, build options). Readers get the validated model
+(mvcompile.artifact.format.read_manifest) and use its attributes. The manifest an export writes beside
+its ONNX model, whose keys an artifact's manifest holds too, is artifact/export_manifest.py."""
 from __future__ import annotations
 
 import math
@@ -52,6 +54,14 @@ class State(Tensor):
         return self
 
 
+class SpecSource(_Checked):
+    """The spec file a model was made from."""
+
+    name: str
+    path: str
+    sha256: Sha256
+
+
 class Target(_Checked):
     name: Annotated[str, StringConstraints(min_length=1, max_length=256)]
     arch: Word
@@ -73,6 +83,11 @@ class ModelManifest(_Checked):
     frame_rate: Annotated[float, Field(ge=1e-3, le=1e6)] | None = None
     labels: list[Annotated[str, StringConstraints(max_length=1000)]] | None = None
     frames: Annotated[int, Field(ge=1, le=MAX_DIM)] | None = None  # per call
+    # What made it (from the export and the build; descriptive, the runtime does not read them):
+    spec: SpecSource | None = None
+    variant: str | None = None
+    mode: Literal["base", "causal", "stream"] | None = None
+    build_options: dict[str, Any] | None = None  # the pipeline, the schedules and tuning records, the linker
 
     @property
     def frame_input(self) -> Tensor:

@@ -14,6 +14,7 @@ from typing import Any
 
 import onnx
 
+from mvcompile.artifact.export_manifest import ExportManifest
 from mvcompile.errors import MvcompileError
 from mvcompile.backend.tuning import tuned_records
 from mvcompile.backend.compile import CompileError, Compiled, compile_module, import_onnx
@@ -41,7 +42,7 @@ NO_SPACE = os.strerror(errno.ENOSPC)  # 'No space left on device'
 
 def build_artifact(
     onnx_model: onnx.ModelProto,
-    manifest: dict[str, Any],
+    manifest: ExportManifest,
     target: TargetPreset,
     out_dir: Path,
     *,
@@ -192,12 +193,13 @@ def _full(folder: Path) -> bool:
 
 
 def _manifest(
-    manifest: dict[str, Any], target: TargetPreset, tvm_target: Any, options: dict[str, Any], work: Path | None
+    manifest: ExportManifest, target: TargetPreset, tvm_target: Any, options: dict[str, Any], work: Path | None
 ) -> dict[str, Any]:
+    """The artifact's manifest.json: every key of the export's manifest, then the target, the build and the files."""
     import tvm
 
     return {
-        **manifest,
+        **manifest.model_dump(mode="json"),
         "target": {
             "name": target.name,
             "description": target.description,

@@ -3,8 +3,9 @@ call within the target's. A model too large for its board fails here in one line
 compiling (or in TVM's allocator: `std::bad_alloc`, or the kernel's OOM killer)."""
 from __future__ import annotations
 
-from typing import Any
+import math
 
+from mvcompile.artifact.export_manifest import ExportManifest
 from mvcompile.artifact.manifest import ITEMSIZE, MAX_STATE_BYTES, MAX_TENSOR_BYTES
 from mvcompile.artifact.format import machine_arch
 from mvcompile.backend.targets import TargetPreset
@@ -17,23 +18,22 @@ class ResourceError(MvcompileError, ValueError):
     """The model does not fit: a tensor larger than the runtime accepts, or more memory than the target has."""
 
 
-def check_resources(manifest: dict[str, Any], target: TargetPreset) -> None:
+def check_resources(manifest: ExportManifest, target: TargetPreset) -> None:
     """Raise ResourceError unless the exported model (its manifest: tensors and `memory` estimate) fits."""
-    tensors = [(f"input '{t['name']}'", t) for t in manifest["inputs"]] + \
-              [(f"output '{t['name']}'", t) for t in manifest["outputs"]]
+    tensors = [(f"input '{t.name}'", t) for t in manifest.inputs] + [(f"output '{t.name}'", t) for t in manifest.outputs]
     for what, tensor in tensors:
-        size = _nbytes(tensor)
+        size = _nbytes(tensor.shape, tensor.dtype)
         if size > MAX_TENSOR_BYTES:
-            raise ResourceError(f"{_model(manifest)}: {what} {tensor['shape']} {tensor['dtype']} is {_gib(size)}, over "
+            raise ResourceError(f"{_model(manifest)}: {what} {tensor.shape} {tensor.dtype} is {_gib(size)}, over "
                                 f"the {_gib(MAX_TENSOR_BYTES)} a tensor may have (the runtime refuses it); "
                                 "lower --batch, --frames or --resolution")
-    states = sum(_nbytes(s) for s in manifest["states"])
+    states = sum(_nbytes(s.shape, s.dtype) for s in manifest.states)
     if states > MAX_STATE_BYTES:
         raise ResourceError(f"{_model(manifest)}: its states are {_gib(states)} together, over the "
                             f"{_gib(MAX_STATE_BYTES)} the runtime accepts; lower --batch or --resolution")
-    estimate = manifest.get("memory")
+    estimate = manifest.memory.model_dump()
     available, where = target_memory(target)
-    if estimate and available is not None and estimate["peak"] > available:
+    if available is not None and estimate["peak"] > available:
         parts = ", ".join(f"{k.replace('_', ' ')} {_mib(v)}" for k, v in estimate.items() if k != "peak" and v)
         raise ResourceError(f"{_model(manifest)}: a call needs about {_mib(estimate['peak'])} ({parts}), more than "
                             f"the {_mib(available)} of {where}; lower --batch, --frames or --resolution")
@@ -65,16 +65,13 @@ def host_memory(meminfo: str = MEMINFO) -> int | None:
     return None
 
 
-def _nbytes(tensor: dict[str, Any]) -> int:
-    size = ITEMSIZE.get(tensor["dtype"], 8)
-    for dim in tensor["shape"]:
-        size *= dim
-    return size
+def _nbytes(shape: list[int], dtype: str) -> int:
+    return ITEMSIZE.get(dtype, 8) * math.prod(shape)
 
 
-def _model(manifest: dict[str, Any]) -> str:
-    return f"{manifest['spec']['name']} ({manifest['variant']}, {manifest['mode']}, batch {manifest['batch']}, " \
-           f"{manifest['frames']} frames of {manifest['resolution']} px per call)"
+def _model(manifest: ExportManifest) -> str:
+    return f"{manifest.spec.name} ({manifest.variant}, {manifest.mode}, batch {manifest.batch}, " \
+           f"{manifest.frames} frames of {manifest.resolution} px per call)"
 
 
 def _gib(n: int) -> str:

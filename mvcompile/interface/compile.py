@@ -3,14 +3,18 @@ tuning databases. Each takes plain arguments, checks them, and returns a typed r
 (onnx, TVM) load when a function needs them, so `load_spec`, `list_targets` and `inspect_spec` stay quick."""
 from __future__ import annotations
 
-import json
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mvcompile.artifact.format import read_signed_manifest
+from mvcompile.artifact.manifest import EnsembleManifest, ModelManifest
 from mvcompile.backend.targets import TargetPreset, list_targets, load_target
 from mvcompile.errors import UsageError
+from mvcompile.spec.builtin import resolve_spec
 from mvcompile.spec.loader import load_spec
 from mvcompile.spec.model import EnsembleSpec
 from mvcompile.support.files import check_apart
@@ -18,15 +22,15 @@ from mvcompile.support.files import check_apart
 if TYPE_CHECKING:
     from mvcompile.backend.tuning.tune import TuneReport
     from mvcompile.ir.dump import IRDump
-    from mvcompile.passes import Trace
     from mvcompile.lower.pipeline import ExportedModel, Mode
 
 _LAZY = {"ExportedModel": "mvcompile.lower.pipeline", "TuneInterrupted": "mvcompile.backend.tuning.tune",
-         "TuneReport": "mvcompile.backend.tuning.tune"}
+         "TuneReport": "mvcompile.backend.tuning.tune", "EMULATED_NOTE": "mvcompile.backend.tuning.emulated_runner"}
 
-__all__ = ["BuildResult", "ExportedModel", "Model", "TuneInterrupted", "TuneReport", "build", "build_exported",
-           "compact_db", "default_output", "export", "import_weights", "inspect_spec", "keygen", "list_targets", "load_spec",
-           "load_target", "model_workloads", "parse_model_key", "tune"]
+__all__ = ["EMULATED_NOTE", "BuildResult", "ExportedModel", "Model", "TuneInterrupted", "TuneReport", "build",
+           "build_exported", "compact_db", "default_output", "export", "import_weights", "inspect_spec", "ir_dump",
+           "keygen", "list_targets", "load_spec", "load_target", "model_workloads", "parse_model_key", "resolve_spec",
+           "tune"]
 
 
 @dataclass(frozen=True)
@@ -56,16 +60,16 @@ class BuildResult:
     """A built artifact folder and what went into it."""
 
     path: Path
-    manifest: dict[str, Any]  # the artifact's manifest.json (an ensemble's: routing and members)
+    manifest: ModelManifest | EnsembleManifest  # the artifact's manifest.json (an ensemble's: routing and members)
     target: str
     seconds: float
-    members: dict[str, dict[str, Any]] = field(default_factory=dict)  # ensemble: member name → its manifest
+    members: dict[str, ModelManifest] = field(default_factory=dict)  # ensemble: member name → its manifest
 
     @property
     def tuning(self) -> dict[str, dict[str, Any]]:
         """Which tuning records scheduled the code, per compiled model ("" for a single model)."""
-        models = self.members or {"": self.manifest}
-        return {name: m["build_options"]["tuning"] for name, m in models.items()}
+        models: dict[str, Any] = self.members or {"": self.manifest}
+        return {name: m.build_options["tuning"] for name, m in models.items()}
 
 
 def __getattr__(name: str) -> Any:
@@ -84,14 +88,38 @@ def inspect_spec(spec: str | Path, variant: str | None = None) -> dict[str, Any]
     return costs(spec, variant)
 
 
-def export(model: Model, output: str | Path | None = None, *, trace: Trace | None = None) -> ExportedModel:
+@contextmanager
+def ir_dump(folder: str | Path | None,
+            written: Callable[[Path, int, bool], None] = lambda out, steps, failed: None) -> Iterator[IRDump | None]:
+    """With a folder (`--dump-ir DIR`): an IRDump for `export` or `build` to fill, written to the folder at
+    the end, also when a step fails (with a user-facing error or a compiler bug: the dump shows what led up
+    to it); `written(folder, steps, failed)` is told once it is. Without one: None."""
+    if folder is None:
+        yield None
+        return
+    from mvcompile.ir.dump import IRDump
+
+    dump = IRDump(Path(folder))
+    try:
+        yield dump
+    except Exception:  # noqa: BLE001 - re-raised as it is, after writing what led up to it
+        if dump.files:
+            written(dump.write(), len(dump.files), True)
+        raise
+    written(dump.write(), len(dump.files), False)
+
+
+def export(model: Model, output: str | Path | None = None, *, dump: IRDump | None = None) -> ExportedModel:
     """The model as ONNX plus its manifest; with `output` (a .onnx path) also written, with
-    `<stem>.manifest.json` beside it, atomically. `trace` sees the graph as built and after every pass."""
+    `<stem>.manifest.json` beside it, atomically (`written` says where). `dump` (`--dump-ir`, see `ir_dump`)
+    collects the graph as built and after every pass."""
     from mvcompile.lower.pipeline import export_model
 
+    if dump is not None and output is not None:
+        check_apart(dump.out, output, "--dump-ir and -o")  # refused before the export, not after
     exported = export_model(model.spec, variant=model.variant, mode=model.mode, frames=model.frames,
                             resolution=model.resolution, batch=model.batch, weights=model.weights, seed=model.seed,
-                            trace=trace, calibration=calibration_of(model))
+                            trace=dump and dump.graph, calibration=calibration_of(model))
     if output is not None:
         exported.save(output)
     return exported
@@ -151,7 +179,7 @@ def build(model: Model, target: str | Path | TargetPreset, output: str | Path | 
                              "quantize each member spec on its own")
         return _build_ensemble(model, preset, out, start, db=db, shipped_records=shipped_records,
                                temporal=temporal_ensemble, weights2=weights2, progress=progress, dump=dump, sign=key)
-    result = build_exported(export(model, trace=dump and dump.graph), preset, out, db=db,
+    result = build_exported(export(model, dump=dump), preset, out, db=db,
                             shipped_records=shipped_records, progress=progress, trace=dump and dump.module, sign=key)
     return replace(result, seconds=time.perf_counter() - start)
 
@@ -167,7 +195,8 @@ def build_exported(exported: ExportedModel, target: str | Path | TargetPreset, o
     start = time.perf_counter()
     build_artifact(exported.onnx_model, exported.manifest, preset, Path(output), progress=progress, db=db,
                    shipped_records=shipped_records, trace=trace, sign=_signing_key(sign))
-    return BuildResult(Path(output), _manifest(Path(output)), preset.name, time.perf_counter() - start)
+    return BuildResult(Path(output), read_signed_manifest(Path(output), ModelManifest), preset.name,
+                       time.perf_counter() - start)
 
 
 def _build_ensemble(model: Model, preset: TargetPreset, out: Path, start: float, *, db: str | Path | None,
@@ -191,8 +220,8 @@ def _build_ensemble(model: Model, preset: TargetPreset, out: Path, start: float,
         ens = export_spec_ensemble(model.spec, weights=model.weights, **common)
     build_ensemble(ens, preset, out, progress=progress, db=db, shipped_records=shipped_records,
                    trace=dump and dump.module, sign=sign)
-    manifest = _manifest(out)
-    members = {m["name"]: _manifest(out / m["dir"]) for m in manifest["members"]}
+    manifest = read_signed_manifest(out, EnsembleManifest)
+    members = {m.name: read_signed_manifest(out / m.dir, ModelManifest) for m in manifest.members}
     return BuildResult(out, manifest, preset.name, time.perf_counter() - start, members)
 
 
@@ -211,10 +240,6 @@ def keygen(private_key: str | Path) -> tuple[Path, Path]:
     from mvcompile.artifact.signing import generate_key
 
     return generate_key(private_key)
-
-
-def _manifest(artifact: Path) -> dict[str, Any]:
-    return json.loads((artifact / "manifest.json").read_text())
 
 
 def tune(model: Model, target: str | Path | TargetPreset, db: str | Path, *, trials: int | None = None,

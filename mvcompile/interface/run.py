@@ -2,8 +2,11 @@
 session. Imports nothing of the compiler (no onnx, no torch)."""
 from __future__ import annotations
 
+import statistics
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mvcompile.artifact.signing import verify_folder
 from mvcompile.errors import UsageError
@@ -13,8 +16,8 @@ from mvcompile.runtime.live import Prediction, predict_video
 from mvcompile.runtime.session import StreamSession
 from mvcompile.runtime.video import DEFAULT_TIMEOUT, VideoError
 
-__all__ = ["EnsembleSession", "Prediction", "RunResult", "StreamSession", "VideoError", "labels", "load_session", "run",
-           "run_video_source", "top5"]
+__all__ = ["EnsembleSession", "Prediction", "RunResult", "StreamSession", "VideoError", "VideoRun", "labels",
+           "load_session", "run", "run_video_source", "top5"]
 
 
 def run(artifact: str | Path, *, frames: int | None = None, input: str | Path | None = None, seed: int = 0,
@@ -37,14 +40,41 @@ def run(artifact: str | Path, *, frames: int | None = None, input: str | Path | 
                      trusted_keys=trusted_keys)
 
 
+@dataclass
+class VideoRun:
+    """A video streaming through an artifact: iterate for its predictions as the calls happen, then `summary()`."""
+
+    source: str
+    predictions: Iterator[Prediction]
+    last: Prediction | None = None
+    ms: list[float] = field(default_factory=list)  # latency of each call so far
+
+    def __iter__(self) -> Iterator[Prediction]:
+        for p in self.predictions:
+            self.last = p
+            self.ms.append(p.ms)
+            yield p
+
+    def summary(self) -> dict[str, Any]:
+        """The final logits and top-5, the median latency, calls, model frames and seconds of video; VideoError
+        if the video ended before one call's worth of frames (nothing to report)."""
+        last = self.last
+        if last is None:
+            raise VideoError(f"{self.source}: too short: no model call's worth of frames at the model frame rate")
+        return {"logits": last.logits.tolist(), "ms_per_call": statistics.median(self.ms), "calls": last.step,
+                "frames": last.frames, "seconds": last.time, "top5": top5(last.logits)}
+
+
 def run_video_source(artifact: str | Path, source: str, *, num_threads: int | None = None,
                      timeout: float = DEFAULT_TIMEOUT,
-                     trusted_keys: Sequence[str | Path | bytes] | None = None) -> Iterator[Prediction]:
-    """Predictions (runtime.live.Prediction) per model call for a video file, camera or stream URL, decoded
-    and resampled to the artifact's frame rate and resolution; natively, never emulated."""
+                     trusted_keys: Sequence[str | Path | bytes] | None = None) -> VideoRun:
+    """A video file, camera or stream URL decoded, resampled to the artifact's frame rate and resolution and
+    streamed through it, natively (never emulated): iterate the VideoRun for a runtime.live.Prediction per
+    model call."""
     if trusted_keys is not None:
         verify_folder(artifact, list(trusted_keys))
-    return predict_video(artifact, source, num_threads=num_threads, timeout=timeout, trusted_keys=trusted_keys)
+    return VideoRun(source, predict_video(artifact, source, num_threads=num_threads, timeout=timeout,
+                                          trusted_keys=trusted_keys))
 
 
 def labels(artifact: str | Path) -> list[str] | None:

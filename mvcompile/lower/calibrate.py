@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mvcompile.artifact.export_manifest import Quantization
 from mvcompile.errors import MvcompileError
 from mvcompile.ir.graph import Graph
 from mvcompile.ir.quant import QMAX, QMIN
@@ -52,7 +53,7 @@ class Calibration:
     vectors: bool = True  # the SE and classifier 1x1 convs read int8 too (else float, with int8 weights)
 
 
-def quantize_graph(g: Graph, calibration: Calibration, trace: Trace | None = None) -> tuple[Graph, dict[str, Any]]:
+def quantize_graph(g: Graph, calibration: Calibration, trace: Trace | None = None) -> tuple[Graph, Quantization]:
     """The int8 form of the inference graph `g`, calibrated on `calibration`'s clips, and the manifest's
     record of how (estimator, clips, how many tensors are int8)."""
     if calibration.method not in METHODS:
@@ -61,11 +62,11 @@ def quantize_graph(g: Graph, calibration: Calibration, trace: Trace | None = Non
     hists = calibrate(g, calibration.clips(), points)
     ranges = {n: choose_range(hists[n], calibration.method) for n in points}
     quantized = quantize_pipeline(ranges, calibration.vectors)(g, trace)
-    record = {"dtype": "int8", "weights": "int8, symmetric, per output channel",
-              "activations": "int8, per tensor, asymmetric (zero point)", "estimator": calibration.method,
-              "int8_tensors": len(quantization_points(g, calibration.vectors)),
-              "pooled_vectors": "int8" if calibration.vectors else "float32 (int8 weights)",
-              "calibration": calibration.describe()}
+    record = Quantization(dtype="int8", weights="int8, symmetric, per output channel",
+                          activations="int8, per tensor, asymmetric (zero point)", estimator=calibration.method,
+                          int8_tensors=len(quantization_points(g, calibration.vectors)),
+                          pooled_vectors="int8" if calibration.vectors else "float32 (int8 weights)",
+                          calibration=calibration.describe())
     return quantized, record
 
 

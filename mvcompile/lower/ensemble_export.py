@@ -72,11 +72,10 @@ def export_temporal_ensemble(spec: str | Path, *, variant: str | None = None, mo
     for i, source in enumerate(sources):
         exported = export_member(loaded, spec_path, variant=variant, mode=mode, frames=frames,
                                  resolution=resolution, batch=batch, trace=labelled_trace(trace, f"m{i}"), **source)
-        exported.manifest["frame_rate"] = loaded.input.frame_rate / 2
+        exported.manifest.frame_rate = loaded.input.frame_rate / 2
         members.append((f"m{i}", exported))
     info = _info(f"{loaded.name}-temporal", spec_path, "alternate", members)
-    first = members[0][1].manifest
-    b, t, h, w, c = first["inputs"][0]["shape"]
+    b, t, h, w, c = members[0][1].manifest.inputs[0].shape
     info.update(frame_rate=loaded.input.frame_rate, resolution=h, frames=2 * t,
                 inputs=[{"name": "image", "shape": [b, 2 * t, h, w, c], "dtype": "float32"}])
     return EnsembleExport(members, info)
@@ -85,21 +84,21 @@ def export_temporal_ensemble(spec: str | Path, *, variant: str | None = None, mo
 def _info(name: str, spec_path: Path, routing: str, members: list[tuple[str, ExportedModel]]) -> dict[str, Any]:
     first = members[0][1].manifest
     for key in ("mode", "batch", "num_classes"):
-        values = {str(m.manifest[key]) for _, m in members}
+        values = {str(getattr(m.manifest, key)) for _, m in members}
         if len(values) != 1:
             raise SpecError(f"{spec_path}: ensemble members differ in {key}: {sorted(values)}")
     info: dict[str, Any] = {
         "name": name,
         "spec": {"path": str(spec_path), "sha256": hashlib.sha256(spec_path.read_bytes()).hexdigest()},
-        "variant": first["variant"],
-        "mode": first["mode"],
-        "batch": first["batch"],
-        "num_classes": first["num_classes"],
+        "variant": first.variant,
+        "mode": first.mode,
+        "batch": first.batch,
+        "num_classes": first.num_classes,
         "routing": routing,
         "combine": "mean",
-        "members": [{"name": n, "frame_rate": m.manifest["frame_rate"], "resolution": m.manifest["resolution"],
-                     "frames": m.manifest["frames"]} for n, m in members],
+        "members": [{"name": n, "frame_rate": m.manifest.frame_rate, "resolution": m.manifest.resolution,
+                     "frames": m.manifest.frames} for n, m in members],
     }
-    if first.get("labels"):
-        info["labels"] = first["labels"]
+    if first.labels:
+        info["labels"] = first.labels
     return info

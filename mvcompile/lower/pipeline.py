@@ -6,10 +6,13 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import onnx
 
+from mvcompile.artifact.export_manifest import (MODEL_FORMAT, ExportedState, ExportManifest, MemoryEstimate, Mode,
+                                                WeightsSource, export_manifest_path)
+from mvcompile.artifact.manifest import SpecSource, Tensor
 from mvcompile.ir.builder import build_graph
 from mvcompile.ir.graph import Graph
 from mvcompile.ir.stats import memory_estimate
@@ -24,9 +27,7 @@ from mvcompile.spec.loader import load_spec, member_paths
 from mvcompile.spec.model import EnsembleSpec, ModelSpec
 from mvcompile.support.files import OutputError, atomic_write_files
 
-Mode = Literal["base", "causal", "stream"]
 MODES = ("base", "causal", "stream")
-MODEL_FORMAT = "mvcompile-model/1"  # the exported manifest's "format"
 
 
 @dataclass
@@ -35,7 +36,8 @@ class ExportedModel:
 
     graph: Graph
     onnx_model: onnx.ModelProto
-    manifest: dict[str, Any]
+    manifest: ExportManifest
+    written: tuple[Path, Path] | None = None  # the model and manifest files `save` wrote
 
     def save(self, path: str | Path) -> tuple[Path, Path]:
         """Write `path` (.onnx) and `<stem>.manifest.json` beside it, atomically and together.
@@ -47,10 +49,11 @@ class ExportedModel:
             raise OutputError(f"{path}: is a folder; give the model's file path, e.g. {path / 'model.onnx'}")
         if path.suffix != ".onnx":
             raise OutputError(f"{path}: export writes an ONNX model and its manifest; give a path ending in .onnx")
-        manifest_path = path.with_name(path.stem + ".manifest.json")
-        atomic_write_files({path: self.onnx_model.SerializeToString(),
-                            manifest_path: json.dumps(self.manifest, indent=2) + "\n"}, replaceable=_replaceable_export)
-        return path, manifest_path
+        manifest_path = export_manifest_path(path)
+        atomic_write_files({path: self.onnx_model.SerializeToString(), manifest_path: self.manifest.to_json()},
+                           replaceable=_replaceable_export)
+        self.written = (path, manifest_path)
+        return self.written
 
 
 def _replaceable_export(path: Path) -> None:
@@ -137,7 +140,7 @@ def export_member(spec: ModelSpec, spec_path: Path, *, variant: str | None = Non
         g, quantization = quantize_graph(g, calibration, trace)
     manifest = _manifest(g, spec_path, variant, mode, batch, s.num_classes, s.input.frame_rate, weights, seed)
     if quantization is not None:
-        manifest["quantization"] = quantization
+        manifest.quantization = quantization
     return ExportedModel(g, to_onnx(g, name=f"{g.meta['name']}_{mode}"), manifest)
 
 
@@ -165,53 +168,49 @@ def _weights_cap(g: Graph) -> int:
     return 16 * 4 * sum(math.prod(w.shape) for w in g.weights.values()) + (64 << 20)
 
 
-def _manifest(g: Graph, spec_path: Path, variant: str | None, mode: str, batch: int, num_classes: int,
-              frame_rate: float | None, weights: str | Path | None, seed: int | None) -> dict[str, Any]:
+def _manifest(g: Graph, spec_path: Path, variant: str | None, mode: Mode, batch: int, num_classes: int,
+              frame_rate: float | None, weights: str | Path | None, seed: int | None) -> ExportManifest:
     image_inputs = [n for n in g.inputs() if n not in {s.input for s in g.states}]
-    tensor = lambda n, public: {"name": public, "shape": list(g.shape(n)), "dtype": g.node(n)["dtype"]}  # noqa: E731
-    return {
-        "format": MODEL_FORMAT,
-        "spec": {"name": g.meta["name"], "path": str(spec_path), "sha256": _sha256(spec_path.read_bytes())},
-        "variant": variant or "base",
-        "mode": mode,
-        "batch": batch,
-        "frames": g.shape(image_inputs[0])[1],
-        "resolution": g.shape(image_inputs[0])[2],
-        "frame_rate": frame_rate,
-        "num_classes": num_classes,
-        "options": g.meta.get("options"),
-        "opset": OPSET,
-        "weights": {"source": str(weights) if weights else (f"seed:{seed}" if seed is not None else "official-init"),
-                    "sha256": weights_hash(g.values)},
-        "inputs": [tensor(n, n) for n in g.inputs()],
-        "outputs": [tensor("logits", "logits")] + [tensor(s.output, f"{s.name}_out") for s in g.states],
-        "states": [_state_entry(g, s) for s in g.states],
-        "memory": memory_estimate(g),
-        **_labels(weights, num_classes),
-    }
+    tensor = lambda n, public: Tensor(name=public, shape=list(g.shape(n)), dtype=g.node(n)["dtype"])  # noqa: E731
+    return ExportManifest(
+        spec=SpecSource(name=g.meta["name"], path=str(spec_path), sha256=_sha256(spec_path.read_bytes())),
+        variant=variant or "base",
+        mode=mode,
+        batch=batch,
+        frames=g.shape(image_inputs[0])[1],
+        resolution=g.shape(image_inputs[0])[2],
+        frame_rate=frame_rate,
+        num_classes=num_classes,
+        options=g.meta.get("options"),
+        opset=OPSET,
+        weights=WeightsSource(source=str(weights) if weights else (f"seed:{seed}" if seed is not None else "official-init"),
+                              sha256=weights_hash(g.values)),
+        inputs=[tensor(n, n) for n in g.inputs()],
+        outputs=[tensor("logits", "logits")] + [tensor(s.output, f"{s.name}_out") for s in g.states],
+        states=[_state_entry(g, s) for s in g.states],
+        memory=MemoryEstimate(**memory_estimate(g)),
+        labels=_labels(weights, num_classes),
+    )
 
 
-def _labels(weights: str | Path | None, num_classes: int) -> dict[str, list[str]]:
-    """`{"labels": [...]}` when the weights file carries class names (one per class), else nothing."""
+def _labels(weights: str | Path | None, num_classes: int) -> list[str] | None:
+    """The class names the weights file carries (one per class), if any."""
     labels = load_labels(weights) if weights else None
-    if labels is None:
-        return {}
-    if len(labels) != num_classes:
+    if labels is not None and len(labels) != num_classes:
         raise WeightsError(f"{weights}: {len(labels)} class names for a model of {num_classes} classes")
-    return {"labels": labels}
+    return labels
 
 
-def _state_entry(g: Graph, s: Any) -> dict[str, Any]:
-    entry = {"name": s.name, "input": s.input, "output": f"{s.name}_out", "shape": list(s.shape), "dtype": s.dtype,
-             "layout": s.layout, "init": "zeros", "fill": s.fill}
+def _state_entry(g: Graph, s: Any) -> ExportedState:
+    entry: dict[str, Any] = dict(name=s.name, input=s.input, output=f"{s.name}_out", shape=list(s.shape),
+                                 dtype=s.dtype, layout=s.layout, fill=s.fill)
     if s.dtype == "int8":  # frames in the encoding of the tensor they buffer; a fresh stream holds 0.0
         attrs = g.node(s.input)["attrs"]
         entry.update(init="zero_point", scale=attrs["scale"], zero_point=attrs["zero_point"])
     if s.layout == "NCTHW":
         b, c, t, h, w = s.shape
-        entry["official_layout"] = "NTHWC"
-        entry["official_shape"] = [b, t, h, w, c]
-    return entry
+        entry.update(official_layout="NTHWC", official_shape=[b, t, h, w, c])
+    return ExportedState(**entry)
 
 
 def _sha256(data: bytes) -> str:

@@ -3,7 +3,8 @@
 An export runs the pipeline of its mode on the spec's graph, binds the weights, then `inference` (then,
 with `--quantize int8`, `quantize`, built per export from the calibrated ranges);
 an ensemble spec runs that per member, then `ensemble`, then `inference`. The TVM pipeline that
-`build` and `tune` share is `mvcompile.cpu`, defined in `mvcompile.backend.cpu.pipeline`.
+`build` and `tune` share is `mvcompile_cpu`, defined in `mvcompile.backend.cpu.pipeline` and
+registered with Relax under that name (`relax.get_pipeline("mvcompile_cpu")`).
 """
 from __future__ import annotations
 

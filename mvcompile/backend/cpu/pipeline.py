@@ -1,6 +1,8 @@
-"""The TVM pipeline of CPU builds, `mvcompile.cpu`: one definition, in named phases, that `build` and
-`tune` share (`tune` extracts its tasks from phases 1-2, `build` runs all four, so records found by
-tuning match the functions a build schedules).
+"""The TVM pipeline of CPU builds: one definition, in named phases, that `build` and `tune` share (`tune`
+extracts its tasks from phases 1-2, `build` runs all four, so records found by tuning match the functions a
+build schedules). It is registered with Relax as `mvcompile_cpu`, so it is asked for like TVM's own
+pipelines (`relax.get_pipeline("mvcompile_cpu")`, `tvm.compile(mod, target, relax_pipeline="mvcompile_cpu")`),
+and `build` and `tune` take their phases from that registry.
 
 1. `lower`: the channels-last CPU lowering (`channels_last.to_channels_last`) and clean-up;
 2. `fuse`: legalize to TIR and fuse (what MetaSchedule extracts its tasks from);
@@ -10,6 +12,7 @@ tuning match the functions a build schedules).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import tvm
@@ -20,9 +23,9 @@ from mvcompile.backend.cpu.channels_last import to_channels_last
 from mvcompile.backend.cpu.int8_rules import INT8_RULES
 from mvcompile.backend.cpu.hardware import CPU, cpu_of
 from mvcompile.backend.cpu.schedules import ApplyCPUSchedules
-from mvcompile.backend.relax_dump import ModuleTrace, dump, dump_pass
+from mvcompile.backend.relax_dump import ModuleTrace, dump
 
-NAME = "mvcompile.cpu"  # recorded in an artifact's build_options.relax_pipeline
+NAME = "mvcompile_cpu"  # its name in Relax's pipeline registry; recorded in an artifact's build_options.relax_pipeline
 PHASES = ("lower", "fuse", "schedule", "finalize")
 
 
@@ -75,21 +78,47 @@ def finalize_passes(target: Any) -> list[Any]:
     return cpu_generic.dataflow_lower_passes(target) + cpu_generic.finalize_passes(target)
 
 
+_PASSES: dict[str, Callable[[Any], list[Any]]] = {
+    "lower": lower_passes, "fuse": fuse_passes, "schedule": lambda _target: schedule_passes(), "finalize": finalize_passes}
+
+
+@relax.register_pipeline(NAME)
+def cpu_pipeline(phases: Sequence[str] = PHASES, database: Any | None = None,
+                 trace: ModuleTrace | None = None) -> tvm.transform.Pass:
+    """The CPU pipeline as Relax hands one out (`relax.get_pipeline(NAME, **kwargs)`): the `phases` in order,
+    for the target in context (`with target:`, as `tvm.compile` runs it). `database`, a MetaSchedule
+    database, gives the records phase `schedule` applies before the default rules; `trace` sees the
+    module after each phase."""
+    unknown = [p for p in phases if p not in PHASES]
+    if unknown:
+        raise ValueError(f"{NAME}: unknown phases {unknown} (known: {', '.join(PHASES)})")
+
+    @tvm.transform.module_pass(opt_level=0, name=NAME)
+    def run(mod: tvm.IRModule, _ctx: Any) -> tvm.IRModule:
+        target = tvm.target.Target.current(allow_none=False)
+        for phase in phases:
+            if phase == "schedule" and database is not None:
+                with database:
+                    mod = tvm.transform.Sequential(schedule_passes(database))(mod)
+            else:
+                mod = tvm.transform.Sequential(_PASSES[phase](target))(mod)
+            dump(trace, phase, mod)
+        return mod
+
+    return run
+
+
 def fused_module(mod: tvm.IRModule, target: Any, trace: ModuleTrace | None = None) -> tvm.IRModule:
     """Phases `lower` and `fuse`: the module whose PrimFuncs are the tuning tasks."""
     with target:
-        lowered = dump(trace, "lower", tvm.transform.Sequential(lower_passes(target))(mod))
-        return dump(trace, "fuse", tvm.transform.Sequential(fuse_passes(target))(lowered))
+        return relax.get_pipeline(NAME, phases=("lower", "fuse"), trace=trace)(mod)
 
 
 def scheduled_module(fused: tvm.IRModule, target: Any, database: Any | None = None,
                      trace: ModuleTrace | None = None) -> tvm.IRModule:
-    """Phase `schedule` on a fused module (records from `database` first, applied in its context)."""
+    """Phase `schedule` on a fused module (records from `database` first)."""
     with target:
-        if database is None:
-            return dump(trace, "schedule", tvm.transform.Sequential(schedule_passes())(fused))
-        with database:
-            return dump(trace, "schedule", tvm.transform.Sequential(schedule_passes(database))(fused))
+        return relax.get_pipeline(NAME, phases=("schedule",), database=database, trace=trace)(fused)
 
 
 #: TIR lowering options: loops whose bounds decide a `likely` condition (a convolution's zero padding)
@@ -98,7 +127,8 @@ TIR_CONFIG = {"s_tir.LoopPartition": {"partition_const_loop": True}}
 
 
 def compile_scheduled(scheduled: tvm.IRModule, target: Any, trace: ModuleTrace | None = None) -> Any:
-    """Phase `finalize` and code generation: the VM executable."""
-    finalize = tvm.transform.Sequential(finalize_passes(target) + dump_pass(trace, "finalize"))
+    """Phase `finalize` and code generation: the VM executable (`tvm.compile` runs the phase with `target`
+    in context, then TVM's TIR pipeline with the `TIR_CONFIG` a build's code is made with)."""
+    finalize = relax.get_pipeline(NAME, phases=("finalize",), trace=trace)
     with tvm.transform.PassContext(opt_level=3, config=TIR_CONFIG):
         return tvm.compile(scheduled, target=target, relax_pipeline=finalize)
