@@ -27,20 +27,22 @@ HANG = 3600  # seconds: a subprocess's timeout only ends a hang; no verdict depe
 
 
 THREAD_VARS = ("TVM_NUM_THREADS", "OMP_NUM_THREADS")
+SESSION_THREADS = {var: os.environ.get(var) for var in THREAD_VARS}  # as the session started
 
 
 @pytest.fixture(autouse=True)
 def thread_settings_stay_put() -> Iterator[None]:
-    """Each test starts with the session's thread settings: a thread count one test leaves in os.environ would
-    reach every later test of its xdist worker, and their subprocesses (a 2-thread qemu run on a loaded machine
-    takes minutes a call)."""
-    before = {var: os.environ.get(var) for var in THREAD_VARS}
+    """Each test ends with the thread settings the session started with: a thread count that a test or a
+    fixture (of any scope) left in os.environ would reach every later test of its xdist worker and their
+    subprocesses (a 2-thread qemu run on a loaded machine takes minutes a call). A leak is a bug: it fails."""
     yield
-    for var, value in before.items():
+    leaked = {var: os.environ.get(var) for var in THREAD_VARS if os.environ.get(var) != SESSION_THREADS[var]}
+    for var, value in SESSION_THREADS.items():
         if value is None:
             os.environ.pop(var, None)
         else:
             os.environ[var] = value
+    assert not leaked, f"left in os.environ: {leaked}"
 
 
 @pytest.fixture

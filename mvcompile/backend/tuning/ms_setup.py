@@ -118,16 +118,24 @@ def evaluator_config() -> Any:
     return ms.runner.EvaluatorConfig(number=5, repeat=3, min_repeat_ms=0, enable_cpu_cache_flush=False)
 
 
+def _use_threads(num_threads: int) -> None:
+    """Runner worker initializer: the worker's TVM pool, created at its first candidate, gets `num_threads`
+    threads unless the user set TVM_NUM_THREADS (set in the worker only: this process's environment, which
+    later subprocesses inherit, stays as it was)."""
+    import os
+
+    os.environ.setdefault("TVM_NUM_THREADS", str(num_threads))
+
+
 def make_local_runner(num_threads: int, timeout_sec: float = 60.0) -> Any:
     """Measure candidates on this machine with `num_threads` TVM worker threads (unless the user set
     TVM_NUM_THREADS): TVM's default is hardware_concurrency/2, i.e. 1 thread on a 2-vCPU machine."""
-    import os
-
+    import cloudpickle
     from tvm.s_tir import meta_schedule as ms
 
-    os.environ.setdefault("TVM_NUM_THREADS", str(num_threads))  # inherited by the runner's worker
-
-    return ms.runner.LocalRunner(timeout_sec=timeout_sec, evaluator_config=evaluator_config())
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the worker gets this module's code
+    return ms.runner.LocalRunner(timeout_sec=timeout_sec, evaluator_config=evaluator_config(),
+                                 initializer=functools.partial(_use_threads, num_threads))
 
 
 def make_rpc_runner(rpc: RPCSettings, max_workers: int) -> Any:
