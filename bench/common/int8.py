@@ -10,6 +10,7 @@ streams before that)."""
 from __future__ import annotations
 
 import os
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,3 +86,46 @@ def agreement(float_logits: np.ndarray, int8_logits: np.ndarray) -> dict[str, An
     return {"frames": len(f), "sqnr_db_median": float(np.median(sqnr)), "sqnr_db_min": float(sqnr.min()),
             "top5_overlap": float(top_k_overlap(f, q).mean()),
             "top1_agreement": float((f.argmax(-1) == q.argmax(-1)).mean())}
+
+
+CODE_SECTIONS = (".text", ".plt", ".plt.got", ".init", ".fini")
+
+
+def section_group(section: str) -> str:
+    """What an ELF section of a model.so holds (TVM embeds the weights as constants in .rodata)."""
+    if section == ".rodata":
+        return "weights and constants (.rodata)"
+    if section in CODE_SECTIONS:
+        return "code (.text, .plt, .init, .fini)"
+    if section.startswith(".debug_"):
+        return "debug info (.debug_*)"
+    if section.startswith(".eh_frame"):
+        return "unwind tables (.eh_frame*)"
+    return "other (symbols, relocations, I/O table)"
+
+
+def sections(library: Path) -> dict[str, int]:
+    """Section name → bytes of an ELF file (`size -A`, which reads any architecture's ELF)."""
+    proc = subprocess.run(["size", "-A", str(library)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"size -A {library}: {proc.stderr.strip() or 'failed'}")
+    out = {}
+    for line in proc.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0].startswith(".") and parts[1].isdigit():
+            out[parts[0]] = int(parts[1])
+    return out
+
+
+def footprint(library: Path) -> dict[str, Any]:
+    """A model.so's file size and its section bytes, each and grouped by `section_group`."""
+    found = sections(library)
+    groups: dict[str, int] = {}
+    for section, size in found.items():
+        groups[section_group(section)] = groups.get(section_group(section), 0) + size
+    return {"file_bytes": library.stat().st_size, "groups": groups, "sections": found}
+
+
+def state_bytes(manifest: dict[str, Any]) -> int:
+    """Bytes of one stream's states (a manifest's `states`: shape and dtype each)."""
+    return sum(int(np.prod(s["shape"])) * np.dtype(s["dtype"]).itemsize for s in manifest["states"])

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common.cases import parse_case
+from bench.common.cases import SEED, parse_case
 from bench.common.jobs import emit
 from bench.common.timing import time_calls
 
@@ -25,7 +25,7 @@ def _latency(runtime: str, job: dict[str, Any], a: argparse.Namespace) -> dict[s
         elif runtime == "onnxruntime":
             step = runtimes.onnxruntime_step(case, Path(job["model"]), a.threads)
         else:
-            step = runtimes.torch_step(case, a.threads)
+            step = runtimes.torch_step(case, a.threads, job.get("seed", SEED))
         times, first = time_calls(step, job["warmup"], a.calls)
     except Exception as exc:  # noqa: BLE001 - reported per case
         return {"error": f"{type(exc).__name__}: {exc}"}
