@@ -60,6 +60,16 @@ def clip_sets(quick: bool) -> tuple[ClipSet, ClipSet]:
     return (QUICK_CALIBRATION, QUICK_HELD_OUT) if quick else (CALIBRATION, HELD_OUT)
 
 
+def clip_files(resolution: int, work: Path, quick: bool) -> tuple[Path, Path]:
+    """The run's calibration and held-out clips at `resolution` as .npy files under `work` (made once)."""
+    folder = work / "int8-clips"
+    paths = (folder / f"calibration-{resolution}.npy", folder / f"held-out-{resolution}.npy")
+    for clips, path in zip(clip_sets(quick), paths):
+        if not path.exists():
+            clips.save(resolution, path)
+    return paths
+
+
 def sqnr_db(reference: np.ndarray, test: np.ndarray) -> np.ndarray:
     """Per row: 10·log10(‖reference‖² / ‖reference − test‖²) in dB (inf where they are equal)."""
     ref, diff = np.asarray(reference, np.float64), np.asarray(reference, np.float64) - np.asarray(test, np.float64)
@@ -86,6 +96,21 @@ def agreement(float_logits: np.ndarray, int8_logits: np.ndarray) -> dict[str, An
     return {"frames": len(f), "sqnr_db_median": float(np.median(sqnr)), "sqnr_db_min": float(sqnr.min()),
             "top5_overlap": float(top_k_overlap(f, q).mean()),
             "top1_agreement": float((f.argmax(-1) == q.argmax(-1)).mean())}
+
+
+# an int8 model's logits are not its float model's: a counted int8 run is checked to be near it (a wrong model or
+# wrong I/O lands near 0 dB or below; the official int8 recipe's A0 is about 11 dB from float)
+INT8_MIN_SQNR_DB = 5.0
+
+
+def int8_check(logits: np.ndarray, float_reference: np.ndarray) -> dict[str, Any]:
+    """An int8 run's logits against the float model's on the same calls: median per-call SQNR, and whether it
+    reaches INT8_MIN_SQNR_DB."""
+    if np.size(logits) != np.size(float_reference):
+        return {"sqnr_db_median": None, "agrees": False}
+    sqnr = float(np.median(sqnr_db(np.reshape(float_reference, (-1, np.shape(float_reference)[-1])),
+                                   np.reshape(logits, (-1, np.shape(float_reference)[-1])))))
+    return {"sqnr_db_median": sqnr, "agrees": sqnr >= INT8_MIN_SQNR_DB}
 
 
 CODE_SECTIONS = (".text", ".plt", ".plt.got", ".init", ".fini")

@@ -20,23 +20,12 @@ PAIRS = (("mvcompile-int8", "mvcompile"), ("onnxruntime-int8", "onnxruntime"),
          ("litert-official-int8", "litert-official"))  # int8 column → its own float column
 
 
-def clip_files(case: Case, work: Path, quick: bool) -> tuple[Path, Path]:
-    """The calibration and held-out clips of the case's resolution as .npy files under `work` (made once)."""
-    calibration, held_out = int8.clip_sets(quick)
-    folder = work / "int8-clips"
-    paths = (folder / f"calibration-{case.resolution}.npy", folder / f"held-out-{case.resolution}.npy")
-    for clips, path in zip((calibration, held_out), paths):
-        if not path.exists():
-            clips.save(case.resolution, path)
-    return paths
-
-
 def jobs(cases: list[Case], work: Path, seed: int, quick: bool, tf_python: str | None
          ) -> dict[str, Callable[[], dict[str, Any]]]:
     """The int8 builds (each also writes its QDQ ONNX) and, with the TF venv's python, the official int8 exports."""
     todo: dict[str, Callable[[], dict[str, Any]]] = {}
     for c in cases:
-        calibration, _ = clip_files(c, work, quick)
+        calibration, _ = int8.clip_files(c.resolution, work, quick)
         args = ["-m", "bench.common.worker", "build", "--case", case_json(c), "--target", "host", "--seed", str(seed),
                 "--calibrate", str(calibration), "--out", str(work / "tvm-int8" / c.key),
                 "--onnx", str(work / "onnx-int8" / f"{c.key}.onnx")]
@@ -128,7 +117,7 @@ def measure(cases: list[Case], loaded: dict[str, dict[str, Path | None]], work: 
     folder.mkdir(parents=True, exist_ok=True)
     rows, feet = [], []
     for c in cases:
-        rows += accuracy(c, loaded, clip_files(c, work, quick)[1], folder, tf_python)
+        rows += accuracy(c, loaded, int8.clip_files(c.resolution, work, quick)[1], folder, tf_python)
         feet.append(footprint(c, loaded))
     return {"calibration": calibration.to_json(), "held_out": held_out.to_json(), "accuracy": rows,
             "footprint": feet}
