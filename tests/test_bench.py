@@ -54,7 +54,10 @@ def test_quick_latency_is_sane_and_every_runtime_ran(quick: Path) -> None:
         assert q["floor_ms"] > 0 and q["mvcompile_vs_onnxruntime"] > 0 and q["mvcompile_vs_floor"] > 0
     assert r["peak"]["gflops"] > 1
     # every runtime ran the same model on the same input
-    assert r["agreement"] and all(a["max_abs_diff"] <= 1e-3 * max(1.0, a["logits_scale"]) for a in r["agreement"])
+    floats = [a for a in r["agreement"] if a["against"] == "onnxruntime"]
+    assert floats and all(a["max_abs_diff"] <= 1e-3 * max(1.0, a["logits_scale"]) for a in floats)
+    # mvcompile int8 against ORT on the same QDQ model: the same int8 model up to rounding, far from a wrong one
+    assert all(a["max_abs_diff"] <= 0.1 * max(1.0, a["logits_scale"]) for a in r["agreement"] if a not in floats)
     assert r["litert"]["status"]
 
 
@@ -151,3 +154,23 @@ def test_official_tflite_rejects_bad_options() -> None:
     proc = subprocess.run(cmd + ["a0", "base", "--seed", "1", "--weights", "w.npz"], cwd=ROOT, capture_output=True,
                           text=True)
     assert proc.returncode == 2 and "not both" in proc.stderr
+
+
+@pytest.mark.bench
+def test_quick_int8_columns_ran_and_are_judged_against_their_float_models(quick: Path) -> None:
+    r = json.loads((quick / "results.json").read_text())
+    timed = {(row["case"], row["runtime"]) for row in r["latency"] if "error" not in row}
+    assert {("tiny-stream", "mvcompile-int8"), ("tiny-stream", "onnxruntime-int8")} <= timed
+    q = r["int8"]
+    pairs = {(a["int8"], a["float"]): a for a in q["accuracy"]}
+    for pair in (("mvcompile-int8", "mvcompile"), ("onnxruntime-int8", "onnxruntime")):
+        a = pairs[pair]
+        assert a["frames"] == q["held_out"]["clips"] * q["held_out"]["frames"]
+        assert 15 < a["sqnr_db_median"] < 80 and a["top5_overlap"] >= 0.6  # int8: close, but not the float model
+    foot = {f["case"]: f for f in q["footprint"]}["tiny-stream"]
+    assert foot["state_bytes_int8"] < foot["state_bytes_float"]
+    assert sum(foot["model_so_int8"]["groups"].values()) <= foot["model_so_int8"]["file_bytes"]
+    assert foot["model_so_int8"]["groups"]["code (.text, .plt, .init, .fini)"] > 0
+    assert [(x["case"], x["threads"]) for x in q["ratios"]] == [("tiny-stream", 1), ("tiny-stream", 2)]
+    assert all(x["int8_vs_float"] > 0 for x in q["ratios"])
+    assert "## int8" in (quick / "results.md").read_text()

@@ -125,6 +125,12 @@ def test_quick_bench_arm_counts_are_sane_and_deterministic(quick: Path) -> None:
             if runtime == "mvcompile":
                 assert abs(x["repeat_per_frame"] - x["per_frame"]) <= 1e-2 * x["per_frame"], x
     assert rows[("tiny-base4", "mvcompile")]["frames_per_call"] == 4
+    for runtime in ("mvcompile-int8", "onnxruntime-int8"):  # int8 columns: stream cases only, near the float logits
+        x = rows[("tiny-stream", runtime)]
+        if runtime == "onnxruntime-int8" and "error" in x:
+            continue
+        assert "error" not in x and x["per_frame"] > 1e4 and x["agrees"] and x["sqnr_db_median"] > 15, x
+    assert ("tiny-base4", "mvcompile-int8") not in rows
     assert r["meta"]["status"]["litert official"].startswith("not run (--quick")
     assert not any(x["runtime"] == "litert-official" for x in r["rows"])
     md = (quick / "results.md").read_text()
@@ -194,6 +200,33 @@ def test_ratios_use_the_faster_agreeing_litert_column_and_the_report_names_it() 
     missing = [ln for ln in md.splitlines() if "AvgPool3D" in ln]
     assert missing == ["- LiteRT official missing for a0-base4: TFLiteConverter: ops not in the TFLite builtin set "
                        "(they need the Flex delegate): AvgPool3D"]
+
+
+def test_int8_rows_are_checked_against_float_logits_and_get_their_own_ratios() -> None:
+    from bench.arm import report
+    from bench.arm.plan import meta
+    from bench.arm.run import parse, ratios
+    from bench.common.int8 import int8_check
+
+    ref = np.tile(np.arange(10.0), (6, 1))
+    assert int8_check(ref + 0.1, ref)["agrees"] and not int8_check(-ref, ref)["agrees"]
+    assert not int8_check(ref[:2], ref)["agrees"]
+    rows = [_row("a0-stream", "rpi5", "mvcompile", 27e6), _row("a0-stream", "rpi5", "litert-official", 27.7e6),
+            _row("a0-stream", "rpi5", "litert-official-int8", 19.5e6), _row("a0-stream", "rpi5", "mvcompile-int8", 15.6e6),
+            _row("a0-stream", "rpi4", "mvcompile-int8", 20e6, agrees=False)]
+    for x in rows[2:]:
+        x["sqnr_db_median"] = 11.3 if x["agrees"] else -3.0
+    q = {(x["case"], x["target"]): x for x in ratios(rows)}
+    assert q[("a0-stream", "rpi5")]["int8_vs_litert-official-int8"] == pytest.approx(0.8)
+    assert q[("a0-stream", "rpi5")]["int8_vs_mvcompile"] == pytest.approx(15.6 / 27)
+    assert q[("a0-stream", "rpi4")]["int8_vs_mvcompile"] is None  # its int8 logits are off: not compared
+    a = parse(["--models", "a0"])
+    statuses = {"litert": "ok", "litert official": "ok", "arm64 python": "ok"}
+    md = report.markdown({"meta": meta(a, "python -m bench.arm.run", 0.0, {}, statuses), "builds": {},
+                          "conversions": {}, "rows": rows, "ratios": ratios(rows)})
+    assert "| a0-stream | rpi5 | 0.58× | 0.56× | 0.80× | – |" in md
+    assert "20.00 ✗" in md  # the rpi4 int8 count is shown, marked
+    assert "SQNR 11.3 dB" in md
 
 
 @pytest.fixture(scope="module")

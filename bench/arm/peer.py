@@ -52,7 +52,7 @@ def run(runtime: str, case: Case, model: Path | None, calls: int, seed: int = SE
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("runtime", choices=[*LITERT, "onnxruntime", "torch"],
+    p.add_argument("runtime", choices=[*LITERT, "onnxruntime", "onnxruntime-int8", "torch"],
                    help="litert: a litert-torch conversion (states by position); litert-official: the official TF "
                         "export (states by signature name)")
     p.add_argument("model", type=Path, help="the .tflite or .onnx file ('-' for torch)")

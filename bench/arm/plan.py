@@ -47,21 +47,23 @@ def inputs_of(case: Case, calls: int) -> np.ndarray:
     return np.stack([call_input(case, clip, i) for i in range(calls)])
 
 
-def build(case: Case, target: str, out: Path, seed: int, db: Path | None = None, shipped: bool = True
-          ) -> dict[str, Any]:
+def build(case: Case, target: str, out: Path, seed: int, db: Path | None = None, shipped: bool = True,
+          calibrate: Path | None = None) -> dict[str, Any]:
     """The case built for a target (name or preset file) with the default records, `db`'s, or (not `shipped`)
-    none; returns the artifact, build seconds and the manifest's tuning entry."""
+    none (int8, calibrated on the clips of `calibrate`, if given); returns the artifact, build seconds and the
+    manifest's tuning entry."""
     start = time.monotonic()
     built = run_json(["-m", "bench.common.worker", "build", "--case", case_json(case), "--target", target,
                       "--out", str(out), "--seed", str(seed),
+                      *(["--calibrate", str(calibrate)] if calibrate is not None else []),
                       *(["--db", str(db)] if db is not None else (["--shipped-records"] if shipped else []))])
     return {"artifact": built["artifact"], "build_s": round(time.monotonic() - start, 1), "tuning": built["tuning"]}
 
 
-def export_onnx(case: Case, out: Path, seed: int) -> dict[str, Any]:
-    """The case's ONNX file (and manifest), what ONNX Runtime runs."""
+def export_onnx(case: Case, out: Path, seed: int, calibrate: Path | None = None) -> dict[str, Any]:
+    """The case's ONNX file (and manifest), what ONNX Runtime runs (QDQ int8 with `calibrate`)."""
     return run_json(["-m", "bench.common.worker", "export", "--case", case_json(case), "--out", str(out),
-                     "--seed", str(seed)])
+                     "--seed", str(seed), *(["--calibrate", str(calibrate)] if calibrate is not None else [])])
 
 
 def reference(case: Case, onnx: Path, work: Path) -> np.ndarray:

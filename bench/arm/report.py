@@ -8,9 +8,11 @@ from typing import Any
 
 from bench.common.output import write_files
 
-RUNTIMES = ("mvcompile", "mvcompile-db", "litert", "litert-official", "onnxruntime")
+RUNTIMES = ("mvcompile", "mvcompile-db", "litert", "litert-official", "onnxruntime", "mvcompile-int8",
+            "litert-official-int8", "onnxruntime-int8")
 LABELS = {"mvcompile": "mvcompile", "mvcompile-db": "mvcompile --db", "litert": "LiteRT (litert-torch)",
-          "litert-official": "LiteRT official", "onnxruntime": "ONNX Runtime"}
+          "litert-official": "LiteRT official", "onnxruntime": "ONNX Runtime", "mvcompile-int8": "mvcompile int8",
+          "litert-official-int8": "LiteRT official int8", "onnxruntime-int8": "ONNX Runtime int8 (QDQ)"}
 PROXY_NOTE = ("Guest instructions counted by qemu's insn plugin: deterministic, but a proxy for CPU work that is "
               "blind to caches, memory bandwidth, pipeline stalls and SIMD width. Compare like with like.")
 
@@ -34,7 +36,7 @@ def _cell(row: dict[str, Any] | None) -> str:
     if row is None:
         return "–"
     if "error" in row:
-        return "failed" if row["runtime"] != "litert-official" else "missing"
+        return "failed" if not row["runtime"].startswith("litert-official") else "missing"
     mark = "" if row["agrees"] else " ✗"
     return f"{_m(row['per_frame'])}{mark}"
 
@@ -93,21 +95,36 @@ def markdown(r: dict[str, Any]) -> str:
         lines.append(f"| {q['case']} | {q['target']} | {_ratio(q['mvcompile_vs_litert'])} | "
                      f"{_ratio(q['mvcompile_vs_onnxruntime'])} | {_ratio(q['mvcompile-db_vs_litert'])} | "
                      f"{_ratio(q['mvcompile-db_vs_onnxruntime'])} | {best} |")
+    if any(q.get("int8_vs_mvcompile") is not None for q in r["ratios"]):
+        lines += ["", "int8 (mvcompile int8 over each column; int8 rows are checked against x86 ONNX Runtime's float "
+                  "logits: ✗ below the median per-call SQNR in the checks):", "",
+                  "| case | board | int8 / float | int8 / LiteRT float | int8 / LiteRT int8 | int8 / ORT int8 |",
+                  "|---|---|---|---|---|---|"]
+        for q in r["ratios"]:
+            if q.get("int8_vs_mvcompile") is not None:
+                lines.append(f"| {q['case']} | {q['target']} | {_ratio(q['int8_vs_mvcompile'])} | "
+                             f"{_ratio(q['int8_vs_litert-official'])} | {_ratio(q['int8_vs_litert-official-int8'])} | "
+                             f"{_ratio(q['int8_vs_onnxruntime-int8'])} |")
     lines += ["", "![instructions per frame](instructions.png)", "", "## mvcompile builds", "",
               "| case | board | default build | --db build |", "|---|---|---|---|"]
     for q in r["ratios"]:
         default = r["builds"].get(f"build/{q['case']}/{q['target']}/default", {"error": "missing"})
         db = r["builds"].get(f"build/{q['case']}/{q['target']}/db")
         lines.append(f"| {q['case']} | {q['target']} | {_tuning(default)} | {'–' if db is None else _tuning(db)} |")
-    lines += ["", "## Checks", "", "Max |logits − x86 ONNX Runtime| over every counted call (scale: max |logit|); "
-              "start-up instructions (M); the second count where the run repeated it.", "",
+    lines += ["", "## Checks", "", "Max |logits − x86 ONNX Runtime| over every counted call (scale: max |logit|; "
+              "int8 columns: the median per-call SQNR in dB against x86 ORT's float logits instead); start-up "
+              "instructions (M); the second count where the run repeated it.", "",
               "| case | board | runtime | max abs diff | scale | start-up M | repeat: per frame M |",
               "|---|---|---|---|---|---|---|"]
     for x in r["rows"]:
         if "error" in x:
             continue
-        diff = "–" if x["agrees"] is None else f"{x['max_abs_diff']:.1e}"
-        scale = "–" if x["agrees"] is None else f"{x['logits_scale']:.2f}"
+        if "sqnr_db_median" in x:
+            sqnr = x["sqnr_db_median"]
+            diff, scale = ("–" if sqnr is None else f"SQNR {sqnr:.1f} dB"), "–"
+        else:
+            diff = "–" if x["agrees"] is None else f"{x['max_abs_diff']:.1e}"
+            scale = "–" if x["agrees"] is None else f"{x['logits_scale']:.2f}"
         lines.append(f"| {x['case']} | {x['target']} | {x['runtime']} | {diff} | {scale} | {_m(x['startup'])} | "
                      f"{_m(x.get('repeat_per_frame'))} |")
     failed = {k: v["error"] for k, v in r["conversions"].items() if "error" in v}  # reported once, not per board

@@ -24,7 +24,7 @@ from bench.arm import guest, insn, report
 from bench.arm.artifact import count_artifact
 from bench.arm.plan import (REFERENCE, RESULTS, TARGET_CPUS, agreement, build, calls_of, cases, export_onnx,
                             inputs_of, meta, reference)
-from bench.common import litert, official_tflite
+from bench.common import int8, litert, official_tflite
 from bench.common.cases import ROOT, SEED, Case, case_json
 from bench.common.jobs import BenchError, Phases
 from bench.common.output import check_out, output_dir
@@ -51,6 +51,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="LiteRT on the official TF Model Garden export of the same weights (bench/common/official_tflite.py: "
                         "the TF venv of scripts/setup_tf_official.sh, set up if needed; exports cached in "
                         ".cache/official-tflite); auto (default): on, except with --quick")
+    p.add_argument("--int8", choices=["on", "off"], default="on",
+                   help="on (default): int8 columns for the stream cases: mvcompile --quantize int8 per board, ONNX "
+                        "Runtime on its QDQ export and LiteRT on the official int8 recipe's TFLite (with "
+                        "--litert-official), all calibrated on the same synthetic clips (bench/common/int8.py)")
     p.add_argument("--repeat", action="store_true", help="count everything twice (default with --quick)")
     p.add_argument("--jobs", type=int, default=2, help="builds and counted runs at a time (default: 2)")
     where = p.add_mutually_exclusive_group()
@@ -80,11 +84,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return a
 
 
-def official(case: Case, seed: int, python: str) -> dict[str, Any]:
+def official(case: Case, seed: int, python: str, calibration: Path | None = None) -> dict[str, Any]:
     """The official TF Model Garden export of the case (`seed` weights, the case's resolution and frames) as
     .tflite, from .cache/official-tflite or made and checked against x86 ONNX Runtime now; BenchError with the
-    exporter's reason when it cannot be made (base models: the converter has no AvgPool3D)."""
-    made = official_tflite.official_tflite(case, seed=seed, python=python)
+    exporter's reason when it cannot be made (base models: the converter has no AvgPool3D). With `calibration`:
+    the official int8 recipe's model, calibrated on those clips."""
+    made = official_tflite.official_tflite(case, seed=seed, python=python, calibration=calibration)
     return {"tflite": str(made.path), "cached": made.cached, **made.meta}
 
 
@@ -125,7 +130,16 @@ def prepare(a: argparse.Namespace, all_cases: list[Case], use_litert: bool, tf_p
             todo[f"litert/{c.key}"] = lambda c=c: litert.convert(c, a.work / "litert", a.seed)
         if tf_python is not None:
             todo[f"official/{c.key}"] = lambda c=c: official(c, a.seed, tf_python)
-    for sub in ("tvm", "tvm-db", "onnx", "litert", "ref", "logits"):
+        if a.int8 == "on" and c.mode == "stream":
+            calibration, _ = int8.clip_files(c.resolution, a.work, a.quick)
+            for t in a.targets:
+                todo[f"build/{c.key}/{t}/int8"] = lambda c=c, t=t, p=calibration: build(
+                    c, t, a.work / "tvm-int8" / f"{c.key}-{t}", a.seed, calibrate=p)
+            todo[f"onnx-int8/{c.key}"] = lambda c=c, p=calibration: export_onnx(
+                c, a.work / "onnx-int8" / f"{c.key}.onnx", a.seed, calibrate=p)
+            if tf_python is not None:
+                todo[f"official-int8/{c.key}"] = lambda c=c, p=calibration: official(c, a.seed, tf_python, p)
+    for sub in ("tvm", "tvm-db", "tvm-int8", "onnx", "onnx-int8", "litert", "ref", "logits"):
         (a.work / sub).mkdir(parents=True, exist_ok=True)
     return _parallel(a.jobs, todo)
 
@@ -139,7 +153,7 @@ class Job:
 
     case: Case
     target: str
-    runtime: str  # mvcompile, mvcompile-db, litert, litert-official, onnxruntime
+    runtime: str  # mvcompile, mvcompile-db, litert, litert-official, onnxruntime, and the -int8 columns
     counter: Counter | None
     error: str | None = None
 
@@ -175,7 +189,9 @@ def jobs(a: argparse.Namespace, all_cases: list[Case], prepared: dict[str, dict[
         for t in a.targets:
             for runtime, key in (("mvcompile", f"build/{c.key}/{t}/default"), ("mvcompile-db", f"build/{c.key}/{t}/db"),
                                  ("litert", f"litert/{c.key}"), ("litert-official", f"official/{c.key}"),
-                                 ("onnxruntime", f"onnx/{c.key}")):
+                                 ("onnxruntime", f"onnx/{c.key}"), ("mvcompile-int8", f"build/{c.key}/{t}/int8"),
+                                 ("litert-official-int8", f"official-int8/{c.key}"),
+                                 ("onnxruntime-int8", f"onnx-int8/{c.key}")):
                 made = prepared.get(key)
                 if made is None:
                     continue
@@ -184,13 +200,14 @@ def jobs(a: argparse.Namespace, all_cases: list[Case], prepared: dict[str, dict[
                 elif runtime.startswith("mvcompile"):
                     out.append(Job(c, t, runtime, mvcompile_counter(Path(made["artifact"]), c)))
                 else:
-                    model = Path(made["onnx"] if runtime == "onnxruntime" else made["tflite"])
+                    model = Path(made["onnx"] if runtime.startswith("onnxruntime") else made["tflite"])
                     out.append(Job(c, t, runtime, peer_counter(runtime, model, c, TARGET_CPUS[t], a.work)))
     return out
 
 
 def count_row(job: Job, ref: np.ndarray | None, repeat: bool) -> dict[str, Any]:
-    """One result row: per frame/call, start-up, agreement with x86 ORT, and the repeat count if asked."""
+    """One result row: per frame/call, start-up, agreement with x86 ORT (an int8 column: near it, see
+    int8.int8_check), and the repeat count if asked."""
     row: dict[str, Any] = {"case": job.case.key, "target": job.target, "cpu": TARGET_CPUS[job.target],
                            "runtime": job.runtime}
     if job.counter is None:
@@ -205,7 +222,10 @@ def count_row(job: Job, ref: np.ndarray | None, repeat: bool) -> dict[str, Any]:
                startup=counted.startup, counts=counted.counts)
     if again is not None:
         row["repeat_per_frame"] = again.per_frame / frames
-    row.update(agreement(logits, ref) if ref is not None else {"agrees": None})
+    if ref is None:
+        row["agrees"] = None
+    else:
+        row.update(int8.int8_check(logits, ref) if job.runtime.endswith("-int8") else agreement(logits, ref))
     return row
 
 
@@ -232,6 +252,10 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             v = good.get((case, target, mine))
             row[f"{mine}_vs_litert"] = None if v is None or best is None else v / lite[best]
             row[f"{mine}_vs_onnxruntime"] = None if v is None or ort is None else v / ort
+        q = good.get((case, target, "mvcompile-int8"))
+        for other in ("mvcompile", "litert-official", "litert-official-int8", "onnxruntime-int8"):
+            v = good.get((case, target, other))
+            row[f"int8_vs_{other}"] = None if q is None or v is None else q / v
         out.append(row)
     return out
 
@@ -259,7 +283,8 @@ def run(a: argparse.Namespace, command: str) -> list[Path]:
     if failed:
         raise BenchError("builds failed:\n" + "\n".join(failed))
     if guest_status != "ok":  # no emulated Python: the peers cannot be counted
-        prepared = {k: ({"error": f"arm64 Python {guest_status}"} if k.split("/")[0] in ("onnx", "litert", "official")
+        prepared = {k: ({"error": f"arm64 Python {guest_status}"} if k.split("/")[0] in ("onnx", "litert", "official", "onnx-int8",
+                                                                                          "official-int8")
                         else v) for k, v in prepared.items()}
 
     def refs() -> dict[str, np.ndarray | None]:

@@ -16,7 +16,8 @@ from bench.common.jobs import BenchError, run_json
 VENV = ROOT / ".cache" / "bench-litert" / "venv"
 REQUIREMENTS = ["litert-torch==0.10.0", "ai-edge-litert==2.3.0"]
 STAMP = VENV / "bench-ready.txt"
-RUNTIMES = {"litert": "positional", "litert-official": "signature"}  # LiteRT runtimes → how states are matched
+RUNTIMES = {"litert": "positional", "litert-official": "signature",  # LiteRT runtimes → how states are matched
+            "litert-official-int8": "signature"}
 
 
 def python() -> str:

@@ -15,9 +15,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bench.common.cases import Case, call_input, make_clip
+from bench.common.cases import Case, call_input, make_clip, parse_case
 from bench.common.jobs import emit
 from bench.common.timing import time_calls
+
+INT8_RESTART = 16  # calls: under the official int8 model's DIV abort (~24 frames with 50-frame calibration clips)
 
 
 def convert(pt2: Path, out: Path) -> dict[str, Any]:
@@ -54,9 +56,65 @@ def _by_signature(interpreter: Any) -> tuple[list[dict[str, Any]], list[dict[str
     return [ins["image"], *(ins[n] for n in states)], [outs["logits"], *(outs[n] for n in states)]
 
 
-def litert_step(case: Case, model: Path, threads: int, io: str = "positional") -> Callable[[int], np.ndarray]:
-    """The LiteRT Interpreter (XNNPACK delegate by default, `threads`) as a call loop: step(i) sets call i's input,
-    invokes, copies each state output to its input and returns the logits; states are matched by position
+def _quantized(d: dict[str, Any]) -> bool:
+    """An int8 tensor with a scale: what a fully quantized model (the official int8 recipe) takes and gives."""
+    return np.dtype(d["dtype"]) == np.int8 and d["quantization"][0] != 0
+
+
+def _encode(d: dict[str, Any], x: np.ndarray) -> np.ndarray:
+    """Float values in a tensor's encoding (int8: round(x / scale) + zero point, saturated)."""
+    if not _quantized(d):
+        return np.asarray(x, d["dtype"])
+    scale, zero = d["quantization"]
+    return np.clip(np.round(np.asarray(x, np.float32) / scale) + zero, -128, 127).astype(np.int8)
+
+
+def _decode(d: dict[str, Any], q: np.ndarray) -> np.ndarray:
+    """A tensor's values as float32 (int8: (q - zero point) · scale)."""
+    if not _quantized(d):
+        return np.asarray(q, np.float32)
+    scale, zero = d["quantization"]
+    return ((q.astype(np.float32) - zero) * scale).astype(np.float32)
+
+
+def _carry(src: dict[str, Any], dst: dict[str, Any]) -> Callable[[np.ndarray], np.ndarray] | None:
+    """How a state output becomes the next call's input: None (as it is) when both have the same encoding, else a
+    requantization (the official int8 model gives 16 of A0's 43 states back with other scales than it takes)."""
+    if not (_quantized(src) and _quantized(dst)) or src["quantization"] == dst["quantization"]:
+        return None
+    (s_out, z_out), (s_in, z_in) = src["quantization"], dst["quantization"]
+    ratio = s_out / s_in
+    return lambda q: np.clip(np.round((q.astype(np.float32) - z_out) * ratio) + z_in, -128, 127).astype(np.int8)
+
+
+class StreamIO:
+    """Calls of a TFLite model (`inputs`/`outputs`: the frame and the logits first, then the states in matching
+    order): set the input, invoke, copy each state output to its input, return the logits as float32. States
+    start as the encoding of 0.0 (an int8 state at its zero point); an int8 model's frames are quantized on the
+    way in (that is part of each call) and its logits dequantized."""
+
+    def __init__(self, interpreter: Any, inputs: list[dict[str, Any]], outputs: list[dict[str, Any]]) -> None:
+        self.interpreter, self.inputs, self.outputs = interpreter, inputs, outputs
+        self.quantized = _quantized(inputs[0])
+        self.carries = [(src["index"], dst["index"], _carry(src, dst)) for src, dst in zip(outputs[1:], inputs[1:])]
+        self.reset()
+
+    def reset(self) -> None:
+        for d in self.inputs[1:]:
+            self.interpreter.set_tensor(d["index"], _encode(d, np.zeros(d["shape"], np.float32)))
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        it = self.interpreter
+        it.set_tensor(self.inputs[0]["index"], _encode(self.inputs[0], x) if self.quantized else x)
+        it.invoke()
+        for src, dst, carry in self.carries:
+            it.set_tensor(dst, it.get_tensor(src) if carry is None else carry(it.get_tensor(src)))
+        logits = it.get_tensor(self.outputs[0]["index"])
+        return _decode(self.outputs[0], logits) if self.quantized else logits
+
+
+def stream_io(model: Path, threads: int, io: str = "positional") -> StreamIO:
+    """The LiteRT Interpreter (XNNPACK delegate by default, `threads`) on a .tflite, its states matched by position
     (`io="positional"`, litert-torch) or by signature name (`io="signature"`, the official export)."""
     from ai_edge_litert.interpreter import Interpreter
 
@@ -67,16 +125,21 @@ def litert_step(case: Case, model: Path, threads: int, io: str = "positional") -
     else:
         inputs = _by_index(interpreter.get_input_details(), r"args_(\d+)")
         outputs = _by_index(interpreter.get_output_details(), r"output_(\d+)")
-    for d in inputs[1:]:
-        interpreter.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
-    clip = make_clip(case)
+    return StreamIO(interpreter, inputs, outputs)
+
+
+def litert_step(case: Case, model: Path, threads: int, io: str = "positional",
+                clip: np.ndarray | None = None) -> Callable[[int], np.ndarray]:
+    """`stream_io` as a call loop over the bench clip (or `clip`): step(i) runs call i and returns the logits. An
+    int8 model (the official int8 recipe) restarts its stream every INT8_RESTART calls: its int8 frame count
+    makes LiteRT's int8 DIV abort after about half the calibration clip length."""
+    run = stream_io(model, threads, io)
+    clip = make_clip(case) if clip is None else clip
 
     def step(i: int) -> np.ndarray:
-        interpreter.set_tensor(inputs[0]["index"], call_input(case, clip, i))
-        interpreter.invoke()
-        for src, dst in zip(outputs[1:], inputs[1:]):
-            interpreter.set_tensor(dst["index"], interpreter.get_tensor(src["index"]))
-        return interpreter.get_tensor(outputs[0]["index"])
+        if run.quantized and i and i % INT8_RESTART == 0:
+            run.reset()
+        return run(call_input(case, clip, i))
 
     return step
 
@@ -93,6 +156,12 @@ def main() -> None:
     c = sub.add_parser("convert")
     c.add_argument("pt2", type=Path)
     c.add_argument("out", type=Path)
+    g = sub.add_parser("logits", help="stream logits of clips, each from fresh states")
+    g.add_argument("--case", required=True)
+    g.add_argument("--model", type=Path, required=True)
+    g.add_argument("--io", choices=["positional", "signature"], default="signature")
+    g.add_argument("--clips", type=Path, required=True, help=".npy [N, T, H, W, 3]")
+    g.add_argument("--out", type=Path, required=True, help=".npy of the logits [N, T, classes]")
     t = sub.add_parser("latency")
     t.add_argument("--jobs", required=True,
                    help='JSON list of {"case": ..., "model": .tflite, "warmup": N, "io": "positional" | "signature"}')
@@ -101,6 +170,13 @@ def main() -> None:
     a = p.parse_args()
     if a.cmd == "convert":
         emit(convert(a.pt2, a.out))
+    elif a.cmd == "logits":
+        from bench.common.runtimes import clip_logits
+
+        case = parse_case(a.case)
+        logits = clip_logits(lambda clip: litert_step(case, a.model, 1, a.io, clip), np.load(a.clips))
+        np.save(a.out, logits)
+        emit({"logits": str(a.out), "shape": list(logits.shape)})
     else:
         results = []
         for job in json.loads(a.jobs):

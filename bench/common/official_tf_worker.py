@@ -9,6 +9,9 @@ mvcompile's weights to TFLite, and the official way of running it. Driven by ben
       docstring gives for TF Lite: batch 1, T frames, R px, no bundled init_states; causal with external states
       for stream) and converts the SavedModel with `tf.lite.TFLiteConverter.from_saved_model`, as the MoViNet
       README does → DIR/model.tflite
+  quantize SPEC --resolution R --weights W.npz --clips CLIPS.npy --out DIR
+      the official int8 recipe (quantize_movinet.py, int8 mode) on the stream export of W.npz, its stateful
+      representative dataset made of the clips of CLIPS.npy ([N, T, R, R, 3]) → DIR/model.tflite
   run MODEL.tflite --clip CLIP.npy --mode stream|base --out LOGITS.npy
       the README's way: the signature runner, stream states fed back by signature name, one frame per call
       (stream: logits after each frame, [T, classes]; base: the whole clip in one call, [1, classes])
@@ -63,19 +66,16 @@ def load_into_official(spec: Any, conv_type: str, tensors: dict[str, np.ndarray]
     return model
 
 
-def export(a: argparse.Namespace) -> dict[str, Any]:
-    """Our weights → official Keras model → TF checkpoint → official SavedModel export → TFLite."""
+def _saved_model(a: argparse.Namespace, spec: Any, out: Path) -> Path:
+    """Our weights → official Keras model → TF checkpoint → official SavedModel export (out/saved_model)."""
     import tensorflow as tf
     from official.projects.movinet.tools import export_saved_model
 
-    spec = _spec(a.spec, a.variant, a.resolution)
     o, causal = spec.options, a.mode == "stream"
     if causal and o.conv_type == "3d":
         raise ExportError("the official stream export uses (2+1)D convs; this variant has conv_type 3d")
     with np.load(a.weights) as data:
         tensors = {k: data[k] for k in data.files}
-    out = Path(a.out)
-    start = time.perf_counter()
     model = load_into_official(spec, o.conv_type, tensors)
     model.compile()  # as the exporter does: its optimizer variables are then in the checkpoint, as in a trained one
     prefix = tf.train.Checkpoint(model=model).save(str(out / "checkpoint" / "ckpt"))
@@ -85,14 +85,76 @@ def export(a: argparse.Namespace) -> dict[str, Any]:
         activation=o.activation, gating_activation=o.gating, use_positional_encoding=o.positional_encoding,
         num_classes=spec.num_classes, input_shape=(1, a.frames, a.resolution, a.resolution, 3),
         bundle_input_init_states_fn=False, checkpoint_path=prefix)
-    export_s = time.perf_counter() - start
-    start = time.perf_counter()
+    return saved
+
+
+def _convert(converter: Any, out: Path) -> int:
+    """Run a TFLiteConverter into out/model.tflite; its size."""
     try:
-        flatbuffer = tf.lite.TFLiteConverter.from_saved_model(str(saved)).convert()
+        flatbuffer = converter.convert()
     except Exception as exc:  # noqa: BLE001 - the converter's own error types vary; its message is the reason
         raise ExportError(f"TFLiteConverter: {converter_reason(str(exc))}") from None
     (out / "model.tflite").write_bytes(flatbuffer)
-    return {"export_s": export_s, "convert_s": time.perf_counter() - start, "tflite_bytes": len(flatbuffer)}
+    return len(flatbuffer)
+
+
+def export(a: argparse.Namespace) -> dict[str, Any]:
+    """Our weights → official SavedModel export → TFLite, as the MoViNet README does."""
+    import tensorflow as tf
+
+    start = time.perf_counter()
+    saved = _saved_model(a, _spec(a.spec, a.variant, a.resolution), Path(a.out))
+    export_s = time.perf_counter() - start
+    start = time.perf_counter()
+    size = _convert(tf.lite.TFLiteConverter.from_saved_model(str(saved)), Path(a.out))
+    return {"export_s": export_s, "convert_s": time.perf_counter() - start, "tflite_bytes": size}
+
+
+def stateful_representative_dataset(call: Any, clips: np.ndarray, samples_per_video: int, seed: int) -> Any:
+    """The official recipe's calibration data (quantize_movinet.py's stateful_representative_dataset_generator,
+    which cannot be imported from tf-models-official 2.20: it names tf_keras without importing it): each clip
+    runs through the float stream model one frame at a time, states carried from zero; frame 0 and
+    `samples_per_video - 1` random later frames of each clip are yielded with the states they met."""
+    import tensorflow as tf
+
+    rng = np.random.RandomState(seed)
+    specs = call.structured_input_signature[1]
+    for clip in clips:
+        states = {name: tf.zeros(spec.shape, spec.dtype) for name, spec in specs.items() if name != "image"}
+        picks = rng.randint(low=1, high=len(clip), size=samples_per_video)
+        picks[0] = 0
+        picks = set(picks.tolist())
+        for t in range(len(clip)):
+            frame = tf.constant(clip[None, t:t + 1])
+            if t in picks:
+                yield {"image": frame, **states}
+            outputs = call(image=frame, **states)
+            states = {name: outputs[name] for name in states}
+
+
+def quantize(a: argparse.Namespace) -> dict[str, Any]:
+    """The official int8 recipe (quantize_movinet.py, `--quantization_mode int8`) on the stream SavedModel of our
+    weights: full integer post-training quantization (TFLITE_BUILTINS_INT8, int8 input and output) calibrated by
+    the stateful representative dataset of the clips in a.clips ([N, T, H, W, 3] float32 in [0, 1])."""
+    import tensorflow as tf
+
+    out = Path(a.out)
+    start = time.perf_counter()
+    saved = _saved_model(a, _spec(a.spec, a.variant, a.resolution), out)
+    export_s = time.perf_counter() - start
+    clips = np.load(a.clips, mmap_mode="r")
+    call = tf.saved_model.load(str(saved)).signatures["serving_default"]
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: stateful_representative_dataset(call, clips, a.samples_per_video, 0)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    start = time.perf_counter()
+    size = _convert(converter, out)
+    return {"export_s": export_s, "convert_s": time.perf_counter() - start, "tflite_bytes": size,
+            "recipe": {"quantization_mode": "int8", "calibration_clips": int(clips.shape[0]),
+                       "frames_per_clip": int(clips.shape[1]), "samples_per_video": a.samples_per_video}}
 
 
 def converter_reason(message: str) -> str:
@@ -105,22 +167,15 @@ def converter_reason(message: str) -> str:
 
 
 def run(model: Path, clip: np.ndarray, mode: str) -> np.ndarray:
-    """Logits of the official TFLite model on `clip` [1, T, H, W, 3] through its signature runner."""
-    from ai_edge_litert.interpreter import Interpreter
+    """Logits of the official TFLite model on `clip` [1, T, H, W, 3] through its signature runner (stream: logits
+    after each frame, states fed back by name; an int8 model's inputs quantized, its states requantized from
+    their output to their input encoding and its logits dequantized, as bench.common.litert_worker does)."""
+    from bench.common.litert_worker import stream_io
 
-    runner = Interpreter(model_path=str(model), num_threads=1).get_signature_runner()
-    inputs = runner.get_input_details()
-    states = {name: np.zeros(d["shape"], d["dtype"]) for name, d in inputs.items() if name != "image"}
+    call = stream_io(model, 1, "signature")
     if mode == "base":
-        return np.asarray(runner(image=clip)["logits"])
-    logits = []
-    for t in range(clip.shape[1]):
-        outputs = runner(**states, image=np.ascontiguousarray(clip[:, t:t + 1]))
-        logits.append(outputs.pop("logits")[0])
-        if set(outputs) != set(states):
-            raise ExportError(f"{model}: the state outputs {sorted(set(outputs) ^ set(states))} have no matching input")
-        states = outputs
-    return np.stack(logits)
+        return np.array(call(clip))
+    return np.stack([call(np.ascontiguousarray(clip[:, t:t + 1]))[0] for t in range(clip.shape[1])])
 
 
 def main() -> None:
@@ -134,6 +189,15 @@ def main() -> None:
     e.add_argument("--resolution", type=int, required=True)
     e.add_argument("--weights", type=Path, required=True)
     e.add_argument("--out", type=Path, required=True)
+    q = sub.add_parser("quantize")
+    q.add_argument("spec")
+    q.add_argument("--variant", default="stream")
+    q.add_argument("--frames", type=int, default=1)
+    q.add_argument("--resolution", type=int, required=True)
+    q.add_argument("--weights", type=Path, required=True)
+    q.add_argument("--clips", type=Path, required=True)
+    q.add_argument("--samples-per-video", type=int, default=3)
+    q.add_argument("--out", type=Path, required=True)
     r = sub.add_parser("run")
     r.add_argument("model", type=Path)
     r.add_argument("--clip", type=Path, required=True)
@@ -143,6 +207,9 @@ def main() -> None:
     try:
         if a.cmd == "export":
             result = export(a)
+        elif a.cmd == "quantize":
+            a.mode = "stream"
+            result = quantize(a)
         else:
             logits = run(a.model, np.load(a.clip), a.mode)
             np.save(a.out, logits)

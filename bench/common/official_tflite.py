@@ -44,6 +44,10 @@ FORMAT = 1  # the export recipe's version: bump it when the recipe changes, so o
 TOLERANCE = 5e-4
 BASE_FRAMES = 4  # the bench's default clip length of base-mode calls
 TIMEOUT = 3600.0
+# the official int8 recipe (quantize_movinet.py --quantization_mode int8): its representative dataset yields frame 0
+# and 2 random later frames of each calibration clip (num_samples_per_video 3)
+INT8_RECIPE = {"script": "official/projects/movinet/tools/quantize_movinet.py", "quantization_mode": "int8",
+               "samples_per_video": 3, "sample_seed": 0}
 
 
 @dataclass(frozen=True)
@@ -90,9 +94,11 @@ def plan(choice: str, quick: bool, *, interpreter: str, host_litert: bool) -> tu
 
 
 def official_tflite(case: Case, *, seed: int | None = SEED, weights: Path | None = None, cache: Path = CACHE,
-                    python: str | None = None) -> OfficialTflite:
+                    python: str | None = None, calibration: Path | None = None) -> OfficialTflite:
     """The official TFLite model of `case` with `seed` weights (or the `weights` file), from the cache or made
-    now; raises BenchError naming the reason when the official exporter cannot make it or it does not match."""
+    now; raises BenchError naming the reason when the official exporter cannot make it or it does not match.
+    With `calibration` (a .npy of clips [N, T, H, W, 3]; stream cases only): the official int8 recipe's model
+    (full int8, its stateful representative dataset made of those clips) instead of the float one."""
     from mvcompile.importers.tf_names import export_tf
     from mvcompile.ir.builder import build_graph
     from mvcompile.ir.weights import init_weights, load_weights, weights_hash
@@ -100,6 +106,8 @@ def official_tflite(case: Case, *, seed: int | None = SEED, weights: Path | None
 
     if (weights is None) == (seed is None):
         raise BenchError("give a seed or a weights file, not both or neither")
+    if calibration is not None and case.mode != "stream":
+        raise BenchError(f"{case.key}: the official int8 recipe quantizes stream models only")
     spec = load_spec(case.spec).with_variant(case.variant)
     g = build_graph(spec, frames=1)
     values = init_weights(g, seed) if weights is None else load_weights(weights)
@@ -108,17 +116,27 @@ def official_tflite(case: Case, *, seed: int | None = SEED, weights: Path | None
            "spec_sha256": hashlib.sha256(case.spec.read_bytes()).hexdigest(), "variant": case.variant,
            "mode": case.mode, "frames": case.frames, "resolution": case.resolution,
            "weights_sha256": weights_hash(values), "versions": _versions(python)}
+    if calibration is not None:
+        key["int8"] = {"recipe": INT8_RECIPE, "calibration_sha256": _file_sha256(calibration)}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    entry = cache / f"{case.key}-{case.resolution}px-{digest}"
+    entry = cache / f"{case.key}{'-int8' if calibration else ''}-{case.resolution}px-{digest}"
     with _locked(cache, entry.name):
         cached = (entry / "meta.json").exists()
         if not cached:
             _make(case, export_tf(g, values, spec.options.conv_type), key, entry, python,
-                  {"seed": seed} if weights is None else {"weights": str(weights)})
+                  {"seed": seed} if weights is None else {"weights": str(weights)}, calibration)
     meta = json.loads((entry / "meta.json").read_text())
     if "error" in meta:
         raise BenchError(meta["error"])
     return OfficialTflite(entry / "model.tflite", meta, cached)
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 @contextmanager
@@ -134,22 +152,30 @@ def _locked(cache: Path, name: str) -> Iterator[None]:
 
 
 def _make(case: Case, tensors: dict[str, np.ndarray], key: dict[str, Any], entry: Path, python: str,
-          source: dict[str, Any]) -> None:
-    """Export, convert and check in a temp folder, then rename it to `entry` (a failed export is kept as its
-    error; a crash or a mismatch leaves nothing behind)."""
+          source: dict[str, Any], calibration: Path | None) -> None:
+    """Export, convert (int8 with `calibration`) and check in a temp folder, then rename it to `entry` (a failed
+    export is kept as its error; a crash or a mismatch leaves nothing behind). The int8 model is not checked
+    against ORT: quantization changes its logits (the benches measure by how much)."""
     # under the entry's lock and without meta.json, an existing entry is a damaged one: replaced
     with staged_dir(entry, replaceable=lambda damaged: None, purpose="exporting") as tmp:
         np.savez(tmp / "weights_tf.npz", **tensors)
         np.save(tmp / "clip.npy", make_clip(case))
-        args = ["-m", "bench.common.official_tf_worker", "export", str(case.spec), "--mode", case.mode,
-                *(["--variant", case.variant] if case.variant else []), "--frames", str(case.frames),
-                "--resolution", str(case.resolution), "--weights", str(tmp / "weights_tf.npz"), "--out", str(tmp)]
-        made = _worker(python, args)
+        common = [str(case.spec), *(["--variant", case.variant] if case.variant else []), "--frames",
+                  str(case.frames), "--resolution", str(case.resolution), "--weights", str(tmp / "weights_tf.npz"),
+                  "--out", str(tmp)]
+        if calibration is None:
+            made = _worker(python, ["-m", "bench.common.official_tf_worker", "export", *common, "--mode", case.mode])
+        else:
+            made = _worker(python, ["-m", "bench.common.official_tf_worker", "quantize", *common,
+                                    "--clips", str(calibration),
+                                    "--samples-per-video", str(INT8_RECIPE["samples_per_video"])])
         meta: dict[str, Any] = {"key": key, **source}
         if "error" in made:
-            meta["error"] = f"official export of {case.key}: {made['error']}"
-        else:
+            meta["error"] = f"official {'int8 recipe' if calibration else 'export'} of {case.key}: {made['error']}"
+        elif calibration is None:
             meta.update(made, check=check_against_ort(case, tmp, python, source))
+        else:
+            meta.update(made)
         for path in tmp.iterdir():  # keep only the model (intermediate SavedModel, checkpoint, check files go)
             if path.is_dir():
                 shutil.rmtree(path)

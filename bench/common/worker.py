@@ -20,10 +20,12 @@ def main() -> None:
     b.add_argument("--db", type=Path, default=None)
     b.add_argument("--shipped-records", action="store_true", help="without --db: apply the records shipped for it")
     b.add_argument("--onnx", type=Path, default=None, help="also save the ONNX file here")
+    b.add_argument("--calibrate", type=Path, default=None, help="int8: quantize, calibrated on this .npy of clips")
     x = sub.add_parser("export", help="the case's ONNX file and manifest")
     x.add_argument("--case", required=True)
     x.add_argument("--out", type=Path, required=True)
     x.add_argument("--seed", type=int, default=SEED, help=f"weights seed (default {SEED})")
+    x.add_argument("--calibrate", type=Path, default=None, help="int8 (QDQ): calibrated on this .npy of clips")
     u = sub.add_parser("tune", help="MetaSchedule-tune a case for the host")
     u.add_argument("--case", required=True)
     u.add_argument("--db", type=Path, required=True)
@@ -38,9 +40,9 @@ def main() -> None:
 
     if a.cmd == "build":
         emit(builds.build(parse_case(a.case), a.target, a.out, seed=a.seed, db=a.db, shipped_records=a.shipped_records,
-                          onnx_out=a.onnx))
+                          onnx_out=a.onnx, calibrate=a.calibrate))
     elif a.cmd == "export":
-        emit(builds.export_onnx(parse_case(a.case), a.out, a.seed))
+        emit(builds.export_onnx(parse_case(a.case), a.out, a.seed, a.calibrate))
     elif a.cmd == "tune":
         emit(builds.tune(parse_case(a.case), a.db, a.trials))
     else:

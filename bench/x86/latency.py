@@ -8,27 +8,29 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.common.cases import Case
+from bench.common.cases import SEED, Case
 from bench.common.litert import RUNTIMES as LITERT
 from bench.common.jobs import BenchError, run_json
 from bench.common.timing import summarize
 
-RUNTIMES = ("mvcompile", "mvcompile-tuned", "onnxruntime", "litert", "litert-official", "torch")
+RUNTIMES = ("mvcompile", "mvcompile-tuned", "onnxruntime", "litert", "litert-official", "torch", "mvcompile-int8",
+            "onnxruntime-int8", "litert-official-int8")
 WARMUP = {"stream": 20, "base": 5}
 
 
 def measure(cases: list[Case], models: dict[str, dict[str, Path | None]], threads: list[int], calls: int,
-            litert_python: str | None, rounds: int = 1) -> list[dict[str, Any]]:
+            litert_python: str | None, rounds: int = 1, seed: int = SEED) -> list[dict[str, Any]]:
     """Rows {case, runtime, threads, median_ms, p90_ms, ..., logits0}; `models[runtime][case.key]` is what that
     runtime loads (None: it builds its own). Runtimes absent from `models` are skipped. `calls` timed calls
-    in all, in `rounds` rounds (each process warms up again); logits0: the first call of the first round."""
+    in all, in `rounds` rounds (each process warms up again); logits0: the first call of the first round.
+    `seed`: the weights of the runtimes that build their own model (torch)."""
     per_round = [calls // rounds + (1 if r < calls % rounds else 0) for r in range(rounds)]
     runs = [(runtime, t, [c for c in cases if c.key in models[runtime]])
             for t in threads for runtime in RUNTIMES if runtime in models]
     merged: dict[tuple[str, int, str], dict[str, Any]] = {}
     for n in per_round:
         for runtime, t, batch in runs:
-            for c, r in zip(batch, _run(runtime, batch, models[runtime], t, n, litert_python) if batch else []):
+            for c, r in zip(batch, _run(runtime, batch, models[runtime], t, n, litert_python, seed) if batch else []):
                 row = merged.setdefault((runtime, t, c.key), {"times_ms": [], "logits0": r.get("logits0")})
                 if "error" in r or "error" in row:
                     row.setdefault("error", r.get("error"))
@@ -45,15 +47,16 @@ def measure(cases: list[Case], models: dict[str, dict[str, Path | None]], thread
 
 
 def _run(runtime: str, cases: list[Case], models: dict[str, Path | None], threads: int, calls: int,
-         litert_python: str | None) -> list[dict[str, Any]]:
-    jobs = json.dumps([{"case": c.to_json(), "model": None if models[c.key] is None else str(models[c.key]),
+         litert_python: str | None, seed: int) -> list[dict[str, Any]]:
+    jobs = json.dumps([{"case": c.to_json(), "model": None if models[c.key] is None else str(models[c.key]), "seed": seed,
                         "warmup": WARMUP[c.mode], **({"io": LITERT[runtime]} if runtime in LITERT else {})}
                        for c in cases])
     common = ["--threads", str(threads), "--calls", str(calls), "--jobs", jobs]
     if runtime in LITERT:
         args, python = ["-m", "bench.common.litert_worker", "latency", *common], litert_python
     else:
-        args, python = ["-m", "bench.x86.worker", "latency", "--runtime", runtime.removesuffix("-tuned"), *common], None
+        worker = runtime.removesuffix("-tuned").removesuffix("-int8")  # the same call loops on other artifacts
+        args, python = ["-m", "bench.x86.worker", "latency", "--runtime", worker, *common], None
     try:
         results = run_json(args, threads=threads, python=python)["results"]
     except BenchError as exc:

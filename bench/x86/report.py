@@ -10,7 +10,8 @@ from bench.x86.latency import RUNTIMES
 from bench.common.output import write_files
 
 LABELS = {"mvcompile": "mvcompile default", "mvcompile-tuned": "mvcompile tuned", "litert": "LiteRT (litert-torch)",
-          "litert-official": "LiteRT official", "onnxruntime": "ONNX Runtime"}  # column names; others as is
+          "litert-official": "LiteRT official", "onnxruntime": "ONNX Runtime", "mvcompile-int8": "mvcompile int8",
+          "onnxruntime-int8": "ONNX Runtime int8 (QDQ)", "litert-official-int8": "LiteRT official int8"}  # others as is
 
 
 def label(runtime: str | None) -> str:
@@ -87,11 +88,63 @@ def markdown(r: dict[str, Any]) -> str:
                   "max(1, max |ORT logit|): " + ", ".join(f"{k} {c['relative']:.0e} ({c['calls']} calls)"
                                                           for k, c in checks.items()) + ".", ""]
     lines += [
-              "Same model everywhere: first-call logits against ORT's, max |difference| / max |ORT logit|: " +
+              "Same model everywhere: first-call logits against ORT's (mvcompile int8: against ORT on its QDQ export), "
+              "max |difference| / max |ORT logit|: " +
               ", ".join(f"{a['case']} {a['runtime']} {a['max_abs_diff'] / max(1.0, a['logits_scale']):.0e}"
                         for a in r["agreement"]) + ".", ""]
-    lines += _memory_md(r["memory"]) + _compile_md(r) + _costs_md(r["costs"])
+    lines += (_int8_md(r["int8"]) if "int8" in r else []) + _memory_md(r["memory"]) + _compile_md(r) + _costs_md(r["costs"])
     return "\n".join(lines) + "\n"
+
+
+def _mb(n: int | None) -> str:
+    return "–" if n is None else f"{n / 1e6:.2f}"
+
+
+def _int8_md(q: dict[str, Any]) -> list[str]:
+    """The int8 columns: accuracy against their own float models, speed ratios, footprint."""
+    cal, held = q["calibration"], q["held_out"]
+    lines = ["## int8", "",
+             f"Calibration: {cal['clips']} synthetic clips of {cal['frames']} frames (seed {cal['seed']}), one .npy that "
+             "mvcompile's `--calibrate` and the official recipe's stateful representative dataset both read. Judged on "
+             f"{held['clips']} held-out clips of {held['frames']} frames (seed {held['seed']}), each from fresh states, "
+             "every frame's logits against the column's own float model: median (min) per-frame SQNR "
+             "10·log10(‖float‖²/‖float − int8‖²), mean top-5 overlap, top-1 agreement.", "",
+             "| case | int8 column | against | frames | SQNR dB median (min) | top-5 overlap | top-1 agreement |",
+             "|---|---|---|---|---|---|---|"]
+    for a in q["accuracy"]:
+        head = f"| {a['case']} | {label(a['int8'])} | {label(a['float'])} | "
+        lines.append(head + (f"failed: {_last_line(a['error'])} | | | |" if "error" in a else
+                             f"{a['frames']} | {a['sqnr_db_median']:.1f} ({a['sqnr_db_min']:.1f}) | "
+                             f"{a['top5_overlap']:.2f} | {a['top1_agreement']:.2f} |"))
+    lines += ["", "Latency ratios of medians (same run as the table above; below 1: the first is faster):", "",
+              "| case | threads | int8 / float | int8 / LiteRT float | int8 / LiteRT int8 | int8 / faster LiteRT | "
+              "LiteRT int8 / LiteRT float | ORT int8 / ORT float |", "|---|---|---|---|---|---|---|---|"]
+    for x in q["ratios"]:
+        lines.append(f"| {x['case']} | {x['threads']} | {_ratio(x['int8_vs_float'])} | {_ratio(x['int8_vs_litert_float'])} | "
+                     f"{_ratio(x['int8_vs_litert_int8'])} | {_ratio(x['int8_vs_litert_best'])} | "
+                     f"{_ratio(x['litert_int8_vs_float'])} | {_ratio(x['ort_int8_vs_float'])} |")
+    lines += ["", "Footprint (MB = 10⁶ bytes) and one stream's state memory:", "",
+              "| case | model.so int8 | model.so float | TFLite int8 | TFLite float | model.so int8 / TFLite int8 | "
+              "states float KB | states int8 KB |", "|---|---|---|---|---|---|---|---|"]
+    for f in q["footprint"]:
+        so = lambda k: f[k]["file_bytes"] if k in f else None  # noqa: E731
+        states = lambda k: "–" if k not in f else f"{f[k] / 1e3:.0f}"  # noqa: E731
+        lines.append(f"| {f['case']} | {_mb(so('model_so_int8'))} | {_mb(so('model_so_float'))} | "
+                     f"{_mb(f.get('tflite_bytes_int8'))} | {_mb(f.get('tflite_bytes_float'))} | "
+                     f"{_ratio(f.get('so_vs_tflite_int8'))} | {states('state_bytes_float')} | {states('state_bytes_int8')} |")
+    groups = sorted({g for f in q["footprint"] for k in ("model_so_int8", "model_so_float") if k in f
+                     for g in f[k]["groups"]})
+    lines += ["", "model.so sections (MB, `size -A`):", "", "| case | build | " + " | ".join(groups) + " |",
+              "|---|---|" + "---|" * len(groups)]
+    for f in q["footprint"]:
+        for k, name in (("model_so_int8", "int8"), ("model_so_float", "float")):
+            if k in f:
+                lines.append(f"| {f['case']} | {name} | " + " | ".join(_mb(f[k]["groups"].get(g, 0)) for g in groups) + " |")
+    builds = q.get("builds", {})
+    lines += [""] + [f"- int8 build {k.split('/', 1)[1]}: export with calibration {v['export_s']:.0f} s, compile "
+                     f"{v['compile_s']:.0f} s" if "error" not in v else f"- int8 build {k} failed: {_last_line(v['error'])}"
+                     for k, v in builds.items()] + [""]
+    return lines
 
 
 def _memory_md(mem: dict[str, Any]) -> list[str]:

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bench.common import litert, official_tflite
-from bench.common.cases import ROOT, Case, case_json
+from bench.common.cases import ROOT, SEED, Case, case_json
 from bench.common.jobs import BenchError, Phases, run_json
 from bench.common.output import check_out, output_dir
-from bench.x86 import costs, latency, report
+from bench.x86 import costs, int8_columns, latency, report
 
 Results = dict[str, dict[str, Any]]  # job or case key → what it returned ({"error": ...} when it failed)
 RESULTS = ROOT / "bench" / "results"
@@ -55,6 +55,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="on: run LiteRT on the official TF export of the same weights (setting up the TF venv of "
                         "scripts/setup_tf_official.sh if needed; exports cached in .cache/official-tflite); "
                         "auto (default): on, except with --quick")
+    p.add_argument("--seed", type=int, default=SEED, help=f"weights of every runtime (default: {SEED})")
+    p.add_argument("--int8", choices=["on", "off"], default="on",
+                   help="on (default): int8 columns for the stream cases (mvcompile --quantize int8, ONNX Runtime on "
+                        "its QDQ export, LiteRT on the official int8 recipe's TFLite with --litert-official), each "
+                        "judged against its own float model on held-out clips")
     p.add_argument("--rounds", type=int, default=2,
                    help="interleave the timed calls in this many rounds of every runtime (default: 2)")
     p.add_argument("--jobs", type=int, default=2, help="builds (and memory runs) at a time (default: 2)")
@@ -143,7 +148,7 @@ def run(a: argparse.Namespace, command: str) -> list[Path]:
                                                                          quick_when_ready=False))
     tf_python, official_status = phase("TF venv", lambda: official_tflite.plan(
         a.litert_official, a.quick, interpreter="XNNPACK", host_litert=True))
-    built, conversions, officials = phase("builds and conversions",
+    built, conversions, officials, int8_builds = phase("builds and conversions",
                                           lambda: _prepare(a, cases, mem_stream + mem_base, use_litert, tf_python))
     if use_litert and all("error" in c for c in conversions.values()):
         litert_status = "unavailable: " + next(iter(conversions.values()))["error"]
@@ -159,9 +164,15 @@ def run(a: argparse.Namespace, command: str) -> list[Path]:
     if use_litert:
         models["litert"] = {k: Path(v["tflite"]) for k, v in conversions.items() if "error" not in v}
     if tf_python is not None:
-        models["litert-official"] = {k: Path(v["tflite"]) for k, v in officials.items() if "error" not in v}
-    rows = phase("latency", lambda: latency.measure(cases, models, a.threads, a.calls, litert.python(), a.rounds))
+        models["litert-official"] = {k: Path(v["tflite"]) for k, v in officials.items() if "error" not in v
+                                     and not k.endswith(int8_columns.SUFFIX)}
+    quantized = [c for c in cases if a.int8 == "on" and c.mode == "stream"]
+    models.update(int8_columns.models(quantized, a.work, int8_builds, officials))
+    rows = phase("latency", lambda: latency.measure(cases, models, a.threads, a.calls, litert.python(), a.rounds,
+                                                    a.seed))
     mem = phase("memory", lambda: _memory(a, mem_stream[0], mem_base))
+    int8_results = phase("int8 accuracy and footprint", lambda: int8_columns.measure(
+        quantized, models, a.work, tf_python, a.quick)) if quantized else None
     results = {
         "meta": _meta(a, command, start, phase.seconds, litert_status, official_status),
         "peak": peak,
@@ -176,39 +187,45 @@ def run(a: argparse.Namespace, command: str) -> list[Path]:
                    "conversions": conversions},
         "litert_official": {"status": official_status, "conversions": officials},
     }
+    if int8_results is not None:
+        results["int8"] = {**int8_results, "ratios": int8_columns.ratios(quantized, rows, a.threads),
+                           "builds": int8_builds}
     results["meta"]["total_s"] = round(time.monotonic() - start, 1)
     return report.write(results, out, replace=a.reference)
 
 
 def _prepare(a: argparse.Namespace, cases: list[Case], memory_cases: list[Case], use_litert: bool,
-             tf_python: str | None) -> tuple[Results, Results, Results]:
-    """Build every artifact (default, tuned, memory), convert for LiteRT and get the official exports (cached),
-    `--jobs` at a time."""
+             tf_python: str | None) -> tuple[Results, Results, Results, Results]:
+    """Build every artifact (default, tuned, memory, int8), convert for LiteRT and get the official exports
+    (float and int8, cached), `--jobs` at a time; a failed float build stops the bench, the others are reported."""
     jobs: dict[str, Callable[[], dict[str, Any]]] = {}
     for c in cases + [m for m in memory_cases if m.key not in {c.key for c in cases}]:
         onnx = ["--onnx", str(a.work / "onnx" / f"{c.key}.onnx")] if c in cases else []
-        jobs[f"tvm/{c.key}"] = _job(["build", "--case", case_json(c), "--target", "host",
+        jobs[f"tvm/{c.key}"] = _job(["build", "--case", case_json(c), "--target", "host", "--seed", str(a.seed),
                                      "--out", str(a.work / "tvm" / c.key), *onnx])
         db = a.db if a.db is not None else (a.work / "tune" / c.key if a.tune_trials else None)
         if db is not None and c in cases:
             jobs[f"tvm-tuned/{c.key}"] = _job(["build", "--case", case_json(c), "--target", "host", "--db", str(db),
-                                               "--out", str(a.work / "tvm-tuned" / c.key)])
+                                               "--seed", str(a.seed), "--out", str(a.work / "tvm-tuned" / c.key)])
     (a.work / "litert").mkdir()
     for c in cases:
         if use_litert:
-            jobs[f"litert/{c.key}"] = lambda c=c: _convert(c, a.work / "litert")
+            jobs[f"litert/{c.key}"] = lambda c=c: _convert(c, a.work / "litert", a.seed)
         if tf_python is not None:
-            jobs[f"official/{c.key}"] = lambda c=c: _official(c, tf_python)
+            jobs[f"official/{c.key}"] = lambda c=c: _official(c, tf_python, a.seed)
+    if a.int8 == "on":
+        jobs.update(int8_columns.jobs([c for c in cases if c.mode == "stream"], a.work, a.seed, a.quick, tf_python))
     with ThreadPoolExecutor(a.jobs) as pool:
         futures = {name: pool.submit(fn) for name, fn in jobs.items()}
         done = {name: f.result() for name, f in futures.items()}
-    side = ("litert/", "official/")
+    side = ("litert/", "official/", int8_columns.BUILDS)
     failed = [f"{name}: {r['error']}" for name, r in done.items() if "error" in r and not name.startswith(side)]
     if failed:
         raise BenchError("builds failed:\n" + "\n".join(failed))
     return ({k: v for k, v in done.items() if not k.startswith(side)},
             {k.removeprefix("litert/"): v for k, v in done.items() if k.startswith("litert/")},
-            {k.removeprefix("official/"): v for k, v in done.items() if k.startswith("official/")})
+            {k.removeprefix("official/"): v for k, v in done.items() if k.startswith("official/")},
+            {k: v for k, v in done.items() if k.startswith(int8_columns.BUILDS)})
 
 
 def _tune(a: argparse.Namespace, cases: list[Case], say: Callable[[str], None]) -> dict[str, dict[str, Any]]:
@@ -222,6 +239,7 @@ def _tune(a: argparse.Namespace, cases: list[Case], say: Callable[[str], None]) 
 
 
 def _job(args: list[str]) -> Callable[[], dict[str, Any]]:
+    """A build job in a worker process; a failure is its {"error": ...}."""
     def go() -> dict[str, Any]:
         try:
             return run_json(["-m", "bench.common.worker", *args], threads=1)
@@ -230,16 +248,16 @@ def _job(args: list[str]) -> Callable[[], dict[str, Any]]:
     return go
 
 
-def _convert(case: Case, work: Path) -> dict[str, Any]:
+def _convert(case: Case, work: Path, seed: int) -> dict[str, Any]:
     try:
-        return litert.convert(case, work)
+        return litert.convert(case, work, seed)
     except BenchError as exc:
         return {"error": str(exc)}
 
 
-def _official(case: Case, python: str) -> dict[str, Any]:
+def _official(case: Case, python: str, seed: int) -> dict[str, Any]:
     try:
-        made = official_tflite.official_tflite(case, python=python)
+        made = official_tflite.official_tflite(case, seed=seed, python=python)
     except BenchError as exc:
         return {"error": str(exc)}
     return {"tflite": str(made.path), "cached": made.cached, **made.meta}
@@ -295,19 +313,23 @@ def ratios(cases: list[Case], rows: list[dict[str, Any]], threads: list[int], gf
 
 
 def _agreement(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """First-call logits of every runtime against ONNX Runtime's (same input, same weights)."""
+    """First-call logits of every runtime against ONNX Runtime's (same input, same weights): the float columns
+    against ORT on the float export, mvcompile int8 against ORT on its QDQ export (the same int8 model). LiteRT
+    int8 is another quantization of the weights: the int8 section measures how far it is from its float model."""
     import numpy as np
 
-    ref = {(r["case"], r["threads"]): np.asarray(r["logits0"]) for r in rows
-           if r["runtime"] == "onnxruntime" and "error" not in r}
+    ref = {(r["case"], r["runtime"], r["threads"]): np.asarray(r["logits0"]) for r in rows
+           if r["runtime"] in ("onnxruntime", "onnxruntime-int8") and "error" not in r}
     out = []
     for r in rows:
-        if "error" in r or r["runtime"] == "onnxruntime" or (r["case"], r["threads"]) not in ref:
+        against = "onnxruntime-int8" if r["runtime"] == "mvcompile-int8" else "onnxruntime"
+        key = (r["case"], against, r["threads"])
+        if "error" in r or r["runtime"].startswith(("onnxruntime", "litert-official-int8")) or key not in ref:
             continue
-        if r["threads"] == min(t for _, t in ref):
-            diff = float(np.abs(np.asarray(r["logits0"]) - ref[(r["case"], r["threads"])]).max())
-            out.append({"case": r["case"], "runtime": r["runtime"], "max_abs_diff": diff,
-                        "logits_scale": float(np.abs(ref[(r["case"], r["threads"])]).max())})
+        if r["threads"] == min(t for _, _, t in ref):
+            diff = float(np.abs(np.asarray(r["logits0"]) - ref[key]).max())
+            out.append({"case": r["case"], "runtime": r["runtime"], "against": against, "max_abs_diff": diff,
+                        "logits_scale": float(np.abs(ref[key]).max())})
     return out
 
 
@@ -349,7 +371,8 @@ def _meta(a: argparse.Namespace, command: str, start: float, phases: dict[str, f
     else:
         tune_note = "No --db or --tune-trials (and no shipped records for this CPU, or --quick/--no-shipped-records): default builds only (no tuning records)."
     return {"command": command, "quick": a.quick, "date": datetime.datetime.now().isoformat(timespec="seconds"),
-            "cpu": cpu, "cores": os.cpu_count(), "models": a.models, "threads": a.threads, "calls": a.calls,
+            "cpu": cpu, "cores": os.cpu_count(), "models": a.models, "seed": a.seed, "threads": a.threads,
+            "calls": a.calls,
             "warmup": latency.WARMUP, "base_frames": a.base_frames, "db": str(a.db) if a.db else None,
             "tune_trials": a.tune_trials,
             "jobs": a.jobs, "rounds": a.rounds, "tune_note": tune_note, "litert": litert_status,

@@ -7,7 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.common.cases import parse_case
+import numpy as np
+
+from bench.common.cases import SEED, parse_case
 from bench.common.jobs import emit
 from bench.common.timing import time_calls
 
@@ -23,7 +25,7 @@ def _latency(runtime: str, job: dict[str, Any], a: argparse.Namespace) -> dict[s
         elif runtime == "onnxruntime":
             step = runtimes.onnxruntime_step(case, Path(job["model"]), a.threads)
         else:
-            step = runtimes.torch_step(case, a.threads)
+            step = runtimes.torch_step(case, a.threads, job.get("seed", SEED))
         times, first = time_calls(step, job["warmup"], a.calls)
     except Exception as exc:  # noqa: BLE001 - reported per case
         return {"error": f"{type(exc).__name__}: {exc}"}
@@ -42,12 +44,26 @@ def main() -> None:
     m.add_argument("--artifact", type=Path, required=True)
     m.add_argument("--frames", type=int, required=True)
     m.add_argument("--stream", action="store_true", help="one frame per call (else the whole clip in one call)")
+    g = sub.add_parser("logits", help="stream logits of clips, each from fresh states")
+    g.add_argument("--runtime", choices=["mvcompile", "onnxruntime"], required=True)
+    g.add_argument("--case", required=True)
+    g.add_argument("--model", type=Path, required=True, help="artifact dir or .onnx")
+    g.add_argument("--clips", type=Path, required=True, help=".npy [N, T, H, W, 3]")
+    g.add_argument("--out", type=Path, required=True, help=".npy of the logits [N, T, classes]")
     f = sub.add_parser("peak", help="peak float32 GFLOP/s of one core")
     f.add_argument("--n", type=int, default=2048)
     a = p.parse_args()
 
     if a.cmd == "latency":
         emit({"results": [_latency(a.runtime, job, a) for job in json.loads(a.jobs)]})
+    elif a.cmd == "logits":
+        from bench.common import runtimes
+
+        case = parse_case(a.case)
+        step = runtimes.mvcompile_step if a.runtime == "mvcompile" else runtimes.onnxruntime_step
+        logits = runtimes.clip_logits(lambda clip: step(case, a.model, 1, clip), np.load(a.clips))
+        np.save(a.out, logits)
+        emit({"logits": str(a.out), "shape": list(logits.shape)})
     elif a.cmd == "memory":
         from bench.x86.memory import measure
 
