@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import struct
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -37,6 +39,12 @@ def _elf(path: Path) -> tuple[int, int]:
     head = path.read_bytes()[:20]
     assert head[:4] == b"\x7fELF"
     return head[4], struct.unpack_from("<H", head, 18)[0]
+
+
+def _sections(path: Path) -> list[str]:
+    """The names of an ELF file's sections (binutils' readelf reads any architecture's)."""
+    out = subprocess.run(["readelf", "-S", "--wide", str(path)], capture_output=True, text=True, check=True).stdout
+    return re.findall(r"^\s*\[\s*\d+\]\s+(\S+)", out, flags=re.M)
 
 
 def _fatbin_entries(data: bytes) -> set[tuple[str, int]]:
@@ -75,6 +83,8 @@ def test_host_artifact_layout(tiny: Exported, tmp_path: Path) -> None:
         "output logits float32 1,5",
     ]
     assert _elf(out / "model.so") == ELF_MACHINES[HOST_ARCH]
+    sections = _sections(out / "model.so")
+    assert ".mvcompile_io" in sections and not [s for s in sections if s.startswith(".debug")]  # no DWARF shipped
     assert not list(tmp_path.glob(".art.*"))
 
 
@@ -83,6 +93,7 @@ def test_cross_cpu_targets(tiny: Exported, tmp_path: Path, name: str) -> None:
     preset = _preset(name)
     out = build_artifact(tiny.onnx_model, tiny.manifest, preset, tmp_path / name, progress=False)
     assert _elf(out / "model.so") == ELF_MACHINES[preset.arch]
+    assert not [s for s in _sections(out / "model.so") if s.startswith(".debug")]
 
 
 @pytest.mark.parametrize(("name", "sm"), [("cuda", 80), ("jetson-orin", 87)])

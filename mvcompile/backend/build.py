@@ -151,7 +151,7 @@ def _export(executable: Any, target: TargetPreset, tvm_target: Any, path: Path, 
     from mvcompile.backend import cuda_kernels
 
     options: dict[str, Any] = {"notices": []}
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"options": ["-Wl,--strip-debug"]}  # DWARF is a sixth of an int8 library; no one reads it
     if target.cross_compiler:
         kwargs["fcompile"] = cc.cross_compiler(target.cross_compiler)
     options["linker"] = target.cross_compiler or "g++ (native)"
