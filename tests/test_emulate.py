@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 import pytest
 
+from mvcompile.artifact.export_manifest import ExportManifest
 from mvcompile.artifact.format import ArtifactError, sha256_file, sign_artifact
 from mvcompile.backend.build import build_artifact
 from mvcompile.backend.targets import load_target
@@ -26,14 +27,26 @@ pytestmark = pytest.mark.qemu  # ARM code under qemu-user (make cross)
 IMAGE = (1, 1, 8, 8, 3)  # N, T, H, W, C: one frame per call
 STATES = {"buf": ((1, 4, 2, 8, 8), "float32"), "sum": ((1, 4), "float32"), "count": ((1,), "int32")}
 CLASSES = 5
-MANIFEST = {
-    "inputs": [{"name": "image", "shape": list(IMAGE), "dtype": "float32"}],
-    "outputs": [{"name": "logits", "shape": [1, CLASSES], "dtype": "float32"}],
-    "states": [{"name": n, "input": n, "output": f"new_{n}", "shape": list(shape), "dtype": dtype, "init": "zeros"}
-               for n, (shape, dtype) in STATES.items()],
-    "spec": "tests/test_emulate.py",
-    "mode": "stream",
-}
+def _manifest(states: dict[str, tuple[tuple[int, ...], str]], mode: str) -> ExportManifest:
+    """The export manifest of the hand-written model below (its tensors; the rest as an export of it says)."""
+    def tensors(names: list[tuple[str, tuple[int, ...], str]]) -> list[dict]:
+        return [{"name": n, "shape": list(shape), "dtype": dtype} for n, shape, dtype in names]
+
+    return ExportManifest.model_validate({
+        "spec": {"name": "emulate-test", "path": "tests/test_emulate.py", "sha256": "0" * 64},
+        "variant": "stream", "mode": mode, "batch": 1, "frames": 1, "resolution": IMAGE[2], "frame_rate": 5.0,
+        "num_classes": CLASSES, "options": None, "opset": 17, "weights": {"source": "torch-init", "sha256": "0" * 64},
+        "inputs": tensors([("image", IMAGE, "float32"), *((n, shape, dt) for n, (shape, dt) in states.items())]),
+        "outputs": tensors([("logits", (1, CLASSES), "float32"),
+                            *((f"new_{n}", shape, dt) for n, (shape, dt) in states.items())]),
+        "states": [{"name": n, "input": n, "output": f"new_{n}", "shape": list(shape), "dtype": dtype,
+                    "layout": "NCTHW" if len(shape) == 5 else "NC" if len(shape) == 2 else "N"}
+                   for n, (shape, dtype) in states.items()],
+        "memory": {"inputs": 0, "new_states": 0, "weights": 0, "activations": 0, "workspace": 0, "peak": 0},
+    })
+
+
+MANIFEST = _manifest(STATES, "stream")
 
 
 def _tiny_onnx() -> onnx.ModelProto:
@@ -112,7 +125,7 @@ def test_stateless_clip_model(tmp_path: Path, cross_ready: None) -> None:
         torch.onnx.export(model, (torch.zeros(IMAGE),), stream, dynamo=False, opset_version=17,
                           input_names=["image"], output_names=["logits"])
     proto = onnx.load_from_string(stream.getvalue())
-    manifest = {**MANIFEST, "states": [], "mode": "clip"}
+    manifest = _manifest({}, "base")
     art = build_artifact(proto, manifest, load_target("rpi4"), tmp_path / "clip-rpi4", progress=False)
     frames = np.random.default_rng(1).standard_normal((3, *IMAGE)).astype(np.float32)
     logits, _ = run_emulated(art, frames)
