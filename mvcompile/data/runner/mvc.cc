@@ -17,8 +17,13 @@
 #include <tvm/ffi/function.h>
 
 #include <elf.h>
+#include <fcntl.h>
 #include <sodium.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <memory>
 #include <cstdint>
@@ -31,6 +36,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -284,6 +290,41 @@ std::string ReadWhole(const fs::path& path, const std::string& what) {
   return data;
 }
 
+/*! \brief A whole file mapped read-only: its pages are the page cache's, released when the view closes (a read
+ *  into memory would hold a 16 MB library, plus a copy, while it is checked). */
+class MappedFile {
+ public:
+  MappedFile(const fs::path& path, const std::string& what) {
+    std::error_code ec;
+    if (!fs::is_regular_file(fs::symlink_status(path, ec))) throw RunnerError(what + " " + path.string() + ": missing or not a regular file");
+    const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    struct stat st {};
+    if (fd < 0 || fstat(fd, &st) != 0) {
+      if (fd >= 0) close(fd);
+      throw RunnerError("cannot read " + path.string() + ": " + std::strerror(errno));
+    }
+    size_ = static_cast<size_t>(st.st_size);
+    if (size_ > kMaxReadBytes) {
+      close(fd);
+      throw RunnerError(what + " " + path.string() + ": too large");
+    }
+    void* data = size_ ? mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0) : nullptr;
+    close(fd);
+    if (data == MAP_FAILED) throw RunnerError("cannot map " + path.string() + ": " + std::strerror(errno));
+    data_ = static_cast<const char*>(data);
+  }
+  ~MappedFile() {
+    if (data_ != nullptr) munmap(const_cast<char*>(data_), size_);
+  }
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+  std::string_view view() const { return {data_ ? data_ : "", size_}; }
+
+ private:
+  const char* data_ = nullptr;
+  size_t size_ = 0;
+};
+
 std::string Hex(const unsigned char* data, size_t n) {
   static const char* digits = "0123456789abcdef";
   std::string out;
@@ -291,9 +332,19 @@ std::string Hex(const unsigned char* data, size_t n) {
   return out;
 }
 
-std::string Sha256Hex(const std::string& data) {
+/*! \brief The SHA-256 of `data` with the `zeroed` bytes from offset `at` read as '0' digits (hex). */
+std::string Sha256Hex(std::string_view data, size_t at = 0, size_t zeroed = 0) {
+  const std::string zeros(zeroed, '0');
+  crypto_hash_sha256_state state;
+  crypto_hash_sha256_init(&state);
+  auto update = [&](std::string_view part) {
+    crypto_hash_sha256_update(&state, reinterpret_cast<const unsigned char*>(part.data()), part.size());
+  };
+  update(data.substr(0, at));
+  update(zeros);
+  update(data.substr(std::min(at + zeroed, data.size())));
   unsigned char digest[crypto_hash_sha256_BYTES];
-  crypto_hash_sha256(digest, reinterpret_cast<const unsigned char*>(data.data()), data.size());
+  crypto_hash_sha256_final(&state, digest);
   return Hex(digest, sizeof digest);
 }
 
@@ -365,7 +416,7 @@ void VerifySignature(const fs::path& dir, const std::vector<std::vector<unsigned
   for (const char* name : {"io.txt", "model.so", "manifest.json"}) {
     auto it = listed.find(name);
     if (it == listed.end()) throw RunnerError(path.string() + ": does not cover " + name);
-    if (Sha256Hex(ReadWhole(dir / name, "artifact file")) != it->second) {
+    if (Sha256Hex(MappedFile(dir / name, "artifact file").view()) != it->second) {
       throw RunnerError((dir / name).string() + ": modified after signing (its sha256 differs from artifact.sig); "
                         "refusing to load the artifact");
     }
@@ -374,7 +425,7 @@ void VerifySignature(const fs::path& dir, const std::vector<std::vector<unsigned
 
 /*! \brief The bytes of ELF section `name` of `image` (a whole ELF file), or nothing. */
 template <typename Ehdr, typename Shdr>
-bool FindSection(const std::string& image, const std::string& name, std::string* out, const std::string& where) {
+bool FindSection(std::string_view image, const std::string& name, std::string* out, const std::string& where) {
   Ehdr eh{};
   std::memcpy(&eh, image.data(), sizeof eh);
   const uint64_t size = image.size();
@@ -406,7 +457,9 @@ bool FindSection(const std::string& image, const std::string& name, std::string*
  *  self-hash (sha256 of the file with those 64 digits as zeros) matches; read from the file, not loaded. */
 void CheckIoSignature(const fs::path& model, const std::string& io_text) {
   const std::string where = model.string();
-  std::string image = ReadWhole(model, "model");
+  const MappedFile file(model, "model");
+  const std::string_view image = file.view();
+  if (image.size() < EI_NIDENT) throw RunnerError(where + ": not a shared library (no ELF header)");
   std::string section;
   const bool found = static_cast<unsigned char>(image[EI_CLASS]) == ELFCLASS64
                          ? FindSection<Elf64_Ehdr, Elf64_Shdr>(image, kSection, &section, where)
@@ -431,9 +484,8 @@ void CheckIoSignature(const fs::path& model, const std::string& io_text) {
   if (at == std::string::npos || image.find(marker, at + 1) != std::string::npos) {
     throw RunnerError(where + ": its self-hash is missing or not unique; rebuild the artifact");
   }
-  const std::string recorded = image.substr(at + marker.size(), 64);
-  image.replace(at + marker.size(), 64, std::string(64, '0'));
-  if (Sha256Hex(image) != recorded) {
+  const std::string_view recorded = image.substr(at + marker.size(), 64);
+  if (Sha256Hex(image, at + marker.size(), 64) != recorded) {
     throw RunnerError(where + ": damaged: its content does not match the self-hash it was built with; rebuild the "
                       "artifact");
   }
