@@ -7,18 +7,16 @@ interleaved round by round, medians reported (same-run ratios: other load on the
     python -m bench.x86.footprint ARTIFACT --tflite MODEL.tflite [--frames 50] [--rounds 3] [--json]
 
 LiteRT runs in a Python that has ai-edge-litert (`--litert-python`, default: the TF venv of
-scripts/setup_tf_official.sh). The C runtime's peak RSS comes from the kernel's accounting of the child (wait4).
+scripts/setup_tf_official.sh). The C runtime's peak RSS is the kernel's accounting of the runner process (wait4).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -96,23 +94,30 @@ def _child(cmd: list[str]) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+# A small process (no site packages) starts the runner and reports the kernel's peak RSS of it (wait4's ru_maxrss
+# counts the moment between fork and exec too, when the child is still a copy of its parent: keep the parent small).
+RUNNER_CHILD = """
+import json, os, subprocess, sys, time
+start = time.perf_counter()
+proc = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+_, status, usage = os.wait4(proc.pid, 0)
+if os.waitstatus_to_exitcode(status) != 0:
+    sys.exit(proc.stderr.read().decode())
+print(json.dumps({"seconds": time.perf_counter() - start, "peak_rss": usage.ru_maxrss / 1024}))
+"""
+
+
 def _runner(runner: Path, artifact: Path, frames_file: Path, frames: int, out: Path) -> dict[str, Any]:
-    """Wall-clock seconds and peak RSS (MiB, the kernel's ru_maxrss of the child) of one runner process."""
-    start = time.perf_counter()
-    proc = subprocess.Popen([str(runner), str(artifact), str(frames_file), str(frames), str(out), "--threads", "1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{runner.name} failed: {proc.stderr.read().decode().strip()}")  # type: ignore[union-attr]
-    return {"seconds": seconds, "peak_rss": usage.ru_maxrss / 1024}
+    """Wall-clock seconds and peak RSS (MiB) of one runner process."""
+    return _child([sys.executable, "-S", "-c", RUNNER_CHILD, str(runner), str(artifact), str(frames_file), str(frames),
+                   str(out), "--threads", "1"])
 
 
 def measure(artifact: Path, tflite: Path | None, litert_python: Path, frames: int, rounds: int) -> dict[str, Any]:
     """Medians over `rounds` interleaved rounds of each runtime's fresh process."""
-    from mvcompile.runtime.session import StreamSession
+    from mvcompile.artifact.format import read_manifest
 
-    shape = StreamSession(artifact).manifest.frame_input.shape
+    shape = read_manifest(artifact).frame_input.shape
     runs: dict[str, list[dict[str, Any]]] = {"mvcompile": [], "c-runtime": [], "litert": []}
     with tempfile.TemporaryDirectory(prefix="footprint-") as tmp:
         runner = build_host_runner(Path(tmp) / "runner")
