@@ -552,7 +552,9 @@ mvc_model* mvc_open(const char* artifact_dir, const mvc_options* options) {
                         std::to_string(options->num_threads));
     }
     if (options != nullptr && options->num_threads > 0) {
-      setenv("TVM_NUM_THREADS", std::to_string(options->num_threads).c_str(), 1);  // read when TVM's pool starts
+      // TVM reads it when it starts a thread's pool and at every parallel kernel (1: the kernel runs inline, no
+      // pool at all), so it stays set in this process
+      setenv("TVM_NUM_THREADS", std::to_string(options->num_threads).c_str(), 1);
     }
     if (sodium_init() < 0) throw RunnerError("libsodium failed to initialise");
     if (options != nullptr && options->num_trusted_keys > 0) {

@@ -25,7 +25,7 @@ extern "C" {
 typedef struct mvc_model mvc_model;
 
 typedef struct mvc_options {
-  int num_threads;                  /* TVM worker threads (sets TVM_NUM_THREADS before the first model runs); 0: leave it */
+  int num_threads;  /* TVM worker threads: sets TVM_NUM_THREADS in this process; 0: leave it (or TVM's default) */
   const char* const* trusted_keys;  /* only an artifact signed by one of these runs: .pub files or 64 hex digits */
   int num_trusted_keys;
 } mvc_options;
