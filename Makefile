@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-quick test-slow cross clean bench bench-arm
+.PHONY: setup demo test test-quick test-slow cross clean bench bench-arm runtime-lib
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,14 @@ bench-arm: setup cross
 # root on first run).
 cross: setup
 	PYTHON=$(PY) scripts/setup_cross.sh
+
+# The C runtime for a board without Python (deploy/README.md): libmvc.so + mvc.h (the C API), lib/ with TVM's runtime
+# libraries, and the camera-loop example, cross-compiled into $(RUNTIME_OUT). ARCH=aarch64 (default) or armv7.
+ARCH ?= aarch64
+RUNTIME_OUT ?= build/runtime-lib/$(ARCH)
+runtime-lib: cross
+	$(PY) -c "import sys; from pathlib import Path; from mvcompile.support.cross import build_runtime_lib, get_arch; \
+	print(*build_runtime_lib(get_arch(sys.argv[1]), Path(sys.argv[2])), sep='\n')" $(ARCH) $(RUNTIME_OUT)
 
 clean:
 	rm -rf build .pytest_cache

@@ -60,3 +60,15 @@ def test_profile_of_a_folder_that_is_no_artifact_is_one_line(tmp_path: Path) -> 
     proc = subprocess.run([sys.executable, "-m", "bench.x86.profile", str(tmp_path)], cwd=ROOT, capture_output=True,
                           text=True, timeout=HANG)
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_footprint_measures_each_runtime_in_its_own_process(tiny: Path) -> None:
+    """bench/x86/footprint.py (without LiteRT): StreamSession and the C runtime built for this machine each run in a
+    fresh process, the session without the compiler library or torch, the C runtime far smaller than the session."""
+    from bench.x86.footprint import measure, report
+
+    result = measure(tiny, None, Path(sys.executable), frames=3, rounds=1)
+    session, runner = result["runtimes"]["mvcompile"], result["runtimes"]["c-runtime"]
+    assert not session["compiler_or_torch_mapped"] and session["import_s"] < session["first_frame_s"]
+    assert 0 < runner["peak_rss"] < session["peak_rss"] < 200
+    assert "litert" not in result["runtimes"] and "| c-runtime |" in report(result)

@@ -18,7 +18,7 @@ from mvcompile.artifact.export_manifest import ExportManifest
 from mvcompile.artifact.format import ArtifactError, sha256_file, sign_artifact
 from mvcompile.backend.build import build_artifact
 from mvcompile.backend.targets import load_target
-from mvcompile.support.cross import CXXFLAGS, RUNNER_SOURCE, cross_dir
+from mvcompile.support.cross import CXXFLAGS, RUNNER_SOURCE, RUNTIME_SOURCE, build_runtime_lib, cross_dir, get_arch
 from mvcompile.runtime.emulate import EmulationError, emulated_command, run_emulated
 from mvcompile.runtime.session import StreamSession
 
@@ -231,10 +231,29 @@ def test_armv7_artifact_builds_but_has_no_runtime_to_emulate(
         run_emulated(art, np.zeros((1, *IMAGE), np.float32))
 
 
-def test_runner_compiles_for_armv7(tmp_path: Path, cross_ready: None) -> None:
-    """deploy/runner.cc stays 32-bit clean (armv7 boards link it against a source-built runtime)."""
+@pytest.mark.parametrize("source", [RUNNER_SOURCE, RUNTIME_SOURCE], ids=["runner", "c-api"])
+def test_runner_compiles_for_armv7(tmp_path: Path, cross_ready: None, source: Path) -> None:
+    """deploy/runner.cc and the C API stay 32-bit clean (armv7 boards link them against a source-built runtime)."""
     include = cross_dir() / "aarch64" / "include"  # the tvm-ffi headers are arch-independent
-    cmd = ["arm-linux-gnueabihf-g++", *CXXFLAGS, "-Wextra", "-Werror", "-Wno-psabi", "-c", str(RUNNER_SOURCE),
+    cmd = ["arm-linux-gnueabihf-g++", *CXXFLAGS, "-Wextra", "-Werror", "-Wno-psabi", "-c", str(source),
            "-isystem", str(include), "-o", str(tmp_path / "runner.o")]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_c_api_library_and_camera_loop(artifact: Path, tmp_path: Path) -> None:
+    """What `make runtime-lib` gives a board (libmvc.so, mvc.h, lib/, and the camera-loop example linked against
+    libmvc.so) runs under qemu and gives the runner's logits; a bad artifact is one line from mvc_last_error()."""
+    arch = get_arch("aarch64")
+    out = tmp_path / "runtime-lib"
+    build_runtime_lib(arch, out)
+    pixels = np.random.default_rng(1).integers(0, 256, (3, *IMAGE), dtype=np.uint8)
+    expected = run_emulated(artifact, pixels.astype(np.float32) / 255)[0].reshape(3, -1)
+    loop = [arch.qemu, "-L", str(arch.sysroot), str(out / "camera_loop")]
+    proc = subprocess.run([*loop, str(artifact), "--threads", "1"], input=pixels.tobytes(), capture_output=True)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split() for line in proc.stdout.decode().splitlines()]
+    assert [int(r[0]) for r in rows] == [0, 1, 2] and [int(r[1]) for r in rows] == list(expected.argmax(-1))
+    assert np.allclose([float(r[2]) for r in rows], expected.max(-1), atol=1e-4)
+    proc = subprocess.run([*loop, str(tmp_path / "missing")], capture_output=True, text=True)
+    assert proc.returncode == 1 and proc.stderr == f"camera_loop: cannot open {tmp_path / 'missing'}/io.txt (every artifact has an io.txt)\n"

@@ -78,3 +78,35 @@ def test_compiler_commands_without_the_compiler_name_the_extra(tmp_path: Path) -
     assert proc.returncode == 2 and proc.stderr.startswith("error: blocked for this test: "), proc.stderr
     assert proc.stderr.rstrip().endswith("this command needs mvcompile[compile] (pip install 'mvcompile[compile]')")
     assert not (tmp_path / "x.onnx").exists()
+
+
+LEAN_CHILD = """
+import json, sys
+import numpy as np
+from mvcompile import EnsembleSession, StreamSession, run
+from mvcompile.cli import main
+
+art, member, clip = sys.argv[1], sys.argv[2], np.load(sys.argv[3])
+StreamSession(member).push(clip[:, :1])
+EnsembleSession(art).push(clip)
+run(member, frames=4)
+assert main(["run", art, "--json"]) == 0
+maps = open("/proc/self/maps").read()
+status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+print(json.dumps({"compiler": "libtvm_compiler" in maps, "torch": "torch" in maps, "runtime": "libtvm_runtime" in maps,
+                  "modules": sorted(m for m in ("tvm", "torch", "ml_dtypes") if m in sys.modules),
+                  "peak_mb": int(status["VmHWM"].split()[0]) / 1024}))
+"""
+
+
+def test_runtime_process_maps_only_the_runtime_library(ensemble: Path, tmp_path: Path) -> None:
+    """With torch and the compiler installed (this venv), a process that only runs artifacts maps TVM's runtime
+    library, never libtvm_compiler.so nor torch, and stays small (it peaked at 400-500 MB when it imported tvm)."""
+    member = next(p for p in sorted(ensemble.iterdir()) if p.is_dir())
+    np.save(tmp_path / "clip.npy", np.random.default_rng(0).random((1, 2, 32, 32, 3), dtype=np.float32))
+    proc = subprocess.run([sys.executable, "-c", LEAN_CHILD, str(ensemble), str(member), str(tmp_path / "clip.npy")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    child = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert child["runtime"] and not child["compiler"] and not child["torch"] and child["modules"] == [], child
+    assert child["peak_mb"] < 150, child

@@ -22,6 +22,7 @@ MAGIC = "mvcompile-io/1"
 SYMBOL = "mvcompile_io_signature"
 SELF_HASH = b"mvcompile-self-sha256:"
 UNSET = b"0" * 64
+_CHUNK = 1 << 20
 _TENSOR_KEYS = ("name", "shape", "dtype")
 _STATE_KEYS = ("name", "input", "output", "shape", "dtype")
 _SCALAR_KEYS = ("batch", "frames", "num_classes", "frame_rate")
@@ -65,6 +66,32 @@ def seal(library: Path) -> None:
         f.write(data[at:at + 64])
 
 
+def _self_hash(library: Path) -> tuple[bytes | None, bytes]:
+    """(the 64 digits after the one SELF_HASH marker in the file, None unless exactly one; the sha256 of the file
+    with them as zeros), read in chunks: a whole read would hold a 16 MB library (and a copy) just to check it."""
+    with library.open("rb") as f:
+        offsets, pos, tail = [], 0, b""
+        while chunk := f.read(_CHUNK):
+            data = tail + chunk  # tail: the last bytes of the previous chunk, too short to hold a whole marker
+            start = 0
+            while (i := data.find(SELF_HASH, start)) >= 0 and len(offsets) < 2:
+                offsets.append(pos - len(tail) + i + len(SELF_HASH))
+                start = i + 1
+            tail, pos = data[-(len(SELF_HASH) - 1):], pos + len(chunk)
+        if len(offsets) != 1:
+            return None, b""
+        at = offsets[0]
+        f.seek(at)
+        recorded = f.read(64)
+        f.seek(0)
+        digest, pos = hashlib.sha256(), 0
+        while chunk := f.read(_CHUNK):
+            lo, hi = max(at - pos, 0), min(at + 64 - pos, len(chunk))
+            digest.update(chunk[:lo] + UNSET[:hi - lo] + chunk[hi:] if lo < hi else chunk)
+            pos += len(chunk)
+    return recorded, digest.hexdigest().encode()
+
+
 def _self_hash_at(data: bytes) -> int | None:
     """Offset of the 64 hex digits after the one SELF_HASH marker in `data`, None unless exactly one."""
     at = data.find(SELF_HASH)
@@ -93,10 +120,8 @@ def signature_problem(library: Path, manifest: dict[str, Any], io_text: bytes) -
     parts = data.split(b"\0")
     if len(parts) != 6 or parts[0] != MAGIC.encode() or not parts[4].startswith(SELF_HASH) or parts[5] != b"":
         return f"{library.name}: its I/O signature (section {SECTION}) is malformed; rebuild the artifact"
-    whole = library.read_bytes()
-    at = _self_hash_at(whole)
-    if at is None or whole[at:at + 64] != parts[4][len(SELF_HASH):] or \
-            hashlib.sha256(whole[:at] + UNSET + whole[at + 64:]).hexdigest().encode() != whole[at:at + 64]:
+    recorded, computed = _self_hash(library)
+    if recorded is None or recorded != parts[4][len(SELF_HASH):] or computed != recorded:
         return (f"{library.name}: damaged: its content does not match the self-hash it was built with (a bad copy, or "
                 "modified); rebuild the artifact")
     built_io, built_json, digest = parts[1], parts[2], parts[3].decode(errors="replace")

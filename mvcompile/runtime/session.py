@@ -15,6 +15,7 @@ from mvcompile.artifact.signing import verify_folder
 from mvcompile.errors import UsageError
 from mvcompile.support.tvm_log import error_line, quiet_tvm_stderr
 from mvcompile.runtime.frames import FrameError, FrameValueError, check_frame_values
+from mvcompile.runtime.tvm_runtime import RelaxVM, device, ffi
 
 __all__ = ["FrameError", "FrameValueError", "StreamSession"]
 
@@ -44,12 +45,10 @@ def _start_thread_pool(threads: int) -> None:
     """Start this thread's TVM pool with `threads` workers: TVM reads TVM_NUM_THREADS once, when the pool of the
     calling thread is created, so it is set for that moment only; the process environment (which subprocesses,
     e.g. emulated runs, inherit) is left as it was."""
-    import tvm_ffi
-
     before = os.environ.get("TVM_NUM_THREADS")
     os.environ["TVM_NUM_THREADS"] = str(threads)
     try:
-        tvm_ffi.get_global_func("runtime.NumThreads")()  # creates the pool if this thread has none yet
+        ffi().get_global_func("runtime.NumThreads")()  # creates the pool if this thread has none yet
     finally:
         if before is None:
             del os.environ["TVM_NUM_THREADS"]
@@ -77,9 +76,11 @@ class StreamSession:
         self._manifest = read_manifest(self._dir)
         self._check_arch()
         self._frame = self._manifest.frame_input
-        self._vm, self._device = self._load()
+        self._vm = self._load()
         if threads is not None:
             _start_thread_pool(threads)
+        self._main = self._vm.function("main")
+        self._input = self._vm.empty(tuple(self._frame.shape), self._frame.dtype)  # each push copies its frames in
         self._states: list[Any] = []
         self.reset()
 
@@ -95,29 +96,26 @@ class StreamSession:
 
     def reset(self) -> None:
         """Every state back to its start (zeros; an int8 state its zero point), as for a new video."""
-        import tvm
-
         self._frames_seen = 0
-        self._states = [
-            tvm.runtime.tensor(np.full(s.shape, s.fill, dtype=s.dtype), self._device)
-            for s in self._manifest.states
-        ]
+        self._states = []
+        for s in self._manifest.states:
+            state = self._vm.empty(tuple(s.shape), s.dtype)
+            self._vm.copy_in(state, np.full(s.shape, s.fill, dtype=s.dtype))
+            self._states.append(state)
 
     def push(self, frames: np.ndarray) -> np.ndarray:
         """Run one clip of frames [B, T, H, W, 3] (float32 in [0, 1]); returns the logits."""
-        import tvm
-
         self._check_frames(frames)
         frames = np.ascontiguousarray(frames)  # checked as the model gets it: a masked array's mask is not passed
         check_frame_values(frames, check_range=self._check_range)
-        image = tvm.runtime.tensor(frames, self._device)
-        out = self._vm["main"](image, *self._states)
+        self._vm.copy_in(self._input, frames)
+        out = self._main(self._input, *self._states)
         self._frames_seen += frames.shape[1]
         if not self._states:  # a model without states returns its logits tensor bare, not in a tuple
-            return out.numpy()
+            return self._vm.copy_out(out)
         results = list(out)
         self._states = results[1:]
-        return results[0].numpy()
+        return self._vm.copy_out(results[0])
 
     def watch_calls(self, hook: Callable[[str, bool], None] | None) -> None:
         """Call `hook(name, before)` before and after every call the model makes (its compiled functions
@@ -143,26 +141,22 @@ class StreamSession:
                 "run it on the board, or under emulation with `mvcompile run --emulate`"
             )
 
-    def _load(self) -> tuple[Any, Any]:
-        import tvm
-        from tvm import relax
-
+    def _load(self) -> RelaxVM:
         kind = self._manifest.target.kind
-        device = tvm.device(kind if kind != "llvm" else "cpu", 0)
-        if not device.exist:
+        dev = device(kind)
+        if dev is None:
             raise ArtifactError(f"{self._dir}: needs a {kind} device, and none is available here")
         try:
             with quiet_tvm_stderr():
-                library = tvm.runtime.load_module(str((self._dir / LIBRARY).resolve()))
-                vm = relax.VirtualMachine(library, device)
-                params = [vm._get_function_param_name("main", i) for i in range(vm._get_function_arity("main"))]
+                vm = RelaxVM(self._dir / LIBRARY, dev)
+                params = vm.param_names("main")
         except Exception as exc:
             raise ArtifactError(f"{self._dir / LIBRARY}: cannot load: {error_line(exc)}") from None
         expected = [self._frame.name, *(s.input for s in self._manifest.states)]
         if params != expected:
             raise ArtifactError(f"{self._dir / MANIFEST}: lists {len(expected)} inputs, but {LIBRARY}'s main takes "
                                 f"{len(params)} (first difference: {_first_difference(expected, params)})")
-        return vm, device
+        return vm
 
     def _check_frames(self, frames: Any) -> None:
         shape, dtype = tuple(self._frame.shape), np.dtype(self._frame.dtype)

@@ -1,5 +1,6 @@
-"""ARM cross toolchains, qemu-user and the cached cross-compiled C++ runner (shipped as package data,
-mvcompile/data/runner/runner.cc; deploy/runner.cc in the repository)."""
+"""ARM cross toolchains, qemu-user, and the cross-compiled C runtime: the C API library libmvc.so (mvc.h, mvc.cc)
+and the runner and camera-loop example built on it (shipped as package data in mvcompile/data/runner/; deploy/
+in the repository). Builds are cached by a hash of the sources and flags."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ from mvcompile.support.files import staged_files
 
 CHECKOUT = Path(__file__).resolve().parents[2]  # the source checkout, when running from one
 RUNNER_SOURCE = data_path("runner", "runner.cc")
+RUNTIME_SOURCE = data_path("runner", "mvc.cc")  # the C API (mvc.h) the runner and the example are built on
+RUNTIME_HEADER = data_path("runner", "mvc.h")
+EXAMPLE_SOURCE = data_path("runner", "camera_loop.c")
 SETUP_HINT = ("run `make cross` (or scripts/setup_cross.sh, as root; with MVCOMPILE_CROSS_DIR set to the same folder "
               "when mvcompile is installed from a wheel) first")
 CXXFLAGS = ("-std=c++17", "-O2", "-Wall")
@@ -102,12 +106,14 @@ def check_ready(arch: CrossArch) -> None:
                              f"the runner verifies signatures with): {SETUP_HINT}")
 
 
-def build_runner(arch: CrossArch) -> Path:
-    """Cross-compile the runner source for arch once; cached by a hash of the source and flags."""
+def _cached_build(arch: CrossArch, stem: str, sources: list[Path], flags: tuple[str, ...]) -> Path:
+    """`arch.cxx` over `sources` into bin/<stem>-<hash>, once per content of sources and flags (old builds of
+    the same stem removed; a lock keeps two processes from building it at once)."""
     check_ready(arch)
-    key = hashlib.sha256(RUNNER_SOURCE.read_bytes() + " ".join((arch.cxx, *CXXFLAGS, *LDLIBS)).encode())
+    key = hashlib.sha256(b"".join(p.read_bytes() for p in (*sources, RUNTIME_HEADER)))
+    key.update(" ".join((arch.cxx, *CXXFLAGS, *flags, *LDLIBS)).encode())
     bindir = arch.root / "bin"
-    exe = bindir / f"mvcompile-runner-{key.hexdigest()[:16]}"
+    exe = bindir / f"{stem}-{key.hexdigest()[:16]}"
     if exe.is_file():
         return exe
     bindir.mkdir(parents=True, exist_ok=True)
@@ -115,12 +121,38 @@ def build_runner(arch: CrossArch) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if exe.is_file():
             return exe
-        for old in bindir.glob("mvcompile-runner-*"):
+        for old in bindir.glob(f"{stem}-*"):
             old.unlink()
         with staged_files([exe]) as (tmp,):
-            cmd = [arch.cxx, *CXXFLAGS, str(RUNNER_SOURCE), "-isystem", str(arch.root / "include"),
+            cmd = [arch.cxx, *CXXFLAGS, *flags, *map(str, sources), "-isystem", str(arch.root / "include"),
                    "-L", str(arch.libdir), *LDLIBS, "-o", str(tmp)]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
-                raise EmulationError(f"cross-compiling {RUNNER_SOURCE} failed:\n{' '.join(cmd)}\n{proc.stderr}")
+                raise EmulationError(f"cross-compiling {sources[0].name} failed:\n{' '.join(cmd)}\n{proc.stderr}")
     return exe
+
+
+def build_runner(arch: CrossArch) -> Path:
+    """The runner for arch (runner.cc over the C API, linked in), cross-compiled once."""
+    return _cached_build(arch, "mvcompile-runner", [RUNNER_SOURCE, RUNTIME_SOURCE], ())
+
+
+def build_runtime_lib(arch: CrossArch, out: Path) -> list[Path]:
+    """The C runtime for a board in `out`: libmvc.so, mvc.h, the camera-loop example linked against libmvc.so
+    (rpath $ORIGIN and $ORIGIN/lib) and lib/ with the TVM runtime libraries it needs."""
+    shared = ("-shared", "-fPIC", "-Wl,-soname,libmvc.so", "-Wl,-rpath,$ORIGIN/lib")
+    library = _cached_build(arch, "libmvc.so", [RUNTIME_SOURCE], shared)
+    files = {out / "libmvc.so": library, out / "mvc.h": RUNTIME_HEADER,
+             **{out / "lib" / name: arch.libdir / name for name in ("libtvm_runtime.so", "libtvm_ffi.so")}}
+    (out / "lib").mkdir(parents=True, exist_ok=True)
+    with staged_files(list(files)) as staged:
+        for tmp, source in zip(staged, files.values()):
+            shutil.copy2(source, tmp)
+    example = out / "camera_loop"
+    with staged_files([example]) as (tmp,):
+        cmd = [arch.cxx.replace("g++", "gcc"), "-std=c11", "-O2", "-Wall", str(EXAMPLE_SOURCE), "-I", str(out),
+               "-L", str(out), "-Wl,--no-as-needed", "-lmvc", "-Wl,-rpath,$ORIGIN:$ORIGIN/lib", "-o", str(tmp)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise EmulationError(f"cross-compiling {EXAMPLE_SOURCE.name} failed:\n{' '.join(cmd)}\n{proc.stderr}")
+    return [*files, example]

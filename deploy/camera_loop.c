@@ -1,0 +1,1 @@
+../mvcompile/data/runner/camera_loop.c

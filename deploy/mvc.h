@@ -1,0 +1,1 @@
+../mvcompile/data/runner/mvc.h
