@@ -1,6 +1,6 @@
 // mvcompile-runner: stream frames through an mvcompile artifact (model.so + io.txt) without Python.
 //
-//   mvcompile-runner ARTIFACT_DIR FRAMES_FILE N_CALLS OUT_FILE [--threads N] [--trusted-key KEY]...
+//   mvcompile-runner ARTIFACT_DIR FRAMES_FILE N_CALLS OUT_FILE [--threads N] [--pin] [--trusted-key KEY]...
 //
 // Before model.so is loaded: with --trusted-key (a .pub file of `mvcompile keygen`, or its 64 hex digits), the
 // artifact must carry an Ed25519 signature by one of those keys over its files (artifact.sig; libsodium), and
@@ -464,6 +464,7 @@ struct Options {
   fs::path artifact_dir, frames_file, out_file;
   long n_calls = 0;
   int threads = 0;  // 0: leave TVM_NUM_THREADS / the TVM default alone
+  bool pin = false;  // --pin: each TVM worker bound to its own core (else unbound, unless TVM_BIND_THREADS=1)
   std::vector<std::string> trusted_keys;  // --trusted-key: only an artifact signed by one of these runs
 };
 
@@ -484,6 +485,8 @@ Options ParseArgs(int argc, char** argv) {
       opt.threads = static_cast<int>(ParsePositive(argv[++i], "--threads"));
     } else if (a.rfind("--threads=", 0) == 0) {
       opt.threads = static_cast<int>(ParsePositive(a.substr(10), "--threads"));
+    } else if (a == "--pin") {
+      opt.pin = true;
     } else if (a == "--trusted-key") {
       if (i + 1 >= argc) throw UsageError("--trusted-key needs a value");
       opt.trusted_keys.push_back(argv[++i]);
@@ -519,6 +522,9 @@ std::ifstream OpenFrames(const fs::path& path, const TensorSpec& input, long n_c
 
 int Run(const Options& opt) {
   if (opt.threads > 0) setenv("TVM_NUM_THREADS", std::to_string(opt.threads).c_str(), 1);
+  // TVM binds each worker to a core unless TVM_BIND_THREADS is set to something else than 1; a bound worker whose
+  // core is busy with another program stalls every parallel loop, so bind only when asked.
+  setenv("TVM_BIND_THREADS", opt.pin ? "1" : "0", opt.pin ? 1 : 0);
   if (sodium_init() < 0) throw RunnerError("libsodium failed to initialise");
   if (!opt.trusted_keys.empty()) {
     std::vector<std::vector<unsigned char>> trusted;
@@ -587,7 +593,7 @@ int main(int argc, char** argv) {
   } catch (const UsageError& e) {
     std::fprintf(stderr,
                  "mvcompile-runner: %s\nusage: mvcompile-runner ARTIFACT_DIR FRAMES_FILE N_CALLS OUT_FILE [--threads N] "
-                 "[--trusted-key KEY]...\n",
+                 "[--pin] [--trusted-key KEY]...\n",
                  e.what());
     return 2;
   } catch (const RunnerError& e) {
