@@ -6,7 +6,8 @@
 Each configuration (artifact × threads × pinned or not × TVM spin count × idle or busy) runs in its own process:
 10 warm-up pushes, then `--calls` timed pushes of one clip. Rounds interleave every configuration, idle and busy,
 so drifting load from other programs spreads over all of them. "Busy" runs `taskset -c CORE nice -n 19 python -c
-'while 1: pass'` for the configurations of that round (a CPU-bound background job on one core, as a camera decoder
+'while 1: pass'` (in this process's session, so that its nice value counts under autogroup scheduling) for the
+configurations of that round (a CPU-bound background job on one core, as a camera decoder
 would be on a board) and stops it after them. Reported per configuration: the median over all timed calls of all
 rounds, and the spread of the rounds' medians; the speed-up of N threads is the 1-thread median over the N-thread
 median in the same load.
@@ -17,7 +18,6 @@ import argparse
 import itertools
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -83,8 +83,11 @@ class BusyCore:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> BusyCore:
+        # Same session as the measured processes: with autogroup scheduling (Linux's default for desktops and
+        # many servers) a process in a session of its own is weighed as a whole group, and its nice value counts
+        # only inside that group.
         self.proc = subprocess.Popen(["taskset", "-c", str(self.core), "nice", "-n", "19", sys.executable, "-c",
-                                      "while 1: pass"], start_new_session=True)
+                                      "while 1: pass"])
         time.sleep(0.5)  # let it reach the loop
         if self.proc.poll() is not None:
             raise BenchError(f"the busy-core job on CPU {self.core} exited ({self.proc.returncode})")
@@ -92,7 +95,7 @@ class BusyCore:
 
     def __exit__(self, *exc: object) -> None:
         assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.kill()  # taskset and nice exec the job: one process
         self.proc.wait()
 
 
