@@ -103,7 +103,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.video:
         return _run_video(args)
     result = run(args.artifact, frames=args.frames, input=args.input, seed=args.seed, emulate=args.emulate,
-                 num_threads=args.threads, check_range=not args.no_range_check, trusted_keys=args.trusted_key)
+                 num_threads=args.threads, pin_threads=args.pin, check_range=not args.no_range_check,
+                 trusted_keys=args.trusted_key)
     labels = artifact_labels(args.artifact)
     if args.json:
         top = [[{"class": c, "label": labels[c] if labels else None, "p": p} for c, p in video]
@@ -130,8 +131,8 @@ def _run_video(args: argparse.Namespace) -> int:
         raise UsageError("--video runs natively; --emulate takes --frames or --input")
     labels = artifact_labels(args.artifact)
     console = Console()
-    video = run_video_source(args.artifact, args.video, num_threads=args.threads, timeout=args.timeout,
-                             trusted_keys=args.trusted_key)
+    video = run_video_source(args.artifact, args.video, num_threads=args.threads, pin_threads=args.pin,
+                             timeout=args.timeout, trusted_keys=args.trusted_key)
     for p in video:
         if not args.json and p.step % args.every == 0:
             console.print(f"frame {p.frames:5d}  {p.time:7.2f} s  {p.ms:7.2f} ms  top-5 "
@@ -378,7 +379,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=_int_in(0, MAX_SEED), default=0, help="seed of the random frames")
     s.add_argument("--emulate", action="store_true", help="run an ARM artifact on this machine under qemu-user")
     s.add_argument("--threads", type=_int_in(1, MAX_THREADS), default=None,
-                   help=f"runtime threads, 1..{MAX_THREADS} (default: TVM_NUM_THREADS, else TVM's default of half the cores)")
+                   help=f"runtime threads, 1..{MAX_THREADS} and at most the usable CPUs (default: TVM_NUM_THREADS, else "
+                        "the target's num-cores)")
+    s.add_argument("--pin", action="store_true", default=None,
+                   help="pin each worker thread to its own core (default: unpinned, so a busy core does not stall "
+                        "every layer; TVM_BIND_THREADS=1 pins too)")
     s.add_argument("--no-range-check", action="store_true",
                    help="accept frame values outside [-1, 2] (frames are float32 in [0, 1]; NaN and infinities are "
                         "always refused)")

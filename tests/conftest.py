@@ -26,7 +26,7 @@ SPECS = ROOT / "specs"
 HANG = 3600  # seconds: a subprocess's timeout only ends a hang; no verdict depends on how fast it ran
 
 
-THREAD_VARS = ("TVM_NUM_THREADS", "OMP_NUM_THREADS")
+THREAD_VARS = ("TVM_NUM_THREADS", "OMP_NUM_THREADS", "TVM_BIND_THREADS")
 SESSION_THREADS = {var: os.environ.get(var) for var in THREAD_VARS}  # as the session started
 
 

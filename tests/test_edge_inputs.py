@@ -14,7 +14,8 @@ import yaml
 from conftest import ROOT, SPECS
 from mvcompile.cli import main
 from mvcompile.errors import UsageError
-from mvcompile.runtime.session import StreamSession, usable_cpus
+from mvcompile.runtime.session import StreamSession
+from mvcompile.runtime.threads import usable_cpus
 from mvcompile.spec.loader import load_spec
 
 TINY = SPECS / "tiny.yaml"

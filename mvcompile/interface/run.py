@@ -21,12 +21,14 @@ __all__ = ["EnsembleSession", "Prediction", "RunResult", "StreamSession", "Video
 
 
 def run(artifact: str | Path, *, frames: int | None = None, input: str | Path | None = None, seed: int = 0,
-        emulate: bool = False, num_threads: int | None = None, check_range: bool = True,
-        trusted_keys: Sequence[str | Path | bytes] | None = None) -> RunResult:
+        emulate: bool = False, num_threads: int | None = None, pin_threads: bool | None = None,
+        check_range: bool = True, trusted_keys: Sequence[str | Path | bytes] | None = None) -> RunResult:
     """Stream a video through `artifact`, one compiled call's worth of frames at a time: the frames of the
     .npy file `input` ([T, H, W, 3] or [B, T, H, W, 3] float32 in [0, 1]), else `frames` random frames
     (default: one call's worth) from `seed`. `emulate` runs an ARM artifact under qemu-user. With
-    `trusted_keys`, only an artifact signed by one of them runs (checked before anything of it is read)."""
+    `trusted_keys`, only an artifact signed by one of them runs (checked before anything of it is read).
+    `num_threads` defaults to TVM_NUM_THREADS, else the target's `num-cores`; `pin_threads` (default:
+    TVM_BIND_THREADS=1) pins each worker thread to a core, natively."""
     if frames is not None and input is not None:
         raise UsageError("give a number of random frames or an input file, not both")
     if trusted_keys is not None:
@@ -36,8 +38,8 @@ def run(artifact: str | Path, *, frames: int | None = None, input: str | Path | 
         video = load_video_array(input, frame_input)
     else:
         video = random_frames(frame_input, frames or frame_input.shape[1], seed)
-    return run_video(artifact, video, emulate=emulate, num_threads=num_threads, check_range=check_range,
-                     trusted_keys=trusted_keys)
+    return run_video(artifact, video, emulate=emulate, num_threads=num_threads, pin_threads=pin_threads,
+                     check_range=check_range, trusted_keys=trusted_keys)
 
 
 @dataclass
@@ -66,15 +68,15 @@ class VideoRun:
 
 
 def run_video_source(artifact: str | Path, source: str, *, num_threads: int | None = None,
-                     timeout: float = DEFAULT_TIMEOUT,
+                     pin_threads: bool | None = None, timeout: float = DEFAULT_TIMEOUT,
                      trusted_keys: Sequence[str | Path | bytes] | None = None) -> VideoRun:
     """A video file, camera or stream URL decoded, resampled to the artifact's frame rate and resolution and
     streamed through it, natively (never emulated): iterate the VideoRun for a runtime.live.Prediction per
     model call."""
     if trusted_keys is not None:
         verify_folder(artifact, list(trusted_keys))
-    return VideoRun(source, predict_video(artifact, source, num_threads=num_threads, timeout=timeout,
-                                          trusted_keys=trusted_keys))
+    return VideoRun(source, predict_video(artifact, source, num_threads=num_threads, pin_threads=pin_threads,
+                                          timeout=timeout, trusted_keys=trusted_keys))
 
 
 def labels(artifact: str | Path) -> list[str] | None:

@@ -59,7 +59,7 @@ def load_video_array(path: str | Path, frame_input: Tensor) -> np.ndarray:
 
 
 def run_video(artifact_dir: str | Path, frames: np.ndarray, *, emulate: bool = False,
-              num_threads: int | None = None, check_range: bool = True,
+              num_threads: int | None = None, pin_threads: bool | None = None, check_range: bool = True,
               trusted_keys: Sequence[str | Path | bytes] | None = None) -> RunResult:
     """Stream `frames` [B, T, H, W, 3] through the artifact, one compiled call's worth of frames at a time.
 
@@ -84,7 +84,8 @@ def run_video(artifact_dir: str | Path, frames: np.ndarray, *, emulate: bool = F
 
         logits, ms = run_emulated(artifact_dir, np.stack(calls), num_threads=num_threads, trusted_keys=trusted_keys)
         return RunResult(logits, ms, per_call, True)
-    session = load_session(artifact_dir, num_threads=num_threads, check_range=check_range, trusted_keys=trusted_keys)
+    session = load_session(artifact_dir, num_threads=num_threads, pin_threads=pin_threads, check_range=check_range,
+                           trusted_keys=trusted_keys)
     outs, ms = [], []
     for clip in calls:
         start = time.perf_counter()

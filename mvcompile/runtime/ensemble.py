@@ -57,15 +57,15 @@ class EnsembleSession:
     Frames are checked as `StreamSession.push` checks them (`check_range`), all before any member runs.
     """
 
-    def __init__(self, artifact_dir: str | Path, *, num_threads: int | None = None, check_range: bool = True,
-                 trusted_keys: Sequence[str | Path | bytes] | None = None) -> None:
+    def __init__(self, artifact_dir: str | Path, *, num_threads: int | None = None, pin_threads: bool | None = None,
+                 check_range: bool = True, trusted_keys: Sequence[str | Path | bytes] | None = None) -> None:
         self._dir = Path(artifact_dir)
         if trusted_keys is not None:  # one signature covers every member's files
             verify_folder(self._dir, list(trusted_keys))
         self._manifest = read_ensemble_manifest(self._dir)
         self._check_range = check_range
         self.members = [Member(m.name, StreamSession(self._dir / m.dir, num_threads=num_threads,
-                                                     check_range=check_range))
+                                                     pin_threads=pin_threads, check_range=check_range))
                         for m in self._manifest.members]
         self._check_members()
 
@@ -147,11 +147,13 @@ def load_manifest(artifact_dir: str | Path) -> AnyManifest:
     return read_ensemble_manifest(Path(artifact_dir)) if is_ensemble(Path(artifact_dir)) else read_manifest(Path(artifact_dir))
 
 
-def load_session(artifact_dir: str | Path, *, num_threads: int | None = None, check_range: bool = True,
+def load_session(artifact_dir: str | Path, *, num_threads: int | None = None, pin_threads: bool | None = None,
+                 check_range: bool = True,
                  trusted_keys: Sequence[str | Path | bytes] | None = None) -> StreamSession | EnsembleSession:
     """A StreamSession for a model artifact, an EnsembleSession for an ensemble artifact."""
     cls = EnsembleSession if is_ensemble(Path(artifact_dir)) else StreamSession
-    return cls(artifact_dir, num_threads=num_threads, check_range=check_range, trusted_keys=trusted_keys)
+    return cls(artifact_dir, num_threads=num_threads, pin_threads=pin_threads, check_range=check_range,
+               trusted_keys=trusted_keys)
 
 
 def require_frame_input(manifest: AnyManifest, artifact_dir: str | Path) -> Tensor:

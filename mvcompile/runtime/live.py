@@ -38,10 +38,11 @@ class _Input:
 
 
 def predict_video(artifact_dir: str | Path, source: str, *, num_threads: int | None = None,
-                  timeout: float = DEFAULT_TIMEOUT, trusted_keys: Any = None) -> Iterator[Prediction]:
+                  pin_threads: bool | None = None, timeout: float = DEFAULT_TIMEOUT,
+                  trusted_keys: Any = None) -> Iterator[Prediction]:
     """Decode `source` once, resample it for every input of the artifact and yield a prediction per call
     (`trusted_keys`: see StreamSession)."""
-    session = load_session(artifact_dir, num_threads=num_threads, trusted_keys=trusted_keys)
+    session = load_session(artifact_dir, num_threads=num_threads, pin_threads=pin_threads, trusted_keys=trusted_keys)
     inputs = _inputs(session, Path(artifact_dir))
     step, frames = 0, 0
     for t, new in sample_video(source, [(i.frame_rate, i.resolution) for i in inputs], timeout=timeout):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -12,48 +11,12 @@ import numpy as np
 from mvcompile.artifact.format import LIBRARY, MANIFEST, ArtifactError, machine_arch, read_manifest
 from mvcompile.artifact.manifest import ModelManifest
 from mvcompile.artifact.signing import verify_folder
-from mvcompile.errors import UsageError
 from mvcompile.support.tvm_log import error_line, quiet_tvm_stderr
 from mvcompile.runtime.frames import FrameError, FrameValueError, check_frame_values
-from mvcompile.runtime.tvm_runtime import RelaxVM, device, ffi
+from mvcompile.runtime.threads import check_threads, pin_requested, session_threads, start_pool
+from mvcompile.runtime.tvm_runtime import RelaxVM, device
 
 __all__ = ["FrameError", "FrameValueError", "StreamSession"]
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-def check_threads(num_threads: int | None) -> int | None:
-    """`num_threads` if it is 1..the usable CPUs (or None: TVM's default); UsageError otherwise. TVM's workers
-    spin while they wait, so more threads than CPUs only slow a model down (256 on 2 cores: 70 s a frame), and
-    a count in the millions aborts the process."""
-    if num_threads is None:
-        return None
-    cpus = usable_cpus()
-    if isinstance(num_threads, bool) or not isinstance(num_threads, int) or not 1 <= num_threads <= cpus:
-        raise UsageError(f"num_threads must be an integer from 1 to {cpus} (the CPUs this process may use; more only "
-                         f"slow TVM's spinning workers down), got {num_threads!r}")
-    return num_threads
-
-
-def _start_thread_pool(threads: int) -> None:
-    """Start this thread's TVM pool with `threads` workers: TVM reads TVM_NUM_THREADS once, when the pool of the
-    calling thread is created, so it is set for that moment only; the process environment (which subprocesses,
-    e.g. emulated runs, inherit) is left as it was."""
-    before = os.environ.get("TVM_NUM_THREADS")
-    os.environ["TVM_NUM_THREADS"] = str(threads)
-    try:
-        ffi().get_global_func("runtime.NumThreads")()  # creates the pool if this thread has none yet
-    finally:
-        if before is None:
-            del os.environ["TVM_NUM_THREADS"]
-        else:
-            os.environ["TVM_NUM_THREADS"] = before
 
 
 class StreamSession:
@@ -63,22 +26,25 @@ class StreamSession:
     outside [-1, 2] (e.g. 8-bit pixels in 0..255), with a FrameValueError, before the model runs.
     With `trusted_keys` (public keys: `.pub` files of `mvcompile keygen`, their hex digits, or 32 raw bytes),
     only an artifact signed by one of them (`build --sign`) loads, checked before anything of it is read.
+    Threads (`num_threads`: default TVM_NUM_THREADS, else the target's `num-cores`) run unpinned unless
+    `pin_threads` (default: TVM_BIND_THREADS=1) asks; they serve pushes from the thread that created the session.
     """
 
-    def __init__(self, artifact_dir: str | Path, *, num_threads: int | None = None, check_range: bool = True,
-                 trusted_keys: Sequence[str | Path | bytes] | None = None) -> None:
+    def __init__(self, artifact_dir: str | Path, *, num_threads: int | None = None, pin_threads: bool | None = None,
+                 check_range: bool = True, trusted_keys: Sequence[str | Path | bytes] | None = None) -> None:
         self._dir = Path(artifact_dir)
         self._check_range = check_range
         self._frames_seen = 0
         if trusted_keys is not None:  # before anything of the artifact is read: native code cannot be validated
             verify_folder(self._dir, list(trusted_keys))
-        threads = check_threads(num_threads)
+        if num_threads is not None:
+            check_threads(num_threads)  # a bad count is refused before anything of the artifact is read
         self._manifest = read_manifest(self._dir)
         self._check_arch()
         self._frame = self._manifest.frame_input
         self._vm = self._load()
-        if threads is not None:
-            _start_thread_pool(threads)
+        self.num_threads = session_threads(num_threads, self._manifest.target)
+        start_pool(self.num_threads, pin_requested(pin_threads))
         self._main = self._vm.function("main")
         self._input = self._vm.empty(tuple(self._frame.shape), self._frame.dtype)  # each push copies its frames in
         self._states: list[Any] = []

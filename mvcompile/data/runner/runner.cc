@@ -1,7 +1,7 @@
 // mvcompile-runner: stream frames through an mvcompile artifact (model.so + io.txt) without Python, through the
 // C API of mvc.h (mvc.cc holds every check of the artifact).
 //
-//   mvcompile-runner ARTIFACT_DIR FRAMES_FILE N_CALLS OUT_FILE [--threads N] [--trusted-key KEY]...
+//   mvcompile-runner ARTIFACT_DIR FRAMES_FILE N_CALLS OUT_FILE [--threads N] [--pin] [--trusted-key KEY]...
 //
 // FRAMES_FILE holds raw little-endian float32 frames, each exactly the `input` shape of io.txt. Each call runs
 // mvc_push (main(frame, *states) once); the logits of every call are appended to OUT_FILE (raw float32). One JSON
@@ -35,6 +35,7 @@ struct Options {
   fs::path artifact_dir, frames_file, out_file;
   long n_calls = 0;
   int threads = 0;  // 0: leave TVM_NUM_THREADS / the TVM default alone
+  bool pin = false;  // --pin: each TVM worker bound to its own core (else unbound, unless TVM_BIND_THREADS=1)
   std::vector<std::string> trusted_keys;  // --trusted-key: only an artifact signed by one of these runs
 };
 
@@ -55,6 +56,8 @@ Options ParseArgs(int argc, char** argv) {
       opt.threads = static_cast<int>(ParsePositive(argv[++i], "--threads"));
     } else if (a.rfind("--threads=", 0) == 0) {
       opt.threads = static_cast<int>(ParsePositive(a.substr(10), "--threads"));
+    } else if (a == "--pin") {
+      opt.pin = true;
     } else if (a == "--trusted-key") {
       if (i + 1 >= argc) throw UsageError("--trusted-key needs a value");
       opt.trusted_keys.push_back(argv[++i]);
@@ -104,6 +107,9 @@ struct Model {
 int Run(const Options& opt) {
   std::vector<const char*> keys;
   for (const std::string& k : opt.trusted_keys) keys.push_back(k.c_str());
+  // TVM binds each worker to a core unless TVM_BIND_THREADS is set to something else than 1; a bound worker whose
+  // core is busy with another program stalls every parallel loop, so bind only when asked.
+  setenv("TVM_BIND_THREADS", opt.pin ? "1" : "0", opt.pin ? 1 : 0);
   const mvc_options options{opt.threads, keys.data(), static_cast<int>(keys.size())};
   const Model model{mvc_open(opt.artifact_dir.c_str(), &options)};
   if (model.m == nullptr) throw RunnerError(mvc_last_error());
@@ -136,7 +142,7 @@ int main(int argc, char** argv) {
   } catch (const UsageError& e) {
     std::fprintf(stderr,
                  "mvcompile-runner: %s\nusage: mvcompile-runner ARTIFACT_DIR FRAMES_FILE N_CALLS OUT_FILE [--threads N] "
-                 "[--trusted-key KEY]...\n",
+                 "[--pin] [--trusted-key KEY]...\n",
                  e.what());
     return 2;
   } catch (const std::exception& e) {

@@ -40,6 +40,6 @@ class Fallback(common.CPURule):
                 continue
             loops = sch.get_loops(block)
             spatial = [iv for iv in sch.get(block).iter_vars if iv.iter_type != iv.CommReduce]
-            if loops and spatial and common.worth_parallel(cpu, common.block_work(sch, block),
-                                                           common.extent(sch, loops[0])):
+            if loops and spatial and common.worth_parallel(cpu, common.block_work(sch, block)) \
+                    and common.extent(sch, loops[0]) > 1:
                 sch.parallel(loops[0])

@@ -35,7 +35,7 @@ class Gemv(common.CPURule):
         if vec > 1:
             sch.vectorize(jii)
         sch.unroll(jio)
-        if common.worth_parallel(cpu, work, common.extent(sch, jo)):
+        if common.worth_parallel(cpu, work) and common.extent(sch, jo) > 1:
             sch.parallel(jo)
         init = sch.decompose_reduction(anchor, k)
         common.vectorize_innermost(sch, init, cpu)

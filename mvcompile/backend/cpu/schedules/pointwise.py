@@ -51,11 +51,8 @@ class Pointwise(common.CPURule):
             sch.vectorize(nii)
         sch.unroll(nio)
         sch.unroll(wi)
-        outer = sch.fuse(b, t, h)
-        if common.extent(sch, outer) * common.extent(sch, wo) == 1:
-            outer = no  # one pixel (a pooled vector): split the output channels between threads
-        if common.worth_parallel(cpu, work, common.extent(sch, outer)):
-            sch.parallel(outer)
+        if common.worth_parallel(cpu, work):  # rows, then pixel tiles, then channel tiles (a pooled vector's)
+            common.parallelize(sch, [b, t, h, wo, no], cpu)
         init = sch.decompose_reduction(anchor, steps[0])
         common.vectorize_innermost(sch, init, cpu)
         common.vectorize_innermost(sch, write_back, cpu)

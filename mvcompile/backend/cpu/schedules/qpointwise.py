@@ -63,11 +63,9 @@ class QuantizedPointwise(common.CPURule):
             sch.reorder(b, t, h, wo, no, *outer_reduction, ko, wi, nio, nii)
         write_back, rest = common.accumulate_in_registers(sch, anchor)
         sch.reverse_compute_at(write_back, no)
-        outer = sch.fuse(b, t, h)
-        if common.extent(sch, outer) * common.extent(sch, wo) == 1:
-            outer = no
-        if common.worth_parallel(cpu, work, common.extent(sch, outer)):
-            sch.parallel(outer)
+        tile_loop = no
+        if common.worth_parallel(cpu, work, bits=8):
+            tile_loop = common.parallelize(sch, [b, t, h, wo, no], cpu)
         if not dot and vec > 1:
             sch.vectorize(nii)  # before decompose_reduction, which leaves the update block non-compact
         init = sch.decompose_reduction(anchor, (outer_reduction or [ko])[0])
@@ -76,7 +74,7 @@ class QuantizedPointwise(common.CPURule):
             sch.tensorize(nii, layout.name)
         sch.unroll(nio)
         sch.unroll(wi)
-        store_whole_tile(sch, write_back, no)
+        store_whole_tile(sch, write_back, tile_loop)
         common.finish_rest(sch, rest, cpu)
 
 
@@ -126,11 +124,8 @@ class PartialsPointwise(common.CPURule):
         loops = dict(zip([k for k, e in extents.items() if e > 1], sch.get_loops(anchor)[5:]))  # unit loops vanish
         sch.reorder(*(loops[k] for k in ("blocks", "pixel", "channel", "lane", "pair") if k in loops))
         rest = common.inline_consumers(sch, total)
-        outer = sch.fuse(b, t, h)
-        if common.extent(sch, outer) * common.extent(sch, wo) == 1:
-            outer = no
-        if common.worth_parallel(cpu, work, common.extent(sch, outer)):
-            sch.parallel(outer)
+        if common.worth_parallel(cpu, work, bits=8):
+            common.parallelize(sch, [b, t, h, wo, no], cpu)
         init = sch.decompose_reduction(anchor, next(loops[k] for k in ("blocks", "pixel", "channel", "lane")
                                                     if k in loops))
         sch.vectorize(sch.get_loops(init)[-1])

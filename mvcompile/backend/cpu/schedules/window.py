@@ -56,9 +56,8 @@ class Window(common.CPURule):
             if unrolled > MAX_UNROLLED_WINDOW:
                 break
             sch.unroll(loop)
-        outer = sch.fuse(b, t, h)
-        if common.worth_parallel(cpu, work, common.extent(sch, outer)):
-            sch.parallel(outer)
+        if common.worth_parallel(cpu, work):
+            common.parallelize(sch, [b, t, h, wo, co], cpu)
         init = sch.decompose_reduction(anchor, window[0])
         common.vectorize_innermost(sch, init, cpu)
         common.vectorize_innermost(sch, write_back, cpu)
