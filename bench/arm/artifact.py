@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bench.arm.insn import CountError, PerFrame, count, per_frame, qemu_cpus, single_thread_env
-from mvcompile.support.cross import RUNNER_SOURCE, SODIUM, cross_dir
+from mvcompile.support.cross import RUNNER_SOURCE, RUNTIME_SOURCE, SODIUM, cross_dir
 from mvcompile.support.files import staged_files
 
 if TYPE_CHECKING:
@@ -76,9 +76,10 @@ def x86_runner() -> tuple[Path, str]:
     import tvm_ffi
 
     tvm_lib, ffi = Path(tvm.__file__).parent / "lib", Path(tvm_ffi.__file__).parent
-    cmd = ["g++", "-std=c++17", "-O2", "-Wall", str(RUNNER_SOURCE), "-isystem", str(ffi / "include"),
+    sources = [RUNNER_SOURCE, RUNTIME_SOURCE]  # the runner and the C API (mvc.cc) it is built on
+    cmd = ["g++", "-std=c++17", "-O2", "-Wall", *map(str, sources), "-isystem", str(ffi / "include"),
            "-L", str(tvm_lib), "-L", str(ffi / "lib"), "-Wl,--no-as-needed", "-ltvm_runtime", "-ltvm_ffi", *SODIUM]
-    key = hashlib.sha256(RUNNER_SOURCE.read_bytes() + " ".join(cmd).encode()).hexdigest()[:16]
+    key = hashlib.sha256(b"".join(p.read_bytes() for p in sources) + " ".join(cmd).encode()).hexdigest()[:16]
     exe = cross_dir() / "x86_64" / "bin" / f"mvcompile-runner-{key}"
     if not exe.is_file():
         with staged_files([exe]) as (tmp,):  # renamed into place only once built
