@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from tvm import te, tirx
 
-from mvcompile.backend.cpu.tiles import Tile, round_up
+from mvcompile.backend.cpu.tiles import Tile, partials_halves, round_up
 
 BLOCK_GEMM = "mv_gemm"
 BLOCK_QGEMM = "mv_qgemm"  # an int8 matrix multiply in dot-product layout (int32 accumulators)
@@ -90,16 +90,24 @@ def pointwise_int8(x: te.Tensor, w: te.Tensor, correction: te.Tensor, scale: te.
 def pointwise_int8_partials(x: te.Tensor, w: te.Tensor, correction: te.Tensor, scale: te.Tensor,
                             tile: Tile) -> te.Tensor:
     """An int8 1x1x1 convolution for CPUs without a dot product: weights [N, K] (K a multiple of 8), each
-    output accumulated as 4 int32 partial sums of int16 products (partial j holds inputs 8b + 2j and
-    8b + 2j + 1 of every block b of 8: smull then sadalp, `intrinsics.widening`), then the partials added
-    up, corrected and scaled as `pointwise_int8`."""
+    output accumulated as 4 int32 partial sums of int16 products, then the partials added up, corrected
+    and scaled as `pointwise_int8`. Partial j holds inputs 8b + 2j and 8b + 2j + 1 of every block b of 8
+    (smull then sadalp, `intrinsics.widening`); when 16 divides K, of both halves of every block of 16
+    (smull, smlal2 then sadalp: `widening(2)`)."""
     b, t, h, wd, k = (int(d) for d in x.shape)
     n = int(w.shape[0])
     width = round_up(wd, tile.pixels)
-    kb, q = te.reduce_axis((0, k // 8), "kb"), te.reduce_axis((0, 2), "q")
+    halves = partials_halves(k)
+    kb, q = te.reduce_axis((0, k // (8 * halves)), "kb"), te.reduce_axis((0, 2), "q")
+    half = te.reduce_axis((0, 2), "half") if halves == 2 else None  # no unit loop: the schedule counts them
+    axes = [kb, q] if half is None else [kb, half, q]
     col = (lambda xx: tirx.min(xx, wd - 1)) if width > wd else (lambda xx: xx)
+
+    def index(l: Any) -> Any:
+        return kb * (8 * halves) + (0 if half is None else half * 8) + l * 2 + q
+
     partial = te.compute((b, t, h, width, n, 4), lambda i, j, y, xx, c, l: te.sum(
-        product(x[i, j, y, col(xx), kb * 8 + l * 2 + q], w[c, kb * 8 + l * 2 + q]), axis=[kb, q]),
+        product(x[i, j, y, col(xx), index(l)], w[c, index(l)]), axis=axes),
         name=BLOCK_QPARTIALS, attrs=_tile_attrs(tile))
     total = te.compute((b, t, h, wd, n), lambda i, j, y, xx, c: partial[i, j, y, xx, c, 0]  # the model's pixels
                        + partial[i, j, y, xx, c, 1] + partial[i, j, y, xx, c, 2] + partial[i, j, y, xx, c, 3],

@@ -5,7 +5,8 @@ As `pointwise`, output [B, T, H, W, N] is tiled as mr pixels × nr channels whos
 in registers through the whole reduction. With weights in a dot product's layout ([N/L, K/G, L, G],
 `intrinsics.DotLayout`), each step of the reduction takes G inputs of a pixel and one instruction per
 vector of L channels (`tensorize` with the layout's intrinsic: vpdpbusd on x86 with VNNI, vpmaddwd on
-AVX2, sdot on ARM with dotprod). With plain [K, N] weights (no dot product, or shapes that do not fit
+AVX2, sdot on ARM with dotprod; there one load brings a pixel's next 8 or 16 inputs and each sdot
+takes its 4 as a lane, `tiles.dot_panel`). With plain [K, N] weights (no dot product, or shapes that do not fit
 one), each step multiplies one input in int16 and widens into the int32 vectors. The dequantization
 (correction, scale), the activation and the next quantize are folded into the tile's write-back.
 """
@@ -14,8 +15,9 @@ from __future__ import annotations
 
 from tvm import s_tir
 
+from mvcompile.backend.cpu import tiles
 from mvcompile.backend.cpu.hardware import CPU, Dot
-from mvcompile.backend.cpu.intrinsics import layout_with, widening
+from mvcompile.backend.cpu.intrinsics import REGISTER_SCOPE, layout_with, sdot_panel, widening
 from mvcompile.backend.cpu.kernels import BLOCK_PAD, BLOCK_QGEMM, BLOCK_QPARTIALS
 from mvcompile.backend.cpu.schedules import common
 
@@ -52,7 +54,11 @@ class QuantizedPointwise(common.CPURule):
         wo, wi = sch.split(w, [None, mr])
         no, ni = sch.split(n, [None, nv * vec])
         nio, nii = sch.split(ni, [None, vec])
-        if dot:
+        panel = tiles.dot_panel(cpu, common.extent(sch, k)) if dot and not outer_reduction else 1
+        if dot and panel > 1:  # each pixel's inputs loaded `panel` groups at a time, one lane per dot product
+            ko, kq, ki = sch.split(k, [None, panel, layout.group])
+            sch.reorder(b, t, h, wo, no, ko, wi, nio, nii, kq, ki)
+        elif dot:
             ki = k if common.extent(sch, k) == layout.group else None
             ko = outer_reduction.pop() if ki is not None else None
             if ki is None:
@@ -71,7 +77,7 @@ class QuantizedPointwise(common.CPURule):
         init = sch.decompose_reduction(anchor, (outer_reduction or [ko])[0])
         common.vectorize_innermost(sch, init, cpu)
         if dot:
-            sch.tensorize(nii, layout.name)
+            sch.tensorize(nii, sdot_panel(panel) if panel > 1 else layout.name)
         sch.unroll(nio)
         sch.unroll(wi)
         store_whole_tile(sch, write_back, tile_loop)
@@ -86,7 +92,7 @@ def store_whole_tile(sch: s_tir.Schedule, write_back: s_tir.SBlockRV, tile: s_ti
     sch.vectorize(channel)
     for index, region in reversed(list(enumerate(sch.get(write_back).reads))):
         if len(region.source.shape) == 1:  # a per-channel parameter
-            cached = sch.cache_read(write_back, index, "local")
+            cached = sch.cache_read(write_back, index, REGISTER_SCOPE)
             sch.compute_at(cached, tile)
             sch.vectorize(sch.get_loops(cached)[-1])
 
@@ -103,7 +109,7 @@ class PartialsPointwise(common.CPURule):
         if Dot.NEON_WIDENING not in cpu.dots:
             raise common.Declined("the CPU has no NEON widening multiply-accumulate")
         common.inline_producers(sch, anchor)
-        *_, w, n, _, kb, _ = sch.get_loops(anchor)
+        _, _, _, w, n, _, kb, *halved, _ = sch.get_loops(anchor)  # (kb, half, pair) when 16 inputs a step
         tile = common.tile_of(sch, anchor)
         if tile is None:
             raise common.Declined("its block carries no tile")
@@ -112,8 +118,9 @@ class PartialsPointwise(common.CPURule):
             raise common.Declined(f"its tile {tile} does not divide {common.extent(sch, w)} pixels x "
                                   f"{common.extent(sch, n)} channels")
         work = common.block_work(sch, anchor)
-        extents = {"pixel": mr, "channel": nr, "lane": 4, "blocks": common.extent(sch, kb), "pair": 2}
-        accumulators = sch.cache_write(anchor, 0, "local")
+        halves = 2 if halved else 1
+        extents = {"pixel": mr, "channel": nr, "lane": 4, "blocks": common.extent(sch, kb), "half": halves, "pair": 2}
+        accumulators = sch.cache_write(anchor, 0, REGISTER_SCOPE)
         total = sch.get_consumers(accumulators)[0]
         sch.compute_inline(accumulators)  # the sum of the partials reads the accumulators directly
         b, t, h, w, n = sch.get_loops(total)
@@ -122,14 +129,14 @@ class PartialsPointwise(common.CPURule):
         sch.reorder(b, t, h, wo, no, wi, ni)
         sch.compute_at(anchor, no)  # the tile's partials, accumulated in registers, then summed
         loops = dict(zip([k for k, e in extents.items() if e > 1], sch.get_loops(anchor)[5:]))  # unit loops vanish
-        sch.reorder(*(loops[k] for k in ("blocks", "pixel", "channel", "lane", "pair") if k in loops))
+        sch.reorder(*(loops[k] for k in ("blocks", "pixel", "channel", "lane", "half", "pair") if k in loops))
         rest = common.inline_consumers(sch, total)
         if common.worth_parallel(cpu, work, bits=8):
             common.parallelize(sch, [b, t, h, wo, no], cpu)
         init = sch.decompose_reduction(anchor, next(loops[k] for k in ("blocks", "pixel", "channel", "lane")
                                                     if k in loops))
         sch.vectorize(sch.get_loops(init)[-1])
-        sch.tensorize(loops["lane"], widening())
+        sch.tensorize(loops["lane"], widening(halves))
         for k in ("channel", "pixel"):
             if k in loops:
                 sch.unroll(loops[k])
