@@ -88,8 +88,9 @@ def store_whole_tile(sch: s_tir.Schedule, write_back: s_tir.SBlockRV, tile: s_ti
     """The tile's write-back as one vector per pixel across all the tile's channels (the int8 results of 16
     channels narrow and store together: a register, not lanes inserted one vector at a time), each
     channel's parameters (scale, offset) read once per tile into registers."""
-    *_, channel = sch.get_loops(write_back)
+    *_, pixel, channel = sch.get_loops(write_back)
     sch.vectorize(channel)
+    sch.unroll(pixel)  # the accumulators stay registers: a loop over pixels would index them in memory
     for index, region in reversed(list(enumerate(sch.get(write_back).reads))):
         if len(region.source.shape) == 1:  # a per-channel parameter
             cached = sch.cache_read(write_back, index, REGISTER_SCOPE)
