@@ -176,9 +176,9 @@ def int8_tile(cpu: CPU, width: int, channels: int, lanes: int, depth: int | None
 
 
 def partials_halves(depth: int) -> int:
-    """Blocks of 8 inputs one widening step of an int8 1x1 convolution summed in partials takes: 2 (smull,
-    smlal2, sadalp over 16 inputs) when 16 divide `depth`, else 1 (smull, sadalp over 8)."""
-    return 2 if depth % 16 == 0 else 1
+    """Blocks of 8 inputs most widening steps of an int8 1x1 convolution summed in partials take: 2 (smull,
+    smlal2, sadalp over 16 inputs) from 16 inputs on (the last 8 may take a step of their own), else 1."""
+    return 2 if depth >= 16 else 1
 
 
 def partials_tile(cpu: CPU, width: int, channels: int, depth: int) -> Tile:
@@ -187,13 +187,15 @@ def partials_tile(cpu: CPU, width: int, channels: int, depth: int) -> Tile:
     `vectors` outputs (lanes 1).
 
     Model, per step of 8 or 16 inputs (`partials_halves`): pixels × channels widening multiply-accumulates
-    (2 instructions each over 8 inputs, 3 over 16), one load per pixel and per channel; the accumulators,
-    those loads and one int16 product must fit the registers."""
+    (2 instructions each over 8 inputs, 3 over 16), one load per pixel and per channel; the accumulators
+    (a second set when the last 8 inputs take a step of their own), those loads and one int16 product must
+    fit the registers."""
     halves = partials_halves(depth)
+    sets = 2 if halves == 2 and depth % 16 else 1
     best: tuple[float, int, Tile] | None = None
     for outputs in (v for v in range(1, 17) if channels % v == 0):
         for pixels in range(1, min(width, MAX_ROWS) + 1):
-            if pixels * outputs + outputs + pixels + 1 > cpu.registers:
+            if sets * pixels * outputs + outputs + pixels + 1 > cpu.registers:
                 break
             step = (1 + halves) * pixels * outputs + outputs + pixels + LOOP_OVERHEAD
             useful = pixels * outputs * halves

@@ -18,7 +18,7 @@ from tvm import s_tir
 from mvcompile.backend.cpu import tiles
 from mvcompile.backend.cpu.hardware import CPU, Dot
 from mvcompile.backend.cpu.intrinsics import REGISTER_SCOPE, layout_with, sdot_panel, widening
-from mvcompile.backend.cpu.kernels import BLOCK_PAD, BLOCK_QGEMM, BLOCK_QPARTIALS
+from mvcompile.backend.cpu.kernels import BLOCK_PAD, BLOCK_QGEMM, BLOCK_QPARTIALS, BLOCK_QTAIL
 from mvcompile.backend.cpu.schedules import common
 
 
@@ -109,8 +109,10 @@ class PartialsPointwise(common.CPURule):
         anchor = common.find_anchor(sch, [BLOCK_QPARTIALS])
         if Dot.NEON_WIDENING not in cpu.dots:
             raise common.Declined("the CPU has no NEON widening multiply-accumulate")
+        tails = [b for b in common.blocks(sch) if common.name(sch, b).startswith(BLOCK_QTAIL)]
+        anchors = [anchor, *tails]  # the first 16·m inputs, and the last 8 when 16 do not divide them
         common.inline_producers(sch, anchor)
-        _, _, _, w, n, _, kb, *halved, _ = sch.get_loops(anchor)  # (kb, half, pair) when 16 inputs a step
+        _, _, _, w, n, *_ = sch.get_loops(anchor)
         tile = common.tile_of(sch, anchor)
         if tile is None:
             raise common.Declined("its block carries no tile")
@@ -118,28 +120,36 @@ class PartialsPointwise(common.CPURule):
         if common.extent(sch, w) % mr or common.extent(sch, n) % nr:
             raise common.Declined(f"its tile {tile} does not divide {common.extent(sch, w)} pixels x "
                                   f"{common.extent(sch, n)} channels")
-        work = common.block_work(sch, anchor)
-        halves = 2 if halved else 1
-        extents = {"pixel": mr, "channel": nr, "lane": 4, "blocks": common.extent(sch, kb), "half": halves, "pair": 2}
-        accumulators = sch.cache_write(anchor, 0, REGISTER_SCOPE)
-        total = sch.get_consumers(accumulators)[0]
-        sch.compute_inline(accumulators)  # the sum of the partials reads the accumulators directly
+        work = sum(common.block_work(sch, a) for a in anchors)
+        extents = []
+        for block in anchors:
+            _, _, _, _, _, _, kb, *halved, _ = sch.get_loops(block)  # (kb, half, pair) when 16 inputs a step
+            extents.append({"pixel": mr, "channel": nr, "lane": 4, "blocks": common.extent(sch, kb),
+                            "half": 2 if halved else 1, "pair": 2})
+        caches = [sch.cache_write(block, 0, REGISTER_SCOPE) for block in anchors]
+        total = sch.get_consumers(caches[0])[0]
+        for cache in caches:
+            sch.compute_inline(cache)  # the sum of the partials reads the accumulators directly
         b, t, h, w, n = sch.get_loops(total)
         wo, wi = sch.split(w, [None, mr])
         no, ni = sch.split(n, [None, nr])
         sch.reorder(b, t, h, wo, no, wi, ni)
-        sch.compute_at(anchor, no)  # the tile's partials, accumulated in registers, then summed
-        loops = dict(zip([k for k, e in extents.items() if e > 1], sch.get_loops(anchor)[5:]))  # unit loops vanish
-        sch.reorder(*(loops[k] for k in ("blocks", "pixel", "channel", "lane", "half", "pair") if k in loops))
+        steps = []
+        for block, sizes in zip(anchors, extents):
+            sch.compute_at(block, no)  # the tile's partials, accumulated in registers, then summed
+            loops = dict(zip([k for k, e in sizes.items() if e > 1], sch.get_loops(block)[5:]))  # unit loops vanish
+            sch.reorder(*(loops[k] for k in ("blocks", "pixel", "channel", "lane", "half", "pair") if k in loops))
+            steps.append((block, loops, sizes["half"]))
         rest = common.inline_consumers(sch, total)
         if common.worth_parallel(cpu, work, bits=8):
             common.parallelize(sch, [b, t, h, wo, no], cpu)
-        init = sch.decompose_reduction(anchor, next(loops[k] for k in ("blocks", "pixel", "channel", "lane")
-                                                    if k in loops))
-        sch.vectorize(sch.get_loops(init)[-1])
-        sch.tensorize(loops["lane"], widening(halves))
-        for k in ("channel", "pixel"):
-            if k in loops:
-                sch.unroll(loops[k])
+        for block, loops, halves in steps:
+            init = sch.decompose_reduction(block, next(loops[k] for k in ("blocks", "pixel", "channel", "lane")
+                                                       if k in loops))
+            sch.vectorize(sch.get_loops(init)[-1])
+            sch.tensorize(loops["lane"], widening(halves))
+            for k in ("channel", "pixel"):
+                if k in loops:
+                    sch.unroll(loops[k])
         sch.vectorize(sch.get_loops(total)[-1])
         common.finish_rest(sch, rest, cpu)
