@@ -33,7 +33,7 @@ def _preset(name: str) -> CPU:
 
 
 @pytest.mark.parametrize("cpu,bits,registers,fma,dots", [
-    (_x86("icelake-server"), 512, 32, True, (Dot.VNNI_512, Dot.AVX2_MADD)),  # AVX-512 VNNI, as this host
+    (_x86("icelake-server"), 512, 32, True, (Dot.VNNI_512, Dot.AVX_VNNI, Dot.AVX2_MADD)),  # VNNI-512, ymm through VL
     (_x86("sapphirerapids"), 512, 32, True, (Dot.VNNI_512, Dot.AVX_VNNI, Dot.AVX2_MADD)),
     (_x86("alderlake"), 256, 16, True, (Dot.AVX_VNNI, Dot.AVX2_MADD)),  # AVX-VNNI without AVX-512
     (_x86("haswell"), 256, 16, True, (Dot.AVX2_MADD,)),  # AVX2 only

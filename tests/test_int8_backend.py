@@ -5,6 +5,7 @@ AVX-VNNI, AVX2 and SSE code all execute on this CPU); rpi4 and rpi5 builds run u
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -62,6 +63,18 @@ def reference(exported: object) -> tuple[np.ndarray, list[np.ndarray], list[dict
     return frames, logits, after
 
 
+def _allocating(asm: str, kind: str) -> list[str]:
+    """The functions of `asm` named after `kind` that call TVMBackendAllocWorkspace (a tile's registers
+    spilled to a heap buffer, allocated and freed per tile, where they belong on the stack)."""
+    found, function = set(), ""
+    for line in asm.splitlines():
+        if label := re.match(r"^([A-Za-z_][\w.]*):", line):
+            function = label.group(1)
+        elif "AllocWorkspace" in line and kind in function:
+            found.add(function)
+    return sorted(found)
+
+
 def _close(got: np.ndarray, expected: np.ndarray) -> bool:
     return float(np.abs(got - expected).max()) <= 1e-4 * max(1.0, float(np.abs(expected).max()))
 
@@ -72,8 +85,11 @@ def test_int8_kernels_match_the_reference_on_each_x86_class(cpu: str, exported: 
     target = tvm.target.Target(target_json)
     compiled = compile_module(import_onnx(exported.onnx_model), target, None)
     assert compiled.schedules.get("int8-pointwise", 0) >= 5 and compiled.schedules.get("window", 0) >= 5
+    asm = "".join(m.inspect_source("asm") for m in compiled.executable.mod.imports)
     if instruction is not None:
-        assert instruction in "".join(m.inspect_source("asm") for m in compiled.executable.mod.imports)
+        assert instruction in asm
+    if cpu != "avx512-vnni":  # (an AVX-512 tile can pass the 1 KiB TVM keeps on the stack)
+        assert not _allocating(asm, "qgemm"), f"{cpu}: kernels allocate a workspace per call or tile"
     assert (instruction is None) == (not cpu_of(target).dots)
     vm = relax.VirtualMachine(compiled.executable, tvm.cpu())
     graph = exported.graph
@@ -136,6 +152,12 @@ def test_int8_kernels_match_the_reference_under_qemu(target: str, tmp_path: Path
     assert _close(np.asarray(json.loads(run.stdout)["logits"], np.float32), logits[-1])
     dots = cpu_of(load_preset_target(target)).dots
     assert (Dot.SDOT in dots) == (target == "rpi5")
+    code = subprocess.run(["aarch64-linux-gnu-objdump", "-d", "--no-show-raw-insn", str(art / "model.so")],
+                          capture_output=True, text=True, check=True).stdout
+    # rpi5: each pixel's inputs loaded 8 or 16 at a time, each sdot taking its 4 as a lane; rpi4: 16 inputs
+    # per smull + smlal2 + sadalp
+    pattern = r"sdot\tv\d+\.4s, v\d+\.16b, v\d+\.4b\[[0-3]\]" if target == "rpi5" else r"smlal2\tv\d+\.8h, v\d+\.16b"
+    assert re.search(pattern, code), f"{target}: no {pattern} in model.so"
 
 
 def load_preset_target(name: str) -> object:

@@ -21,7 +21,7 @@ class Dot(Enum):
     family's name, `bits` the vector width it works on."""
 
     VNNI_512 = ("avx512-vnni", 512)  # vpdpbusd zmm: u8 x s8, 4 products into each int32 lane
-    AVX_VNNI = ("avx-vnni", 256)  # vpdpbusd ymm (VEX-encoded, no AVX-512 needed)
+    AVX_VNNI = ("avx-vnni", 256)  # vpdpbusd ymm: AVX-VNNI (VEX), or AVX-512 VNNI with VL (EVEX)
     AVX2_MADD = ("avx2-madd", 256)  # vpmaddubsw then vpmaddwd: u8 x s8 through int16, which saturates
     I8MM = ("i8mm", 128)  # smmla: a 2x8 by 8x2 s8 matrix product into 2x2 int32 lanes
     SDOT = ("sdot", 128)  # sdot (dotprod): s8 x s8, 4 products into each int32 lane
@@ -85,7 +85,8 @@ def cpu_of(target: Any) -> CPU:
                 if has(feature)]
         return CPU(128, 32 if aarch64 else 16, cores, fma=aarch64 or has("vfp4"), lane_multiply=True,
                    broadcast_operand=False, dots=tuple(dots))
-    dots = [d for d, feature in ((Dot.VNNI_512, "avx512vnni"), (Dot.AVX_VNNI, "avxvnni"), (Dot.AVX2_MADD, "avx2"))
-            if has(feature)]
+    ymm_vnni = has("avxvnni") or (has("avx512vnni") and has("avx512vl"))  # 8 lanes where 16 do not divide
+    dots = [d for d, present in ((Dot.VNNI_512, has("avx512vnni")), (Dot.AVX_VNNI, ymm_vnni), (Dot.AVX2_MADD, has("avx2")))
+            if present]
     bits, registers = (512, 32) if has("avx512f") else (256, 16) if has("avx") else (128, 16)
     return CPU(bits, registers, cores, fma=has("fma"), lane_multiply=False, broadcast_operand=True, dots=tuple(dots))

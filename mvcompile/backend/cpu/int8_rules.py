@@ -252,11 +252,11 @@ def _pointwise_int8(rw: Rewriter, q: Quant, matrix: np.ndarray, correction: rela
     width = _shape(q.data)[3]
     layout = layout_for(rw.cpu.dots, n, k)
     if layout is not None and str(q.data.ty.dtype) == layout.activation:
-        tile = tiles.int8_tile(rw.cpu, width, n, layout.lanes)
+        tile = tiles.int8_tile(rw.cpu, width, n, layout.lanes, depth=k)
         weights = relax.const(kernels.pack_dot(matrix, layout.lanes, layout.group))
     elif Dot.NEON_WIDENING in rw.cpu.dots and k % WIDENING_GROUP == 0 and k >= MIN_PARTIALS_DEPTH \
             and str(q.data.ty.dtype) == "int8":
-        tile = tiles.partials_tile(rw.cpu, width, n)
+        tile = tiles.partials_tile(rw.cpu, width, n, k)
         return rw.emit_te(partial(kernels.pointwise_int8_partials, tile=tile), q.data,
                           relax.const(np.ascontiguousarray(matrix.T)), correction, scale, name="qgemm")
     else:

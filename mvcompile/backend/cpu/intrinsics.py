@@ -14,10 +14,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
+from tvm import tirx
 from tvm.script import tirx as T
 from tvm.s_tir import TensorIntrin
 
 from mvcompile.backend.cpu.hardware import Dot
+
+#: Scope of a tile's accumulators and cached parameters (registers once the tile is unrolled and LLVM
+#: promotes the stack slot). TVM 0.27 puts "global" allocations under 1 KiB on the stack but turns every
+#: "local" one into a TVMBackendAllocWorkspace / FreeWorkspace pair, per tile, and stores the registers
+#: to it: "local" cost A0-Stream int8 2.3 M of its 24 M instructions per frame on a Cortex-A76.
+REGISTER_SCOPE = "global"
 
 
 @dataclass(frozen=True)
@@ -68,7 +75,7 @@ def _desc(lanes: int, group: int, a_dtype: str):  # noqa: ANN202 - a TVMScript P
     def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
         A = T.match_buffer(a, (group,), a_dtype, offset_factor=1)
         B = T.match_buffer(b, (lanes, group), "int8", offset_factor=1)
-        C = T.match_buffer(c, (lanes,), "int32", offset_factor=1, scope="local")
+        C = T.match_buffer(c, (lanes,), "int32", offset_factor=1, scope=REGISTER_SCOPE)
         with T.sblock("root"):
             T.reads(C[0:lanes], A[0:group], B[0:lanes, 0:group])
             T.writes(C[0:lanes])
@@ -88,7 +95,7 @@ def _vnni(lanes: int):  # noqa: ANN202
     def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
         A = T.match_buffer(a, (4,), "uint8", offset_factor=1)
         B = T.match_buffer(b, (lanes, 4), "int8", offset_factor=1)
-        C = T.match_buffer(c, (lanes,), "int32", offset_factor=1, scope="local")
+        C = T.match_buffer(c, (lanes,), "int32", offset_factor=1, scope=REGISTER_SCOPE)
         with T.sblock("root"):
             T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
             T.writes(C[0:lanes])
@@ -109,7 +116,7 @@ def _avx2_madd(a: T.handle, b: T.handle, c: T.handle) -> None:
     (exact, unlike vpmaddubsw, which saturates u8 x s8 pair sums in int16)."""
     A = T.match_buffer(a, (2,), "uint8", offset_factor=1)
     B = T.match_buffer(b, (8, 2), "int8", offset_factor=1)
-    C = T.match_buffer(c, (8,), "int32", offset_factor=1, scope="local")
+    C = T.match_buffer(c, (8,), "int32", offset_factor=1, scope=REGISTER_SCOPE)
     with T.sblock("root"):
         T.reads(C[0:8], A[0:2], B[0:8, 0:2])
         T.writes(C[0:8])
@@ -123,11 +130,11 @@ def _avx2_madd(a: T.handle, b: T.handle, c: T.handle) -> None:
 
 @T.prim_func(s_tir=True)
 def _sdot(a: T.handle, b: T.handle, c: T.handle) -> None:
-    """sdot: each int32 lane += 4 s8 x s8 products; the activation's 4 bytes broadcast (LLVM emits the
-    by-lane form, `sdot v.4s, v.16b, v.4b[i]`, when they come from one register)."""
+    """sdot: each int32 lane += 4 s8 x s8 products; the activation's 4 bytes broadcast (a load of their own,
+    ld1r: `sdot_panel` takes 8 or 16 inputs a load where the depth allows)."""
     A = T.match_buffer(a, (4,), "int8", offset_factor=1)
     B = T.match_buffer(b, (4, 4), "int8", offset_factor=1)
-    C = T.match_buffer(c, (4,), "int32", offset_factor=1, scope="local")
+    C = T.match_buffer(c, (4,), "int32", offset_factor=1, scope=REGISTER_SCOPE)
     with T.sblock("root"):
         T.reads(C[0:4], A[0:4], B[0:4, 0:4])
         T.writes(C[0:4])
@@ -139,46 +146,139 @@ def _sdot(a: T.handle, b: T.handle, c: T.handle) -> None:
             dtype="int32x4")
 
 
-WIDENING_GROUP = 8  # inputs one widening multiply takes (smull: 8 int8 x 8 int8 -> 8 int16)
-WIDENING_PARTIALS = 4  # int32 partial sums per output it accumulates into (sadalp: adjacent int16 pairs)
-WIDENING = "mvcompile.dot_neon_widening"
+def _sdot_panel_desc(groups: int):  # noqa: ANN202 - a TVMScript PrimFunc
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (groups * 4,), "int8", offset_factor=1)
+        B = T.match_buffer(b, (groups, 4, 4), "int8", offset_factor=1)
+        C = T.match_buffer(c, (4,), "int32", offset_factor=1, scope=REGISTER_SCOPE)
+        with T.sblock("root"):
+            T.reads(C[0:4], A[0:groups * 4], B[0:groups, 0:4, 0:4])
+            T.writes(C[0:4])
+            for i, q, g in T.grid(4, groups, 4):
+                with T.sblock("update"):
+                    vi = T.axis.spatial(4, i)
+                    vk = T.axis.reduce(groups * 4, q * 4 + g)
+                    C[vi] = C[vi] + T.Cast("int32", T.Cast("int16", A[vk]) * T.Cast("int16", B[vk // 4, vi, vk % 4]))
+
+    return desc
 
 
-@T.prim_func(s_tir=True)
-def _widening_desc(a: T.handle, b: T.handle, c: T.handle) -> None:
-    A = T.match_buffer(a, (8,), "int8", offset_factor=1)
-    B = T.match_buffer(b, (8,), "int8", offset_factor=1)
-    C = T.match_buffer(c, (4,), "int32", offset_factor=1, scope="local")
-    with T.sblock("root"):
-        T.reads(C[0:4], A[0:8], B[0:8])
-        T.writes(C[0:4])
-        for j, q in T.grid(4, 2):
-            with T.sblock("update"):
-                vj, vq = T.axis.remap("SR", [j, q])
-                C[vj] = C[vj] + T.Cast("int32", T.Cast("int16", A[vj * 2 + vq]) * T.Cast("int16", B[vj * 2 + vq]))
+def _sdot_chain(a: "tirx.Buffer", b: "tirx.Buffer", c: "tirx.Buffer", groups: int) -> "tirx.PrimExpr":
+    """C + Σ_q sdot(B[q], lane q of A) as one nested expression: A's groups loaded in one vector, each
+    sdot taking its group as a lane (`sdot v.4s, v.16b, v.4b[q]`: no broadcast load per group)."""
+    panel = T.reinterpret(a.vload([0], dtype=f"int8x{groups * 4}"), dtype=f"int32x{groups}")
+    total = c.vload([0], dtype="int32x4")
+    for q in range(groups):
+        lane = T.reinterpret(tirx.Shuffle([panel] * (4 // groups), [q] * 4), dtype="int8x16")  # lane q in all 4
+        total = T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"), total,
+                                        b.vload([q, 0, 0], dtype="int8x16"), lane, dtype="int32x4")
+    return total
 
 
-@T.prim_func(s_tir=True)
-def _widening(a: T.handle, b: T.handle, c: T.handle) -> None:
-    """smull (8 int16 products of one output's 8 inputs) then sadalp (adjacent pairs added into its 4 int32
-    partial sums): the no-dotprod CPUs' (Cortex-A72's) int8 dot product, 2 instructions per 8 products."""
-    A = T.match_buffer(a, (8,), "int8", offset_factor=1)
-    B = T.match_buffer(b, (8,), "int8", offset_factor=1)
-    C = T.match_buffer(c, (4,), "int32", offset_factor=1, scope="local")
-    with T.sblock("root"):
-        T.reads(C[0:4], A[0:8], B[0:8])
-        T.writes(C[0:4])
-        C[T.ramp(T.int32(0), 1, 4)] = C.vload([0], dtype="int32x4") + T.call_llvm_pure_intrin(
-            "int32x4", "llvm.aarch64.neon.saddlp.v4i32.v8i16",
-            T.call_llvm_pure_intrin("int16x8", "llvm.aarch64.neon.smull.v8i16",
-                                    A.vload([0], dtype="int8x8"), B.vload([0], dtype="int8x8")))
+def _sdot_panel(groups: int):  # noqa: ANN202
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (groups * 4,), "int8", offset_factor=1)
+        B = T.match_buffer(b, (groups, 4, 4), "int8", offset_factor=1)
+        C = T.match_buffer(c, (4,), "int32", offset_factor=1, scope=REGISTER_SCOPE)
+        with T.sblock("root"):
+            T.reads(C[0:4], A[0:groups * 4], B[0:groups, 0:4, 0:4])
+            T.writes(C[0:4])
+            C[T.ramp(T.int32(0), 1, 4)] = _sdot_chain(A, B, C, groups)
+
+    return impl
 
 
 @cache
-def widening() -> str:
-    """Register the widening intrinsic once (CPUs with `Dot.NEON_WIDENING` and no dot product); its name."""
-    TensorIntrin.register(WIDENING, _widening_desc, _widening)
-    return WIDENING
+def sdot_panel(groups: int) -> str:
+    """Register the sdot panel intrinsic of `groups` groups of 4 inputs (2: 8 bytes, 4: 16 bytes of a pixel's
+    inputs in one load); its name."""
+    name = f"mvcompile.dot_sdot_panel{groups}"
+    TensorIntrin.register(name, _sdot_panel_desc(groups), _sdot_panel(groups))
+    return name
+
+
+WIDENING_GROUP = 8  # inputs one widening multiply takes (smull: 8 int8 x 8 int8 -> 8 int16)
+WIDENING_PARTIALS = 4  # int32 partial sums per output it accumulates into (sadalp: adjacent int16 pairs)
+
+
+def _widening_desc(halves: int):  # noqa: ANN202 - a TVMScript PrimFunc
+    n = WIDENING_GROUP * halves
+
+    @T.prim_func(s_tir=True)
+    def desc8(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (8,), "int8", offset_factor=1)
+        B = T.match_buffer(b, (8,), "int8", offset_factor=1)
+        C = T.match_buffer(c, (4,), "int32", offset_factor=1, scope=REGISTER_SCOPE)
+        with T.sblock("root"):
+            T.reads(C[0:4], A[0:8], B[0:8])
+            T.writes(C[0:4])
+            for j, q in T.grid(4, 2):
+                with T.sblock("update"):
+                    vj, vq = T.axis.remap("SR", [j, q])
+                    C[vj] = C[vj] + T.Cast("int32", T.Cast("int16", A[vj * 2 + vq]) * T.Cast("int16", B[vj * 2 + vq]))
+
+    @T.prim_func(s_tir=True)
+    def desc16(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (n,), "int8", offset_factor=1)
+        B = T.match_buffer(b, (n,), "int8", offset_factor=1)
+        C = T.match_buffer(c, (4,), "int32", offset_factor=1, scope=REGISTER_SCOPE)
+        with T.sblock("root"):
+            T.reads(C[0:4], A[0:n], B[0:n])
+            T.writes(C[0:4])
+            for j, h, q in T.grid(4, 2, 2):
+                with T.sblock("update"):
+                    vj, vh, vq = T.axis.remap("SRR", [j, h, q])
+                    C[vj] = C[vj] + T.Cast("int32", T.Cast("int16", A[vh * 8 + vj * 2 + vq])
+                                           * T.Cast("int16", B[vh * 8 + vj * 2 + vq]))
+
+    return desc8 if halves == 1 else desc16
+
+
+def _half(v: "tirx.PrimExpr", h: int) -> "tirx.PrimExpr":
+    """Bytes 8h..8h+7 of a 16-byte vector (the high half feeds smlal2 directly)."""
+    return tirx.Shuffle([v], list(range(8 * h, 8 * h + 8)))
+
+
+def _widening_products(a: "tirx.Buffer", b: "tirx.Buffer", halves: int) -> "tirx.PrimExpr":
+    """The int16 products of one output's 8 (smull) or 16 inputs (smull, then smlal2 adding the high
+    halves' products: two int8 x int8 products with weights in -127..127 sum within int16)."""
+    if halves == 1:
+        return T.call_llvm_pure_intrin("int16x8", "llvm.aarch64.neon.smull.v8i16",
+                                       a.vload([0], dtype="int8x8"), b.vload([0], dtype="int8x8"))
+    va, vb = a.vload([0], dtype="int8x16"), b.vload([0], dtype="int8x16")
+    return (T.call_llvm_pure_intrin("int16x8", "llvm.aarch64.neon.smull.v8i16", _half(va, 0), _half(vb, 0))
+            + T.call_llvm_pure_intrin("int16x8", "llvm.aarch64.neon.smull.v8i16", _half(va, 1), _half(vb, 1)))
+
+
+def _widening(halves: int):  # noqa: ANN202
+    """smull (8 int16 products of one output's 8 inputs; with 2 halves smlal2 adds the next 8's) then
+    sadalp (adjacent pairs added into its 4 int32 partial sums): the no-dotprod CPUs' (Cortex-A72's) int8
+    dot product, 2 instructions per 8 products, 3 per 16."""
+    n = WIDENING_GROUP * halves
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (n,), "int8", offset_factor=1)
+        B = T.match_buffer(b, (n,), "int8", offset_factor=1)
+        C = T.match_buffer(c, (4,), "int32", offset_factor=1, scope=REGISTER_SCOPE)
+        with T.sblock("root"):
+            T.reads(C[0:4], A[0:n], B[0:n])
+            T.writes(C[0:4])
+            C[T.ramp(T.int32(0), 1, 4)] = C.vload([0], dtype="int32x4") + T.call_llvm_pure_intrin(
+                "int32x4", "llvm.aarch64.neon.saddlp.v4i32.v8i16", _widening_products(A, B, halves))
+
+    return impl
+
+
+@cache
+def widening(halves: int = 1) -> str:
+    """Register the widening intrinsic over `halves` x 8 inputs once (CPUs with `Dot.NEON_WIDENING` and no
+    dot product); its name."""
+    name = f"mvcompile.dot_neon_widening{WIDENING_GROUP * halves}"
+    TensorIntrin.register(name, _widening_desc(halves), _widening(halves))
+    return name
 
 
 @cache

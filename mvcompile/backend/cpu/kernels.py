@@ -22,6 +22,7 @@ from mvcompile.backend.cpu.tiles import Tile, round_up
 BLOCK_GEMM = "mv_gemm"
 BLOCK_QGEMM = "mv_qgemm"  # an int8 matrix multiply in dot-product layout (int32 accumulators)
 BLOCK_QPARTIALS = "mv_qpartials"  # an int8 matrix multiply into partial sums, 4 per output (widening NEON)
+BLOCK_QTAIL = "mv_qtail"  # the partial sums of the last 8 inputs, when 16 do not divide them
 BLOCK_QSUM = "mv_qsum"  # the partial sums of one output added up
 BLOCK_DEQUANT = "mv_dequant"  # (int32 sums + per-channel correction) x per-channel scale: float32
 BLOCK_GEMV = "mv_gemv"
@@ -90,20 +91,34 @@ def pointwise_int8(x: te.Tensor, w: te.Tensor, correction: te.Tensor, scale: te.
 def pointwise_int8_partials(x: te.Tensor, w: te.Tensor, correction: te.Tensor, scale: te.Tensor,
                             tile: Tile) -> te.Tensor:
     """An int8 1x1x1 convolution for CPUs without a dot product: weights [N, K] (K a multiple of 8), each
-    output accumulated as 4 int32 partial sums of int16 products (partial j holds inputs 8b + 2j and
-    8b + 2j + 1 of every block b of 8: smull then sadalp, `intrinsics.widening`), then the partials added
-    up, corrected and scaled as `pointwise_int8`."""
+    output accumulated as 4 int32 partial sums of int16 products, then the partials added up, corrected
+    and scaled as `pointwise_int8`. Over the first 16·⌊K/16⌋ inputs partial j holds inputs 16b + 2j,
+    16b + 2j + 1 and the same two of the block's second half (smull, smlal2 then sadalp: `widening(2)`);
+    the 8 inputs left when 16 do not divide K go to a second set of partials, 8b + 2j and 8b + 2j + 1
+    (smull then sadalp, `widening(1)`: block `BLOCK_QTAIL`)."""
     b, t, h, wd, k = (int(d) for d in x.shape)
     n = int(w.shape[0])
     width = round_up(wd, tile.pixels)
-    kb, q = te.reduce_axis((0, k // 8), "kb"), te.reduce_axis((0, 2), "q")
     col = (lambda xx: tirx.min(xx, wd - 1)) if width > wd else (lambda xx: xx)
-    partial = te.compute((b, t, h, width, n, 4), lambda i, j, y, xx, c, l: te.sum(
-        product(x[i, j, y, col(xx), kb * 8 + l * 2 + q], w[c, kb * 8 + l * 2 + q]), axis=[kb, q]),
-        name=BLOCK_QPARTIALS, attrs=_tile_attrs(tile))
-    total = te.compute((b, t, h, wd, n), lambda i, j, y, xx, c: partial[i, j, y, xx, c, 0]  # the model's pixels
-                       + partial[i, j, y, xx, c, 1] + partial[i, j, y, xx, c, 2] + partial[i, j, y, xx, c, 3],
-                       name=BLOCK_QSUM)
+    main = k // 16 * 16
+
+    def partials(start: int, inputs: int, halves: int, name: str) -> te.Tensor:
+        kb, q = te.reduce_axis((0, inputs // (8 * halves)), "kb"), te.reduce_axis((0, 2), "q")
+        half = te.reduce_axis((0, 2), "half") if halves == 2 else None  # no unit loop: the schedule counts them
+        axes = [kb, q] if half is None else [kb, half, q]
+
+        def index(l: Any) -> Any:
+            return start + kb * (8 * halves) + (0 if half is None else half * 8) + l * 2 + q
+
+        return te.compute((b, t, h, width, n, 4), lambda i, j, y, xx, c, l: te.sum(
+            product(x[i, j, y, col(xx), index(l)], w[c, index(l)]), axis=axes), name=name, attrs=_tile_attrs(tile))
+
+    parts = [partials(0, main, 2, BLOCK_QPARTIALS)] if main else []
+    if k > main:
+        parts.append(partials(main, k - main, 1, BLOCK_QTAIL if main else BLOCK_QPARTIALS))
+    total = te.compute((b, t, h, wd, n), lambda i, j, y, xx, c: sum(  # the model's pixels
+        (p[i, j, y, xx, c, l] for p in parts for l in range(4)), tirx.const(0, "int32")),
+        name=BLOCK_QSUM)
     return dequantized(total, correction, scale)
 
 

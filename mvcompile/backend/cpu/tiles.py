@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from mvcompile.backend.cpu.hardware import CPU
+from mvcompile.backend.cpu.hardware import CPU, Dot
 
 MAX_ROWS = 12
 MAX_VECTORS = 8
@@ -135,21 +135,37 @@ def reduction_tile(cpu: CPU, channels: int) -> Tile:
     return Tile(1, max(d for d in range(1, REDUCTION_ACCUMULATORS + 1) if per_row % d == 0), lanes)
 
 
-def int8_tile(cpu: CPU, width: int, channels: int, lanes: int) -> Tile:
+DOT_GROUP = 4  # inputs a dot product (sdot, vpdpbusd) sums into one int32 lane
+
+
+def dot_panel(cpu: CPU, depth: int | None) -> int:
+    """Groups of DOT_GROUP inputs per input panel of an int8 1x1 convolution over `depth` input channels:
+    with a multiply that takes a lane (ARM: `sdot v.4s, v.16b, v.4b[i]`), one vector load brings a
+    pixel's next 4 groups (16 bytes) or 2 (8 bytes) and each dot product takes its group as a lane; 1 (a
+    broadcast load per group) elsewhere or when no panel divides the depth."""
+    if Dot.SDOT not in cpu.dots or not cpu.lane_multiply or depth is None:
+        return 1
+    return next((g for g in (4, 2) if depth % (g * DOT_GROUP) == 0), 1)
+
+
+def int8_tile(cpu: CPU, width: int, channels: int, lanes: int, depth: int | None = None) -> Tile:
     """Tile of an int8 1x1 convolution in a dot product's layout (`lanes` int32 outputs per instruction,
-    which must divide `channels`), over rows of `width` pixels.
+    which must divide `channels`), over rows of `width` pixels and `depth` input channels (None: a
+    convolution whose inputs are not read as panels).
 
     Model, per step of the reduction (one group of inputs): pixels × vectors dot products, `vectors`
     weight loads and, unless the multiply reads its broadcast input from memory (x86), one load per
-    pixel; the accumulators, the weight vectors and one input register must fit the registers."""
+    pixel, or one per pixel every `dot_panel` steps; the accumulators, the weight vectors of a panel and
+    the pixels' input registers must fit the registers."""
     per_row = channels // lanes
+    panel = dot_panel(cpu, depth)
     best: tuple[float, int, Tile] | None = None
     for vectors in (v for v in range(1, MAX_VECTORS + 1) if per_row % v == 0):
         for pixels in range(1, min(width, MAX_ROWS) + 1):
-            if pixels * vectors + vectors + 1 > cpu.registers:
+            if pixels * vectors + panel * vectors + (pixels if panel > 1 else 1) > cpu.registers:
                 break
-            loads = vectors + (0 if cpu.broadcast_operand else pixels)
-            step = pixels * vectors + loads + LOOP_OVERHEAD
+            loads = vectors + (0 if cpu.broadcast_operand else pixels / panel)
+            step = pixels * vectors + loads + LOOP_OVERHEAD / panel
             useful = pixels * vectors * lanes
             cost = step / useful * (round_up(width, pixels) / width)
             key = (cost, -useful, Tile(pixels, vectors, lanes))
@@ -159,19 +175,30 @@ def int8_tile(cpu: CPU, width: int, channels: int, lanes: int) -> Tile:
     return best[2]
 
 
-def partials_tile(cpu: CPU, width: int, channels: int) -> Tile:
-    """Tile of an int8 1x1 convolution summed in partials (`kernels.pointwise_int8_partials`: one register
-    of 4 partial sums per output) over rows of `width` pixels: `pixels` × `vectors` outputs (lanes 1).
+def partials_halves(depth: int) -> int:
+    """Blocks of 8 inputs most widening steps of an int8 1x1 convolution summed in partials take: 2 (smull,
+    smlal2, sadalp over 16 inputs) from 16 inputs on (the last 8 may take a step of their own), else 1."""
+    return 2 if depth >= 16 else 1
 
-    Model, per block of 8 inputs: pixels × channels widening multiply-accumulates (2 instructions each), one
-    load per pixel and per channel; the accumulators and those loads must fit the registers."""
+
+def partials_tile(cpu: CPU, width: int, channels: int, depth: int) -> Tile:
+    """Tile of an int8 1x1 convolution summed in partials (`kernels.pointwise_int8_partials`: one register
+    of 4 partial sums per output) over rows of `width` pixels and `depth` input channels: `pixels` ×
+    `vectors` outputs (lanes 1).
+
+    Model, per step of 8 or 16 inputs (`partials_halves`): pixels × channels widening multiply-accumulates
+    (2 instructions each over 8 inputs, 3 over 16), one load per pixel and per channel; the accumulators
+    (a second set when the last 8 inputs take a step of their own), those loads and one int16 product must
+    fit the registers."""
+    halves = partials_halves(depth)
+    sets = 2 if halves == 2 and depth % 16 else 1
     best: tuple[float, int, Tile] | None = None
     for outputs in (v for v in range(1, 17) if channels % v == 0):
         for pixels in range(1, min(width, MAX_ROWS) + 1):
-            if pixels * outputs + outputs + pixels > cpu.registers:
+            if sets * pixels * outputs + outputs + pixels + 1 > cpu.registers:
                 break
-            step = 2 * pixels * outputs + outputs + pixels + LOOP_OVERHEAD
-            useful = pixels * outputs
+            step = (1 + halves) * pixels * outputs + outputs + pixels + LOOP_OVERHEAD
+            useful = pixels * outputs * halves
             cost = step / useful * (round_up(width, pixels) / width)
             key = (cost, -useful, Tile(pixels, outputs, 1))
             if best is None or key[:2] < best[:2]:

@@ -12,6 +12,7 @@ from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 from mvcompile.backend.cpu.hardware import CPU, cpu_of
 from mvcompile.backend.cpu.kernels import BLOCK_CROP, BLOCK_PAD, TILE_ATTR
 from mvcompile.backend.cpu.tiles import Tile
+from mvcompile.backend.cpu.intrinsics import REGISTER_SCOPE
 
 SBlockRV = s_tir.schedule.SBlockRV
 LoopRV = s_tir.schedule.LoopRV
@@ -139,7 +140,7 @@ def accumulate_in_registers(sch: s_tir.Schedule, anchor: SBlockRV) -> tuple[SBlo
     """Give `anchor` a local accumulator (registers, once the tile is unrolled) and fold what follows
     into the block that stores it: the crop to the model's width when the kernel computed whole tiles,
     then the element-wise epilogue. Returns that storing block and the blocks left over."""
-    write_back = sch.cache_write(anchor, 0, "local")
+    write_back = sch.cache_write(anchor, 0, REGISTER_SCOPE)
     crops = [c for c in sch.get_consumers(write_back) if name(sch, c).startswith(BLOCK_CROP)]
     tail = write_back
     if crops:

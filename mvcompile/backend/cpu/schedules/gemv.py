@@ -10,6 +10,7 @@ from mvcompile.backend.cpu.hardware import CPU
 from mvcompile.backend.cpu.kernels import BLOCK_GEMV
 from mvcompile.backend.cpu.schedules import common
 from mvcompile.backend.cpu.tiles import gemv_panels
+from mvcompile.backend.cpu.intrinsics import REGISTER_SCOPE
 
 
 class Gemv(common.CPURule):
@@ -29,7 +30,7 @@ class Gemv(common.CPURule):
         jo, ji = sch.split(j, [None, panel * per_tile])
         jio, jii = sch.split(ji, [None, vec if vec > 1 else panel * per_tile])
         sch.reorder(jo, rows, k, jio, jii)
-        write_back = sch.cache_write(anchor, 0, "local")
+        write_back = sch.cache_write(anchor, 0, REGISTER_SCOPE)
         rest = common.inline_consumers(sch, write_back)
         sch.reverse_compute_at(write_back, jo)
         if vec > 1:

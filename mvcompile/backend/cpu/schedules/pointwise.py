@@ -17,6 +17,7 @@ from mvcompile.backend.cpu.hardware import CPU
 from mvcompile.backend.cpu.tiles import PANEL_DEPTH, input_panel, matmul_tile
 from mvcompile.backend.cpu.kernels import BLOCK_GEMM
 from mvcompile.backend.cpu.schedules import common
+from mvcompile.backend.cpu.intrinsics import REGISTER_SCOPE
 
 
 class Pointwise(common.CPURule):
@@ -63,6 +64,6 @@ def _vector_input_panel(sch: s_tir.Schedule, anchor: s_tir.SBlockRV, pixel: s_ti
     """Load each pixel's PANEL_DEPTH inputs as one vector before its PANEL_DEPTH reduction steps (the
     multiply-adds take them by lane) instead of one scalar load per step."""
     index = next(i for i, r in enumerate(sch.get(anchor).reads) if len(r.source.shape) == 5)
-    panel = sch.cache_read(anchor, index, "local")
+    panel = sch.cache_read(anchor, index, REGISTER_SCOPE)
     sch.compute_at(panel, pixel)
     sch.vectorize(sch.get_loops(panel)[-1])

@@ -5,7 +5,8 @@ As `pointwise`, output [B, T, H, W, N] is tiled as mr pixels × nr channels whos
 in registers through the whole reduction. With weights in a dot product's layout ([N/L, K/G, L, G],
 `intrinsics.DotLayout`), each step of the reduction takes G inputs of a pixel and one instruction per
 vector of L channels (`tensorize` with the layout's intrinsic: vpdpbusd on x86 with VNNI, vpmaddwd on
-AVX2, sdot on ARM with dotprod). With plain [K, N] weights (no dot product, or shapes that do not fit
+AVX2, sdot on ARM with dotprod; there one load brings a pixel's next 8 or 16 inputs and each sdot
+takes its 4 as a lane, `tiles.dot_panel`). With plain [K, N] weights (no dot product, or shapes that do not fit
 one), each step multiplies one input in int16 and widens into the int32 vectors. The dequantization
 (correction, scale), the activation and the next quantize are folded into the tile's write-back.
 """
@@ -14,9 +15,10 @@ from __future__ import annotations
 
 from tvm import s_tir
 
+from mvcompile.backend.cpu import tiles
 from mvcompile.backend.cpu.hardware import CPU, Dot
-from mvcompile.backend.cpu.intrinsics import layout_with, widening
-from mvcompile.backend.cpu.kernels import BLOCK_PAD, BLOCK_QGEMM, BLOCK_QPARTIALS
+from mvcompile.backend.cpu.intrinsics import REGISTER_SCOPE, layout_with, sdot_panel, widening
+from mvcompile.backend.cpu.kernels import BLOCK_PAD, BLOCK_QGEMM, BLOCK_QPARTIALS, BLOCK_QTAIL
 from mvcompile.backend.cpu.schedules import common
 
 
@@ -52,7 +54,11 @@ class QuantizedPointwise(common.CPURule):
         wo, wi = sch.split(w, [None, mr])
         no, ni = sch.split(n, [None, nv * vec])
         nio, nii = sch.split(ni, [None, vec])
-        if dot:
+        panel = tiles.dot_panel(cpu, common.extent(sch, k)) if dot and not outer_reduction else 1
+        if dot and panel > 1:  # each pixel's inputs loaded `panel` groups at a time, one lane per dot product
+            ko, kq, ki = sch.split(k, [None, panel, layout.group])
+            sch.reorder(b, t, h, wo, no, ko, wi, nio, nii, kq, ki)
+        elif dot:
             ki = k if common.extent(sch, k) == layout.group else None
             ko = outer_reduction.pop() if ki is not None else None
             if ki is None:
@@ -71,7 +77,7 @@ class QuantizedPointwise(common.CPURule):
         init = sch.decompose_reduction(anchor, (outer_reduction or [ko])[0])
         common.vectorize_innermost(sch, init, cpu)
         if dot:
-            sch.tensorize(nii, layout.name)
+            sch.tensorize(nii, sdot_panel(panel) if panel > 1 else layout.name)
         sch.unroll(nio)
         sch.unroll(wi)
         store_whole_tile(sch, write_back, tile_loop)
@@ -82,11 +88,12 @@ def store_whole_tile(sch: s_tir.Schedule, write_back: s_tir.SBlockRV, tile: s_ti
     """The tile's write-back as one vector per pixel across all the tile's channels (the int8 results of 16
     channels narrow and store together: a register, not lanes inserted one vector at a time), each
     channel's parameters (scale, offset) read once per tile into registers."""
-    *_, channel = sch.get_loops(write_back)
+    *_, pixel, channel = sch.get_loops(write_back)
     sch.vectorize(channel)
+    sch.unroll(pixel)  # the accumulators stay registers: a loop over pixels would index them in memory
     for index, region in reversed(list(enumerate(sch.get(write_back).reads))):
         if len(region.source.shape) == 1:  # a per-channel parameter
-            cached = sch.cache_read(write_back, index, "local")
+            cached = sch.cache_read(write_back, index, REGISTER_SCOPE)
             sch.compute_at(cached, tile)
             sch.vectorize(sch.get_loops(cached)[-1])
 
@@ -102,8 +109,10 @@ class PartialsPointwise(common.CPURule):
         anchor = common.find_anchor(sch, [BLOCK_QPARTIALS])
         if Dot.NEON_WIDENING not in cpu.dots:
             raise common.Declined("the CPU has no NEON widening multiply-accumulate")
+        tails = [b for b in common.blocks(sch) if common.name(sch, b).startswith(BLOCK_QTAIL)]
+        anchors = [anchor, *tails]  # the first 16·m inputs, and the last 8 when 16 do not divide them
         common.inline_producers(sch, anchor)
-        *_, w, n, _, kb, _ = sch.get_loops(anchor)
+        _, _, _, w, n, *_ = sch.get_loops(anchor)
         tile = common.tile_of(sch, anchor)
         if tile is None:
             raise common.Declined("its block carries no tile")
@@ -111,27 +120,36 @@ class PartialsPointwise(common.CPURule):
         if common.extent(sch, w) % mr or common.extent(sch, n) % nr:
             raise common.Declined(f"its tile {tile} does not divide {common.extent(sch, w)} pixels x "
                                   f"{common.extent(sch, n)} channels")
-        work = common.block_work(sch, anchor)
-        extents = {"pixel": mr, "channel": nr, "lane": 4, "blocks": common.extent(sch, kb), "pair": 2}
-        accumulators = sch.cache_write(anchor, 0, "local")
-        total = sch.get_consumers(accumulators)[0]
-        sch.compute_inline(accumulators)  # the sum of the partials reads the accumulators directly
+        work = sum(common.block_work(sch, a) for a in anchors)
+        extents = []
+        for block in anchors:
+            _, _, _, _, _, _, kb, *halved, _ = sch.get_loops(block)  # (kb, half, pair) when 16 inputs a step
+            extents.append({"pixel": mr, "channel": nr, "lane": 4, "blocks": common.extent(sch, kb),
+                            "half": 2 if halved else 1, "pair": 2})
+        caches = [sch.cache_write(block, 0, REGISTER_SCOPE) for block in anchors]
+        total = sch.get_consumers(caches[0])[0]
+        for cache in caches:
+            sch.compute_inline(cache)  # the sum of the partials reads the accumulators directly
         b, t, h, w, n = sch.get_loops(total)
         wo, wi = sch.split(w, [None, mr])
         no, ni = sch.split(n, [None, nr])
         sch.reorder(b, t, h, wo, no, wi, ni)
-        sch.compute_at(anchor, no)  # the tile's partials, accumulated in registers, then summed
-        loops = dict(zip([k for k, e in extents.items() if e > 1], sch.get_loops(anchor)[5:]))  # unit loops vanish
-        sch.reorder(*(loops[k] for k in ("blocks", "pixel", "channel", "lane", "pair") if k in loops))
+        steps = []
+        for block, sizes in zip(anchors, extents):
+            sch.compute_at(block, no)  # the tile's partials, accumulated in registers, then summed
+            loops = dict(zip([k for k, e in sizes.items() if e > 1], sch.get_loops(block)[5:]))  # unit loops vanish
+            sch.reorder(*(loops[k] for k in ("blocks", "pixel", "channel", "lane", "half", "pair") if k in loops))
+            steps.append((block, loops, sizes["half"]))
         rest = common.inline_consumers(sch, total)
         if common.worth_parallel(cpu, work, bits=8):
             common.parallelize(sch, [b, t, h, wo, no], cpu)
-        init = sch.decompose_reduction(anchor, next(loops[k] for k in ("blocks", "pixel", "channel", "lane")
-                                                    if k in loops))
-        sch.vectorize(sch.get_loops(init)[-1])
-        sch.tensorize(loops["lane"], widening())
-        for k in ("channel", "pixel"):
-            if k in loops:
-                sch.unroll(loops[k])
+        for block, loops, halves in steps:
+            init = sch.decompose_reduction(block, next(loops[k] for k in ("blocks", "pixel", "channel", "lane")
+                                                       if k in loops))
+            sch.vectorize(sch.get_loops(init)[-1])
+            sch.tensorize(loops["lane"], widening(halves))
+            for k in ("channel", "pixel"):
+                if k in loops:
+                    sch.unroll(loops[k])
         sch.vectorize(sch.get_loops(total)[-1])
         common.finish_rest(sch, rest, cpu)

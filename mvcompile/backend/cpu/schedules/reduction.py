@@ -8,6 +8,7 @@ from tvm import s_tir
 from mvcompile.backend.cpu.hardware import CPU
 from mvcompile.backend.cpu.schedules import common
 from mvcompile.backend.cpu.tiles import reduction_tile
+from mvcompile.backend.cpu.intrinsics import REGISTER_SCOPE
 
 
 class ChannelReduction(common.CPURule):
@@ -34,7 +35,7 @@ class ChannelReduction(common.CPURule):
         co, ci = sch.split(channel, [None, group * vec])
         cio, cii = sch.split(ci, [None, vec])
         sch.reorder(*outer_spatial, co, *reduced, cio, cii)
-        write_back = sch.cache_write(anchor, 0, "local")
+        write_back = sch.cache_write(anchor, 0, REGISTER_SCOPE)
         rest = common.inline_consumers(sch, write_back)
         sch.reverse_compute_at(write_back, co)
         if vec > 1:
