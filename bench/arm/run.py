@@ -94,11 +94,13 @@ def official(case: Case, seed: int, python: str, calibration: Path | None = None
 
 
 def guest_requirements() -> list[str]:
-    """The aarch64 wheels the emulated Python needs: the LiteRT and ONNX Runtime versions used on x86."""
+    """The aarch64 wheels the emulated Python needs: the LiteRT and ONNX Runtime versions used on x86, and
+    the pydantic that reads an export's typed manifest (the ONNX Runtime peer's state names)."""
     import onnxruntime
+    import pydantic
 
     lite = next(r for r in litert.REQUIREMENTS if r.startswith("ai-edge-litert=="))
-    return [lite, f"onnxruntime=={onnxruntime.__version__}"]
+    return [lite, f"onnxruntime=={onnxruntime.__version__}", f"pydantic=={pydantic.VERSION}"]
 
 
 def _parallel(jobs: int, work: dict[str, Callable[[], dict[str, Any]]]) -> dict[str, dict[str, Any]]:
